@@ -1,0 +1,62 @@
+//! Command-line definitions only; the work is in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cluster-ai",
+    version,
+    about = "Keeps a node of a local AI cluster from running out of memory and from silently losing a service"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (what the systemd unit starts).
+    Run(RunArgs),
+    /// Show the live state of the running daemon.
+    Status(StatusArgs),
+    /// Work with the configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Config file [default: /etc/cluster-ai/config.toml; built-in defaults if it is missing].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log every decision as it would be taken; change nothing on the system.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the daemon's reply as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The control socket [default: from the config's control_socket, else the runtime directory].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Config file to read control_socket from [default: /etc/cluster-ai/config.toml].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file; errors are printed as PATH:LINE:COL: key: problem. Exit 0 or 78.
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// The file to check [default: /etc/cluster-ai/config.toml].
+    pub path: Option<PathBuf>,
+}

@@ -1,0 +1,5 @@
+//! One-shot subcommands, one file each. None of them starts the daemon.
+
+pub mod config_check;
+pub mod run;
+pub mod status;

@@ -1,0 +1,38 @@
+//! `cluster-ai run`: the daemon in the foreground.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::cli::RunArgs;
+use crate::config::LogLevel;
+use crate::daemon::{self, Options};
+use crate::logging;
+use crate::sys::paths::DEFAULT_CONFIG;
+
+pub fn main(args: RunArgs) -> ExitCode {
+    let log = logging::init(LogLevel::Info);
+    let opts = Options {
+        config_explicit: args.config.is_some(),
+        config_path: args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+        dry_run: args.dry_run,
+    };
+    // One thread: the daemon's work is a few small reads every few seconds; worker threads
+    // would only add memory and wakeups.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(opts, log)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(exit_code = e.exit_code(), "{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! `cluster-ai status [--json]`: asks the running daemon over its control socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::cli::StatusArgs;
+use crate::config::{human_size, Config, SocketSetting};
+use crate::daemon::control::{request, Request, StatusReply};
+use crate::daemon::socket_path;
+use crate::sys::paths::DEFAULT_CONFIG;
+
+pub fn main(args: StatusArgs) -> ExitCode {
+    match status(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cluster-ai status: {e:#}");
+            // LSB: "program is not running" for status actions.
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let socket = match args.socket {
+        Some(s) => s,
+        None => {
+            let config = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            let setting = Config::load(&config).map_or(SocketSetting::Auto, |c| c.control_socket);
+            socket_path(&setting).map_err(anyhow::Error::msg)?
+        }
+    };
+    let value = request(&socket, &Request::Status)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let reply: StatusReply = serde_json::from_value(value)?;
+    print!("{}", render(&reply));
+    Ok(())
+}
+
+fn ago(seconds: f64) -> String {
+    let s = seconds as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+pub fn render(r: &StatusReply) -> String {
+    let mut out = format!(
+        "cluster-ai {} (pid {}), up {}{}\n",
+        r.version,
+        r.pid,
+        ago(r.uptime_seconds),
+        if r.dry_run { ", dry run" } else { "" }
+    );
+    let c = &r.config;
+    if c.source == "file" {
+        out += &format!(
+            "config:   {} (loaded {} ago)\n",
+            c.path.display(),
+            ago(c.loaded_seconds_ago)
+        );
+    } else {
+        out += &format!(
+            "config:   built-in defaults ({} does not exist)\n",
+            c.path.display()
+        );
+    }
+    if let Some(err) = &c.last_reload_error {
+        out += &format!(
+            "          last reload refused: {}\n",
+            err.lines().next().unwrap_or_default()
+        );
+    }
+    match &r.snapshot {
+        None => out += "no sample yet\n",
+        Some(s) => {
+            out += &format!(
+                "memory:   {:.1}% used, {} available of {}\n",
+                s.memory_used_percent,
+                human_size(s.memory_available_bytes),
+                human_size(s.memory_total_bytes)
+            );
+            out += &format!(
+                "swap:     {} used of {}\n",
+                human_size(s.swap_used_bytes),
+                human_size(s.swap_total_bytes)
+            );
+            let cpu = s
+                .cpu_busy_percent
+                .map_or("-".into(), |c| format!("{c:.1}%"));
+            let [l1, l5, l15] = s.load_average;
+            out += &format!("cpu:      {cpu} busy, load {l1:.2} {l5:.2} {l15:.2}\n");
+            for d in [&s.disk_root, &s.disk_swap_dir].into_iter().flatten() {
+                out += &format!(
+                    "disk:     {} {:.1}% used, {} free\n",
+                    d.path.display(),
+                    d.used_percent,
+                    human_size(d.available_bytes)
+                );
+            }
+            if let Some(p) = &s.pressure {
+                let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+                out += &format!(
+                    "pressure: memory {:.2}/{} cpu {:.2}/{} io {:.2}/{} (avg10 some/full)\n",
+                    p.memory.some_avg10,
+                    f(p.memory.full_avg10),
+                    p.cpu.some_avg10,
+                    f(p.cpu.full_avg10),
+                    p.io.some_avg10,
+                    f(p.io.full_avg10)
+                );
+            }
+        }
+    }
+    out += "tasks:\n";
+    for t in &r.tasks {
+        out += &format!(
+            "  {:<10} {:<10} heartbeat {} ago\n",
+            t.name,
+            t.state,
+            ago(t.last_heartbeat_seconds_ago)
+        );
+    }
+    out
+}

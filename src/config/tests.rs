@@ -1,0 +1,169 @@
+use super::*;
+
+fn problems(text: &str) -> Vec<String> {
+    Config::parse(text)
+        .unwrap_err()
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
+}
+
+#[test]
+fn empty_file_is_the_defaults() {
+    assert_eq!(Config::parse("").unwrap(), Config::default());
+    assert_eq!(
+        Config::parse("# only a comment\n[swap]\n").unwrap(),
+        Config::default()
+    );
+}
+
+#[test]
+fn every_key_is_read() {
+    let c = Config::parse(
+        r#"
+log_level = "debug"
+sample_interval = "2s"
+control_socket = "/tmp/x.sock"
+[swap]
+dir = "/srv/swap"
+min_size = "512M"
+max_size = "4GiB"
+increment = "256M"
+memory_threshold = 70
+check_interval = "10s"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.log_level, LogLevel::Debug);
+    assert_eq!(c.sample_interval, Duration::from_secs(2));
+    assert_eq!(c.control_socket, SocketSetting::Path("/tmp/x.sock".into()));
+    assert_eq!(c.swap.dir, PathBuf::from("/srv/swap"));
+    assert_eq!(
+        (c.swap.min_size, c.swap.max_size, c.swap.increment),
+        (512 << 20, 4 << 30, 256 << 20)
+    );
+    assert_eq!(c.swap.memory_threshold, 70);
+    assert_eq!(c.swap.check_interval, Duration::from_secs(10));
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    assert_eq!(
+        problems("log_level = \"info\"\nsample_interval = \n"),
+        ["2:19: sample_interval: invalid string\nexpected `\"`, `'`"]
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_where_they_stand() {
+    let p = problems("log_level = \"info\"\n[swap]\n  min_size = \"1G\"\n  maxsize = \"2G\"\n");
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].starts_with("4:3: swap.maxsize: unknown field `maxsize`, expected one of"),
+        "{p:?}"
+    );
+    let p = problems("[swapp]\ndir = \"/x\"\n");
+    assert!(
+        p[0].starts_with("1:2: swapp: unknown field `swapp`"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn wrong_types_point_at_the_value() {
+    assert_eq!(
+        problems("[swap]\nmemory_threshold = \"80\"\n"),
+        ["2:20: swap.memory_threshold: invalid type: string \"80\", expected i64"]
+    );
+    assert_eq!(
+        problems("sample_interval = 5\n"),
+        ["1:19: sample_interval: invalid type: integer `5`, expected a string"]
+    );
+}
+
+#[test]
+fn bad_values_are_all_reported_with_positions() {
+    let p = problems(
+        "log_level = \"loud\"\nsample_interval = \"0s\"\ncontrol_socket = \"rel/x\"\n[swap]\ndir = \"swap\"\nmin_size = \"2X\"\nincrement = \"1K\"\nmemory_threshold = 100\ncheck_interval = \"2d\"\n",
+    );
+    assert_eq!(
+        p,
+        [
+            "1:13: log_level: \"loud\" is not a level; expected one of error, warn, info, debug, trace",
+            "2:19: sample_interval: \"0s\" is out of range; expected between 1s and 1h",
+            "3:18: control_socket: \"rel/x\" is neither \"auto\" nor an absolute path",
+            "5:7: swap.dir: \"swap\" is not an absolute path below /; expected e.g. \"/var/lib/cluster-ai/swap\"",
+            "6:12: swap.min_size: unknown size unit \"X\" in \"2X\"; expected a size such as 2G, 512M, 1GiB or a number of bytes",
+            "7:13: swap.increment: \"1K\" is too small; expected at least 1M",
+            "8:20: swap.memory_threshold: 100 is out of range; expected a percentage from 1 to 99",
+            "9:18: swap.check_interval: unknown duration unit \"d\" in \"2d\"; expected a duration such as 500ms, 30s, 5m or 1h",
+        ]
+    );
+}
+
+#[test]
+fn cross_field_rules_point_at_the_later_key() {
+    assert_eq!(
+        problems("[swap]\nmin_size = \"4G\"\nmax_size = \"2G\"\nincrement = \"3G\"\n"),
+        [
+            "3:12: swap.max_size: 2G is below swap.min_size 4G; expected max_size >= min_size",
+            "4:13: swap.increment: 3G is above swap.max_size 2G; expected increment <= max_size",
+        ]
+    );
+    // Against a default: the message still says which value is the problem.
+    assert_eq!(
+        problems("[swap]\nmax_size = \"1G\"\n"),
+        ["2:12: swap.max_size: 1G is below swap.min_size 2G; expected max_size >= min_size"]
+    );
+}
+
+#[test]
+fn negative_and_huge_threshold_do_not_wrap() {
+    assert!(problems("[swap]\nmemory_threshold = -1\n")[0].contains("-1 is out of range"));
+    assert!(problems("[swap]\nmemory_threshold = 336\n")[0].contains("336 is out of range"));
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    assert_eq!(
+        problems("# é\nlog_level = \"é\"\n")[0].split(": ").next(),
+        Some("2:13")
+    );
+    let p = problems("[swap] # ☃☃\ndir = \"ü\"\n");
+    assert!(p[0].starts_with("2:7: swap.dir"), "{p:?}");
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[swap]\nmax_size = \"1G\"\n").unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}:2:12: swap.max_size: 1G is below swap.min_size 2G; expected max_size >= min_size",
+            path.display()
+        )
+    );
+    let missing = Config::load(&dir.path().join("nope.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.contains("nope.toml: cannot read the config file"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn changes_are_listed_by_key() {
+    let old = Config::default();
+    let mut new = old.clone();
+    new.sample_interval = Duration::from_secs(1);
+    new.swap.max_size = 8 << 30;
+    assert_eq!(
+        new.changes_from(&old),
+        ["sample_interval: 5s -> 1s", "swap.max_size: 16G -> 8G"]
+    );
+    assert!(old.changes_from(&old).is_empty());
+}

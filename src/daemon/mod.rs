@@ -1,0 +1,69 @@
+//! The daemon: a supervisor that owns sd_notify and signals, and the tasks it runs.
+
+pub mod control;
+pub mod report;
+mod supervisor;
+pub mod tasks;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, ConfigError, SocketSetting};
+
+pub use supervisor::run;
+
+/// sysexits.h EX_CONFIG: systemd's `RestartPreventExitStatus=78` keeps a bad config from
+/// restarting in a loop.
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config_path: PathBuf,
+    /// `--config` was given: a missing file is then an error, not "use the defaults".
+    pub config_explicit: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Startup(String),
+    #[error("task {task} failed: {reason}")]
+    TaskFailed { task: &'static str, reason: String },
+    #[error("stopped by a second signal before every task had finished")]
+    Forced,
+}
+
+impl DaemonError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Config(_) => EXIT_CONFIG,
+            _ => 1,
+        }
+    }
+}
+
+/// The config at `path`, or the built-in defaults when the default file is simply absent.
+/// Returns whether it came from the file.
+pub fn load_config(path: &Path, explicit: bool) -> Result<(Config, bool), ConfigError> {
+    match Config::load(path) {
+        Ok(c) => Ok((c, true)),
+        Err(ConfigError::Read { source, .. })
+            if !explicit && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok((Config::default(), false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Where the control socket is, for the daemon and the CLI alike.
+pub fn socket_path(setting: &SocketSetting) -> Result<PathBuf, String> {
+    match setting {
+        SocketSetting::Path(p) => Ok(p.clone()),
+        SocketSetting::Auto => {
+            Ok(crate::sys::paths::runtime_dir()?.join(crate::sys::paths::SOCKET_NAME))
+        }
+    }
+}

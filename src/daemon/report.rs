@@ -1,0 +1,165 @@
+//! What systemd hears between READY and STOPPING: `WATCHDOG=1` every half watchdog interval,
+//! but only while every task's heartbeat is fresh, and a `STATUS=` line that follows the
+//! snapshots (at most every few seconds), the last reload's outcome and any stuck task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::tasks::Tasks;
+use crate::sampler::SnapshotReceiver;
+use crate::sys::notify::{Notice, Notifier};
+
+/// Snapshot-driven STATUS updates are spaced at least this far apart.
+const MIN_STATUS_GAP: Duration = Duration::from_secs(2);
+
+pub async fn run(
+    tasks: Tasks,
+    notifier: Arc<dyn Notifier>,
+    mut snapshots: SnapshotReceiver,
+    mut note: watch::Receiver<String>,
+    cancel: CancellationToken,
+) {
+    let mut ticker = notifier.watchdog_interval().map(|wd| {
+        let mut t = tokio::time::interval(wd / 2);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let mut last_status = String::new();
+    let mut last_sent: Option<Instant> = None;
+    let mut stuck_before: Vec<&'static str> = Vec::new();
+    loop {
+        let mut urgent = false;
+        let watchdog_due = tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => true,
+            changed = snapshots.changed() => { if changed.is_err() { return; } false }
+            changed = note.changed() => { if changed.is_err() { return; } urgent = true; false }
+        };
+        let now = Instant::now();
+        let stuck = tasks.stale(now);
+        if stuck != stuck_before {
+            urgent = true;
+            if stuck.is_empty() {
+                tracing::info!("every task reports again; watchdog pings resume");
+            } else {
+                tracing::error!(tasks = ?stuck, "task stopped reporting; withholding the watchdog ping so systemd restarts us");
+            }
+            stuck_before = stuck.clone();
+        }
+        if watchdog_due && stuck.is_empty() {
+            notifier.send(&[Notice::Watchdog]);
+        }
+        let text = status_text(&snapshots, &note.borrow(), &stuck);
+        let spaced = last_sent.is_none_or(|t| now.duration_since(t) >= MIN_STATUS_GAP);
+        if text != last_status && (urgent || spaced) {
+            notifier.send(&[Notice::Status(text.clone())]);
+            last_status = text;
+            last_sent = Some(now);
+        }
+    }
+}
+
+fn status_text(snapshots: &SnapshotReceiver, note: &str, stuck: &[&str]) -> String {
+    let mut parts = Vec::new();
+    if !stuck.is_empty() {
+        parts.push(format!("stuck: {} (watchdog withheld)", stuck.join(", ")));
+    }
+    if let Some(s) = snapshots.borrow().as_ref() {
+        parts.push(s.summary());
+    }
+    if !note.is_empty() {
+        parts.push(note.to_string());
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder {
+        sent: Mutex<Vec<Notice>>,
+    }
+
+    impl Notifier for Recorder {
+        fn send(&self, notices: &[Notice]) {
+            self.sent.lock().unwrap().extend_from_slice(notices);
+        }
+        fn watchdog_interval(&self) -> Option<Duration> {
+            Some(Duration::from_secs(2))
+        }
+    }
+
+    impl Recorder {
+        fn take(&self) -> Vec<Notice> {
+            std::mem::take(&mut *self.sent.lock().unwrap())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdog_pings_only_while_every_heartbeat_is_fresh() {
+        let tasks = Tasks::default();
+        let hb = tasks.register("sampler", Duration::from_secs(1));
+        hb.started();
+        let rec = Arc::new(Recorder::default());
+        let (_snap_tx, snap_rx) = watch::channel(None);
+        let (note_tx, note_rx) = watch::channel(String::new());
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(run(
+            tasks.clone(),
+            rec.clone(),
+            snap_rx,
+            note_rx,
+            cancel.clone(),
+        ));
+
+        // Healthy: the task beats every second, the loop pings every second (2 s / 2).
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            hb.beat();
+        }
+        let pings = rec
+            .take()
+            .iter()
+            .filter(|n| **n == Notice::Watchdog)
+            .count();
+        assert!((9..=11).contains(&pings), "{pings} pings in 10 s");
+
+        // Hung: no beats. After 3 periods the pings stop and STATUS names the task.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let sent = rec.take();
+        let pings = sent.iter().filter(|n| **n == Notice::Watchdog).count();
+        // Up to 3 periods of grace, plus one tick of phase between the beat and the ticker.
+        assert!(pings <= 4, "pinged {pings} times while stuck: {sent:?}");
+        assert!(
+            sent.ends_with(&[Notice::Status("stuck: sampler (watchdog withheld)".into())]),
+            "{sent:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            !rec.take().contains(&Notice::Watchdog),
+            "no ping at all while stuck"
+        );
+
+        // Recovered: pings resume, STATUS drops the complaint; a note shows at once.
+        hb.beat();
+        note_tx.send_replace("config reloaded".into());
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let sent = rec.take();
+        assert!(sent.contains(&Notice::Watchdog), "{sent:?}");
+        assert!(
+            sent.contains(&Notice::Status("config reloaded".into())),
+            "{sent:?}"
+        );
+
+        cancel.cancel();
+        handle.await.unwrap();
+    }
+}

@@ -1,0 +1,303 @@
+//! The supervisor: starts the tasks, tells systemd how things stand, reloads on SIGHUP and
+//! stops on SIGTERM/SIGINT. Shutdown is a `CancellationToken` handed to every task.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::control::{self, ConfigInfo, ControlSocket, ControlState};
+use super::tasks::{TaskState, Tasks};
+use super::{load_config, report, socket_path, DaemonError, Options};
+use crate::config::Config;
+use crate::logging::LogHandle;
+use crate::sampler::{self, Sampler};
+use crate::sys::notify::{Notice, Notifier, SdNotifier};
+use crate::sys::procfs::ProcFs;
+
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+tokio::task_local! {
+    /// The name of the task being polled, so a panic (which aborts in release builds) is
+    /// logged with the task it happened in.
+    static TASK_NAME: &'static str;
+}
+
+type Joined = (&'static str, Result<anyhow::Result<()>, JoinError>);
+
+/// Signal streams, created once before the loop so no signal is lost between iterations.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            hangup: signal(SignalKind::hangup())?,
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn stop(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
+    let started = Instant::now();
+    let (config, from_file) = load_config(&opts.config_path, opts.config_explicit)?;
+    log.set_level(config.log_level);
+    let path = opts.config_path.display().to_string();
+    if from_file {
+        tracing::info!(config = %path, "config loaded");
+    } else {
+        tracing::warn!(config = %path, "no config file; running on built-in defaults");
+    }
+    if opts.dry_run {
+        tracing::info!("dry run: every decision is logged, nothing on the system is changed");
+    }
+    install_panic_hook();
+    let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier::from_env());
+    let mut signals =
+        Signals::new().map_err(|e| DaemonError::Startup(format!("cannot watch signals: {e}")))?;
+    let socket_file = socket_path(&config.control_socket).map_err(DaemonError::Startup)?;
+    let socket =
+        ControlSocket::bind(&socket_file).map_err(|e| DaemonError::Startup(e.to_string()))?;
+    tracing::info!(socket = %socket.path().display(), "control socket ready");
+
+    let cancel = CancellationToken::new();
+    let tasks = Tasks::default();
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let (snapshot_tx, snapshot_rx) = watch::channel(None);
+    let (info_tx, info_rx) = watch::channel(ConfigInfo {
+        path: opts.config_path.clone(),
+        from_file,
+        loaded_at: started,
+        loaded_at_unix_ms: unix_ms(),
+        last_reload_error: None,
+    });
+    let (note_tx, note_rx) = watch::channel(String::new());
+
+    let mut set: JoinSet<Joined> = JoinSet::new();
+    let sampler_hb = tasks.register("sampler", config_rx.borrow().sample_interval);
+    let sampler_task = sampler::run(
+        Sampler::new(ProcFs::default()),
+        config_rx.clone(),
+        snapshot_tx,
+        sampler_hb.clone(),
+        cancel.clone(),
+    );
+    spawn_task(&mut set, "sampler", async move {
+        sampler_hb.started();
+        sampler_task.await
+    });
+    let control_hb = tasks.register("control", control::HEARTBEAT_PERIOD);
+    let state = ControlState {
+        started,
+        dry_run: opts.dry_run,
+        tasks: tasks.clone(),
+        snapshots: snapshot_rx.clone(),
+        config: info_rx,
+    };
+    spawn_task(
+        &mut set,
+        "control",
+        control::run(socket, state, control_hb, cancel.clone()),
+    );
+
+    tokio::select! {
+        _ = tasks.all_started() => {}
+        Some(Ok(joined)) = set.join_next() => {
+            let failure = failure_of(&tasks, joined, false);
+            return stop(&notifier, &cancel, &tasks, &mut set, &mut signals, failure).await;
+        }
+        _ = tokio::time::sleep(START_TIMEOUT) => {
+            let failure = DaemonError::Startup(format!("tasks did not start within {START_TIMEOUT:?}"));
+            return stop(&notifier, &cancel, &tasks, &mut set, &mut signals, Some(failure)).await;
+        }
+    }
+    notifier.send(&[Notice::Ready, Notice::Status("started".into())]);
+    tracing::info!(pid = std::process::id(), "ready");
+    if SdNotifier::enabled() {
+        tokio::spawn(report::run(
+            tasks.clone(),
+            notifier.clone(),
+            snapshot_rx,
+            note_rx,
+            cancel.clone(),
+        ));
+    }
+
+    let failure = loop {
+        tokio::select! {
+            _ = signals.hangup.recv() => {
+                reload(&opts, &config_tx, &info_tx, &note_tx, &notifier, &log);
+            }
+            _ = signals.terminate.recv() => {
+                tracing::info!(signal = "SIGTERM", "stopping");
+                break None;
+            }
+            _ = signals.interrupt.recv() => {
+                tracing::info!(signal = "SIGINT", "stopping");
+                break None;
+            }
+            Some(Ok(joined)) = set.join_next() => break failure_of(&tasks, joined, false),
+        }
+    };
+    stop(&notifier, &cancel, &tasks, &mut set, &mut signals, failure).await
+}
+
+/// Spawns a task under its name. The inner spawn catches a panic (in builds that unwind) so
+/// the supervisor can name the task that failed.
+fn spawn_task(
+    set: &mut JoinSet<Joined>,
+    name: &'static str,
+    task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) {
+    let inner = tokio::spawn(TASK_NAME.scope(name, task));
+    set.spawn(async move { (name, inner.await) });
+}
+
+/// Records how a task ended; returns the failure, if it was one.
+fn failure_of(tasks: &Tasks, (name, result): Joined, stopping: bool) -> Option<DaemonError> {
+    let reason = match result {
+        Ok(Ok(())) if stopping => None,
+        Ok(Ok(())) => Some("stopped unexpectedly".to_string()),
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(e) if e.is_panic() => Some(format!("panicked: {}", panic_text(e.into_panic()))),
+        Err(e) => Some(e.to_string()),
+    };
+    match reason {
+        None => {
+            tasks.set_state(name, TaskState::Stopped);
+            None
+        }
+        Some(reason) => {
+            tracing::error!(task = name, %reason, "task failed");
+            tasks.set_state(name, TaskState::Failed(reason.clone()));
+            Some(DaemonError::TaskFailed { task: name, reason })
+        }
+    }
+}
+
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown payload".into())
+}
+
+/// STOPPING=1, cancel every task, wait for them (bounded); a second signal exits at once.
+async fn stop(
+    notifier: &Arc<dyn Notifier>,
+    cancel: &CancellationToken,
+    tasks: &Tasks,
+    set: &mut JoinSet<Joined>,
+    signals: &mut Signals,
+    mut failure: Option<DaemonError>,
+) -> Result<(), DaemonError> {
+    notifier.send(&[Notice::Stopping, Notice::Status("stopping".into())]);
+    cancel.cancel();
+    let deadline = tokio::time::sleep(STOP_TIMEOUT);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            joined = set.join_next() => match joined {
+                None => break,
+                Some(Ok(j)) => {
+                    if let Some(f) = failure_of(tasks, j, true) {
+                        failure.get_or_insert(f);
+                    }
+                }
+                Some(Err(e)) => tracing::error!(error = %e, "task wrapper failed"),
+            },
+            name = signals.stop() => {
+                tracing::warn!(signal = name, "second signal: exiting now");
+                return Err(DaemonError::Forced);
+            }
+            _ = &mut deadline => {
+                set.abort_all();
+                return Err(failure.unwrap_or(DaemonError::Startup(format!("tasks did not stop within {STOP_TIMEOUT:?}"))));
+            }
+        }
+    }
+    match failure {
+        Some(f) => Err(f),
+        None => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// Re-reads the config. Only a valid config is published; an invalid one is logged with its
+/// `path:line:col` and the running config stays.
+fn reload(
+    opts: &Options,
+    config_tx: &watch::Sender<Arc<Config>>,
+    info_tx: &watch::Sender<ConfigInfo>,
+    note_tx: &watch::Sender<String>,
+    notifier: &Arc<dyn Notifier>,
+    log: &LogHandle,
+) {
+    notifier.send(&[Notice::Reloading, Notice::Status("reloading config".into())]);
+    let path: &Path = &opts.config_path;
+    match load_config(path, opts.config_explicit) {
+        Ok((new, from_file)) => {
+            let old = config_tx.borrow().clone();
+            let changes = new.changes_from(&old);
+            if new.control_socket != old.control_socket {
+                tracing::warn!("control_socket changes take effect at the next start");
+            }
+            log.set_level(new.log_level);
+            tracing::info!(config = %path.display(), from_file, changed = ?changes, "config reloaded");
+            config_tx.send_replace(Arc::new(new));
+            info_tx.send_modify(|i| {
+                i.from_file = from_file;
+                i.loaded_at = Instant::now();
+                i.loaded_at_unix_ms = unix_ms();
+                i.last_reload_error = None;
+            });
+            note_tx.send_replace("config reloaded".into());
+            notifier.send(&[Notice::Ready, Notice::Status("config reloaded".into())]);
+        }
+        Err(e) => {
+            let why = e.to_string();
+            tracing::error!(config = %path.display(), error = %why, "reload failed; keeping the running config");
+            let first = why.lines().next().unwrap_or_default().to_string();
+            info_tx.send_modify(|i| i.last_reload_error = Some(why.clone()));
+            let note = format!("reload failed: {first}");
+            note_tx.send_replace(note.clone());
+            notifier.send(&[Notice::Ready, Notice::Status(note)]);
+        }
+    }
+}
+
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let task = TASK_NAME.try_with(|n| *n).unwrap_or("main");
+        tracing::error!(task, panic = %info, "task panicked");
+        default(info);
+    }));
+}

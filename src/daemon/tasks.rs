@@ -1,0 +1,211 @@
+//! The registry of the daemon's tasks: each reports that it started and beats a heartbeat at
+//! least once per declared period. The watchdog pings systemd only while every beat is fresh.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// A task whose last beat is older than this many periods is stuck.
+const STALE_AFTER_PERIODS: u32 = 3;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Starting,
+    Running,
+    Stopped,
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    state: TaskState,
+    last_beat: Instant,
+    period: Duration,
+}
+
+#[derive(Clone, Default)]
+pub struct Tasks {
+    inner: Arc<Mutex<BTreeMap<&'static str, Entry>>>,
+    started: Arc<tokio::sync::Notify>,
+}
+
+/// What `status` shows of one task.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct TaskReport {
+    pub name: String,
+    pub state: String,
+    pub last_heartbeat_seconds_ago: f64,
+    pub period_seconds: f64,
+}
+
+impl Tasks {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<&'static str, Entry>> {
+        // A panic while holding this lock leaves plain data behind; keep using it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a task before it is spawned, so a task that never starts is noticed.
+    pub fn register(&self, name: &'static str, period: Duration) -> Heartbeat {
+        self.lock().insert(
+            name,
+            Entry {
+                state: TaskState::Starting,
+                last_beat: Instant::now(),
+                period,
+            },
+        );
+        Heartbeat {
+            name,
+            tasks: self.clone(),
+        }
+    }
+
+    pub fn set_state(&self, name: &str, state: TaskState) {
+        if let Some(e) = self.lock().get_mut(name) {
+            e.state = state;
+        }
+        self.started.notify_waiters();
+    }
+
+    /// Waits until no registered task is still starting.
+    pub async fn all_started(&self) {
+        loop {
+            let notified = self.started.notified();
+            if !self.lock().values().any(|e| e.state == TaskState::Starting) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The running tasks whose heartbeat is overdue at `now`.
+    pub fn stale(&self, now: Instant) -> Vec<&'static str> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| matches!(e.state, TaskState::Running | TaskState::Starting))
+            .filter(|(_, e)| {
+                now.saturating_duration_since(e.last_beat) > e.period * STALE_AFTER_PERIODS
+            })
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    pub fn report(&self, now: Instant) -> Vec<TaskReport> {
+        self.lock()
+            .iter()
+            .map(|(name, e)| TaskReport {
+                name: name.to_string(),
+                state: match &e.state {
+                    TaskState::Failed(why) => format!("failed: {why}"),
+                    s => format!("{s:?}").to_lowercase(),
+                },
+                last_heartbeat_seconds_ago: now
+                    .saturating_duration_since(e.last_beat)
+                    .as_secs_f64(),
+                period_seconds: e.period.as_secs_f64(),
+            })
+            .collect()
+    }
+}
+
+/// A task's handle on its own entry.
+#[derive(Clone)]
+pub struct Heartbeat {
+    name: &'static str,
+    tasks: Tasks,
+}
+
+impl Heartbeat {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Marks the task running; call it once the task is ready to do its work.
+    pub fn started(&self) {
+        self.beat();
+        self.tasks.set_state(self.name, TaskState::Running);
+    }
+
+    pub fn beat(&self) {
+        if let Some(e) = self.tasks.lock().get_mut(self.name) {
+            e.last_beat = Instant::now();
+        }
+    }
+
+    /// The task promises a beat at least this often (a new `sample_interval` changes it).
+    pub fn set_period(&self, period: Duration) {
+        if let Some(e) = self.tasks.lock().get_mut(self.name) {
+            e.period = period;
+            e.last_beat = Instant::now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_stops_beating_goes_stale_and_recovers() {
+        let tasks = Tasks::default();
+        let a = tasks.register("sampler", Duration::from_secs(5));
+        let b = tasks.register("control", Duration::from_secs(10));
+        a.started();
+        b.started();
+        tasks.all_started().await;
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            a.beat();
+            b.beat();
+            assert!(tasks.stale(Instant::now()).is_empty());
+        }
+        // `sampler` hangs; `control` keeps beating.
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            b.beat();
+        }
+        assert!(
+            tasks.stale(Instant::now()).is_empty(),
+            "exactly 3 periods is still on time"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(tasks.stale(Instant::now()), ["sampler"]);
+        a.beat();
+        assert!(tasks.stale(Instant::now()).is_empty());
+        tasks.set_state("sampler", TaskState::Stopped);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(
+            tasks.stale(Instant::now()),
+            ["control"],
+            "a stopped task is not stuck"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_started_waits_for_every_task() {
+        let tasks = Tasks::default();
+        let a = tasks.register("a", Duration::from_secs(1));
+        let b = tasks.register("b", Duration::from_secs(1));
+        a.started();
+        let waiter = tokio::spawn({
+            let tasks = tasks.clone();
+            async move { tasks.all_started().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        b.started();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        let report = tasks.report(Instant::now());
+        assert_eq!(
+            report.iter().map(|r| r.state.as_str()).collect::<Vec<_>>(),
+            ["running", "running"]
+        );
+    }
+}

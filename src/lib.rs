@@ -1,0 +1,22 @@
+//! cluster-ai keeps one node of a local AI cluster from running out of memory and from
+//! silently losing a service.
+//!
+//! One process, one tokio runtime (current-thread: the daemon's work is small and periodic,
+//! so a single thread keeps the footprint low), separate tasks:
+//!
+//! - [`daemon`]: the supervisor. It loads the [`config`], spawns the tasks with a shutdown
+//!   token, speaks sd_notify (READY, STATUS, WATCHDOG gated on every task's heartbeat,
+//!   RELOADING on SIGHUP, STOPPING on SIGTERM) and serves the control socket.
+//! - [`sampler`]: reads CPU, memory, swap, disk and pressure every `sample_interval` and
+//!   publishes the latest [`sampler::Snapshot`] on a watch channel for the other tasks.
+//! - [`commands`]: one-shot subcommands; they never start the daemon.
+//!
+//! [`sys`] is the only module that touches the operating system.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod sampler;
+pub mod sys;

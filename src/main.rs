@@ -1,0 +1,14 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use cluster_ai::cli::{Cli, Command, ConfigCommand};
+use cluster_ai::commands;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => commands::run::main(args),
+        Command::Status(args) => commands::status::main(args),
+        Command::Config(ConfigCommand::Check(args)) => commands::config_check::main(args),
+    }
+}

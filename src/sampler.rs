@@ -1,0 +1,262 @@
+//! The sampler task: CPU, memory, swap, disk and pressure, every `sample_interval`, published
+//! as the latest [`Snapshot`] on a watch channel that the other tasks and `status` read.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{human_size, Config};
+use crate::daemon::tasks::Heartbeat;
+use crate::sys::fs::{disk_usage, DiskUsage};
+use crate::sys::procfs::{CpuTimes, MemInfo, Pressure, ProcError, ProcFs};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub taken_at_unix_ms: u64,
+    /// Busy share of all CPUs since the previous sample; absent in the very first one.
+    pub cpu_busy_percent: Option<f64>,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub memory_used_percent: f64,
+    pub swap_total_bytes: u64,
+    pub swap_used_bytes: u64,
+    pub disk_root: Option<DiskUsage>,
+    pub disk_swap_dir: Option<DiskUsage>,
+    /// Absent when the kernel has no PSI.
+    pub pressure: Option<PressureSet>,
+    pub load_average: [f64; 3],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PressureSet {
+    pub memory: Pressure,
+    pub cpu: Pressure,
+    pub io: Pressure,
+}
+
+impl Snapshot {
+    /// The one line systemd shows as the unit's status, e.g. `mem 43% swap 0 B/2.0 GiB cpu 7%`.
+    pub fn summary(&self) -> String {
+        let cpu = self
+            .cpu_busy_percent
+            .map_or("-".into(), |c| format!("{c:.0}%"));
+        format!(
+            "mem {:.0}% swap {}/{} cpu {cpu}",
+            self.memory_used_percent,
+            human_size(self.swap_used_bytes),
+            human_size(self.swap_total_bytes)
+        )
+    }
+}
+
+/// Keeps the previous CPU reading so each sample reports the busy share since the last one.
+pub struct Sampler {
+    procfs: ProcFs,
+    previous_cpu: Option<CpuTimes>,
+}
+
+impl Sampler {
+    pub fn new(procfs: ProcFs) -> Self {
+        Self {
+            procfs,
+            previous_cpu: None,
+        }
+    }
+
+    /// One reading of everything. Memory is required; every other figure degrades to "absent"
+    /// with a logged reason, so one odd file does not blind the daemon to memory.
+    pub fn sample(&mut self, swap_dir: &Path) -> Result<Snapshot, ProcError> {
+        let mem: MemInfo = self.procfs.meminfo()?;
+        let cpu_busy_percent = match self.procfs.cpu_times() {
+            Ok(now) => {
+                let pct = self
+                    .previous_cpu
+                    .and_then(|before| now.busy_percent_since(&before));
+                self.previous_cpu = Some(now);
+                pct
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read CPU times");
+                None
+            }
+        };
+        let pressure = match (
+            self.procfs.pressure("memory"),
+            self.procfs.pressure("cpu"),
+            self.procfs.pressure("io"),
+        ) {
+            (Ok(Some(memory)), Ok(Some(cpu)), Ok(Some(io))) => {
+                Some(PressureSet { memory, cpu, io })
+            }
+            (Ok(None), _, _) => None,
+            (m, c, i) => {
+                for e in [m.err(), c.err(), i.err()].into_iter().flatten() {
+                    tracing::warn!(error = %e, "cannot read pressure");
+                }
+                None
+            }
+        };
+        let load_average = self.procfs.loadavg().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read load average");
+            [0.0; 3]
+        });
+        let disk = |p: &Path| {
+            disk_usage(p)
+                .map_err(|e| tracing::warn!(error = %e, "cannot measure disk"))
+                .ok()
+        };
+        Ok(Snapshot {
+            taken_at_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            cpu_busy_percent,
+            memory_total_bytes: mem.total,
+            memory_available_bytes: mem.available,
+            memory_used_percent: mem.used_percent(),
+            swap_total_bytes: mem.swap_total,
+            swap_used_bytes: mem.swap_used(),
+            disk_root: disk(self.procfs.root()),
+            disk_swap_dir: disk(swap_dir),
+            pressure,
+            load_average,
+        })
+    }
+}
+
+pub type SnapshotSender = watch::Sender<Option<Arc<Snapshot>>>;
+pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// The task. Reads run inline on the runtime thread: `/proc` files are generated from kernel
+/// memory and never block on a device, and a blocking-pool thread every few seconds would cost
+/// more (a thread, its stack, extra wakeups) than the reads themselves.
+pub async fn run(
+    mut sampler: Sampler,
+    mut config: watch::Receiver<Arc<Config>>,
+    snapshots: SnapshotSender,
+    heartbeat: Heartbeat,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut interval = config.borrow_and_update().sample_interval;
+    heartbeat.set_period(interval);
+    let mut ticker = new_ticker(interval);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            changed = config.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let new = config.borrow_and_update().sample_interval;
+                if new != interval {
+                    interval = new;
+                    heartbeat.set_period(interval);
+                    ticker = new_ticker(interval);
+                    tracing::info!(sample_interval = ?interval, "sampler uses the new interval");
+                }
+            }
+            _ = ticker.tick() => {
+                let swap_dir = config.borrow().swap.dir.clone();
+                match sampler.sample(&swap_dir) {
+                    Ok(s) => {
+                        if failing {
+                            tracing::info!("memory readings are back");
+                            failing = false;
+                        }
+                        snapshots.send_replace(Some(Arc::new(s)));
+                    }
+                    // Once per episode: a broken /proc would otherwise fill the journal.
+                    Err(e) if !failing => {
+                        tracing::error!(error = %e, "cannot read memory; keeping the last snapshot");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+                heartbeat.beat();
+            }
+        }
+    }
+}
+
+fn new_ticker(period: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(period);
+    // After a stall (a suspended VM), take one sample now rather than a burst of them.
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(dir: &Path, meminfo: &str, stat: &str) {
+        let p = dir.join("proc");
+        std::fs::create_dir_all(p.join("pressure")).unwrap();
+        std::fs::write(p.join("meminfo"), meminfo).unwrap();
+        std::fs::write(p.join("stat"), stat).unwrap();
+        std::fs::write(p.join("loadavg"), "0.10 0.20 0.30 1/100 42\n").unwrap();
+        for r in ["memory", "io"] {
+            std::fs::write(p.join("pressure").join(r), "some avg10=1.00 avg60=0 avg300=0 total=1\nfull avg10=0.50 avg60=0 avg300=0 total=1\n").unwrap();
+        }
+        std::fs::write(
+            p.join("pressure/cpu"),
+            "some avg10=2.00 avg60=0 avg300=0 total=1\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn snapshot_from_a_fixture_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(
+            dir.path(),
+            "MemTotal: 1000 kB\nMemAvailable: 250 kB\nSwapTotal: 2097152 kB\nSwapFree: 1048576 kB\n",
+            "cpu  10 0 10 80 0 0 0 0\n",
+        );
+        let mut s = Sampler::new(ProcFs::new(dir.path()));
+        let first = s.sample(&dir.path().join("swap")).unwrap();
+        assert_eq!(first.cpu_busy_percent, None);
+        assert_eq!(first.memory_used_percent, 75.0);
+        assert_eq!(first.swap_used_bytes, 1 << 30);
+        assert_eq!(first.load_average, [0.1, 0.2, 0.3]);
+        let psi = first.pressure.unwrap();
+        assert_eq!(
+            (
+                psi.memory.full_avg10,
+                psi.cpu.some_avg10,
+                psi.cpu.full_avg10
+            ),
+            (Some(0.5), 2.0, None)
+        );
+        assert!(first.disk_swap_dir.is_some() && first.disk_root.is_some());
+
+        std::fs::write(dir.path().join("proc/stat"), "cpu  40 0 40 120 0 0 0 0\n").unwrap();
+        let second = s.sample(&dir.path().join("swap")).unwrap();
+        assert_eq!(second.cpu_busy_percent, Some(60.0));
+        assert_eq!(second.summary(), "mem 75% swap 1.0 GiB/2.0 GiB cpu 60%");
+    }
+
+    #[test]
+    fn broken_extras_degrade_but_broken_memory_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(
+            dir.path(),
+            "MemTotal: 1000 kB\nMemAvailable: 500 kB\n",
+            "garbage\n",
+        );
+        std::fs::write(dir.path().join("proc/pressure/io"), "nonsense\n").unwrap();
+        std::fs::remove_file(dir.path().join("proc/loadavg")).unwrap();
+        let mut s = Sampler::new(ProcFs::new(dir.path()));
+        let snap = s.sample(Path::new("/")).unwrap();
+        assert_eq!(
+            (snap.cpu_busy_percent, snap.pressure, snap.load_average),
+            (None, None, [0.0; 3])
+        );
+        std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: x\n").unwrap();
+        assert!(s.sample(Path::new("/")).is_err());
+    }
+}

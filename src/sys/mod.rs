@@ -1,0 +1,7 @@
+//! The only place that touches the operating system. Nothing here depends on the rest of the
+//! crate; parsers are pure functions over text and readers take a root directory.
+
+pub mod fs;
+pub mod notify;
+pub mod paths;
+pub mod procfs;

@@ -1,0 +1,345 @@
+//! Parsers for the `/proc` files the daemon reads. Each parser is a pure function over the
+//! file's text, so it is tested on fixtures; [`ProcFs`] reads them under a root directory
+//! (`/` in production, a fixture tree in tests), as systemd's zram-generator does.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A `/proc` file that could not be read or did not look as the kernel writes it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {what}")]
+    Parse { path: PathBuf, what: String },
+}
+
+/// The parts of `/proc/meminfo` the daemon uses, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemInfo {
+    pub total: u64,
+    pub available: u64,
+    pub swap_total: u64,
+    pub swap_free: u64,
+}
+
+impl MemInfo {
+    /// Memory in use as the seed counts it: 1 − MemAvailable/MemTotal, in percent.
+    pub fn used_percent(&self) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        100.0 * (1.0 - self.available.min(self.total) as f64 / self.total as f64)
+    }
+
+    pub fn swap_used(&self) -> u64 {
+        self.swap_total.saturating_sub(self.swap_free)
+    }
+}
+
+pub fn parse_meminfo(text: &str) -> Result<MemInfo, String> {
+    let (mut total, mut available, mut swap_total, mut swap_free) = (None, None, None, None);
+    for line in text.lines() {
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let slot = match key {
+            "MemTotal" => &mut total,
+            "MemAvailable" => &mut available,
+            "SwapTotal" => &mut swap_total,
+            "SwapFree" => &mut swap_free,
+            _ => continue,
+        };
+        let mut words = rest.split_whitespace();
+        let number: u64 = words
+            .next()
+            .and_then(|w| w.parse().ok())
+            .ok_or_else(|| format!("{key}: expected a number of kB, found {:?}", rest.trim()))?;
+        let scale = match words.next() {
+            Some("kB") => 1024,
+            None => 1,
+            Some(unit) => return Err(format!("{key}: unknown unit {unit:?}")),
+        };
+        *slot = Some(number.saturating_mul(scale));
+    }
+    let need = |v: Option<u64>, key: &str| v.ok_or_else(|| format!("no {key} line"));
+    Ok(MemInfo {
+        total: need(total, "MemTotal")?,
+        available: need(available, "MemAvailable")?,
+        swap_total: swap_total.unwrap_or(0),
+        swap_free: swap_free.unwrap_or(0),
+    })
+}
+
+/// Cumulative CPU time of all CPUs, from the first line of `/proc/stat`, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub busy: u64,
+    pub total: u64,
+}
+
+impl CpuTimes {
+    /// Busy percentage between an earlier reading and this one; `None` when no time passed
+    /// (or the counters went backwards, which a fixture or a container can produce).
+    pub fn busy_percent_since(&self, earlier: &CpuTimes) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let busy = self.busy.checked_sub(earlier.busy)?;
+        (total > 0).then(|| 100.0 * busy.min(total) as f64 / total as f64)
+    }
+}
+
+pub fn parse_stat(text: &str) -> Result<CpuTimes, String> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or("no aggregate \"cpu \" line")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|w| {
+            w.parse::<u64>()
+                .map_err(|_| format!("cpu: not a number: {w:?}"))
+        })
+        .collect::<Result<_, _>>()?;
+    if fields.len() < 4 {
+        return Err(format!(
+            "cpu: expected at least 4 counters, found {}",
+            fields.len()
+        ));
+    }
+    // user nice system idle iowait irq softirq steal [guest guest_nice]; guest time is already
+    // counted in user/nice, so only the first eight add up to the total.
+    let counted = &fields[..fields.len().min(8)];
+    let total: u64 = counted.iter().sum();
+    let idle = fields[3] + fields.get(4).copied().unwrap_or(0);
+    Ok(CpuTimes {
+        busy: total.saturating_sub(idle),
+        total,
+    })
+}
+
+/// The 10-second averages of one `/proc/pressure/*` file, in percent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pressure {
+    pub some_avg10: f64,
+    /// Absent from `cpu` on kernels before 5.13.
+    pub full_avg10: Option<f64>,
+}
+
+pub fn parse_pressure(text: &str) -> Result<Pressure, String> {
+    let mut some = None;
+    let mut full = None;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let slot = match words.next() {
+            Some("some") => &mut some,
+            Some("full") => &mut full,
+            _ => continue,
+        };
+        let avg10 = words
+            .find_map(|w| w.strip_prefix("avg10="))
+            .ok_or_else(|| format!("no avg10= in {line:?}"))?;
+        *slot = Some(
+            avg10
+                .parse::<f64>()
+                .map_err(|_| format!("avg10 is not a number: {avg10:?}"))?,
+        );
+    }
+    Ok(Pressure {
+        some_avg10: some.ok_or("no \"some\" line")?,
+        full_avg10: full,
+    })
+}
+
+pub fn parse_loadavg(text: &str) -> Result<[f64; 3], String> {
+    let mut out = [0.0; 3];
+    let mut words = text.split_whitespace();
+    for slot in &mut out {
+        let w = words.next().ok_or("fewer than three load averages")?;
+        *slot = w
+            .parse()
+            .map_err(|_| format!("not a load average: {w:?}"))?;
+    }
+    Ok(out)
+}
+
+/// Reads `/proc` files under `root`.
+#[derive(Debug, Clone)]
+pub struct ProcFs {
+    root: PathBuf,
+}
+
+impl Default for ProcFs {
+    fn default() -> Self {
+        Self::new("/")
+    }
+}
+
+impl ProcFs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join("proc").join(rel)
+    }
+
+    fn read<T>(&self, rel: &str, parse: fn(&str) -> Result<T, String>) -> Result<T, ProcError> {
+        let path = self.path(rel);
+        let text = std::fs::read_to_string(&path).map_err(|source| ProcError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        parse(&text).map_err(|what| ProcError::Parse { path, what })
+    }
+
+    pub fn meminfo(&self) -> Result<MemInfo, ProcError> {
+        self.read("meminfo", parse_meminfo)
+    }
+
+    pub fn cpu_times(&self) -> Result<CpuTimes, ProcError> {
+        self.read("stat", parse_stat)
+    }
+
+    pub fn loadavg(&self) -> Result<[f64; 3], ProcError> {
+        self.read("loadavg", parse_loadavg)
+    }
+
+    /// `Ok(None)` when the kernel has no PSI (no `/proc/pressure`).
+    pub fn pressure(&self, resource: &str) -> Result<Option<Pressure>, ProcError> {
+        match self.read(&format!("pressure/{resource}"), parse_pressure) {
+            Ok(p) => Ok(Some(p)),
+            Err(ProcError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MEMINFO: &str = "MemTotal:       24576000 kB\nMemFree:        20000000 kB\nMemAvailable:   18432000 kB\nBuffers: 1 kB\nSwapTotal:       2097148 kB\nSwapFree:        1048574 kB\n";
+
+    #[test]
+    fn meminfo_parses_the_four_fields_in_bytes() {
+        let m = parse_meminfo(MEMINFO).unwrap();
+        assert_eq!(m.total, 24_576_000 * 1024);
+        assert_eq!(m.available, 18_432_000 * 1024);
+        assert_eq!(m.swap_used(), (2_097_148 - 1_048_574) * 1024);
+        assert!((m.used_percent() - 25.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn meminfo_without_memavailable_is_an_error() {
+        let err = parse_meminfo("MemTotal: 10 kB\n").unwrap_err();
+        assert!(err.contains("MemAvailable"), "{err}");
+    }
+
+    #[test]
+    fn meminfo_with_garbage_numbers_is_an_error_not_a_panic() {
+        for bad in [
+            "MemTotal: lots kB\nMemAvailable: 1 kB",
+            "MemTotal: 1 MB\nMemAvailable: 1 kB",
+            "MemTotal:",
+            "",
+            "\0\0\0",
+        ] {
+            assert!(parse_meminfo(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stat_counts_iowait_as_idle_and_guest_not_twice() {
+        let a = parse_stat("cpu  100 0 100 700 100 0 0 0 50 0\ncpu0 1 1 1 1\n").unwrap();
+        assert_eq!(
+            a,
+            CpuTimes {
+                busy: 200,
+                total: 1000
+            }
+        );
+        let b = parse_stat("cpu  200 0 200 1400 200 0 0 0 90 0\n").unwrap();
+        assert_eq!(b.busy_percent_since(&a), Some(20.0));
+        assert_eq!(
+            a.busy_percent_since(&b),
+            None,
+            "counters going backwards give no figure"
+        );
+        assert_eq!(a.busy_percent_since(&a), None);
+    }
+
+    #[test]
+    fn stat_malformed_is_an_error() {
+        for bad in ["", "cpu0 1 2 3 4", "cpu  1 2 x 4", "cpu  1 2", "intr 5"] {
+            assert!(parse_stat(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pressure_parses_some_and_optional_full() {
+        let p = parse_pressure("some avg10=1.50 avg60=0.00 avg300=0.00 total=12\nfull avg10=0.25 avg60=0.00 avg300=0.00 total=3\n").unwrap();
+        assert_eq!(
+            p,
+            Pressure {
+                some_avg10: 1.5,
+                full_avg10: Some(0.25)
+            }
+        );
+        let cpu = parse_pressure("some avg10=3.00 avg60=0.00 avg300=0.00 total=12\n").unwrap();
+        assert_eq!(cpu.full_avg10, None);
+        for bad in ["", "some avg60=1", "some avg10=abc", "full avg10=1.0"] {
+            assert!(parse_pressure(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn loadavg_parses_and_rejects_garbage() {
+        assert_eq!(
+            parse_loadavg("0.50 1.25 2.00 1/234 5678\n").unwrap(),
+            [0.5, 1.25, 2.0]
+        );
+        for bad in ["", "0.5 1.0", "a b c"] {
+            assert!(parse_loadavg(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn readers_use_the_root_and_name_the_file_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_dir = dir.path().join("proc");
+        std::fs::create_dir_all(&proc_dir).unwrap();
+        std::fs::write(proc_dir.join("meminfo"), MEMINFO).unwrap();
+        std::fs::write(proc_dir.join("stat"), "cpu 1 2\n").unwrap();
+        let fs = ProcFs::new(dir.path());
+        assert_eq!(fs.meminfo().unwrap().total, 24_576_000 * 1024);
+        let err = fs.cpu_times().unwrap_err().to_string();
+        assert!(
+            err.contains("proc/stat") && err.contains("at least 4"),
+            "{err}"
+        );
+        assert!(fs
+            .loadavg()
+            .unwrap_err()
+            .to_string()
+            .contains("proc/loadavg"));
+        assert_eq!(
+            fs.pressure("memory").unwrap(),
+            None,
+            "no /proc/pressure means no PSI"
+        );
+    }
+}
