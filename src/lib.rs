@@ -17,6 +17,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod fault;
 pub mod logging;
 pub mod sampler;
 pub mod sys;

@@ -144,6 +144,7 @@ pub async fn run(
     heartbeat.set_period(interval);
     let mut ticker = new_ticker(interval);
     let mut failing = false;
+    let mut first = true;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -160,6 +161,10 @@ pub async fn run(
                 }
             }
             _ = ticker.tick() => {
+                if !first {
+                    crate::fault::inject("sampler").await?;
+                }
+                first = false;
                 let swap_dir = config.borrow().swap.dir.clone();
                 match sampler.sample(&swap_dir) {
                     Ok(s) => {

@@ -411,6 +411,8 @@ impl RawConfig {
         }
 
         if !c.problems.is_empty() {
+            // In file order, as a reader fixes them.
+            c.problems.sort_by_key(|p| (p.line, p.column));
             return Err(c.problems);
         }
         Ok(Config {

@@ -18,6 +18,21 @@ pub trait Notifier: Send + Sync {
     fn watchdog_interval(&self) -> Option<std::time::Duration>;
 }
 
+/// sd_watchdog_enabled(3): `WATCHDOG_USEC` asks for pings; a `WATCHDOG_PID` naming another
+/// process (say, a parent that did not clean its environment) means they are not ours to send.
+/// (The sd-notify crate also refuses when `WATCHDOG_PID` is absent, which the man page allows.)
+fn watchdog_from(
+    usec: Option<String>,
+    pid: Option<String>,
+    me: u32,
+) -> Option<std::time::Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
+    match pid {
+        Some(p) if p.trim().parse::<u32>().ok() != Some(me) => None,
+        _ => Some(std::time::Duration::from_micros(usec)),
+    }
+}
+
 /// The real thing: `$NOTIFY_SOCKET`, or nothing when it is not set.
 pub struct SdNotifier {
     watchdog: Option<std::time::Duration>,
@@ -27,11 +42,14 @@ impl SdNotifier {
     /// Reads `WATCHDOG_USEC`/`WATCHDOG_PID` once, at start; the environment is left as is so a
     /// child could not inherit a different answer than ours.
     pub fn from_env() -> Self {
-        let mut usec = 0u64;
-        let watchdog = sd_notify::watchdog_enabled(false, &mut usec)
-            .then(|| std::time::Duration::from_micros(usec))
-            .filter(|d| !d.is_zero());
-        Self { watchdog }
+        let var = |k| std::env::var(k).ok();
+        Self {
+            watchdog: watchdog_from(
+                var("WATCHDOG_USEC"),
+                var("WATCHDOG_PID"),
+                std::process::id(),
+            ),
+        }
     }
 
     pub fn enabled() -> bool {
@@ -65,5 +83,28 @@ impl Notifier for SdNotifier {
 
     fn watchdog_interval(&self) -> Option<std::time::Duration> {
         self.watchdog
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn watchdog_follows_sd_watchdog_enabled() {
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            watchdog_from(s("30000000"), s("42"), 42),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            watchdog_from(s("30000000"), None, 42),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(watchdog_from(s("30000000"), s("41"), 42), None);
+        assert_eq!(watchdog_from(s("0"), None, 42), None);
+        assert_eq!(watchdog_from(s("soon"), None, 42), None);
+        assert_eq!(watchdog_from(None, s("42"), 42), None);
     }
 }

@@ -1,0 +1,43 @@
+//! Fault injection for tests of failure paths on the real binary. Debug builds (what `cargo
+//! test` runs) read `CLUSTER_AI_FAULT=point:action`; release builds compile it to nothing.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Panic,
+    Error,
+    /// Stop making progress without blocking the runtime: the watchdog must notice.
+    Hang,
+}
+
+/// The fault configured for `point`, if any.
+pub fn at(point: &str) -> Option<Fault> {
+    #[cfg(debug_assertions)]
+    {
+        let spec = std::env::var("CLUSTER_AI_FAULT").ok()?;
+        let (p, action) = spec.split_once(':')?;
+        if p != point {
+            return None;
+        }
+        match action {
+            "panic" => Some(Fault::Panic),
+            "error" => Some(Fault::Error),
+            "hang" => Some(Fault::Hang),
+            _ => None,
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = point;
+        None
+    }
+}
+
+/// Acts out the fault configured for `point`: panics, returns an error, or never returns.
+pub async fn inject(point: &str) -> anyhow::Result<()> {
+    match at(point) {
+        None => Ok(()),
+        Some(Fault::Panic) => panic!("injected fault at {point}"),
+        Some(Fault::Error) => anyhow::bail!("injected fault at {point}"),
+        Some(Fault::Hang) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,253 @@
+//! Helpers shared by the integration tests: the real binary started as a child with a
+//! test-owned NOTIFY_SOCKET, a runtime directory and a config in a tempdir.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::io::IoSliceMut;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixAddr};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cluster-ai");
+
+/// A datagram the daemon sent, and the pid the kernel says sent it.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    pub pid: i32,
+    pub text: String,
+}
+
+impl Datagram {
+    pub fn has(&self, line: &str) -> bool {
+        self.text.lines().any(|l| l == line)
+    }
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.text
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    }
+}
+
+/// An AF_UNIX datagram socket with SO_PASSCRED, as systemd's own notify socket.
+pub struct NotifySocket {
+    sock: UnixDatagram,
+    pub path: PathBuf,
+    pub seen: Vec<Datagram>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> Self {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        setsockopt(&sock, sockopt::PassCred, &true).unwrap();
+        Self {
+            sock,
+            path,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next datagram, or None after `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Option<Datagram> {
+        self.sock
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
+        let msg = recvmsg::<UnixAddr>(
+            self.sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .ok()?;
+        let pid = msg
+            .cmsgs()
+            .ok()?
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                _ => None,
+            })
+            .expect("SO_PASSCRED gives every datagram its sender's credentials");
+        let len = msg.bytes;
+        let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+        let d = Datagram { pid, text };
+        self.seen.push(d.clone());
+        Some(d)
+    }
+
+    /// Waits for a datagram that satisfies `pred`; panics with everything seen on timeout.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Datagram) -> bool,
+    ) -> Datagram {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "no {what} within {timeout:?}; datagrams so far: {:#?}",
+                    self.seen
+                );
+            }
+            if let Some(d) = self.recv(left) {
+                if pred(&d) {
+                    return d;
+                }
+            }
+        }
+    }
+}
+
+/// The daemon as a child process; killed (by its pid) if the test ends without stopping it.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub struct DaemonBuilder {
+    dir: tempfile::TempDir,
+    config_text: Option<String>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+pub fn daemon() -> DaemonBuilder {
+    DaemonBuilder {
+        dir: tempfile::tempdir().unwrap(),
+        config_text: None,
+        env: Vec::new(),
+        args: Vec::new(),
+    }
+}
+
+impl DaemonBuilder {
+    pub fn config(mut self, text: &str) -> Self {
+        self.config_text = Some(text.to_string());
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn spawn(self) -> Daemon {
+        let config = self.dir.path().join("config.toml");
+        let log = self.dir.path().join("daemon.log");
+        let runtime = self.dir.path().join("run");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run");
+        if let Some(text) = &self.config_text {
+            std::fs::write(&config, text).unwrap();
+            cmd.arg("--config").arg(&config);
+        }
+        cmd.args(&self.args)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("RUST_LOG")
+            .env("RUNTIME_DIRECTORY", &runtime)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        Daemon {
+            child,
+            dir: self.dir,
+            config,
+            log,
+        }
+    }
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/control.sock")
+    }
+    /// `cluster-ai status ARGS` against this daemon's socket.
+    pub fn status(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("status")
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.status(&["--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+    /// Waits for exit and returns the exit code (None if killed by a signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "daemon did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    /// Polls the log until it contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) {
+                return log;
+            }
+            if Instant::now() > deadline {
+                panic!("log has no {needle:?} within {timeout:?}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
