@@ -305,7 +305,9 @@ fn a_failing_task_is_named_and_the_daemon_exits_nonzero() {
         notify.wait_for("STOPPING=1", T, |g| g.has("STOPPING=1"));
         let log = d.log_text();
         assert!(
-            log.contains("task failed") && log.contains("task=\"sampler\"") && log.contains(needle),
+            log.contains("task sampler failed")
+                && log.contains("task=\"sampler\"")
+                && log.contains(needle),
             "{action}: {log}"
         );
     }

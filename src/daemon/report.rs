@@ -46,7 +46,7 @@ pub async fn run(
             if stuck.is_empty() {
                 tracing::info!("every task reports again; watchdog pings resume");
             } else {
-                tracing::error!(tasks = ?stuck, "task stopped reporting; withholding the watchdog ping so systemd restarts us");
+                tracing::error!(tasks = ?stuck, "no heartbeat from {}; withholding the watchdog ping so systemd restarts us", stuck.join(", "));
             }
             stuck_before = stuck.clone();
         }

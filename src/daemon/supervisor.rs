@@ -192,7 +192,7 @@ fn failure_of(tasks: &Tasks, (name, result): Joined, stopping: bool) -> Option<D
             None
         }
         Some(reason) => {
-            tracing::error!(task = name, %reason, "task failed");
+            tracing::error!(task = name, "task {name} failed: {reason}");
             tasks.set_state(name, TaskState::Failed(reason.clone()));
             Some(DaemonError::TaskFailed { task: name, reason })
         }
@@ -270,7 +270,12 @@ fn reload(
                 tracing::warn!("control_socket changes take effect at the next start");
             }
             log.set_level(new.log_level);
-            tracing::info!(config = %path.display(), from_file, changed = ?changes, "config reloaded");
+            let listed = if changes.is_empty() {
+                "nothing changed".to_string()
+            } else {
+                changes.join(", ")
+            };
+            tracing::info!(config = %path.display(), from_file, "config reloaded: {listed}");
             config_tx.send_replace(Arc::new(new));
             info_tx.send_modify(|i| {
                 i.from_file = from_file;
@@ -283,7 +288,7 @@ fn reload(
         }
         Err(e) => {
             let why = e.to_string();
-            tracing::error!(config = %path.display(), error = %why, "reload failed; keeping the running config");
+            tracing::error!(config = %path.display(), "reload failed; keeping the running config: {why}");
             let first = why.lines().next().unwrap_or_default().to_string();
             info_tx.send_modify(|i| i.last_reload_error = Some(why.clone()));
             let note = format!("reload failed: {first}");
@@ -297,7 +302,7 @@ fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let task = TASK_NAME.try_with(|n| *n).unwrap_or("main");
-        tracing::error!(task, panic = %info, "task panicked");
+        tracing::error!(task, "task {task} panicked: {info}");
         default(info);
     }));
 }

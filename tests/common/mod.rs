@@ -251,3 +251,19 @@ impl Daemon {
         }
     }
 }
+
+/// The one variable that lets a machine without root skip the privileged tests. CI never sets it.
+pub const SKIP_PRIVILEGED: &str = "CLUSTER_AI_SKIP_PRIVILEGED";
+
+/// True when the test may go on as root. Without root it fails, saying what is missing,
+/// unless `CLUSTER_AI_SKIP_PRIVILEGED=1`, when it says so and returns false.
+pub fn require_root(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var(SKIP_PRIVILEGED).as_deref() == Ok("1") {
+        eprintln!("SKIPPED (not root, {SKIP_PRIVILEGED}=1): {what}");
+        return false;
+    }
+    panic!("{what} needs root; run the tests as root, or set {SKIP_PRIVILEGED}=1 to skip them");
+}
