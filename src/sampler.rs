@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -12,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{human_size, Config};
 use crate::daemon::tasks::Heartbeat;
 use crate::sys::fs::{disk_usage, DiskUsage};
-use crate::sys::procfs::{CpuTimes, MemInfo, Pressure, ProcError, ProcFs};
+use crate::sys::procfs::{
+    parse_loadavg, parse_meminfo, parse_pressure, parse_stat, CpuTimes, MemInfo, Pressure,
+    ProcError, ProcFile, ProcFs,
+};
+use crate::sys::ticker::Ticker;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -53,9 +57,59 @@ impl Snapshot {
     }
 }
 
-/// Keeps the previous CPU reading so each sample reports the busy share since the last one.
+/// One `/proc` file the sampler reads every time: opened once, reopened after a failed read.
+struct Slot {
+    rel: &'static str,
+    file: Option<ProcFile>,
+}
+
+impl Slot {
+    const fn new(rel: &'static str) -> Self {
+        Self { rel, file: None }
+    }
+
+    fn parse<T>(
+        &mut self,
+        procfs: &ProcFs,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<T, ProcError> {
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(procfs.open(self.rel)?),
+        };
+        let result = file.parse(parse);
+        if matches!(result, Err(ProcError::Read { .. })) {
+            self.file = None;
+        }
+        result
+    }
+
+    /// `Ok(None)` when the file does not exist (a kernel without PSI).
+    fn parse_optional<T>(
+        &mut self,
+        procfs: &ProcFs,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ProcError> {
+        match self.parse(procfs, parse) {
+            Ok(v) => Ok(Some(v)),
+            Err(ProcError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Keeps the files open and the previous CPU reading, so each sample reports the busy share
+/// since the last one.
 pub struct Sampler {
     procfs: ProcFs,
+    meminfo: Slot,
+    stat: Slot,
+    loadavg: Slot,
+    pressure: [Slot; 3],
     previous_cpu: Option<CpuTimes>,
 }
 
@@ -63,6 +117,14 @@ impl Sampler {
     pub fn new(procfs: ProcFs) -> Self {
         Self {
             procfs,
+            meminfo: Slot::new("meminfo"),
+            stat: Slot::new("stat"),
+            loadavg: Slot::new("loadavg"),
+            pressure: [
+                Slot::new("pressure/memory"),
+                Slot::new("pressure/cpu"),
+                Slot::new("pressure/io"),
+            ],
             previous_cpu: None,
         }
     }
@@ -70,8 +132,9 @@ impl Sampler {
     /// One reading of everything. Memory is required; every other figure degrades to "absent"
     /// with a logged reason, so one odd file does not blind the daemon to memory.
     pub fn sample(&mut self, swap_dir: &Path) -> Result<Snapshot, ProcError> {
-        let mem: MemInfo = self.procfs.meminfo()?;
-        let cpu_busy_percent = match self.procfs.cpu_times() {
+        let procfs = &self.procfs;
+        let mem: MemInfo = self.meminfo.parse(procfs, parse_meminfo)?;
+        let cpu_busy_percent = match self.stat.parse(procfs, parse_stat) {
             Ok(now) => {
                 let pct = self
                     .previous_cpu
@@ -84,10 +147,11 @@ impl Sampler {
                 None
             }
         };
+        let [m, c, i] = &mut self.pressure;
         let pressure = match (
-            self.procfs.pressure("memory"),
-            self.procfs.pressure("cpu"),
-            self.procfs.pressure("io"),
+            m.parse_optional(procfs, parse_pressure),
+            c.parse_optional(procfs, parse_pressure),
+            i.parse_optional(procfs, parse_pressure),
         ) {
             (Ok(Some(memory)), Ok(Some(cpu)), Ok(Some(io))) => {
                 Some(PressureSet { memory, cpu, io })
@@ -100,10 +164,13 @@ impl Sampler {
                 None
             }
         };
-        let load_average = self.procfs.loadavg().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read load average");
-            [0.0; 3]
-        });
+        let load_average = self
+            .loadavg
+            .parse(procfs, parse_loadavg)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read load average");
+                [0.0; 3]
+            });
         let disk = |p: &Path| {
             disk_usage(p)
                 .map_err(|e| tracing::warn!(error = %e, "cannot measure disk"))
@@ -119,7 +186,7 @@ impl Sampler {
             memory_used_percent: mem.used_percent(),
             swap_total_bytes: mem.swap_total,
             swap_used_bytes: mem.swap_used(),
-            disk_root: disk(self.procfs.root()),
+            disk_root: disk(procfs.root()),
             disk_swap_dir: disk(swap_dir),
             pressure,
             load_average,
@@ -142,7 +209,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut interval = config.borrow_and_update().sample_interval;
     heartbeat.set_period(interval);
-    let mut ticker = new_ticker(interval);
+    let mut ticker = Ticker::new(interval)?;
     let mut failing = false;
     let mut first = true;
     loop {
@@ -156,11 +223,12 @@ pub async fn run(
                 if new != interval {
                     interval = new;
                     heartbeat.set_period(interval);
-                    ticker = new_ticker(interval);
+                    ticker = Ticker::new(interval)?;
                     tracing::info!(sample_interval = ?interval, "sampler uses the new interval");
                 }
             }
-            _ = ticker.tick() => {
+            tick = ticker.tick() => {
+                tick?;
                 if !first {
                     crate::fault::inject("sampler").await?;
                 }
@@ -185,13 +253,6 @@ pub async fn run(
             }
         }
     }
-}
-
-fn new_ticker(period: Duration) -> tokio::time::Interval {
-    let mut t = tokio::time::interval(period);
-    // After a stall (a suspended VM), take one sample now rather than a burst of them.
-    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    t
 }
 
 #[cfg(test)]

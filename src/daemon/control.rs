@@ -19,7 +19,7 @@ use crate::sampler::{Snapshot, SnapshotReceiver};
 const MAX_REQUEST: u64 = 4096;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The control task is idle between requests; it beats this often so a wedged runtime shows.
-pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(10);
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -162,12 +162,15 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let state = std::sync::Arc::new(state);
-    let mut ticker = tokio::time::interval(HEARTBEAT_PERIOD);
+    let mut ticker = crate::sys::ticker::Ticker::new(HEARTBEAT_PERIOD)?;
     heartbeat.started();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = ticker.tick() => heartbeat.beat(),
+            tick = ticker.tick() => {
+                tick?;
+                heartbeat.beat();
+            }
             accepted = socket.listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let state = state.clone();

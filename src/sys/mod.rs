@@ -5,3 +5,4 @@ pub mod fs;
 pub mod notify;
 pub mod paths;
 pub mod procfs;
+pub mod ticker;

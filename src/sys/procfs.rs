@@ -168,6 +168,66 @@ pub fn parse_loadavg(text: &str) -> Result<[f64; 3], String> {
     Ok(out)
 }
 
+/// A `/proc` file kept open and re-read from offset 0 with one `pread` into a reused buffer:
+/// the kernel regenerates the text on each read, and the daemon saves an open, a stat, a close
+/// and the growing reads of `read_to_string` on every sample.
+#[derive(Debug)]
+pub struct ProcFile {
+    path: PathBuf,
+    file: std::fs::File,
+    buf: Vec<u8>,
+}
+
+impl ProcFile {
+    pub fn open(path: PathBuf) -> Result<Self, ProcError> {
+        match std::fs::File::open(&path) {
+            Ok(file) => Ok(Self {
+                path,
+                file,
+                buf: vec![0; 4096],
+            }),
+            Err(source) => Err(ProcError::Read { path, source }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's whole current text.
+    pub fn read(&mut self) -> Result<&str, ProcError> {
+        use std::os::unix::fs::FileExt;
+        let mut len = 0;
+        loop {
+            let n = self
+                .file
+                .read_at(&mut self.buf[len..], len as u64)
+                .map_err(|source| ProcError::Read {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            len += n;
+            // A short read is the end: /proc text comes whole when the buffer can hold it.
+            if n == 0 || len < self.buf.len() {
+                break;
+            }
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        std::str::from_utf8(&self.buf[..len]).map_err(|_| ProcError::Parse {
+            path: self.path.clone(),
+            what: "not UTF-8".into(),
+        })
+    }
+
+    pub fn parse<T>(&mut self, parse: fn(&str) -> Result<T, String>) -> Result<T, ProcError> {
+        let text = self.read()?;
+        parse(text).map_err(|what| ProcError::Parse {
+            path: self.path.clone(),
+            what,
+        })
+    }
+}
+
 /// Reads `/proc` files under `root`.
 #[derive(Debug, Clone)]
 pub struct ProcFs {
@@ -225,6 +285,10 @@ impl ProcFs {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub fn open(&self, rel: &str) -> Result<ProcFile, ProcError> {
+        ProcFile::open(self.path(rel))
     }
 }
 

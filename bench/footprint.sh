@@ -1,0 +1,42 @@
+#!/bin/bash
+# Idle footprint of the release daemon on built-in defaults: RSS (VmRSS, VmHWM), CPU time
+# (utime+stime) scaled to seconds per hour, and wakeups per second (voluntary context
+# switches of all its threads per second). Goals (issue 2): RSS <= 4 MiB, CPU <= 0.3 s/h,
+# <= 1 wakeup/s. Prints figures; it measures, it does not judge pass/fail.
+# usage: bench/footprint.sh [SECONDS]        (default 60; FOOTPRINT_ARGS adds daemon options)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-60}
+cargo build --release --quiet
+BIN=target/release/cluster-ai
+WORK=$(mktemp -d)
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+RUNTIME_DIRECTORY=$WORK/run NOTIFY_SOCKET= $BIN run ${FOOTPRINT_ARGS:-} 2>"$WORK/log" &
+PID=$!
+for _ in $(seq 50); do [ -S "$WORK/run/control.sock" ] && break; sleep 0.1; done
+[ -S "$WORK/run/control.sock" ] || { echo "daemon did not start:"; cat "$WORK/log"; exit 1; }
+sleep 2   # past start-up: measure the steady state
+
+# On-CPU nanoseconds of every thread (schedstat): clock ticks (utime+stime) are 10 ms each, too
+# coarse for a figure of tenths of a second per hour.
+cpu_ns() { cat /proc/"$PID"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+vcsw() { cat /proc/"$PID"/task/*/status | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s}'; }
+field() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$PID/status"; }
+HZ=$(getconf CLK_TCK)
+t0=$(ticks); c0=$(cpu_ns); w0=$(vcsw); s0=$(date +%s.%N)
+sleep "$DURATION"
+t1=$(ticks); c1=$(cpu_ns); w1=$(vcsw); s1=$(date +%s.%N)
+rss=$(field VmRSS); hwm=$(field VmHWM); threads=$(field Threads)
+kill -0 "$PID" || { echo "daemon died:"; cat "$WORK/log"; exit 1; }
+awk -v c="$((c1 - c0))" -v t="$((t1 - t0))" -v hz="$HZ" -v w="$((w1 - w0))" -v s0="$s0" -v s1="$s1" -v rss="$rss" -v hwm="$hwm" -v th="$threads" 'BEGIN {
+  el = s1 - s0
+  printf "footprint over %.1f s (release build, built-in defaults, %d thread(s))\n", el, th
+  printf "  VmRSS          %6.2f MiB   (goal <= 4 MiB)\n", rss / 1024
+  printf "  VmHWM          %6.2f MiB\n", hwm / 1024
+  printf "  CPU            %6.3f s/h   (goal <= 0.3 s/h; schedstat on-CPU time; utime+stime: %d ticks of 1/%d s)\n", c / 1e9 / el * 3600, t, hz
+  printf "  wakeups        %6.3f /s    (goal <= 1/s; %d voluntary context switches)\n", w / el, w
+}'
+ls -l "$BIN" | awk '{printf "  binary size    %6.2f MiB\n", $5 / 1048576}'
