@@ -20,4 +20,5 @@ pub mod daemon;
 pub mod fault;
 pub mod logging;
 pub mod sampler;
+pub mod swap;
 pub mod sys;

@@ -18,6 +18,7 @@ pub struct Config {
     pub sample_interval: Duration,
     pub control_socket: SocketSetting,
     pub swap: SwapConfig,
+    pub kernel: KernelConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,43 @@ pub struct SwapConfig {
     /// Percent of memory in use (1 − MemAvailable/MemTotal) at which swap grows.
     pub memory_threshold: u8,
     pub check_interval: Duration,
+    /// Free space a new swap file must leave on its filesystem.
+    pub disk_reserve: DiskReserve,
+    /// Percent of memory in use below which swap may shrink, after `calm_period`.
+    pub shrink_threshold: u8,
+    pub calm_period: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskReserve {
+    /// Percent of the filesystem's size.
+    Percent(u8),
+    Bytes(u64),
+}
+
+impl DiskReserve {
+    /// The reserve in bytes on a filesystem of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            DiskReserve::Percent(p) => total / 100 * u64::from(p),
+            DiskReserve::Bytes(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Display for DiskReserve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiskReserve::Percent(p) => write!(f, "{p}%"),
+            DiskReserve::Bytes(b) => write!(f, "{}", format_size(*b)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Set vm.swappiness and vm.vfs_cache_pressure for the swap device's kind (SSD or HDD).
+    pub tune: bool,
 }
 
 impl Default for Config {
@@ -74,7 +112,11 @@ impl Default for Config {
                 increment: 1 << 30,
                 memory_threshold: 80,
                 check_interval: Duration::from_secs(30),
+                disk_reserve: DiskReserve::Percent(10),
+                shrink_threshold: 60,
+                calm_period: Duration::from_secs(300),
             },
+            kernel: KernelConfig { tune: false },
         }
     }
 }
@@ -125,6 +167,10 @@ impl Config {
             ("swap.increment", format_size(s.increment)),
             ("swap.memory_threshold", s.memory_threshold.to_string()),
             ("swap.check_interval", format_duration(s.check_interval)),
+            ("swap.disk_reserve", s.disk_reserve.to_string()),
+            ("swap.shrink_threshold", s.shrink_threshold.to_string()),
+            ("swap.calm_period", format_duration(s.calm_period)),
+            ("kernel.tune", self.kernel.tune.to_string()),
         ]
     }
 
@@ -238,6 +284,14 @@ struct RawConfig {
     control_socket: Option<Spanned<String>>,
     #[serde(default)]
     swap: RawSwap,
+    #[serde(default)]
+    kernel: RawKernel,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKernel {
+    tune: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -249,6 +303,9 @@ struct RawSwap {
     increment: Option<Spanned<String>>,
     memory_threshold: Option<Spanned<i64>>,
     check_interval: Option<Spanned<String>>,
+    disk_reserve: Option<Spanned<String>>,
+    shrink_threshold: Option<Spanned<i64>>,
+    calm_period: Option<Spanned<String>>,
 }
 
 /// Collects problems while turning raw values into settings.
@@ -387,6 +444,52 @@ impl RawConfig {
             ds.check_interval,
             duration_between(Duration::from_secs(1), Duration::from_secs(3600)),
         );
+        let (disk_reserve, _) = c.field(
+            "swap.disk_reserve",
+            r.disk_reserve,
+            ds.disk_reserve,
+            |s| match s.trim().strip_suffix('%') {
+                Some(p) => p
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= 90)
+                    .map(DiskReserve::Percent)
+                    .ok_or_else(|| format!("{s:?} is not a percentage from 0% to 90%")),
+                None => parse_size(s)
+                    .map(DiskReserve::Bytes)
+                    .map_err(|e| format!("{e}, or a percentage of the filesystem such as \"10%\"")),
+            },
+        );
+        let (shrink_threshold, shrink_span) = c.field(
+            "swap.shrink_threshold",
+            r.shrink_threshold,
+            ds.shrink_threshold,
+            |v| {
+                u8::try_from(*v)
+                    .ok()
+                    .filter(|p| (1..=98).contains(p))
+                    .ok_or_else(|| {
+                        format!("{v} is out of range; expected a percentage from 1 to 98")
+                    })
+            },
+        );
+        let (calm_period, _) = c.field(
+            "swap.calm_period",
+            r.calm_period,
+            ds.calm_period,
+            duration_between(Duration::from_secs(1), Duration::from_secs(24 * 3600)),
+        );
+        let (tune, _) = c.field("kernel.tune", self.kernel.tune, d.kernel.tune, |b| Ok(*b));
+        if shrink_threshold >= memory_threshold {
+            c.report(
+                shrink_span,
+                "swap.shrink_threshold",
+                format!(
+                    "{shrink_threshold} is not below swap.memory_threshold {memory_threshold}; expected shrink_threshold < memory_threshold"
+                ),
+            );
+        }
         if max_size < min_size {
             c.report(
                 max_span,
@@ -426,7 +529,11 @@ impl RawConfig {
                 increment,
                 memory_threshold,
                 check_interval,
+                disk_reserve,
+                shrink_threshold,
+                calm_period,
             },
+            kernel: KernelConfig { tune },
         })
     }
 }

@@ -167,3 +167,30 @@ fn changes_are_listed_by_key() {
     );
     assert!(old.changes_from(&old).is_empty());
 }
+
+#[test]
+fn swap_policy_keys() {
+    let c = Config::parse("[swap]\ndisk_reserve = \"5%\"\nshrink_threshold = 50\ncalm_period = \"10m\"\n[kernel]\ntune = true\n").unwrap();
+    assert_eq!(c.swap.disk_reserve, DiskReserve::Percent(5));
+    assert_eq!(
+        (c.swap.shrink_threshold, c.swap.calm_period, c.kernel.tune),
+        (50, Duration::from_secs(600), true)
+    );
+    let c = Config::parse("[swap]\ndisk_reserve = \"20G\"\n").unwrap();
+    assert_eq!(c.swap.disk_reserve, DiskReserve::Bytes(20 << 30));
+    assert_eq!(DiskReserve::Percent(10).bytes(1000), 100);
+    assert_eq!(
+        problems("[swap]\ndisk_reserve = \"95%\"\nshrink_threshold = 85\n"),
+        [
+            "2:16: swap.disk_reserve: \"95%\" is not a percentage from 0% to 90%",
+            "3:20: swap.shrink_threshold: 85 is not below swap.memory_threshold 80; expected shrink_threshold < memory_threshold",
+        ]
+    );
+    // A type error stops the parse: it is reported alone.
+    assert_eq!(
+        problems("[kernel]\ntune = \"yes\"\n"),
+        ["2:8: kernel.tune: invalid type: string \"yes\", expected a boolean"]
+    );
+    assert!(problems("[swap]\ndisk_reserve = \"lots\"\n")[0]
+        .contains("or a percentage of the filesystem such as \"10%\""));
+}

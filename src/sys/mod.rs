@@ -5,4 +5,5 @@ pub mod fs;
 pub mod notify;
 pub mod paths;
 pub mod procfs;
+pub mod swap;
 pub mod ticker;
