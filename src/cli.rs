@@ -24,6 +24,44 @@ pub enum Command {
     /// Work with the configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Managed swap files: show, add, remove. Asks the running daemon; acts directly (as root)
+    /// when none runs.
+    Swap(SwapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SwapArgs {
+    #[command(subcommand)]
+    pub action: SwapAction,
+    /// The control socket [default: from the config's control_socket, else the runtime directory].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub socket: Option<PathBuf>,
+    /// Config file [default: /etc/cluster-ai/config.toml].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwapAction {
+    /// Managed files (size, used, priority), foreign swap, totals, disk guard, next step.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add one swap file now (default size: swap.increment), within max_size and disk_reserve.
+    Expand {
+        /// Size such as 512M or 1G.
+        size: Option<String>,
+    },
+    /// Remove the newest managed file, if min_size stays and its pages fit in memory.
+    Shrink,
+    /// swapoff and delete every managed file, and restore kernel settings.
+    Clean {
+        /// Even when memory could not take the swapped-out pages back.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]

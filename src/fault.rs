@@ -7,6 +7,8 @@ pub enum Fault {
     Error,
     /// Stop making progress without blocking the runtime: the watchdog must notice.
     Hang,
+    /// SIGKILL ourselves, as `kill -9` would: for crash-safety tests.
+    Kill,
 }
 
 /// The fault configured for `point`, if any.
@@ -22,6 +24,7 @@ pub fn at(point: &str) -> Option<Fault> {
             "panic" => Some(Fault::Panic),
             "error" => Some(Fault::Error),
             "hang" => Some(Fault::Hang),
+            "kill" => Some(Fault::Kill),
             _ => None,
         }
     }
@@ -39,5 +42,21 @@ pub async fn inject(point: &str) -> anyhow::Result<()> {
         Some(Fault::Panic) => panic!("injected fault at {point}"),
         Some(Fault::Error) => anyhow::bail!("injected fault at {point}"),
         Some(Fault::Hang) => std::future::pending().await,
+        Some(Fault::Kill) => kill_self(),
     }
+}
+
+/// The same, for blocking code (where hanging is not offered).
+pub fn hit(point: &str) -> std::io::Result<()> {
+    match at(point) {
+        None | Some(Fault::Hang) => Ok(()),
+        Some(Fault::Panic) => panic!("injected fault at {point}"),
+        Some(Fault::Error) => Err(std::io::Error::other(format!("injected fault at {point}"))),
+        Some(Fault::Kill) => kill_self(),
+    }
+}
+
+fn kill_self() -> ! {
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    std::process::abort()
 }

@@ -10,5 +10,6 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::main(args),
         Command::Status(args) => commands::status::main(args),
         Command::Config(ConfigCommand::Check(args)) => commands::config_check::main(args),
+        Command::Swap(args) => commands::swap::main(args),
     }
 }

@@ -3,3 +3,4 @@
 pub mod config_check;
 pub mod run;
 pub mod status;
+pub mod swap;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::tasks::{Heartbeat, TaskReport, Tasks};
 use crate::sampler::{Snapshot, SnapshotReceiver};
+use crate::swap::task::{SwapCommand, SwapSender, SWAPOFF_TIMEOUT};
 
 const MAX_REQUEST: u64 = 4096;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,6 +26,10 @@ pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    SwapStatus,
+    SwapExpand { size: Option<u64> },
+    SwapShrink,
+    SwapClean { force: bool },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -67,6 +72,7 @@ pub struct ControlState {
     pub tasks: Tasks,
     pub snapshots: SnapshotReceiver,
     pub config: watch::Receiver<ConfigInfo>,
+    pub swap: SwapSender,
 }
 
 impl ControlState {
@@ -194,15 +200,54 @@ async fn serve(stream: UnixStream, state: &ControlState) -> std::io::Result<()> 
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Status) => serde_json::to_value(state.status()),
-        Err(e) => Ok(serde_json::json!({ "error": format!("bad request: {e}") })),
-    }
-    .map_err(std::io::Error::other)?;
+        Ok(Request::Status) => {
+            serde_json::to_value(state.status()).map_err(std::io::Error::other)?
+        }
+        Ok(req) => ask_swap(&state.swap, req).await,
+        Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
+    };
     let mut out = reply.to_string();
     out.push('\n');
     tokio::time::timeout(IO_TIMEOUT, write.write_all(out.as_bytes()))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "client does not read"))?
+}
+
+/// Forwards a swap request to the swap task, the one owner of the swap state.
+async fn ask_swap(swap: &SwapSender, req: Request) -> serde_json::Value {
+    use serde_json::json;
+    let gone = || json!({ "error": "the swap task is not running" });
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let cmd = match req {
+        Request::SwapStatus => {
+            let (stx, srx) = tokio::sync::oneshot::channel();
+            if swap.send(SwapCommand::Status(stx)).await.is_err() {
+                return gone();
+            }
+            return match srx.await {
+                Ok(Ok(status)) => serde_json::to_value(status)
+                    .unwrap_or_else(|e| json!({ "error": e.to_string() })),
+                Ok(Err(e)) => json!({ "error": e }),
+                Err(_) => gone(),
+            };
+        }
+        Request::SwapExpand { size } => SwapCommand::Expand {
+            size,
+            reply: Some(tx),
+        },
+        Request::SwapShrink => SwapCommand::Shrink(tx),
+        Request::SwapClean { force } => SwapCommand::Clean { force, reply: tx },
+        Request::Status => return json!({ "error": "not a swap request" }),
+    };
+    if swap.send(cmd).await.is_err() {
+        return gone();
+    }
+    match tokio::time::timeout(SWAPOFF_TIMEOUT + Duration::from_secs(10), rx).await {
+        Ok(Ok(Ok(message))) => json!({ "message": message }),
+        Ok(Ok(Err(e))) => json!({ "error": e }),
+        Ok(Err(_)) => gone(),
+        Err(_) => json!({ "error": "the swap task did not answer in time" }),
+    }
 }
 
 /// The client side, for one-shot commands: blocking, with timeouts, no runtime needed.
@@ -214,7 +259,8 @@ pub fn request(path: &Path, request: &Request) -> anyhow::Result<serde_json::Val
             path.display()
         )
     })?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    // Swap operations (swapoff of a full file) can take minutes.
+    stream.set_read_timeout(Some(SWAPOFF_TIMEOUT + Duration::from_secs(20)))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
@@ -230,7 +276,7 @@ pub fn request(path: &Path, request: &Request) -> anyhow::Result<serde_json::Val
         )
     })?;
     if let Some(err) = value.get("error").and_then(|e| e.as_str()) {
-        anyhow::bail!("the daemon refused the request: {err}");
+        anyhow::bail!("{err}");
     }
     Ok(value)
 }

@@ -18,6 +18,7 @@ use super::{load_config, report, socket_path, DaemonError, Options};
 use crate::config::Config;
 use crate::logging::LogHandle;
 use crate::sampler::{self, Sampler};
+use crate::swap::{self, engine::Engine};
 use crate::sys::notify::{Notice, Notifier, SdNotifier};
 use crate::sys::procfs::ProcFs;
 
@@ -110,6 +111,26 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         sampler_hb.started();
         sampler_task.await
     });
+    let (swap_tx, swap_rx) = tokio::sync::mpsc::channel(8);
+    let swap_hb = tasks.register("swap", config_rx.borrow().swap.check_interval);
+    let engine = Engine::new(
+        &config_rx.borrow(),
+        ProcFs::default(),
+        crate::sys::paths::state_dir(),
+        opts.dry_run,
+    );
+    spawn_task(
+        &mut set,
+        "swap",
+        swap::task::run(
+            engine,
+            config_rx.clone(),
+            snapshot_rx.clone(),
+            swap_rx,
+            swap_hb,
+            cancel.clone(),
+        ),
+    );
     let control_hb = tasks.register("control", control::HEARTBEAT_PERIOD);
     let state = ControlState {
         started,
@@ -117,6 +138,7 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         tasks: tasks.clone(),
         snapshots: snapshot_rx.clone(),
         config: info_rx,
+        swap: swap_tx,
     };
     spawn_task(
         &mut set,

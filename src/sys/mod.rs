@@ -5,5 +5,6 @@ pub mod fs;
 pub mod notify;
 pub mod paths;
 pub mod procfs;
+pub mod psi;
 pub mod swap;
 pub mod ticker;

@@ -5,6 +5,18 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_CONFIG: &str = "/etc/cluster-ai/config.toml";
 pub const SOCKET_NAME: &str = "control.sock";
 
+/// `$STATE_DIRECTORY` when set (systemd sets it from `StateDirectory=`), else
+/// `/var/lib/cluster-ai`.
+pub fn state_dir() -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        Some(dirs) => {
+            let dirs = dirs.to_string_lossy().into_owned();
+            PathBuf::from(dirs.split(':').next().unwrap_or(&dirs))
+        }
+        None => PathBuf::from("/var/lib/cluster-ai"),
+    }
+}
+
 /// `$RUNTIME_DIRECTORY` when set (systemd sets it from `RuntimeDirectory=`), else
 /// `/run/cluster-ai` as root, else `$XDG_RUNTIME_DIR/cluster-ai`, else (a user without a login
 /// session, say over plain ssh) `/tmp/cluster-ai-UID`, which must then be the user's own and

@@ -228,9 +228,11 @@ pub fn classify_fs(magic: i64) -> Result<SwapFs, String> {
             )
         }
         0x7371_7368 => return Err("squashfs (read-only)".into()),
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "a filesystem of type {other:#x}, which cluster-ai does not know to support swap files"
-        )),
+        ))
+        }
     })
 }
 

@@ -56,6 +56,18 @@ impl Ticker {
         self.period
     }
 
+    /// From now on, tick every `period` (the first tick one period from now).
+    pub fn set_period(&mut self, period: Duration) -> std::io::Result<()> {
+        let period = period.max(Duration::from_millis(1));
+        let p = TimeSpec::from_duration(period);
+        self.fd.get_ref().0.set(
+            Expiration::IntervalDelayed(p, p),
+            TimerSetTimeFlags::empty(),
+        )?;
+        self.period = period;
+        Ok(())
+    }
+
     /// Waits for the next tick; returns how many periods passed since the last one (1 unless
     /// the task was late).
     pub async fn tick(&mut self) -> std::io::Result<u64> {
