@@ -46,7 +46,7 @@ fn notify_sequence_reload_and_stop() {
     assert_eq!(status["config"]["source"], "file");
 
     // A valid edit, then SIGHUP: RELOADING=1 with MONOTONIC_USEC in one datagram, then READY=1.
-    std::fs::write(&d.config, "sample_interval = \"2s\"\n").unwrap();
+    d.write_config("sample_interval = \"2s\"\n");
     d.signal(Signal::SIGHUP);
     let reloading = notify.wait_for("RELOADING=1", T, |g| g.has("RELOADING=1"));
     let usec: u64 = reloading
@@ -164,7 +164,10 @@ fn status_reports_the_live_snapshot() {
         "{snap}"
     );
     assert!(snap["disk_root"]["total_bytes"].as_u64().unwrap() > 0);
-    assert_eq!(snap["disk_swap_dir"]["path"], "/var/lib/cluster-ai/swap");
+    assert_eq!(
+        snap["disk_swap_dir"]["path"].as_str(),
+        d.dir.path().join("swap").to_str()
+    );
     if std::path::Path::new("/proc/pressure/memory").exists() {
         assert!(
             snap["pressure"]["memory"]["some_avg10"].is_number(),
@@ -178,7 +181,7 @@ fn status_reports_the_live_snapshot() {
         .iter()
         .map(|t| t["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, ["control", "sampler"]);
+    assert_eq!(names, ["control", "sampler", "swap"]);
 
     let human = String::from_utf8(d.status(&[]).stdout).unwrap();
     for needle in [
@@ -218,7 +221,7 @@ fn status_without_a_daemon_fails_clearly() {
 fn a_second_daemon_on_the_same_socket_is_refused() {
     let first = daemon().spawn();
     first.wait_log("ready", T);
-    let out = std::process::Command::new(common::BIN)
+    let out = common::bin_without_swap_rights()
         .arg("run")
         .env("RUNTIME_DIRECTORY", first.dir.path().join("run"))
         .env_remove("NOTIFY_SOCKET")
@@ -240,7 +243,7 @@ fn missing_default_config_means_defaults_and_one_warning() {
         !std::path::Path::new("/etc/cluster-ai/config.toml").exists(),
         "this test needs /etc/cluster-ai/config.toml to be absent (it checks the built-in defaults)"
     );
-    let mut d = daemon().spawn();
+    let mut d = daemon().on_defaults().spawn();
     d.wait_log("ready", T);
     assert_eq!(d.status_json()["config"]["source"], "defaults");
     d.signal(Signal::SIGINT);

@@ -119,6 +119,57 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        swapoff_under(self.dir.path());
+    }
+}
+
+/// swapoff every swap area whose path lies under `dir` (only what a test made there).
+pub fn swapoff_under(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string("/proc/swaps") else {
+        return;
+    };
+    for line in text.lines().skip(1) {
+        let Some(path) = line.split_whitespace().next() else {
+            continue;
+        };
+        let path = PathBuf::from(path.replace("\\040", " "));
+        if path.starts_with(dir) {
+            let st = Command::new("swapoff").arg(&path).status();
+            eprintln!("cleanup: swapoff {} -> {st:?}", path.display());
+        }
+    }
+}
+
+/// Swap areas in /proc/swaps under `dir`.
+pub fn swaps_under(dir: &Path) -> Vec<(PathBuf, u64, i32)> {
+    let text = std::fs::read_to_string("/proc/swaps").unwrap();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let p = PathBuf::from(f[0]);
+            p.starts_with(dir).then(|| {
+                (
+                    p,
+                    f[2].parse::<u64>().unwrap() * 1024,
+                    f[4].parse().unwrap(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The binary, as a root caller without CAP_SYS_ADMIN: for tests that run on the built-in
+/// defaults, whose swap.dir (/var/lib/cluster-ai/swap) a test must never touch. Without root
+/// the capability is missing anyway.
+pub fn bin_without_swap_rights() -> Command {
+    if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"])
+            .arg(BIN);
+        c
+    } else {
+        Command::new(BIN)
     }
 }
 
@@ -127,18 +178,30 @@ pub struct DaemonBuilder {
     config_text: Option<String>,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    defaults: bool,
 }
 
+/// A daemon whose swap lives in the test's tempdir (`[swap]` added to any config that has none,
+/// with min_size 0 so no baseline is made unless the test asks for one).
 pub fn daemon() -> DaemonBuilder {
     DaemonBuilder {
         dir: tempfile::tempdir().unwrap(),
         config_text: None,
         env: Vec::new(),
         args: Vec::new(),
+        defaults: false,
     }
 }
 
 impl DaemonBuilder {
+    /// No --config: the built-in defaults, run without the right to touch swap.
+    pub fn on_defaults(mut self) -> Self {
+        self.defaults = true;
+        self
+    }
+    pub fn swap_dir(&self) -> PathBuf {
+        self.dir.path().join("swap")
+    }
     pub fn config(mut self, text: &str) -> Self {
         self.config_text = Some(text.to_string());
         self
@@ -159,10 +222,18 @@ impl DaemonBuilder {
         let config = self.dir.path().join("config.toml");
         let log = self.dir.path().join("daemon.log");
         let runtime = self.dir.path().join("run");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = if self.defaults {
+            bin_without_swap_rights()
+        } else {
+            Command::new(BIN)
+        };
         cmd.arg("run");
-        if let Some(text) = &self.config_text {
-            std::fs::write(&config, text).unwrap();
+        if !self.defaults {
+            write_config(
+                &config,
+                self.dir.path(),
+                self.config_text.as_deref().unwrap_or_default(),
+            );
             cmd.arg("--config").arg(&config);
         }
         cmd.args(&self.args)
@@ -172,6 +243,7 @@ impl DaemonBuilder {
             .env_remove("JOURNAL_STREAM")
             .env_remove("RUST_LOG")
             .env("RUNTIME_DIRECTORY", &runtime)
+            .env("STATE_DIRECTORY", self.dir.path().join("state"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -188,7 +260,23 @@ impl DaemonBuilder {
     }
 }
 
+/// Writes a config whose swap stays in `dir` unless the text has a `[swap]` table of its own.
+fn write_config(path: &Path, dir: &Path, text: &str) {
+    let mut text = text.to_string();
+    if !text.contains("[swap]") {
+        text += &format!(
+            "\n[swap]\ndir = \"{}\"\nmin_size = \"0\"\n",
+            dir.join("swap").display()
+        );
+    }
+    std::fs::write(path, text).unwrap();
+}
+
 impl Daemon {
+    /// Rewrites the config (for a reload), keeping swap in the test's tempdir.
+    pub fn write_config(&self, text: &str) {
+        write_config(&self.config, self.dir.path(), text);
+    }
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
