@@ -41,28 +41,16 @@ pub fn stderr_is_journal() -> bool {
 }
 
 pub fn init(level: LogLevel) -> LogHandle {
-    let env = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok());
+    let env = std::env::var("RUST_LOG").ok().and_then(|v| EnvFilter::try_new(v).ok());
     let from_env = env.is_some();
-    let (filter, handle) =
-        reload::Layer::new(env.unwrap_or_else(|| EnvFilter::new(level.as_str())));
-    let journald = stderr_is_journal()
-        .then(|| tracing_journald::layer().ok())
-        .flatten();
+    let (filter, handle) = reload::Layer::new(env.unwrap_or_else(|| EnvFilter::new(level.as_str())));
+    let journald = stderr_is_journal().then(|| tracing_journald::layer().ok()).flatten();
     let text = journald.is_none().then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
     });
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(journald)
-        .with(text)
-        .try_init();
-    LogHandle {
-        filter: handle,
-        from_env,
-    }
+    let _ = tracing_subscriber::registry().with(filter).with(journald).with(text).try_init();
+    LogHandle { filter: handle, from_env }
 }

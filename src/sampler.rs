@@ -13,8 +13,7 @@ use crate::config::{human_size, Config};
 use crate::daemon::tasks::Heartbeat;
 use crate::sys::fs::{disk_usage, DiskUsage};
 use crate::sys::procfs::{
-    parse_loadavg, parse_meminfo, parse_pressure, parse_stat, CpuTimes, MemInfo, Pressure,
-    ProcError, ProcFile, ProcFs,
+    parse_loadavg, parse_meminfo, parse_pressure, parse_stat, CpuTimes, MemInfo, Pressure, ProcError, ProcFile, ProcFs,
 };
 use crate::sys::ticker::Ticker;
 
@@ -45,9 +44,7 @@ pub struct PressureSet {
 impl Snapshot {
     /// The one line systemd shows as the unit's status, e.g. `mem 43% swap 0 B/2.0 GiB cpu 7%`.
     pub fn summary(&self) -> String {
-        let cpu = self
-            .cpu_busy_percent
-            .map_or("-".into(), |c| format!("{c:.0}%"));
+        let cpu = self.cpu_busy_percent.map_or("-".into(), |c| format!("{c:.0}%"));
         format!(
             "mem {:.0}% swap {}/{} cpu {cpu}",
             self.memory_used_percent,
@@ -68,11 +65,7 @@ impl Slot {
         Self { rel, file: None }
     }
 
-    fn parse<T>(
-        &mut self,
-        procfs: &ProcFs,
-        parse: fn(&str) -> Result<T, String>,
-    ) -> Result<T, ProcError> {
+    fn parse<T>(&mut self, procfs: &ProcFs, parse: fn(&str) -> Result<T, String>) -> Result<T, ProcError> {
         let file = match &mut self.file {
             Some(f) => f,
             None => self.file.insert(procfs.open(self.rel)?),
@@ -85,18 +78,10 @@ impl Slot {
     }
 
     /// `Ok(None)` when the file does not exist (a kernel without PSI).
-    fn parse_optional<T>(
-        &mut self,
-        procfs: &ProcFs,
-        parse: fn(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, ProcError> {
+    fn parse_optional<T>(&mut self, procfs: &ProcFs, parse: fn(&str) -> Result<T, String>) -> Result<Option<T>, ProcError> {
         match self.parse(procfs, parse) {
             Ok(v) => Ok(Some(v)),
-            Err(ProcError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(None)
-            }
+            Err(ProcError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -120,11 +105,7 @@ impl Sampler {
             meminfo: Slot::new("meminfo"),
             stat: Slot::new("stat"),
             loadavg: Slot::new("loadavg"),
-            pressure: [
-                Slot::new("pressure/memory"),
-                Slot::new("pressure/cpu"),
-                Slot::new("pressure/io"),
-            ],
+            pressure: [Slot::new("pressure/memory"), Slot::new("pressure/cpu"), Slot::new("pressure/io")],
             previous_cpu: None,
         }
     }
@@ -136,9 +117,7 @@ impl Sampler {
         let mem: MemInfo = self.meminfo.parse(procfs, parse_meminfo)?;
         let cpu_busy_percent = match self.stat.parse(procfs, parse_stat) {
             Ok(now) => {
-                let pct = self
-                    .previous_cpu
-                    .and_then(|before| now.busy_percent_since(&before));
+                let pct = self.previous_cpu.and_then(|before| now.busy_percent_since(&before));
                 self.previous_cpu = Some(now);
                 pct
             }
@@ -153,9 +132,7 @@ impl Sampler {
             c.parse_optional(procfs, parse_pressure),
             i.parse_optional(procfs, parse_pressure),
         ) {
-            (Ok(Some(memory)), Ok(Some(cpu)), Ok(Some(io))) => {
-                Some(PressureSet { memory, cpu, io })
-            }
+            (Ok(Some(memory)), Ok(Some(cpu)), Ok(Some(io))) => Some(PressureSet { memory, cpu, io }),
             (Ok(None), _, _) => None,
             (m, c, i) => {
                 for e in [m.err(), c.err(), i.err()].into_iter().flatten() {
@@ -164,22 +141,13 @@ impl Sampler {
                 None
             }
         };
-        let load_average = self
-            .loadavg
-            .parse(procfs, parse_loadavg)
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot read load average");
-                [0.0; 3]
-            });
-        let disk = |p: &Path| {
-            disk_usage(p)
-                .map_err(|e| tracing::warn!(error = %e, "cannot measure disk"))
-                .ok()
-        };
+        let load_average = self.loadavg.parse(procfs, parse_loadavg).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read load average");
+            [0.0; 3]
+        });
+        let disk = |p: &Path| disk_usage(p).map_err(|e| tracing::warn!(error = %e, "cannot measure disk")).ok();
         Ok(Snapshot {
-            taken_at_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            taken_at_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             cpu_busy_percent,
             memory_total_bytes: mem.total,
             memory_available_bytes: mem.available,
@@ -266,13 +234,13 @@ mod tests {
         std::fs::write(p.join("stat"), stat).unwrap();
         std::fs::write(p.join("loadavg"), "0.10 0.20 0.30 1/100 42\n").unwrap();
         for r in ["memory", "io"] {
-            std::fs::write(p.join("pressure").join(r), "some avg10=1.00 avg60=0 avg300=0 total=1\nfull avg10=0.50 avg60=0 avg300=0 total=1\n").unwrap();
+            std::fs::write(
+                p.join("pressure").join(r),
+                "some avg10=1.00 avg60=0 avg300=0 total=1\nfull avg10=0.50 avg60=0 avg300=0 total=1\n",
+            )
+            .unwrap();
         }
-        std::fs::write(
-            p.join("pressure/cpu"),
-            "some avg10=2.00 avg60=0 avg300=0 total=1\n",
-        )
-        .unwrap();
+        std::fs::write(p.join("pressure/cpu"), "some avg10=2.00 avg60=0 avg300=0 total=1\n").unwrap();
     }
 
     #[test]
@@ -290,14 +258,7 @@ mod tests {
         assert_eq!(first.swap_used_bytes, 1 << 30);
         assert_eq!(first.load_average, [0.1, 0.2, 0.3]);
         let psi = first.pressure.unwrap();
-        assert_eq!(
-            (
-                psi.memory.full_avg10,
-                psi.cpu.some_avg10,
-                psi.cpu.full_avg10
-            ),
-            (Some(0.5), 2.0, None)
-        );
+        assert_eq!((psi.memory.full_avg10, psi.cpu.some_avg10, psi.cpu.full_avg10), (Some(0.5), 2.0, None));
         assert!(first.disk_swap_dir.is_some() && first.disk_root.is_some());
 
         std::fs::write(dir.path().join("proc/stat"), "cpu  40 0 40 120 0 0 0 0\n").unwrap();
@@ -309,19 +270,12 @@ mod tests {
     #[test]
     fn broken_extras_degrade_but_broken_memory_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        fixture(
-            dir.path(),
-            "MemTotal: 1000 kB\nMemAvailable: 500 kB\n",
-            "garbage\n",
-        );
+        fixture(dir.path(), "MemTotal: 1000 kB\nMemAvailable: 500 kB\n", "garbage\n");
         std::fs::write(dir.path().join("proc/pressure/io"), "nonsense\n").unwrap();
         std::fs::remove_file(dir.path().join("proc/loadavg")).unwrap();
         let mut s = Sampler::new(ProcFs::new(dir.path()));
         let snap = s.sample(Path::new("/")).unwrap();
-        assert_eq!(
-            (snap.cpu_busy_percent, snap.pressure, snap.load_average),
-            (None, None, [0.0; 3])
-        );
+        assert_eq!((snap.cpu_busy_percent, snap.pressure, snap.load_average), (None, None, [0.0; 3]));
         std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: x\n").unwrap();
         assert!(s.sample(Path::new("/")).is_err());
     }

@@ -18,63 +18,27 @@ fn the_documented_config_is_exactly_the_built_in_defaults() {
     let text = std::fs::read_to_string(EXAMPLE).unwrap();
     for (key, value) in Config::default().entries() {
         let bare = key.rsplit('.').next().unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(&format!("{bare} =")))
-            .unwrap_or_else(|| panic!("{key} is not in {EXAMPLE}"));
-        assert!(
-            line.contains(&value) || line.contains(&format!("\"{value}\"")),
-            "{key}: {line} vs default {value}"
-        );
+        let line = text.lines().find(|l| l.starts_with(&format!("{bare} ="))).unwrap_or_else(|| panic!("{key} is not in {EXAMPLE}"));
+        assert!(line.contains(&value) || line.contains(&format!("\"{value}\"")), "{key}: {line} vs default {value}");
     }
 }
 
 #[test]
 fn config_check_exit_codes_and_messages() {
-    let ok = Command::new(common::BIN)
-        .args(["config", "check", EXAMPLE])
-        .output()
-        .unwrap();
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let ok = Command::new(common::BIN).args(["config", "check", EXAMPLE]).output().unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).ends_with("config.toml: ok\n"));
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        "log_level = \"info\"\n[swap]\nmin_size = \"8G\"\nmax_size = \"4G\"\nbogus = 1\n",
-    )
-    .unwrap();
-    let out = Command::new(common::BIN)
-        .args(["config", "check"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    std::fs::write(&bad, "log_level = \"info\"\n[swap]\nmin_size = \"8G\"\nmax_size = \"4G\"\nbogus = 1\n").unwrap();
+    let out = Command::new(common::BIN).args(["config", "check"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.starts_with(&format!(
-            "{}:5:1: swap.bogus: unknown field `bogus`",
-            bad.display()
-        )),
-        "{err}"
-    );
+    assert!(err.starts_with(&format!("{}:5:1: swap.bogus: unknown field `bogus`", bad.display())), "{err}");
 
-    std::fs::write(
-        &bad,
-        "[swap]\nmin_size = \"8G\"\nmax_size = \"4G\"\nmemory_threshold = 0\n",
-    )
-    .unwrap();
-    let out = Command::new(common::BIN)
-        .args(["config", "check"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    std::fs::write(&bad, "[swap]\nmin_size = \"8G\"\nmax_size = \"4G\"\nmemory_threshold = 0\n").unwrap();
+    let out = Command::new(common::BIN).args(["config", "check"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<_> = err.lines().collect();
@@ -87,33 +51,18 @@ fn config_check_exit_codes_and_messages() {
         ]
     );
 
-    let out = Command::new(common::BIN)
-        .args(["config", "check"])
-        .arg(dir.path().join("none.toml"))
-        .output()
-        .unwrap();
+    let out = Command::new(common::BIN).args(["config", "check"]).arg(dir.path().join("none.toml")).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("none.toml: cannot read the config file"));
 }
 
 #[test]
 fn every_command_has_help_and_the_binary_a_version() {
-    for args in [
-        &["--help"][..],
-        &["run", "--help"],
-        &["status", "--help"],
-        &["config", "check", "--help"],
-    ] {
+    for args in [&["--help"][..], &["run", "--help"], &["status", "--help"], &["config", "check", "--help"]] {
         let out = Command::new(common::BIN).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage: cluster-ai"),
-            "{args:?}"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: cluster-ai"), "{args:?}");
     }
     let out = Command::new(common::BIN).arg("--version").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("cluster-ai {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("cluster-ai {}", env!("CARGO_PKG_VERSION")));
 }

@@ -12,35 +12,20 @@ const T: Duration = Duration::from_secs(15);
 
 #[test]
 fn notify_sequence_reload_and_stop() {
-    let b = daemon()
-        .config("sample_interval = \"1s\"\n")
-        .env("WATCHDOG_USEC", "1000000");
+    let b = daemon().config("sample_interval = \"1s\"\n").env("WATCHDOG_USEC", "1000000");
     let mut notify = NotifySocket::bind(b.dir());
-    let mut d = b
-        .env("NOTIFY_SOCKET", notify.path.to_str().unwrap())
-        .spawn();
+    let mut d = b.env("NOTIFY_SOCKET", notify.path.to_str().unwrap()).spawn();
     let pid = d.pid();
 
     let ready = notify.wait_for("READY=1", T, |g| g.has("READY=1"));
     // Half of WATCHDOG_USEC: expect pings about every 0.5 s once running.
     for _ in 0..3 {
-        notify.wait_for("WATCHDOG=1", Duration::from_secs(3), |g| {
-            g.has("WATCHDOG=1")
-        });
+        notify.wait_for("WATCHDOG=1", Duration::from_secs(3), |g| g.has("WATCHDOG=1"));
     }
-    notify.wait_for("a STATUS= summary", Duration::from_secs(5), |g| {
-        g.value("STATUS").is_some_and(|s| s.starts_with("mem "))
-    });
+    notify.wait_for("a STATUS= summary", Duration::from_secs(5), |g| g.value("STATUS").is_some_and(|s| s.starts_with("mem ")));
     let status = d.status_json();
     let period = |v: &serde_json::Value| {
-        v["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == "sampler")
-            .unwrap()["period_seconds"]
-            .as_f64()
-            .unwrap()
+        v["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "sampler").unwrap()["period_seconds"].as_f64().unwrap()
     };
     assert_eq!(period(&status), 1.0);
     assert_eq!(status["config"]["source"], "file");
@@ -49,11 +34,7 @@ fn notify_sequence_reload_and_stop() {
     d.write_config("sample_interval = \"2s\"\n");
     d.signal(Signal::SIGHUP);
     let reloading = notify.wait_for("RELOADING=1", T, |g| g.has("RELOADING=1"));
-    let usec: u64 = reloading
-        .value("MONOTONIC_USEC")
-        .expect("MONOTONIC_USEC with RELOADING=1")
-        .parse()
-        .unwrap();
+    let usec: u64 = reloading.value("MONOTONIC_USEC").expect("MONOTONIC_USEC with RELOADING=1").parse().unwrap();
     assert!(usec > 0);
     let reready = notify.wait_for("READY=1 after reload", T, |g| g.has("READY=1"));
     assert_eq!(reready.value("STATUS"), Some("config reloaded"));
@@ -67,14 +48,8 @@ fn notify_sequence_reload_and_stop() {
     for g in [&ready, &reloading, &reready, &stopping] {
         assert_eq!(g.pid, pid, "{g:?} came from another process");
     }
-    assert!(
-        notify.seen.iter().all(|g| g.pid == pid),
-        "every datagram from the daemon's pid"
-    );
-    assert!(
-        !d.socket().exists(),
-        "the control socket is removed at exit"
-    );
+    assert!(notify.seen.iter().all(|g| g.pid == pid), "every datagram from the daemon's pid");
+    assert!(!d.socket().exists(), "the control socket is removed at exit");
     assert!(d.log_text().contains("stopped cleanly"));
 }
 
@@ -82,50 +57,23 @@ fn notify_sequence_reload_and_stop() {
 fn broken_reload_keeps_the_running_config_and_says_why() {
     let b = daemon().config("sample_interval = \"1s\"\n");
     let mut notify = NotifySocket::bind(b.dir());
-    let d = b
-        .env("NOTIFY_SOCKET", notify.path.to_str().unwrap())
-        .spawn();
+    let d = b.env("NOTIFY_SOCKET", notify.path.to_str().unwrap()).spawn();
     notify.wait_for("READY=1", T, |g| g.has("READY=1"));
 
-    std::fs::write(
-        &d.config,
-        "sample_interval = \"1s\"\n[swap]\nmax_size = \"1X\"\n",
-    )
-    .unwrap();
+    std::fs::write(&d.config, "sample_interval = \"1s\"\n[swap]\nmax_size = \"1X\"\n").unwrap();
     d.signal(Signal::SIGHUP);
     notify.wait_for("RELOADING=1", T, |g| g.has("RELOADING=1"));
     let after = notify.wait_for("READY=1 after a failed reload", T, |g| g.has("READY=1"));
-    let expected = format!(
-        "{}:3:12: swap.max_size: unknown size unit",
-        d.config.display()
-    );
+    let expected = format!("{}:3:12: swap.max_size: unknown size unit", d.config.display());
     let status_text = after.value("STATUS").unwrap();
-    assert!(
-        status_text.starts_with("reload failed: ") && status_text.contains(&expected),
-        "{status_text}"
-    );
+    assert!(status_text.starts_with("reload failed: ") && status_text.contains(&expected), "{status_text}");
     let log = d.wait_log("reload failed; keeping the running config", T);
     assert!(log.contains(&expected) && log.contains("ERROR"), "{log}");
 
     let status = d.status_json();
-    assert!(status["config"]["last_reload_error"]
-        .as_str()
-        .unwrap()
-        .contains(&expected));
-    let sampler = status["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "sampler")
-        .unwrap()
-        .clone();
-    assert_eq!(
-        (
-            sampler["state"].as_str(),
-            sampler["period_seconds"].as_f64()
-        ),
-        (Some("running"), Some(1.0))
-    );
+    assert!(status["config"]["last_reload_error"].as_str().unwrap().contains(&expected));
+    let sampler = status["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "sampler").unwrap().clone();
+    assert_eq!((sampler["state"].as_str(), sampler["period_seconds"].as_f64()), (Some("running"), Some(1.0)));
     let human = String::from_utf8(d.status(&[]).stdout).unwrap();
     assert!(human.contains("last reload refused"), "{human}");
 }
@@ -145,76 +93,35 @@ fn status_reports_the_live_snapshot() {
     };
     let snap = &s["snapshot"];
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let total_kb: u64 = meminfo
-        .lines()
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let total_kb: u64 = meminfo.lines().next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     assert_eq!(snap["memory_total_bytes"].as_u64(), Some(total_kb * 1024));
     let used = snap["memory_used_percent"].as_f64().unwrap();
     assert!(used > 0.0 && used < 100.0, "{used}");
-    assert!(
-        snap["cpu_busy_percent"]
-            .as_f64()
-            .is_some_and(|c| (0.0..=100.0).contains(&c)),
-        "{snap}"
-    );
+    assert!(snap["cpu_busy_percent"].as_f64().is_some_and(|c| (0.0..=100.0).contains(&c)), "{snap}");
     assert!(snap["disk_root"]["total_bytes"].as_u64().unwrap() > 0);
-    assert_eq!(
-        snap["disk_swap_dir"]["path"].as_str(),
-        d.dir.path().join("swap").to_str()
-    );
+    assert_eq!(snap["disk_swap_dir"]["path"].as_str(), d.dir.path().join("swap").to_str());
     if std::path::Path::new("/proc/pressure/memory").exists() {
-        assert!(
-            snap["pressure"]["memory"]["some_avg10"].is_number(),
-            "{snap}"
-        );
+        assert!(snap["pressure"]["memory"]["some_avg10"].is_number(), "{snap}");
     }
     assert_eq!(s["pid"].as_u64(), Some(d.pid() as u64));
-    let names: Vec<_> = s["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_string())
-        .collect();
+    let names: Vec<_> = s["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names, ["control", "sampler", "swap"]);
 
     let human = String::from_utf8(d.status(&[]).stdout).unwrap();
-    for needle in [
-        "memory:",
-        "swap:",
-        "cpu:",
-        "disk:",
-        "tasks:",
-        "sampler",
-        &format!("pid {}", d.pid()),
-    ] {
+    for needle in ["memory:", "swap:", "cpu:", "disk:", "tasks:", "sampler", &format!("pid {}", d.pid())] {
         assert!(human.contains(needle), "{needle:?} missing from:\n{human}");
     }
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(d.socket()).unwrap().permissions(),
-    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(d.socket()).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
 }
 
 #[test]
 fn status_without_a_daemon_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .args(["status", "--socket"])
-        .arg(dir.path().join("none.sock"))
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(common::BIN).args(["status", "--socket"]).arg(dir.path().join("none.sock")).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("no cluster-ai daemon answers on") && err.contains("none.sock"),
-        "{err}"
-    );
+    assert!(err.contains("no cluster-ai daemon answers on") && err.contains("none.sock"), "{err}");
 }
 
 #[test]
@@ -228,13 +135,8 @@ fn a_second_daemon_on_the_same_socket_is_refused() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("another cluster-ai daemon already answers")
-    );
-    assert!(
-        first.socket().exists(),
-        "the first daemon's socket is left alone"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another cluster-ai daemon already answers"));
+    assert!(first.socket().exists(), "the first daemon's socket is left alone");
 }
 
 #[test]
@@ -248,89 +150,48 @@ fn missing_default_config_means_defaults_and_one_warning() {
     assert_eq!(d.status_json()["config"]["source"], "defaults");
     d.signal(Signal::SIGINT);
     assert_eq!(d.wait_exit(T), Some(0));
-    assert_eq!(
-        d.log_text().matches("running on built-in defaults").count(),
-        1,
-        "{}",
-        d.log_text()
-    );
+    assert_eq!(d.log_text().matches("running on built-in defaults").count(), 1, "{}", d.log_text());
 }
 
 #[test]
 fn bad_explicit_config_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.toml");
-    let out = std::process::Command::new(common::BIN)
-        .arg("run")
-        .arg("--config")
-        .arg(&missing)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(common::BIN).arg("run").arg("--config").arg(&missing).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("missing.toml: cannot read the config file"),
-        "{err}"
-    );
+    assert!(err.contains("missing.toml: cannot read the config file"), "{err}");
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "log_level = 3\n").unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .arg("run")
-        .arg("--config")
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(common::BIN).arg("run").arg("--config").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("{}:1:13: log_level: invalid type", bad.display())),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{}:1:13: log_level: invalid type", bad.display())), "{err}");
 }
 
 #[test]
 fn a_failing_task_is_named_and_the_daemon_exits_nonzero() {
-    for (action, needle) in [
-        ("error", "injected fault at sampler"),
-        ("panic", "panicked: injected fault at sampler"),
-    ] {
-        let b = daemon()
-            .config("sample_interval = \"1s\"\n")
-            .env("CLUSTER_AI_FAULT", &format!("sampler:{action}"));
+    for (action, needle) in [("error", "injected fault at sampler"), ("panic", "panicked: injected fault at sampler")] {
+        let b = daemon().config("sample_interval = \"1s\"\n").env("CLUSTER_AI_FAULT", &format!("sampler:{action}"));
         let mut notify = NotifySocket::bind(b.dir());
-        let mut d = b
-            .env("NOTIFY_SOCKET", notify.path.to_str().unwrap())
-            .spawn();
+        let mut d = b.env("NOTIFY_SOCKET", notify.path.to_str().unwrap()).spawn();
         notify.wait_for("READY=1", T, |g| g.has("READY=1"));
         assert_eq!(d.wait_exit(T), Some(1), "{action}: log:\n{}", d.log_text());
         notify.wait_for("STOPPING=1", T, |g| g.has("STOPPING=1"));
         let log = d.log_text();
-        assert!(
-            log.contains("task sampler failed")
-                && log.contains("task=\"sampler\"")
-                && log.contains(needle),
-            "{action}: {log}"
-        );
+        assert!(log.contains("task sampler failed") && log.contains("task=\"sampler\"") && log.contains(needle), "{action}: {log}");
     }
 }
 
 #[test]
 fn a_hung_task_stops_the_watchdog_pings() {
-    let b = daemon()
-        .config("sample_interval = \"1s\"\n")
-        .env("WATCHDOG_USEC", "1000000")
-        .env("CLUSTER_AI_FAULT", "sampler:hang");
+    let b = daemon().config("sample_interval = \"1s\"\n").env("WATCHDOG_USEC", "1000000").env("CLUSTER_AI_FAULT", "sampler:hang");
     let mut notify = NotifySocket::bind(b.dir());
-    let d = b
-        .env("NOTIFY_SOCKET", notify.path.to_str().unwrap())
-        .spawn();
+    let d = b.env("NOTIFY_SOCKET", notify.path.to_str().unwrap()).spawn();
     notify.wait_for("READY=1", T, |g| g.has("READY=1"));
-    let stuck = notify.wait_for("STATUS naming the stuck task", T, |g| {
-        g.value("STATUS")
-            .is_some_and(|s| s.contains("stuck: sampler"))
-    });
+    let stuck = notify.wait_for("STATUS naming the stuck task", T, |g| g.value("STATUS").is_some_and(|s| s.contains("stuck: sampler")));
     let seen_before = notify.seen.len();
     // Three watchdog intervals without a single ping.
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
@@ -338,38 +199,22 @@ fn a_hung_task_stops_the_watchdog_pings() {
         notify.recv(left);
     }
     let later = &notify.seen[seen_before..];
-    assert!(
-        later.iter().all(|g| !g.has("WATCHDOG=1")),
-        "pinged while stuck: {later:?}"
-    );
-    assert!(
-        d.log_text().contains("withholding the watchdog ping"),
-        "{stuck:?}"
-    );
+    assert!(later.iter().all(|g| !g.has("WATCHDOG=1")), "pinged while stuck: {later:?}");
+    assert!(d.log_text().contains("withholding the watchdog ping"), "{stuck:?}");
 }
 
 #[test]
 fn a_second_signal_forces_exit() {
     // A hung sampler never sees the cancellation, so the first SIGTERM alone would wait out the
     // 10 s stop timeout; the second one must end the daemon at once.
-    let mut d = daemon()
-        .config("sample_interval = \"1s\"\n")
-        .env("CLUSTER_AI_FAULT", "sampler:hang")
-        .spawn();
+    let mut d = daemon().config("sample_interval = \"1s\"\n").env("CLUSTER_AI_FAULT", "sampler:hang").spawn();
     d.wait_log("ready", T);
     std::thread::sleep(Duration::from_millis(1500));
     d.signal(Signal::SIGTERM);
     d.wait_log("stopping", T);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        d.child.try_wait().unwrap().is_none(),
-        "a hung task holds the first stop"
-    );
+    assert!(d.child.try_wait().unwrap().is_none(), "a hung task holds the first stop");
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(5)), Some(1));
-    assert!(
-        d.log_text().contains("second signal: exiting now"),
-        "{}",
-        d.log_text()
-    );
+    assert!(d.log_text().contains("second signal: exiting now"), "{}", d.log_text());
 }

@@ -32,10 +32,7 @@ impl Drop for Scratch {
 
 impl Scratch {
     fn new() -> Self {
-        Scratch {
-            dir: tempfile::tempdir().unwrap(),
-            mounts: Vec::new(),
-        }
+        Scratch { dir: tempfile::tempdir().unwrap(), mounts: Vec::new() }
     }
     fn path(&self) -> &Path {
         self.dir.path()
@@ -47,11 +44,7 @@ impl Scratch {
     /// Keys in `extra` replace the base ones.
     fn config(&self, extra: &str) -> PathBuf {
         let p = self.path().join("config.toml");
-        let base = [
-            ("min_size", "\"64M\""),
-            ("max_size", "\"256M\""),
-            ("increment", "\"64M\""),
-        ];
+        let base = [("min_size", "\"64M\""), ("max_size", "\"256M\""), ("increment", "\"64M\"")];
         let mut text = format!("[swap]\ndir = \"{}\"\n", self.swap_dir().display());
         for (k, v) in base {
             if !extra.lines().any(|l| l.starts_with(&format!("{k} "))) {
@@ -64,12 +57,8 @@ impl Scratch {
     /// `cluster-ai swap ARGS` with no daemon on this scratch dir's socket: the direct path.
     fn swap_cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = Command::new(common::BIN);
-        c.arg("swap")
-            .args(args)
-            .arg("--config")
-            .arg(self.path().join("config.toml"));
-        c.env("RUNTIME_DIRECTORY", self.path().join("run"))
-            .env("STATE_DIRECTORY", self.path().join("state"));
+        c.arg("swap").args(args).arg("--config").arg(self.path().join("config.toml"));
+        c.env("RUNTIME_DIRECTORY", self.path().join("run")).env("STATE_DIRECTORY", self.path().join("state"));
         for (k, v) in env {
             c.env(k, v);
         }
@@ -80,9 +69,7 @@ impl Scratch {
     }
     fn files(&self) -> Vec<String> {
         let mut v: Vec<String> = match std::fs::read_dir(self.swap_dir()) {
-            Ok(rd) => rd
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect(),
+            Ok(rd) => rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect(),
             Err(_) => Vec::new(),
         };
         v.sort();
@@ -90,18 +77,10 @@ impl Scratch {
     }
     /// No orphan: every file of ours on disk is active, every active one exists, no partials.
     fn assert_no_orphans(&self) {
-        let active: Vec<String> = self
-            .ours()
-            .iter()
-            .map(|(p, ..)| p.file_name().unwrap().to_str().unwrap().to_string())
-            .collect();
+        let active: Vec<String> = self.ours().iter().map(|(p, ..)| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
         let mut active_sorted = active.clone();
         active_sorted.sort();
-        let files: Vec<String> = self
-            .files()
-            .into_iter()
-            .filter(|f| f.starts_with("cluster-ai-"))
-            .collect();
+        let files: Vec<String> = self.files().into_iter().filter(|f| f.starts_with("cluster-ai-")).collect();
         assert_eq!(files, active_sorted, "files on disk vs active swap");
         assert!(files.iter().all(|f| !f.ends_with(".partial")), "{files:?}");
     }
@@ -110,45 +89,20 @@ impl Scratch {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).unwrap();
         }
-        assert!(Command::new("fallocate")
-            .args(["-l", "16M"])
-            .arg(path)
-            .status()
-            .unwrap()
-            .success());
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        assert!(Command::new("mkswap")
-            .arg("-q")
-            .arg(path)
-            .status()
-            .unwrap()
-            .success());
-        assert!(Command::new("swapon")
-            .args(["-p", "5"])
-            .arg(path)
-            .status()
-            .unwrap()
-            .success());
+        assert!(Command::new("fallocate").args(["-l", "16M"]).arg(path).status().unwrap().success());
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        assert!(Command::new("mkswap").arg("-q").arg(path).status().unwrap().success());
+        assert!(Command::new("swapon").args(["-p", "5"]).arg(path).status().unwrap().success());
     }
 }
 
 fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn refused(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "unexpectedly succeeded: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(!out.status.success(), "unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -178,11 +132,7 @@ fn direct_expand_cap_shrink_clean_leave_foreign_swap_alone() {
     s.config("");
     s.foreign_swap(&s.path().join("elsewhere/other.swap"));
     std::fs::create_dir_all(s.swap_dir()).unwrap();
-    std::fs::set_permissions(
-        s.swap_dir(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
+    std::fs::set_permissions(s.swap_dir(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let mine = s.swap_dir().join("mine.swap");
     s.foreign_swap(&mine);
 
@@ -191,18 +141,9 @@ fn direct_expand_cap_shrink_clean_leave_foreign_swap_alone() {
     let ours: Vec<_> = s.ours().into_iter().filter(|(p, ..)| p != &mine).collect();
     assert_eq!(ours.len(), 2);
     let by_name = |n: &str| ours.iter().find(|(p, ..)| p.ends_with(n)).unwrap().clone();
+    assert_eq!((by_name("cluster-ai-000001.swap").1, by_name("cluster-ai-000001.swap").2), (64 * M - 4096, 50));
     assert_eq!(
-        (
-            by_name("cluster-ai-000001.swap").1,
-            by_name("cluster-ai-000001.swap").2
-        ),
-        (64 * M - 4096, 50)
-    );
-    assert_eq!(
-        (
-            by_name("cluster-ai-000002.swap").1,
-            by_name("cluster-ai-000002.swap").2
-        ),
+        (by_name("cluster-ai-000002.swap").1, by_name("cluster-ai-000002.swap").2),
         (128 * M - 4096, 49),
         "newer files get lower priority"
     );
@@ -210,28 +151,13 @@ fn direct_expand_cap_shrink_clean_leave_foreign_swap_alone() {
     let err = refused(&s.swap_cmd(&["expand", "128M"], &[]));
     assert!(err.contains("would pass swap.max_size 256M"), "{err}");
 
-    let status: serde_json::Value =
-        serde_json::from_str(&ok(&s.swap_cmd(&["status", "--json"], &[]))).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&ok(&s.swap_cmd(&["status", "--json"], &[]))).unwrap();
     assert_eq!(status["managed"].as_array().unwrap().len(), 2);
     assert_eq!(status["managed_total_bytes"].as_u64(), Some(192 * M));
-    let foreign: Vec<&str> = status["foreign"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["path"].as_str().unwrap())
-        .collect();
-    assert!(
-        foreign.contains(&mine.to_str().unwrap())
-            && foreign.iter().any(|f| f.ends_with("elsewhere/other.swap")),
-        "{foreign:?}"
-    );
+    let foreign: Vec<&str> = status["foreign"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert!(foreign.contains(&mine.to_str().unwrap()) && foreign.iter().any(|f| f.ends_with("elsewhere/other.swap")), "{foreign:?}");
     let human = ok(&s.swap_cmd(&["status"], &[]));
-    assert!(
-        human.contains("(no daemon running)")
-            && human.contains("never touched")
-            && human.contains("priority 49"),
-        "{human}"
-    );
+    assert!(human.contains("(no daemon running)") && human.contains("never touched") && human.contains("priority 49"), "{human}");
 
     assert!(ok(&s.swap_cmd(&["shrink"], &[])).contains("cluster-ai-000002.swap"));
     let err = refused(&s.swap_cmd(&["shrink"], &[]));
@@ -240,11 +166,7 @@ fn direct_expand_cap_shrink_clean_leave_foreign_swap_alone() {
     assert!(ok(&s.swap_cmd(&["clean"], &[])).contains("removed 1 swap file(s)"));
     assert_eq!(s.files(), ["mine.swap"], "clean deletes only our files");
     let left: Vec<PathBuf> = swaps_under(s.path()).into_iter().map(|(p, ..)| p).collect();
-    assert_eq!(
-        left.len(),
-        2,
-        "both foreign swap files still active: {left:?}"
-    );
+    assert_eq!(left.len(), 2, "both foreign swap files still active: {left:?}");
 }
 
 #[test]
@@ -257,11 +179,9 @@ fn daemon_makes_the_baseline_recovers_and_adopts_after_kill_9() {
     // Left by an earlier crash: an inactive complete file (made, then swapoff'd) and a partial.
     ok(&s.swap_cmd(&["expand"], &[]));
     let first = s.swap_dir().join("cluster-ai-000001.swap");
-    assert!(Command::new("swapoff")
-        .arg(&first)
-        .status()
-        .unwrap()
-        .success());
+    assert!(cluster_ai::sys::swap::is_active_swap(&first).unwrap(), "the kernel's ETXTBSY tells an active swap file");
+    assert!(Command::new("swapoff").arg(&first).status().unwrap().success());
+    assert!(!cluster_ai::sys::swap::is_active_swap(&first).unwrap());
     std::fs::write(s.swap_dir().join("cluster-ai-000009.swap.partial"), b"half").unwrap();
 
     let mut d = scratch_daemon(&s, "", &[]);
@@ -269,11 +189,7 @@ fn daemon_makes_the_baseline_recovers_and_adopts_after_kill_9() {
     let log = d.wait_log("enabled a complete swap file", T);
     assert!(log.contains("deleted a swap file left unfinished"), "{log}");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        s.ours().len(),
-        1,
-        "the re-enabled 64M file is the baseline: nothing more"
-    );
+    assert_eq!(s.ours().len(), 1, "the re-enabled 64M file is the baseline: nothing more");
     s.assert_no_orphans();
 
     d.signal(Signal::SIGKILL);
@@ -284,16 +200,9 @@ fn daemon_makes_the_baseline_recovers_and_adopts_after_kill_9() {
     assert_eq!(s.ours().len(), 1);
     let status = d2.status(&[]);
     assert!(status.status.success());
-    let swap_status = Command::new(common::BIN)
-        .args(["swap", "status", "--socket"])
-        .arg(d2.socket())
-        .output()
-        .unwrap();
+    let swap_status = Command::new(common::BIN).args(["swap", "status", "--socket"]).arg(d2.socket()).output().unwrap();
     let text = ok(&swap_status);
-    assert!(
-        text.contains("mode:      managing") && text.contains("cluster-ai-000001.swap"),
-        "{text}"
-    );
+    assert!(text.contains("mode:      managing") && text.contains("cluster-ai-000001.swap"), "{text}");
     drop(d2);
     s.assert_no_orphans();
 }
@@ -303,20 +212,10 @@ fn kill_9_at_each_step_leaves_no_orphan_after_restart() {
     if !common::require_root("real swap files") {
         return;
     }
-    for point in [
-        "swap-created",
-        "swap-allocated",
-        "swap-formatted",
-        "swap-renamed",
-        "swap-enabled",
-    ] {
+    for point in ["swap-created", "swap-allocated", "swap-formatted", "swap-renamed", "swap-enabled"] {
         let s = Scratch::new();
         let mut d = scratch_daemon(&s, "", &[("CLUSTER_AI_FAULT", &format!("{point}:kill"))]);
-        assert_eq!(
-            d.wait_exit(T),
-            None,
-            "{point}: killed by SIGKILL while making the baseline"
-        );
+        assert_eq!(d.wait_exit(T), None, "{point}: killed by SIGKILL while making the baseline");
         let d2 = scratch_daemon(&s, "", &[]);
         d2.wait_log("ready", T);
         wait_until(&format!("{point}: baseline after restart"), T, || {
@@ -331,10 +230,7 @@ fn kill_9_at_each_step_leaves_no_orphan_after_restart() {
         s.config("");
         ok(&s.swap_cmd(&["expand"], &[]));
         ok(&s.swap_cmd(&["expand"], &[]));
-        let out = s.swap_cmd(
-            &["shrink"],
-            &[("CLUSTER_AI_FAULT", &format!("{point}:kill"))],
-        );
+        let out = s.swap_cmd(&["shrink"], &[("CLUSTER_AI_FAULT", &format!("{point}:kill"))]);
         assert_eq!(out.status.code(), None, "{point}: the shrink was killed");
         let d = scratch_daemon(&s, "", &[]);
         d.wait_log("ready", T);
@@ -351,42 +247,35 @@ fn real_memory_pressure_adds_a_file() {
         return;
     }
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let kb = |k: &str| -> u64 {
-        meminfo
-            .lines()
-            .find(|l| l.starts_with(k))
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let kb = |k: &str| -> u64 { meminfo.lines().find(|l| l.starts_with(k)).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap() };
     let (total, avail) = (kb("MemTotal:") * 1024, kb("MemAvailable:") * 1024);
     let used_pct = 100.0 * (1.0 - avail as f64 / total as f64);
     let threshold = (used_pct.ceil() as u64 + 3).min(95);
     // Enough to pass the threshold by a few points, never more than a quarter of what is free.
     let hog = ((threshold as f64 - used_pct + 4.0) / 100.0 * total as f64) as u64;
-    assert!(
-        hog < avail / 4,
-        "this machine has too little free memory for the pressure test"
-    );
+    assert!(hog < avail / 4, "this machine has too little free memory for the pressure test");
     let s = Scratch::new();
     let shrink = threshold.saturating_sub(10).max(1);
-    let d = scratch_daemon(&s, &format!("memory_threshold = {threshold}\nshrink_threshold = {shrink}\nincrement = \"128M\"\nmax_size = \"1G\""), &[]);
+    let d = scratch_daemon(
+        &s,
+        &format!("memory_threshold = {threshold}\nshrink_threshold = {shrink}\nincrement = \"128M\"\nmax_size = \"1G\""),
+        &[],
+    );
     d.wait_log("ready", T);
     wait_until("the baseline", T, || s.ours().len() == 1);
 
     let mut child = Command::new("python3")
-        .args(["-c", "import sys, time\nb = bytearray(b'\\x01') * int(sys.argv[1])\nprint('allocated', flush=True)\ntime.sleep(60)", &hog.to_string()])
+        .args([
+            "-c",
+            "import sys, time\nb = bytearray(b'\\x01') * int(sys.argv[1])\nprint('allocated', flush=True)\ntime.sleep(60)",
+            &hog.to_string(),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3 is needed for the memory hog");
     let hog_pid = child.id();
     let result = std::panic::catch_unwind(|| {
-        wait_until("a second managed file under memory pressure", T, || {
-            s.ours().len() >= 2
-        });
+        wait_until("a second managed file under memory pressure", T, || s.ours().len() >= 2);
         d.wait_log("swap file added: 128M (memory above threshold)", T);
     });
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(hog_pid as i32), Signal::SIGKILL).unwrap();
@@ -405,20 +294,10 @@ fn unsafe_swap_dirs_are_refused_with_path_and_reason() {
     let mut s = Scratch::new();
     // World-writable.
     std::fs::create_dir_all(s.swap_dir()).unwrap();
-    std::fs::set_permissions(
-        s.swap_dir(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    std::fs::set_permissions(s.swap_dir(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     s.config("");
     let err = refused(&s.swap_cmd(&["expand"], &[]));
-    assert!(
-        err.contains(&format!(
-            "swap.dir {}: is writable by group or others",
-            s.swap_dir().display()
-        )),
-        "{err}"
-    );
+    assert!(err.contains(&format!("swap.dir {}: is writable by group or others", s.swap_dir().display())), "{err}");
     // A symlink to a good directory.
     std::fs::remove_dir(s.swap_dir()).unwrap();
     std::fs::create_dir(s.path().join("real")).unwrap();
@@ -428,31 +307,18 @@ fn unsafe_swap_dirs_are_refused_with_path_and_reason() {
     // tmpfs: refused, and a daemon on it keeps running in monitoring mode.
     std::fs::remove_file(s.swap_dir()).unwrap();
     std::fs::create_dir(s.swap_dir()).unwrap();
-    assert!(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16M,mode=0700", "tmpfs"])
-        .arg(s.swap_dir())
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("mount").args(["-t", "tmpfs", "-o", "size=16M,mode=0700", "tmpfs"]).arg(s.swap_dir()).status().unwrap().success());
     s.mounts.push(s.swap_dir());
     let err = refused(&s.swap_cmd(&["expand"], &[]));
     assert!(err.contains("is on tmpfs"), "{err}");
     let d = scratch_daemon(&s, "", &[]);
     d.wait_log("cannot manage swap", T);
     let st: serde_json::Value = serde_json::from_slice(
-        &Command::new(common::BIN)
-            .args(["swap", "status", "--json", "--socket"])
-            .arg(d.socket())
-            .output()
-            .unwrap()
-            .stdout,
+        &Command::new(common::BIN).args(["swap", "status", "--json", "--socket"]).arg(d.socket()).output().unwrap().stdout,
     )
     .unwrap();
     assert_eq!(st["mode"]["mode"], "monitoring_only");
-    assert!(
-        st["mode"]["why"].as_str().unwrap().contains("tmpfs"),
-        "{st}"
-    );
+    assert!(st["mode"]["why"].as_str().unwrap().contains("tmpfs"), "{st}");
     assert!(d.status(&[]).status.success(), "the daemon stays up");
     assert!(s.ours().is_empty());
 }
@@ -467,12 +333,12 @@ fn without_cap_sys_admin_the_daemon_monitors_and_says_why() {
     // The builder's `on_defaults` would drop the capability but use the default paths; here we
     // want our scratch config, so wrap by hand through a tiny script.
     let wrapper = s.path().join("cluster-ai-nocap");
-    std::fs::write(&wrapper, format!("#!/bin/sh\nexec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin -- {} \"$@\"\n", common::BIN)).unwrap();
-    std::fs::set_permissions(
+    std::fs::write(
         &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        format!("#!/bin/sh\nexec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin -- {} \"$@\"\n", common::BIN),
     )
     .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = Command::new(&wrapper)
         .args(["swap", "expand", "--config"])
         .arg(s.path().join("config.toml"))
@@ -480,10 +346,7 @@ fn without_cap_sys_admin_the_daemon_monitors_and_says_why() {
         .output()
         .unwrap();
     let err = refused(&out);
-    assert!(
-        err.contains("cannot manage swap: swapon/swapoff need CAP_SYS_ADMIN (run as root)"),
-        "{err}"
-    );
+    assert!(err.contains("cannot manage swap: swapon/swapoff need CAP_SYS_ADMIN (run as root)"), "{err}");
     let mut child = Command::new(&wrapper)
         .args(["run", "--config"])
         .arg(s.path().join("config.toml"))
@@ -494,20 +357,12 @@ fn without_cap_sys_admin_the_daemon_monitors_and_says_why() {
         .unwrap();
     let log = || std::fs::read_to_string(s.path().join("log")).unwrap_or_default();
     wait_until("the daemon to be ready", T, || log().contains("ready"));
-    assert!(
-        log().contains("cannot manage swap: swapon/swapoff need CAP_SYS_ADMIN"),
-        "{}",
-        log()
-    );
+    assert!(log().contains("cannot manage swap: swapon/swapoff need CAP_SYS_ADMIN"), "{}", log());
     assert_eq!(log().matches("cannot manage swap").count(), 1, "said once");
     std::thread::sleep(Duration::from_millis(500));
     assert!(child.try_wait().unwrap().is_none(), "the daemon stays up");
     assert!(!s.swap_dir().exists(), "nothing created");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
 }
 
@@ -520,21 +375,14 @@ fn calm_memory_shrinks_the_newest_file_and_keeps_min_size() {
     let d = scratch_daemon(&s, "calm_period = \"2s\"\ncheck_interval = \"1s\"", &[]);
     d.wait_log("ready", T);
     wait_until("the baseline", T, || s.ours().len() == 1);
-    let out = Command::new(common::BIN)
-        .args(["swap", "expand", "--socket"])
-        .arg(d.socket())
-        .output()
-        .unwrap();
+    let out = Command::new(common::BIN).args(["swap", "expand", "--socket"]).arg(d.socket()).output().unwrap();
     assert!(ok(&out).contains("cluster-ai-000002.swap"));
     assert_eq!(s.ours().len(), 2);
     wait_until("the calm shrink", T, || s.ours().len() == 1);
     d.wait_log("swap file removed (memory calm)", T);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(s.ours().len(), 1, "never below min_size");
-    assert!(
-        s.ours()[0].0.ends_with("cluster-ai-000001.swap"),
-        "the newest went"
-    );
+    assert!(s.ours()[0].0.ends_with("cluster-ai-000001.swap"), "the newest went");
     s.assert_no_orphans();
 }
 
@@ -548,26 +396,11 @@ fn the_disk_guard_blocks_growth_and_warns_once() {
     d.wait_log("ready", T);
     d.wait_log("swap cannot grow: disk guard", T);
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        d.log_text().matches("swap cannot grow").count(),
-        1,
-        "once per episode"
-    );
+    assert_eq!(d.log_text().matches("swap cannot grow").count(), 1, "once per episode");
     assert!(s.ours().is_empty());
-    let out = Command::new(common::BIN)
-        .args(["swap", "status", "--socket"])
-        .arg(d.socket())
-        .output()
-        .unwrap();
+    let out = Command::new(common::BIN).args(["swap", "status", "--socket"]).arg(d.socket()).output().unwrap();
     let text = ok(&out);
-    assert!(
-        text.contains("GUARD:     disk guard: a 64M file would leave"),
-        "{text}"
-    );
-    let out = Command::new(common::BIN)
-        .args(["swap", "expand", "--socket"])
-        .arg(d.socket())
-        .output()
-        .unwrap();
+    assert!(text.contains("GUARD:     disk guard: a 64M file would leave"), "{text}");
+    let out = Command::new(common::BIN).args(["swap", "expand", "--socket"]).arg(d.socket()).output().unwrap();
     assert!(refused(&out).contains("below swap.disk_reserve 1000T"));
 }

@@ -16,13 +16,8 @@ pub fn main(args: ConfigCheckArgs) -> ExitCode {
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }
-        Err(ConfigError::Read { source, .. })
-            if !explicit && source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            println!(
-                "{}: no such file; the daemon would run on built-in defaults",
-                path.display()
-            );
+        Err(ConfigError::Read { source, .. }) if !explicit && source.kind() == std::io::ErrorKind::NotFound => {
+            println!("{}: no such file; the daemon would run on built-in defaults", path.display());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -18,10 +18,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     };
     // One thread: the daemon's work is a few small reads every few seconds; worker threads
     // would only add memory and wakeups.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");

@@ -49,31 +49,16 @@ fn ago(seconds: f64) -> String {
 }
 
 pub fn render(r: &StatusReply) -> String {
-    let mut out = format!(
-        "cluster-ai {} (pid {}), up {}{}\n",
-        r.version,
-        r.pid,
-        ago(r.uptime_seconds),
-        if r.dry_run { ", dry run" } else { "" }
-    );
+    let mut out =
+        format!("cluster-ai {} (pid {}), up {}{}\n", r.version, r.pid, ago(r.uptime_seconds), if r.dry_run { ", dry run" } else { "" });
     let c = &r.config;
     if c.source == "file" {
-        out += &format!(
-            "config:   {} (loaded {} ago)\n",
-            c.path.display(),
-            ago(c.loaded_seconds_ago)
-        );
+        out += &format!("config:   {} (loaded {} ago)\n", c.path.display(), ago(c.loaded_seconds_ago));
     } else {
-        out += &format!(
-            "config:   built-in defaults ({} does not exist)\n",
-            c.path.display()
-        );
+        out += &format!("config:   built-in defaults ({} does not exist)\n", c.path.display());
     }
     if let Some(err) = &c.last_reload_error {
-        out += &format!(
-            "          last reload refused: {}\n",
-            err.lines().next().unwrap_or_default()
-        );
+        out += &format!("          last reload refused: {}\n", err.lines().next().unwrap_or_default());
     }
     match &r.snapshot {
         None => out += "no sample yet\n",
@@ -84,23 +69,12 @@ pub fn render(r: &StatusReply) -> String {
                 human_size(s.memory_available_bytes),
                 human_size(s.memory_total_bytes)
             );
-            out += &format!(
-                "swap:     {} used of {}\n",
-                human_size(s.swap_used_bytes),
-                human_size(s.swap_total_bytes)
-            );
-            let cpu = s
-                .cpu_busy_percent
-                .map_or("-".into(), |c| format!("{c:.1}%"));
+            out += &format!("swap:     {} used of {}\n", human_size(s.swap_used_bytes), human_size(s.swap_total_bytes));
+            let cpu = s.cpu_busy_percent.map_or("-".into(), |c| format!("{c:.1}%"));
             let [l1, l5, l15] = s.load_average;
             out += &format!("cpu:      {cpu} busy, load {l1:.2} {l5:.2} {l15:.2}\n");
             for d in [&s.disk_root, &s.disk_swap_dir].into_iter().flatten() {
-                out += &format!(
-                    "disk:     {} {:.1}% used, {} free\n",
-                    d.path.display(),
-                    d.used_percent,
-                    human_size(d.available_bytes)
-                );
+                out += &format!("disk:     {} {:.1}% used, {} free\n", d.path.display(), d.used_percent, human_size(d.available_bytes));
             }
             if let Some(p) = &s.pressure {
                 let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
@@ -118,12 +92,7 @@ pub fn render(r: &StatusReply) -> String {
     }
     out += "tasks:\n";
     for t in &r.tasks {
-        out += &format!(
-            "  {:<10} {:<10} heartbeat {} ago\n",
-            t.name,
-            t.state,
-            ago(t.last_heartbeat_seconds_ago)
-        );
+        out += &format!("  {:<10} {:<10} heartbeat {} ago\n", t.name, t.state, ago(t.last_heartbeat_seconds_ago));
     }
     out
 }

@@ -28,10 +28,7 @@ pub fn main(args: SwapArgs) -> ExitCode {
 }
 
 fn swap(args: SwapArgs) -> anyhow::Result<()> {
-    let config_path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config_path = args.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let (config, _) = load_config(&config_path, args.config.is_some())?;
     let socket = match &args.socket {
         Some(s) => s.clone(),
@@ -77,12 +74,7 @@ fn daemon_answers(socket: &std::path::Path) -> bool {
 }
 
 fn direct(config: &Config, action: SwapAction, size: Option<u64>) -> anyhow::Result<()> {
-    let mut engine = Engine::new(
-        config,
-        ProcFs::default(),
-        crate::sys::paths::state_dir(),
-        false,
-    );
+    let mut engine = Engine::new(config, ProcFs::default(), crate::sys::paths::state_dir(), false);
     if let SwapAction::Status { json } = action {
         engine.probe();
         let status = engine.status(config.swap.check_interval.as_millis() as u64)?;
@@ -116,18 +108,9 @@ pub fn render(s: &SwapStatus) -> String {
         Mode::MonitoringOnly(why) => format!("monitoring only: {why}"),
         Mode::Paused => "paused after `swap clean` (`swap expand` or a reload resumes)".into(),
     };
-    out += &format!(
-        "mode:      {mode}{}\n",
-        if s.dry_run { " (dry run)" } else { "" }
-    );
-    out += &format!(
-        "watching:  {} (next look in {} ms)\n",
-        s.trigger, s.poll_interval_ms
-    );
-    out += &format!(
-        "memory:    {:.1}% used, threshold {}%\n",
-        s.memory_used_percent, s.memory_threshold_percent
-    );
+    out += &format!("mode:      {mode}{}\n", if s.dry_run { " (dry run)" } else { "" });
+    out += &format!("watching:  {} (next look in {} ms)\n", s.trigger, s.poll_interval_ms);
+    out += &format!("memory:    {:.1}% used, threshold {}%\n", s.memory_used_percent, s.memory_threshold_percent);
     out += &format!(
         "managed:   {} used of {} in {} (min {}, max {})\n",
         human_size(s.managed_used_bytes),

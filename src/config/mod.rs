@@ -124,26 +124,15 @@ impl Default for Config {
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|problems| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            problems,
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text).map_err(|problems| ConfigError::Invalid { path: path.to_path_buf(), problems })
     }
 
     /// Parses and validates config text; on failure, every problem found (not only the first).
     pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
-            vec![Problem::at(
-                text,
-                offset,
-                key_at(text, offset),
-                e.message().to_string(),
-            )]
+            vec![Problem::at(text, offset, key_at(text, offset), e.message().to_string())]
         })?;
         raw.validate(text)
     }
@@ -194,18 +183,11 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{}", render(path, problems))]
-    Invalid {
-        path: PathBuf,
-        problems: Vec<Problem>,
-    },
+    Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 
 fn render(path: &Path, problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("{}:{p}", path.display()))
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(|p| format!("{}:{p}", path.display())).collect::<Vec<_>>().join("\n")
 }
 
 /// One thing wrong with a config file, at a 1-based line and column.
@@ -219,11 +201,7 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            self.line, self.column, self.key, self.message
-        )
+        write!(f, "{}:{}: {}: {}", self.line, self.column, self.key, self.message)
     }
 }
 
@@ -233,12 +211,7 @@ impl Problem {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        Problem {
-            line,
-            column,
-            key,
-            message,
-        }
+        Problem { line, column, key, message }
     }
 }
 
@@ -247,27 +220,12 @@ fn key_at(text: &str, offset: usize) -> String {
     let before = text.get(..offset).unwrap_or(text);
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("").trim();
-    let header = |l: &str| {
-        l.trim()
-            .trim_start_matches('[')
-            .split(']')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string()
-    };
+    let header = |l: &str| l.trim().trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string();
     if line.starts_with('[') {
         return header(line);
     }
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('['))
-        .map(header)
-        .unwrap_or_default();
-    let key = line
-        .split_once('=')
-        .map_or("", |(k, _)| k.trim().trim_matches('"'));
+    let table = text[..line_start].lines().rev().find(|l| l.trim_start().starts_with('[')).map(header).unwrap_or_default();
+    let key = line.split_once('=').map_or("", |(k, _)| k.trim().trim_matches('"'));
     match (table.is_empty(), key.is_empty()) {
         (true, true) => "(file)".into(),
         (true, false) => key.into(),
@@ -338,23 +296,15 @@ impl Checker<'_> {
 
     fn report(&mut self, span: Option<Range<usize>>, key: &str, message: String) {
         let offset = span.map_or(0, |s| s.start);
-        self.problems
-            .push(Problem::at(self.text, offset, key.to_string(), message));
+        self.problems.push(Problem::at(self.text, offset, key.to_string(), message));
     }
 }
 
-fn duration_between(
-    min: Duration,
-    max: Duration,
-) -> impl FnOnce(&String) -> Result<Duration, String> {
+fn duration_between(min: Duration, max: Duration) -> impl FnOnce(&String) -> Result<Duration, String> {
     move |s| {
         let d = parse_duration(s)?;
         if d < min || d > max {
-            return Err(format!(
-                "{s:?} is out of range; expected between {} and {}",
-                format_duration(min),
-                format_duration(max)
-            ));
+            return Err(format!("{s:?} is out of range; expected between {} and {}", format_duration(min), format_duration(max)));
         }
         Ok(d)
     }
@@ -363,9 +313,7 @@ fn duration_between(
 fn absolute_path(s: &String) -> Result<PathBuf, String> {
     let p = PathBuf::from(s);
     if !p.is_absolute() || p == Path::new("/") {
-        return Err(format!(
-            "{s:?} is not an absolute path below /; expected e.g. \"/var/lib/cluster-ai/swap\""
-        ));
+        return Err(format!("{s:?} is not an absolute path below /; expected e.g. \"/var/lib/cluster-ai/swap\""));
     }
     Ok(p)
 }
@@ -373,10 +321,7 @@ fn absolute_path(s: &String) -> Result<PathBuf, String> {
 impl RawConfig {
     fn validate(self, text: &str) -> Result<Config, Vec<Problem>> {
         let d = Config::default();
-        let mut c = Checker {
-            text,
-            problems: Vec::new(),
-        };
+        let mut c = Checker { text, problems: Vec::new() };
         let (log_level, _) = c.field("log_level", self.log_level, d.log_level, |s| {
             Ok(match s.as_str() {
                 "error" => LogLevel::Error,
@@ -384,11 +329,7 @@ impl RawConfig {
                 "info" => LogLevel::Info,
                 "debug" => LogLevel::Debug,
                 "trace" => LogLevel::Trace,
-                _ => {
-                    return Err(format!(
-                        "{s:?} is not a level; expected one of error, warn, info, debug, trace"
-                    ))
-                }
+                _ => return Err(format!("{s:?} is not a level; expected one of error, warn, info, debug, trace")),
             })
         });
         let (sample_interval, _) = c.field(
@@ -397,20 +338,13 @@ impl RawConfig {
             d.sample_interval,
             duration_between(Duration::from_secs(1), Duration::from_secs(3600)),
         );
-        let (control_socket, _) = c.field(
-            "control_socket",
-            self.control_socket,
-            d.control_socket,
-            |s| {
-                if s == "auto" {
-                    Ok(SocketSetting::Auto)
-                } else {
-                    absolute_path(s)
-                        .map(SocketSetting::Path)
-                        .map_err(|_| format!("{s:?} is neither \"auto\" nor an absolute path"))
-                }
-            },
-        );
+        let (control_socket, _) = c.field("control_socket", self.control_socket, d.control_socket, |s| {
+            if s == "auto" {
+                Ok(SocketSetting::Auto)
+            } else {
+                absolute_path(s).map(SocketSetting::Path).map_err(|_| format!("{s:?} is neither \"auto\" nor an absolute path"))
+            }
+        });
 
         let r = self.swap;
         let ds = d.swap;
@@ -425,55 +359,34 @@ impl RawConfig {
             }
             Ok(v)
         });
-        let (memory_threshold, _) = c.field(
-            "swap.memory_threshold",
-            r.memory_threshold,
-            ds.memory_threshold,
-            |v| {
-                u8::try_from(*v)
-                    .ok()
-                    .filter(|p| (1..=99).contains(p))
-                    .ok_or_else(|| {
-                        format!("{v} is out of range; expected a percentage from 1 to 99")
-                    })
-            },
-        );
+        let (memory_threshold, _) = c.field("swap.memory_threshold", r.memory_threshold, ds.memory_threshold, |v| {
+            u8::try_from(*v)
+                .ok()
+                .filter(|p| (1..=99).contains(p))
+                .ok_or_else(|| format!("{v} is out of range; expected a percentage from 1 to 99"))
+        });
         let (check_interval, _) = c.field(
             "swap.check_interval",
             r.check_interval,
             ds.check_interval,
             duration_between(Duration::from_secs(1), Duration::from_secs(3600)),
         );
-        let (disk_reserve, _) = c.field(
-            "swap.disk_reserve",
-            r.disk_reserve,
-            ds.disk_reserve,
-            |s| match s.trim().strip_suffix('%') {
-                Some(p) => p
-                    .trim()
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= 90)
-                    .map(DiskReserve::Percent)
-                    .ok_or_else(|| format!("{s:?} is not a percentage from 0% to 90%")),
-                None => parse_size(s)
-                    .map(DiskReserve::Bytes)
-                    .map_err(|e| format!("{e}, or a percentage of the filesystem such as \"10%\"")),
-            },
-        );
-        let (shrink_threshold, shrink_span) = c.field(
-            "swap.shrink_threshold",
-            r.shrink_threshold,
-            ds.shrink_threshold,
-            |v| {
-                u8::try_from(*v)
-                    .ok()
-                    .filter(|p| (1..=98).contains(p))
-                    .ok_or_else(|| {
-                        format!("{v} is out of range; expected a percentage from 1 to 98")
-                    })
-            },
-        );
+        let (disk_reserve, _) = c.field("swap.disk_reserve", r.disk_reserve, ds.disk_reserve, |s| match s.trim().strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 90)
+                .map(DiskReserve::Percent)
+                .ok_or_else(|| format!("{s:?} is not a percentage from 0% to 90%")),
+            None => parse_size(s).map(DiskReserve::Bytes).map_err(|e| format!("{e}, or a percentage of the filesystem such as \"10%\"")),
+        });
+        let (shrink_threshold, shrink_span) = c.field("swap.shrink_threshold", r.shrink_threshold, ds.shrink_threshold, |v| {
+            u8::try_from(*v)
+                .ok()
+                .filter(|p| (1..=98).contains(p))
+                .ok_or_else(|| format!("{v} is out of range; expected a percentage from 1 to 98"))
+        });
         let (calm_period, _) = c.field(
             "swap.calm_period",
             r.calm_period,
@@ -494,22 +407,14 @@ impl RawConfig {
             c.report(
                 max_span,
                 "swap.max_size",
-                format!(
-                    "{} is below swap.min_size {}; expected max_size >= min_size",
-                    format_size(max_size),
-                    format_size(min_size)
-                ),
+                format!("{} is below swap.min_size {}; expected max_size >= min_size", format_size(max_size), format_size(min_size)),
             );
         }
         if increment > max_size {
             c.report(
                 inc_span,
                 "swap.increment",
-                format!(
-                    "{} is above swap.max_size {}; expected increment <= max_size",
-                    format_size(increment),
-                    format_size(max_size)
-                ),
+                format!("{} is above swap.max_size {}; expected increment <= max_size", format_size(increment), format_size(max_size)),
             );
         }
 

@@ -1,20 +1,13 @@
 use super::*;
 
 fn problems(text: &str) -> Vec<String> {
-    Config::parse(text)
-        .unwrap_err()
-        .iter()
-        .map(|p| p.to_string())
-        .collect()
+    Config::parse(text).unwrap_err().iter().map(|p| p.to_string()).collect()
 }
 
 #[test]
 fn empty_file_is_the_defaults() {
     assert_eq!(Config::parse("").unwrap(), Config::default());
-    assert_eq!(
-        Config::parse("# only a comment\n[swap]\n").unwrap(),
-        Config::default()
-    );
+    assert_eq!(Config::parse("# only a comment\n[swap]\n").unwrap(), Config::default());
 }
 
 #[test]
@@ -38,47 +31,29 @@ check_interval = "10s"
     assert_eq!(c.sample_interval, Duration::from_secs(2));
     assert_eq!(c.control_socket, SocketSetting::Path("/tmp/x.sock".into()));
     assert_eq!(c.swap.dir, PathBuf::from("/srv/swap"));
-    assert_eq!(
-        (c.swap.min_size, c.swap.max_size, c.swap.increment),
-        (512 << 20, 4 << 30, 256 << 20)
-    );
+    assert_eq!((c.swap.min_size, c.swap.max_size, c.swap.increment), (512 << 20, 4 << 30, 256 << 20));
     assert_eq!(c.swap.memory_threshold, 70);
     assert_eq!(c.swap.check_interval, Duration::from_secs(10));
 }
 
 #[test]
 fn syntax_error_has_line_and_column() {
-    assert_eq!(
-        problems("log_level = \"info\"\nsample_interval = \n"),
-        ["2:19: sample_interval: invalid string\nexpected `\"`, `'`"]
-    );
+    assert_eq!(problems("log_level = \"info\"\nsample_interval = \n"), ["2:19: sample_interval: invalid string\nexpected `\"`, `'`"]);
 }
 
 #[test]
 fn unknown_keys_are_refused_where_they_stand() {
     let p = problems("log_level = \"info\"\n[swap]\n  min_size = \"1G\"\n  maxsize = \"2G\"\n");
     assert_eq!(p.len(), 1);
-    assert!(
-        p[0].starts_with("4:3: swap.maxsize: unknown field `maxsize`, expected one of"),
-        "{p:?}"
-    );
+    assert!(p[0].starts_with("4:3: swap.maxsize: unknown field `maxsize`, expected one of"), "{p:?}");
     let p = problems("[swapp]\ndir = \"/x\"\n");
-    assert!(
-        p[0].starts_with("1:2: swapp: unknown field `swapp`"),
-        "{p:?}"
-    );
+    assert!(p[0].starts_with("1:2: swapp: unknown field `swapp`"), "{p:?}");
 }
 
 #[test]
 fn wrong_types_point_at_the_value() {
-    assert_eq!(
-        problems("[swap]\nmemory_threshold = \"80\"\n"),
-        ["2:20: swap.memory_threshold: invalid type: string \"80\", expected i64"]
-    );
-    assert_eq!(
-        problems("sample_interval = 5\n"),
-        ["1:19: sample_interval: invalid type: integer `5`, expected a string"]
-    );
+    assert_eq!(problems("[swap]\nmemory_threshold = \"80\"\n"), ["2:20: swap.memory_threshold: invalid type: string \"80\", expected i64"]);
+    assert_eq!(problems("sample_interval = 5\n"), ["1:19: sample_interval: invalid type: integer `5`, expected a string"]);
 }
 
 #[test]
@@ -125,10 +100,7 @@ fn negative_and_huge_threshold_do_not_wrap() {
 
 #[test]
 fn columns_count_characters_not_bytes() {
-    assert_eq!(
-        problems("# é\nlog_level = \"é\"\n")[0].split(": ").next(),
-        Some("2:13")
-    );
+    assert_eq!(problems("# é\nlog_level = \"é\"\n")[0].split(": ").next(), Some("2:13"));
     let p = problems("[swap] # ☃☃\ndir = \"ü\"\n");
     assert!(p[0].starts_with("2:7: swap.dir"), "{p:?}");
 }
@@ -139,20 +111,9 @@ fn load_names_the_file() {
     let path = dir.path().join("c.toml");
     std::fs::write(&path, "[swap]\nmax_size = \"1G\"\n").unwrap();
     let err = Config::load(&path).unwrap_err().to_string();
-    assert_eq!(
-        err,
-        format!(
-            "{}:2:12: swap.max_size: 1G is below swap.min_size 2G; expected max_size >= min_size",
-            path.display()
-        )
-    );
-    let missing = Config::load(&dir.path().join("nope.toml"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        missing.contains("nope.toml: cannot read the config file"),
-        "{missing}"
-    );
+    assert_eq!(err, format!("{}:2:12: swap.max_size: 1G is below swap.min_size 2G; expected max_size >= min_size", path.display()));
+    let missing = Config::load(&dir.path().join("nope.toml")).unwrap_err().to_string();
+    assert!(missing.contains("nope.toml: cannot read the config file"), "{missing}");
 }
 
 #[test]
@@ -161,10 +122,7 @@ fn changes_are_listed_by_key() {
     let mut new = old.clone();
     new.sample_interval = Duration::from_secs(1);
     new.swap.max_size = 8 << 30;
-    assert_eq!(
-        new.changes_from(&old),
-        ["sample_interval: 5s -> 1s", "swap.max_size: 16G -> 8G"]
-    );
+    assert_eq!(new.changes_from(&old), ["sample_interval: 5s -> 1s", "swap.max_size: 16G -> 8G"]);
     assert!(old.changes_from(&old).is_empty());
 }
 
@@ -172,10 +130,7 @@ fn changes_are_listed_by_key() {
 fn swap_policy_keys() {
     let c = Config::parse("[swap]\ndisk_reserve = \"5%\"\nshrink_threshold = 50\ncalm_period = \"10m\"\n[kernel]\ntune = true\n").unwrap();
     assert_eq!(c.swap.disk_reserve, DiskReserve::Percent(5));
-    assert_eq!(
-        (c.swap.shrink_threshold, c.swap.calm_period, c.kernel.tune),
-        (50, Duration::from_secs(600), true)
-    );
+    assert_eq!((c.swap.shrink_threshold, c.swap.calm_period, c.kernel.tune), (50, Duration::from_secs(600), true));
     let c = Config::parse("[swap]\ndisk_reserve = \"20G\"\n").unwrap();
     assert_eq!(c.swap.disk_reserve, DiskReserve::Bytes(20 << 30));
     assert_eq!(DiskReserve::Percent(10).bytes(1000), 100);
@@ -187,10 +142,6 @@ fn swap_policy_keys() {
         ]
     );
     // A type error stops the parse: it is reported alone.
-    assert_eq!(
-        problems("[kernel]\ntune = \"yes\"\n"),
-        ["2:8: kernel.tune: invalid type: string \"yes\", expected a boolean"]
-    );
-    assert!(problems("[swap]\ndisk_reserve = \"lots\"\n")[0]
-        .contains("or a percentage of the filesystem such as \"10%\""));
+    assert_eq!(problems("[kernel]\ntune = \"yes\"\n"), ["2:8: kernel.tune: invalid type: string \"yes\", expected a boolean"]);
+    assert!(problems("[swap]\ndisk_reserve = \"lots\"\n")[0].contains("or a percentage of the filesystem such as \"10%\""));
 }

@@ -11,24 +11,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     if digits.is_empty() {
         return Err(format!("{text:?} is not a size; {EXPECTED}"));
     }
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is too large"))?;
+    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is too large"))?;
     let shift = match unit.trim_start() {
         "" | "B" => 0,
         "K" | "k" | "KiB" => 10,
         "M" | "m" | "MiB" => 20,
         "G" | "g" | "GiB" => 30,
         "T" | "t" | "TiB" => 40,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {text:?}; {EXPECTED}"
-            ))
-        }
+        other => return Err(format!("unknown size unit {other:?} in {text:?}; {EXPECTED}")),
     };
-    number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    number.checked_mul(1u64 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -39,23 +31,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if digits.is_empty() || unit.is_empty() {
         return Err(format!("{text:?} is not a duration; {EXPECTED}"));
     }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is too large"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is too large"))?;
     let millis_per_unit = match unit.trim_start() {
         "ms" => 1,
         "s" => 1000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} in {text:?}; {EXPECTED}"
-            ))
-        }
+        other => return Err(format!("unknown duration unit {other:?} in {text:?}; {EXPECTED}")),
     };
-    n.checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    n.checked_mul(millis_per_unit).map(Duration::from_millis).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// The shortest spelling that [`parse_size`] reads back to the same number.
@@ -73,11 +57,7 @@ pub fn human_size(bytes: u64) -> String {
     let mut value = bytes as f64;
     for unit in ["B", "KiB", "MiB", "GiB"] {
         if value < 1024.0 {
-            return if unit == "B" {
-                format!("{bytes} B")
-            } else {
-                format!("{value:.1} {unit}")
-            };
+            return if unit == "B" { format!("{bytes} B") } else { format!("{value:.1} {unit}") };
         }
         value /= 1024.0;
     }
@@ -106,28 +86,10 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert_eq!(parse_size("16 G").unwrap(), 16 << 30);
         assert_eq!(parse_size("3k").unwrap(), 3072);
-        for bad in [
-            "",
-            "G",
-            "2X",
-            "2GB",
-            "-1G",
-            "1.5G",
-            "99999999999999999999",
-            "17179869184T",
-        ] {
+        for bad in ["", "G", "2X", "2GB", "-1G", "1.5G", "99999999999999999999", "17179869184T"] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
-        for n in [
-            0,
-            1,
-            1023,
-            1 << 10,
-            3 << 20,
-            2 << 30,
-            5 << 40,
-            (1 << 30) + 1,
-        ] {
+        for n in [0, 1, 1023, 1 << 10, 3 << 20, 2 << 30, 5 << 40, (1 << 30) + 1] {
             assert_eq!(parse_size(&format_size(n)).unwrap(), n);
         }
     }
@@ -141,12 +103,7 @@ mod tests {
         for bad in ["", "30", "s", "1.5s", "3d", "-1s", "99999999999999999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
-        for d in [
-            Duration::from_millis(1500),
-            Duration::from_secs(30),
-            Duration::from_secs(300),
-            Duration::from_secs(3600),
-        ] {
+        for d in [Duration::from_millis(1500), Duration::from_secs(30), Duration::from_secs(300), Duration::from_secs(3600)] {
             assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
         }
     }

@@ -126,19 +126,9 @@ impl ControlSocket {
     /// Binds `path`, creating its directory (0700) if missing. A socket file left by a crashed
     /// daemon is replaced; one that still answers means a second daemon, which is refused.
     pub fn bind(path: &Path) -> Result<Self, BindError> {
-        let io = |what| {
-            move |source| BindError::Io {
-                path: path.to_path_buf(),
-                what,
-                source,
-            }
-        };
+        let io = |what| move |source| BindError::Io { path: path.to_path_buf(), what, source };
         if let Some(dir) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io("cannot create the socket directory"))?;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io("cannot create the socket directory"))?;
         }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -147,12 +137,8 @@ impl ControlSocket {
             std::fs::remove_file(path).map_err(io("cannot remove the stale socket"))?;
         }
         let listener = UnixListener::bind(path).map_err(io("cannot bind"))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(io("cannot chmod 0600"))?;
-        Ok(Self {
-            listener,
-            path: path.to_path_buf(),
-        })
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io("cannot chmod 0600"))?;
+        Ok(Self { listener, path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -161,12 +147,7 @@ impl ControlSocket {
 }
 
 /// The control task.
-pub async fn run(
-    socket: ControlSocket,
-    state: ControlState,
-    heartbeat: Heartbeat,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(socket: ControlSocket, state: ControlState, heartbeat: Heartbeat, cancel: CancellationToken) -> anyhow::Result<()> {
     let state = std::sync::Arc::new(state);
     let mut ticker = crate::sys::ticker::Ticker::new(HEARTBEAT_PERIOD)?;
     heartbeat.started();
@@ -200,9 +181,7 @@ async fn serve(stream: UnixStream, state: &ControlState) -> std::io::Result<()> 
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Status) => {
-            serde_json::to_value(state.status()).map_err(std::io::Error::other)?
-        }
+        Ok(Request::Status) => serde_json::to_value(state.status()).map_err(std::io::Error::other)?,
         Ok(req) => ask_swap(&state.swap, req).await,
         Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
     };
@@ -225,16 +204,12 @@ async fn ask_swap(swap: &SwapSender, req: Request) -> serde_json::Value {
                 return gone();
             }
             return match srx.await {
-                Ok(Ok(status)) => serde_json::to_value(status)
-                    .unwrap_or_else(|e| json!({ "error": e.to_string() })),
+                Ok(Ok(status)) => serde_json::to_value(status).unwrap_or_else(|e| json!({ "error": e.to_string() })),
                 Ok(Err(e)) => json!({ "error": e }),
                 Err(_) => gone(),
             };
         }
-        Request::SwapExpand { size } => SwapCommand::Expand {
-            size,
-            reply: Some(tx),
-        },
+        Request::SwapExpand { size } => SwapCommand::Expand { size, reply: Some(tx) },
         Request::SwapShrink => SwapCommand::Shrink(tx),
         Request::SwapClean { force } => SwapCommand::Clean { force, reply: tx },
         Request::Status => return json!({ "error": "not a swap request" }),
@@ -253,12 +228,8 @@ async fn ask_swap(swap: &SwapSender, req: Request) -> serde_json::Value {
 /// The client side, for one-shot commands: blocking, with timeouts, no runtime needed.
 pub fn request(path: &Path, request: &Request) -> anyhow::Result<serde_json::Value> {
     use anyhow::Context;
-    let mut stream = std::os::unix::net::UnixStream::connect(path).with_context(|| {
-        format!(
-            "no cluster-ai daemon answers on {} (is it running? `systemctl status cluster-ai`)",
-            path.display()
-        )
-    })?;
+    let mut stream = std::os::unix::net::UnixStream::connect(path)
+        .with_context(|| format!("no cluster-ai daemon answers on {} (is it running? `systemctl status cluster-ai`)", path.display()))?;
     // Swap operations (swapoff of a full file) can take minutes.
     stream.set_read_timeout(Some(SWAPOFF_TIMEOUT + Duration::from_secs(20)))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -266,15 +237,9 @@ pub fn request(path: &Path, request: &Request) -> anyhow::Result<serde_json::Val
     line.push('\n');
     stream.write_all(line.as_bytes())?;
     let mut reply = String::new();
-    BufReader::new(stream)
-        .read_line(&mut reply)
-        .with_context(|| format!("the daemon on {} did not answer", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&reply).with_context(|| {
-        format!(
-            "the daemon on {} answered something that is not JSON",
-            path.display()
-        )
-    })?;
+    BufReader::new(stream).read_line(&mut reply).with_context(|| format!("the daemon on {} did not answer", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&reply).with_context(|| format!("the daemon on {} answered something that is not JSON", path.display()))?;
     if let Some(err) = value.get("error").and_then(|e| e.as_str()) {
         anyhow::bail!("{err}");
     }

@@ -49,9 +49,7 @@ impl DaemonError {
 pub fn load_config(path: &Path, explicit: bool) -> Result<(Config, bool), ConfigError> {
     match Config::load(path) {
         Ok(c) => Ok((c, true)),
-        Err(ConfigError::Read { source, .. })
-            if !explicit && source.kind() == std::io::ErrorKind::NotFound =>
-        {
+        Err(ConfigError::Read { source, .. }) if !explicit && source.kind() == std::io::ErrorKind::NotFound => {
             Ok((Config::default(), false))
         }
         Err(e) => Err(e),
@@ -62,8 +60,6 @@ pub fn load_config(path: &Path, explicit: bool) -> Result<(Config, bool), Config
 pub fn socket_path(setting: &SocketSetting) -> Result<PathBuf, String> {
     match setting {
         SocketSetting::Path(p) => Ok(p.clone()),
-        SocketSetting::Auto => {
-            Ok(crate::sys::paths::runtime_dir()?.join(crate::sys::paths::SOCKET_NAME))
-        }
+        SocketSetting::Auto => Ok(crate::sys::paths::runtime_dir()?.join(crate::sys::paths::SOCKET_NAME)),
     }
 }

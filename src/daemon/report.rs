@@ -112,24 +112,14 @@ mod tests {
         let (_snap_tx, snap_rx) = watch::channel(None);
         let (note_tx, note_rx) = watch::channel(String::new());
         let cancel = CancellationToken::new();
-        let handle = tokio::spawn(run(
-            tasks.clone(),
-            rec.clone(),
-            snap_rx,
-            note_rx,
-            cancel.clone(),
-        ));
+        let handle = tokio::spawn(run(tasks.clone(), rec.clone(), snap_rx, note_rx, cancel.clone()));
 
         // Healthy: the task beats every second, the loop pings every second (2 s / 2).
         for _ in 0..10 {
             tokio::time::sleep(Duration::from_secs(1)).await;
             hb.beat();
         }
-        let pings = rec
-            .take()
-            .iter()
-            .filter(|n| **n == Notice::Watchdog)
-            .count();
+        let pings = rec.take().iter().filter(|n| **n == Notice::Watchdog).count();
         assert!((9..=11).contains(&pings), "{pings} pings in 10 s");
 
         // Hung: no beats. After 3 periods the pings stop and STATUS names the task.
@@ -138,15 +128,9 @@ mod tests {
         let pings = sent.iter().filter(|n| **n == Notice::Watchdog).count();
         // Up to 3 periods of grace, plus one tick of phase between the beat and the ticker.
         assert!(pings <= 4, "pinged {pings} times while stuck: {sent:?}");
-        assert!(
-            sent.ends_with(&[Notice::Status("stuck: sampler (watchdog withheld)".into())]),
-            "{sent:?}"
-        );
+        assert!(sent.ends_with(&[Notice::Status("stuck: sampler (watchdog withheld)".into())]), "{sent:?}");
         tokio::time::sleep(Duration::from_secs(10)).await;
-        assert!(
-            !rec.take().contains(&Notice::Watchdog),
-            "no ping at all while stuck"
-        );
+        assert!(!rec.take().contains(&Notice::Watchdog), "no ping at all while stuck");
 
         // Recovered: pings resume, STATUS drops the complaint; a note shows at once.
         hb.beat();
@@ -154,10 +138,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let sent = rec.take();
         assert!(sent.contains(&Notice::Watchdog), "{sent:?}");
-        assert!(
-            sent.contains(&Notice::Status("config reloaded".into())),
-            "{sent:?}"
-        );
+        assert!(sent.contains(&Notice::Status("config reloaded".into())), "{sent:?}");
 
         cancel.cancel();
         handle.await.unwrap();

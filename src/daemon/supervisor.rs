@@ -58,9 +58,7 @@ impl Signals {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
@@ -78,11 +76,9 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     }
     install_panic_hook();
     let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier::from_env());
-    let mut signals =
-        Signals::new().map_err(|e| DaemonError::Startup(format!("cannot watch signals: {e}")))?;
+    let mut signals = Signals::new().map_err(|e| DaemonError::Startup(format!("cannot watch signals: {e}")))?;
     let socket_file = socket_path(&config.control_socket).map_err(DaemonError::Startup)?;
-    let socket =
-        ControlSocket::bind(&socket_file).map_err(|e| DaemonError::Startup(e.to_string()))?;
+    let socket = ControlSocket::bind(&socket_file).map_err(|e| DaemonError::Startup(e.to_string()))?;
     tracing::info!(socket = %socket.path().display(), "control socket ready");
 
     let cancel = CancellationToken::new();
@@ -100,37 +96,15 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
 
     let mut set: JoinSet<Joined> = JoinSet::new();
     let sampler_hb = tasks.register("sampler", config_rx.borrow().sample_interval);
-    let sampler_task = sampler::run(
-        Sampler::new(ProcFs::default()),
-        config_rx.clone(),
-        snapshot_tx,
-        sampler_hb.clone(),
-        cancel.clone(),
-    );
+    let sampler_task = sampler::run(Sampler::new(ProcFs::default()), config_rx.clone(), snapshot_tx, sampler_hb.clone(), cancel.clone());
     spawn_task(&mut set, "sampler", async move {
         sampler_hb.started();
         sampler_task.await
     });
     let (swap_tx, swap_rx) = tokio::sync::mpsc::channel(8);
     let swap_hb = tasks.register("swap", config_rx.borrow().swap.check_interval);
-    let engine = Engine::new(
-        &config_rx.borrow(),
-        ProcFs::default(),
-        crate::sys::paths::state_dir(),
-        opts.dry_run,
-    );
-    spawn_task(
-        &mut set,
-        "swap",
-        swap::task::run(
-            engine,
-            config_rx.clone(),
-            snapshot_rx.clone(),
-            swap_rx,
-            swap_hb,
-            cancel.clone(),
-        ),
-    );
+    let engine = Engine::new(&config_rx.borrow(), ProcFs::default(), crate::sys::paths::state_dir(), opts.dry_run);
+    spawn_task(&mut set, "swap", swap::task::run(engine, config_rx.clone(), snapshot_rx.clone(), swap_rx, swap_hb, cancel.clone()));
     let control_hb = tasks.register("control", control::HEARTBEAT_PERIOD);
     let state = ControlState {
         started,
@@ -140,11 +114,7 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         config: info_rx,
         swap: swap_tx,
     };
-    spawn_task(
-        &mut set,
-        "control",
-        control::run(socket, state, control_hb, cancel.clone()),
-    );
+    spawn_task(&mut set, "control", control::run(socket, state, control_hb, cancel.clone()));
 
     tokio::select! {
         _ = tasks.all_started() => {}
@@ -160,13 +130,7 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     notifier.send(&[Notice::Ready, Notice::Status("started".into())]);
     tracing::info!(pid = std::process::id(), "ready");
     if SdNotifier::enabled() {
-        tokio::spawn(report::run(
-            tasks.clone(),
-            notifier.clone(),
-            snapshot_rx,
-            note_rx,
-            cancel.clone(),
-        ));
+        tokio::spawn(report::run(tasks.clone(), notifier.clone(), snapshot_rx, note_rx, cancel.clone()));
     }
 
     let failure = loop {
@@ -190,11 +154,7 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
 
 /// Spawns a task under its name. The inner spawn catches a panic (in builds that unwind) so
 /// the supervisor can name the task that failed.
-fn spawn_task(
-    set: &mut JoinSet<Joined>,
-    name: &'static str,
-    task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
-) {
+fn spawn_task(set: &mut JoinSet<Joined>, name: &'static str, task: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
     let inner = tokio::spawn(TASK_NAME.scope(name, task));
     set.spawn(async move { (name, inner.await) });
 }
@@ -292,11 +252,7 @@ fn reload(
                 tracing::warn!("control_socket changes take effect at the next start");
             }
             log.set_level(new.log_level);
-            let listed = if changes.is_empty() {
-                "nothing changed".to_string()
-            } else {
-                changes.join(", ")
-            };
+            let listed = if changes.is_empty() { "nothing changed".to_string() } else { changes.join(", ") };
             tracing::info!(config = %path.display(), from_file, "config reloaded: {listed}");
             config_tx.send_replace(Arc::new(new));
             info_tx.send_modify(|i| {

@@ -50,18 +50,8 @@ impl Tasks {
 
     /// Registers a task before it is spawned, so a task that never starts is noticed.
     pub fn register(&self, name: &'static str, period: Duration) -> Heartbeat {
-        self.lock().insert(
-            name,
-            Entry {
-                state: TaskState::Starting,
-                last_beat: Instant::now(),
-                period,
-            },
-        );
-        Heartbeat {
-            name,
-            tasks: self.clone(),
-        }
+        self.lock().insert(name, Entry { state: TaskState::Starting, last_beat: Instant::now(), period });
+        Heartbeat { name, tasks: self.clone() }
     }
 
     pub fn set_state(&self, name: &str, state: TaskState) {
@@ -87,9 +77,7 @@ impl Tasks {
         self.lock()
             .iter()
             .filter(|(_, e)| matches!(e.state, TaskState::Running | TaskState::Starting))
-            .filter(|(_, e)| {
-                now.saturating_duration_since(e.last_beat) > e.period * STALE_AFTER_PERIODS
-            })
+            .filter(|(_, e)| now.saturating_duration_since(e.last_beat) > e.period * STALE_AFTER_PERIODS)
             .map(|(name, _)| *name)
             .collect()
     }
@@ -103,9 +91,7 @@ impl Tasks {
                     TaskState::Failed(why) => format!("failed: {why}"),
                     s => format!("{s:?}").to_lowercase(),
                 },
-                last_heartbeat_seconds_ago: now
-                    .saturating_duration_since(e.last_beat)
-                    .as_secs_f64(),
+                last_heartbeat_seconds_ago: now.saturating_duration_since(e.last_beat).as_secs_f64(),
                 period_seconds: e.period.as_secs_f64(),
             })
             .collect()
@@ -168,21 +154,14 @@ mod tests {
             tokio::time::advance(Duration::from_secs(5)).await;
             b.beat();
         }
-        assert!(
-            tasks.stale(Instant::now()).is_empty(),
-            "exactly 3 periods is still on time"
-        );
+        assert!(tasks.stale(Instant::now()).is_empty(), "exactly 3 periods is still on time");
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(tasks.stale(Instant::now()), ["sampler"]);
         a.beat();
         assert!(tasks.stale(Instant::now()).is_empty());
         tasks.set_state("sampler", TaskState::Stopped);
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(
-            tasks.stale(Instant::now()),
-            ["control"],
-            "a stopped task is not stuck"
-        );
+        assert_eq!(tasks.stale(Instant::now()), ["control"], "a stopped task is not stuck");
     }
 
     #[tokio::test(start_paused = true)]
@@ -198,14 +177,8 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         b.started();
-        tokio::time::timeout(Duration::from_secs(1), waiter)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
         let report = tasks.report(Instant::now());
-        assert_eq!(
-            report.iter().map(|r| r.state.as_str()).collect::<Vec<_>>(),
-            ["running", "running"]
-        );
+        assert_eq!(report.iter().map(|r| r.state.as_str()).collect::<Vec<_>>(), ["running", "running"]);
     }
 }

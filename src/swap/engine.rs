@@ -148,11 +148,7 @@ impl Engine {
                     tracing::error!("crash recovery: {f}");
                 }
             }
-            Ok(inv) => tracing::info!(
-                partials = inv.partials.len(),
-                inactive = inv.inactive.len(),
-                "dry run: crash recovery skipped"
-            ),
+            Ok(inv) => tracing::info!(partials = inv.partials.len(), inactive = inv.inactive.len(), "dry run: crash recovery skipped"),
             Err(e) => tracing::error!("cannot read the swap table: {e}"),
         }
     }
@@ -161,8 +157,7 @@ impl Engine {
         if !sys::has_cap_sys_admin(self.procfs.root()) {
             return Err("swapon/swapoff need CAP_SYS_ADMIN (run as root)".into());
         }
-        sys::check_swap_dir(&self.cfg.dir, nix::unistd::geteuid().as_raw())
-            .map_err(|e| e.to_string())
+        sys::check_swap_dir(&self.cfg.dir, nix::unistd::geteuid().as_raw()).map_err(|e| e.to_string())
     }
 
     fn tune_kernel(&self) {
@@ -213,8 +208,7 @@ impl Engine {
     pub fn inventory(&mut self) -> Result<Inventory, SwapError> {
         let text = self.read_swaps()?;
         let path = self.procfs.path("swaps");
-        Inventory::read(&self.cfg.dir, &text)
-            .map_err(|what| SwapError::Read(ProcError::Parse { path, what }))
+        Inventory::read(&self.cfg.dir, &text).map_err(|what| SwapError::Read(ProcError::Parse { path, what }))
     }
 
     pub fn readings(&mut self, now: Instant) -> Result<Readings, SwapError> {
@@ -223,11 +217,7 @@ impl Engine {
             None => self.meminfo.insert(self.procfs.open("meminfo")?),
         };
         let m = f.parse(parse_meminfo)?;
-        Ok(Readings {
-            now,
-            mem_total: m.total,
-            mem_available: m.available,
-        })
+        Ok(Readings { now, mem_total: m.total, mem_available: m.available })
     }
 
     fn books(&self, inv: &Inventory) -> Books {
@@ -235,9 +225,7 @@ impl Engine {
             managed_total: inv.managed_total(),
             managed_used: inv.managed_used(),
             newest: inv.newest().map(|n| (n.size_bytes, n.used_bytes)),
-            disk: disk_usage(&self.cfg.dir)
-                .ok()
-                .map(|d| (d.total_bytes, d.available_bytes)),
+            disk: disk_usage(&self.cfg.dir).ok().map(|d| (d.total_bytes, d.available_bytes)),
         }
     }
 
@@ -248,21 +236,12 @@ impl Engine {
         let books = self.books(&inventory);
         let decision = policy::decide(&self.cfg, &readings, &books, &mut self.state);
         self.note_guard(&decision);
-        Ok(Look {
-            readings,
-            inventory,
-            decision,
-        })
+        Ok(Look { readings, inventory, decision })
     }
 
     /// The disk guard warns once per episode, with the numbers.
     fn note_guard(&mut self, d: &Decision) {
-        let blocked = matches!(
-            d,
-            Decision::Hold {
-                why: Hold::DiskGuard { .. }
-            }
-        );
+        let blocked = matches!(d, Decision::Hold { why: Hold::DiskGuard { .. } });
         if blocked && !self.guard_active {
             tracing::warn!(dir = %self.cfg.dir.display(), "swap cannot grow: {}", d.describe());
         } else if !blocked && self.guard_active {
@@ -282,28 +261,15 @@ impl Engine {
             return true;
         }
         if self.last_logged.as_ref() != Some(d) {
-            let how = if self.dry_run {
-                "dry run"
-            } else {
-                "not managing"
-            };
-            tracing::info!(
-                memory_percent = r.used_percent(),
-                "{how}: would {}",
-                d.describe()
-            );
+            let how = if self.dry_run { "dry run" } else { "not managing" };
+            tracing::info!(memory_percent = r.used_percent(), "{how}: would {}", d.describe());
             self.last_logged = Some(d.clone());
         }
         false
     }
 
     /// Adds one file of `size` (blocking). Checks max_size and the disk guard.
-    pub fn expand(
-        &mut self,
-        size: u64,
-        reason: &str,
-        memory_percent: f64,
-    ) -> Result<PathBuf, SwapError> {
+    pub fn expand(&mut self, size: u64, reason: &str, memory_percent: f64) -> Result<PathBuf, SwapError> {
         let fs = self.managing_fs()?;
         let inv = self.inventory()?;
         let size = size / policy::MIN_FILE * policy::MIN_FILE;
@@ -375,12 +341,7 @@ impl Engine {
         Ok(newest.path)
     }
 
-    fn remove_file(
-        &mut self,
-        f: &ManagedFile,
-        reason: &str,
-        memory_percent: f64,
-    ) -> Result<(), SwapError> {
+    fn remove_file(&mut self, f: &ManagedFile, reason: &str, memory_percent: f64) -> Result<(), SwapError> {
         let start = StdInstant::now();
         files::remove(&f.path)?;
         tracing::info!(
@@ -419,24 +380,16 @@ impl Engine {
             removed += 1;
         }
         let restored = match Sysctl::new(self.procfs.root()).restore(&self.state_dir) {
-            Ok(Some(t)) => format!(
-                "; vm.swappiness {} and vm.vfs_cache_pressure {} restored",
-                t.swappiness, t.vfs_cache_pressure
-            ),
+            Ok(Some(t)) => format!("; vm.swappiness {} and vm.vfs_cache_pressure {} restored", t.swappiness, t.vfs_cache_pressure),
             Ok(None) => String::new(),
             Err(e) => format!("; restoring kernel settings failed: {e}"),
         };
-        Ok(format!(
-            "removed {removed} swap file(s) from {}{restored}",
-            self.cfg.dir.display()
-        ))
+        Ok(format!("removed {removed} swap file(s) from {}{restored}", self.cfg.dir.display()))
     }
 
     fn managing_fs(&self) -> Result<SwapFs, SwapError> {
         match (&self.mode, self.fs) {
-            (Mode::MonitoringOnly(why), _) => {
-                Err(SwapError::Refused(format!("cannot manage swap: {why}")))
-            }
+            (Mode::MonitoringOnly(why), _) => Err(SwapError::Refused(format!("cannot manage swap: {why}"))),
             (_, None) => Err(SwapError::Refused("swap management has not started".into())),
             _ if self.dry_run => Err(SwapError::Refused("dry run: nothing is changed".into())),
             (_, Some(fs)) => Ok(fs),
@@ -463,17 +416,9 @@ impl Engine {
             foreign: inv.foreign,
             memory_used_percent: readings.used_percent(),
             memory_threshold_percent: self.cfg.memory_threshold,
-            disk_reserve_bytes: disk
-                .as_ref()
-                .map(|d| self.cfg.disk_reserve.bytes(d.total_bytes)),
+            disk_reserve_bytes: disk.as_ref().map(|d| self.cfg.disk_reserve.bytes(d.total_bytes)),
             disk,
-            disk_guard: matches!(
-                decision,
-                Decision::Hold {
-                    why: Hold::DiskGuard { .. }
-                }
-            )
-            .then(|| decision.describe()),
+            disk_guard: matches!(decision, Decision::Hold { why: Hold::DiskGuard { .. } }).then(|| decision.describe()),
             next_step: decision.describe(),
             poll_interval_ms,
         })

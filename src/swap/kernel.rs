@@ -14,15 +14,9 @@ pub struct Tunables {
 
 pub fn target(rotational: bool) -> Tunables {
     if rotational {
-        Tunables {
-            swappiness: 30,
-            vfs_cache_pressure: 100,
-        }
+        Tunables { swappiness: 30, vfs_cache_pressure: 100 }
     } else {
-        Tunables {
-            swappiness: 10,
-            vfs_cache_pressure: 50,
-        }
+        Tunables { swappiness: 10, vfs_cache_pressure: 50 }
     }
 }
 
@@ -45,22 +39,16 @@ impl Sysctl {
     fn get(&self, key: &str) -> std::io::Result<u32> {
         let p = self.path(key);
         let text = std::fs::read_to_string(&p)?;
-        text.trim()
-            .parse()
-            .map_err(|_| std::io::Error::other(format!("{}: not a number: {text:?}", p.display())))
+        text.trim().parse().map_err(|_| std::io::Error::other(format!("{}: not a number: {text:?}", p.display())))
     }
 
     fn set(&self, key: &str, value: u32) -> std::io::Result<()> {
         let p = self.path(key);
-        std::fs::write(&p, format!("{value}\n"))
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        std::fs::write(&p, format!("{value}\n")).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
     }
 
     pub fn read(&self) -> std::io::Result<Tunables> {
-        Ok(Tunables {
-            swappiness: self.get("swappiness")?,
-            vfs_cache_pressure: self.get("vfs_cache_pressure")?,
-        })
+        Ok(Tunables { swappiness: self.get("swappiness")?, vfs_cache_pressure: self.get("vfs_cache_pressure")? })
     }
 
     fn write(&self, t: Tunables) -> std::io::Result<()> {
@@ -76,10 +64,7 @@ impl Sysctl {
         let saved = state_dir.join(SAVED);
         if !saved.exists() {
             std::fs::create_dir_all(state_dir)?;
-            let text = format!(
-                "vm.swappiness={}\nvm.vfs_cache_pressure={}\n",
-                now.swappiness, now.vfs_cache_pressure
-            );
+            let text = format!("vm.swappiness={}\nvm.vfs_cache_pressure={}\n", now.swappiness, now.vfs_cache_pressure);
             let tmp = state_dir.join(format!("{SAVED}.tmp"));
             std::fs::write(&tmp, text)?;
             std::fs::rename(&tmp, &saved)?;
@@ -98,21 +83,10 @@ impl Sysctl {
         };
         let value = |key: &str| {
             text.lines()
-                .find_map(|l| {
-                    l.strip_prefix(key)?
-                        .strip_prefix('=')?
-                        .trim()
-                        .parse::<u32>()
-                        .ok()
-                })
-                .ok_or_else(|| {
-                    std::io::Error::other(format!("{}: no valid {key}", saved.display()))
-                })
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('=')?.trim().parse::<u32>().ok())
+                .ok_or_else(|| std::io::Error::other(format!("{}: no valid {key}", saved.display())))
         };
-        let previous = Tunables {
-            swappiness: value("vm.swappiness")?,
-            vfs_cache_pressure: value("vm.vfs_cache_pressure")?,
-        };
+        let previous = Tunables { swappiness: value("vm.swappiness")?, vfs_cache_pressure: value("vm.vfs_cache_pressure")? };
         self.write(previous)?;
         std::fs::remove_file(&saved)?;
         Ok(Some(previous))
@@ -132,43 +106,13 @@ mod tests {
         std::fs::write(vm.join("vfs_cache_pressure"), "100\n").unwrap();
         let state = t.path().join("state");
         let s = Sysctl::new(t.path());
-        assert_eq!(
-            s.apply(&state, target(false)).unwrap(),
-            Tunables {
-                swappiness: 60,
-                vfs_cache_pressure: 100
-            }
-        );
-        assert_eq!(
-            s.read().unwrap(),
-            Tunables {
-                swappiness: 10,
-                vfs_cache_pressure: 50
-            }
-        );
+        assert_eq!(s.apply(&state, target(false)).unwrap(), Tunables { swappiness: 60, vfs_cache_pressure: 100 });
+        assert_eq!(s.read().unwrap(), Tunables { swappiness: 10, vfs_cache_pressure: 50 });
         // A restart applies again: the saved originals stay 60/100.
         s.apply(&state, target(true)).unwrap();
-        assert_eq!(
-            s.read().unwrap(),
-            Tunables {
-                swappiness: 30,
-                vfs_cache_pressure: 100
-            }
-        );
-        assert_eq!(
-            s.restore(&state).unwrap(),
-            Some(Tunables {
-                swappiness: 60,
-                vfs_cache_pressure: 100
-            })
-        );
-        assert_eq!(
-            s.read().unwrap(),
-            Tunables {
-                swappiness: 60,
-                vfs_cache_pressure: 100
-            }
-        );
+        assert_eq!(s.read().unwrap(), Tunables { swappiness: 30, vfs_cache_pressure: 100 });
+        assert_eq!(s.restore(&state).unwrap(), Some(Tunables { swappiness: 60, vfs_cache_pressure: 100 }));
+        assert_eq!(s.read().unwrap(), Tunables { swappiness: 60, vfs_cache_pressure: 100 });
         assert_eq!(s.restore(&state).unwrap(), None, "nothing saved any more");
     }
 

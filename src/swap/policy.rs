@@ -94,11 +94,7 @@ pub enum Hold {
     /// `max_size` is reached.
     AtMax { max_size: u64 },
     /// A new file would eat into `disk_reserve`.
-    DiskGuard {
-        size: u64,
-        available: u64,
-        reserve: u64,
-    },
+    DiskGuard { size: u64, available: u64, reserve: u64 },
     /// Memory is calm; the newest file goes when the calm has lasted `calm_period`.
     Calming { shrink_in_ms: u64 },
     /// Calm long enough, but the newest file's pages would not fit in available memory.
@@ -122,19 +118,9 @@ impl Decision {
             Decision::Shrink => "remove the newest file (memory calm for calm_period)".into(),
             Decision::Hold { why } => match why {
                 Hold::Steady => "nothing to do".into(),
-                Hold::Cooldown { next_in_ms } => format!(
-                    "memory high; next file in {} unless swap fills",
-                    ms(*next_in_ms)
-                ),
-                Hold::AtMax { max_size } => format!(
-                    "memory high but max_size {} is reached",
-                    format_size(*max_size)
-                ),
-                Hold::DiskGuard {
-                    size,
-                    available,
-                    reserve,
-                } => format!(
+                Hold::Cooldown { next_in_ms } => format!("memory high; next file in {} unless swap fills", ms(*next_in_ms)),
+                Hold::AtMax { max_size } => format!("memory high but max_size {} is reached", format_size(*max_size)),
+                Hold::DiskGuard { size, available, reserve } => format!(
                     "disk guard: a {} file would leave {} free, below disk_reserve {}",
                     format_size(*size),
                     format_size(available.saturating_sub(*size)),
@@ -169,48 +155,24 @@ pub fn decide(cfg: &SwapConfig, r: &Readings, b: &Books, st: &mut PolicyState) -
         return expand(cfg, b, cfg.min_size - b.managed_total, Reason::Baseline);
     }
     if high {
-        let filling = b.managed_total > 0
-            && b.managed_used.saturating_mul(100)
-                >= b.managed_total.saturating_mul(SWAP_FILLING_PERCENT);
-        let since = st
-            .last_expansion
-            .map(|t| r.now.saturating_duration_since(t));
+        let filling = b.managed_total > 0 && b.managed_used.saturating_mul(100) >= b.managed_total.saturating_mul(SWAP_FILLING_PERCENT);
+        let since = st.last_expansion.map(|t| r.now.saturating_duration_since(t));
         return match since {
-            Some(since) if !filling && since < cfg.check_interval => Decision::Hold {
-                why: Hold::Cooldown {
-                    next_in_ms: (cfg.check_interval - since).as_millis() as u64,
-                },
-            },
-            _ => expand(
-                cfg,
-                b,
-                cfg.increment,
-                if filling {
-                    Reason::SwapFilling
-                } else {
-                    Reason::MemoryHigh
-                },
-            ),
+            Some(since) if !filling && since < cfg.check_interval => {
+                Decision::Hold { why: Hold::Cooldown { next_in_ms: (cfg.check_interval - since).as_millis() as u64 } }
+            }
+            _ => expand(cfg, b, cfg.increment, if filling { Reason::SwapFilling } else { Reason::MemoryHigh }),
         };
     }
     if let (Some(since), Some((size, newest_used))) = (st.calm_since, b.newest) {
         if b.managed_total.saturating_sub(size) >= cfg.min_size {
             let calm = r.now.saturating_duration_since(since);
             if calm < cfg.calm_period {
-                return Decision::Hold {
-                    why: Hold::Calming {
-                        shrink_in_ms: (cfg.calm_period - calm).as_millis() as u64,
-                    },
-                };
+                return Decision::Hold { why: Hold::Calming { shrink_in_ms: (cfg.calm_period - calm).as_millis() as u64 } };
             }
             // Its pages must fit in memory with a tenth of RAM to spare.
             if newest_used.saturating_add(r.mem_total / 10) > r.mem_available {
-                return Decision::Hold {
-                    why: Hold::ShrinkWouldNotFit {
-                        used: newest_used,
-                        available: r.mem_available,
-                    },
-                };
+                return Decision::Hold { why: Hold::ShrinkWouldNotFit { used: newest_used, available: r.mem_available } };
             }
             return Decision::Shrink;
         }
@@ -223,22 +185,12 @@ fn expand(cfg: &SwapConfig, b: &Books, want: u64, reason: Reason) -> Decision {
     // Whole MiB: every size is then a whole number of pages.
     let size = want.min(room) / MIN_FILE * MIN_FILE;
     if size < MIN_FILE {
-        return Decision::Hold {
-            why: Hold::AtMax {
-                max_size: cfg.max_size,
-            },
-        };
+        return Decision::Hold { why: Hold::AtMax { max_size: cfg.max_size } };
     }
     if let Some((total, available)) = b.disk {
         let reserve = cfg.disk_reserve.bytes(total);
         if available < size.saturating_add(reserve) {
-            return Decision::Hold {
-                why: Hold::DiskGuard {
-                    size,
-                    available,
-                    reserve,
-                },
-            };
+            return Decision::Hold { why: Hold::DiskGuard { size, available, reserve } };
         }
     }
     Decision::Expand { size, reason }
@@ -254,8 +206,7 @@ pub fn poll_interval(cfg: &SwapConfig, used_percent: f64) -> Duration {
     if gap > FAR_GAP {
         return cfg.check_interval;
     }
-    Duration::from_secs_f64(gap / ASSUMED_GROWTH_PERCENT_PER_S / 2.0)
-        .clamp(FASTEST_POLL, cfg.check_interval.max(FASTEST_POLL))
+    Duration::from_secs_f64(gap / ASSUMED_GROWTH_PERCENT_PER_S / 2.0).clamp(FASTEST_POLL, cfg.check_interval.max(FASTEST_POLL))
 }
 
 #[cfg(test)]

@@ -59,11 +59,7 @@ pub async fn run(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let psi = match PsiTrigger::new(
-        std::path::Path::new("/proc/pressure/memory"),
-        PSI_STALL,
-        PSI_WINDOW,
-    ) {
+    let psi = match PsiTrigger::new(std::path::Path::new("/proc/pressure/memory"), PSI_STALL, PSI_WINDOW) {
         Ok(t) => {
             tracing::info!(trigger = %t.description, "swap: watching memory with a PSI trigger and an adaptive poll");
             Some(t)
@@ -74,13 +70,9 @@ pub async fn run(
         }
     };
     if let Some(e) = engine_slot.as_mut() {
-        e.trigger = psi.as_ref().map_or("adaptive poll".into(), |t| {
-            format!("PSI trigger {} + adaptive poll", t.description)
-        });
+        e.trigger = psi.as_ref().map_or("adaptive poll".into(), |t| format!("PSI trigger {} + adaptive poll", t.description));
     }
-    let mut interval = engine_slot
-        .as_ref()
-        .map_or(Duration::from_secs(30), |e| e.cfg.check_interval);
+    let mut interval = engine_slot.as_ref().map_or(Duration::from_secs(30), |e| e.cfg.check_interval);
     let mut ticker = Ticker::new(interval)?;
     heartbeat.set_period(interval);
     heartbeat.started();
@@ -129,12 +121,8 @@ pub async fn run(
                     e.mode = Mode::Managing;
                 }
                 let size = size.unwrap_or(e.cfg.increment);
-                let pct = e
-                    .readings(Instant::now())
-                    .map(|r| r.used_percent())
-                    .unwrap_or(0.0);
-                e.expand(size, "requested", pct)
-                    .map(|p| format!("added {}", p.display()))
+                let pct = e.readings(Instant::now()).map(|r| r.used_percent()).unwrap_or(0.0);
+                e.expand(size, "requested", pct).map(|p| format!("added {}", p.display()))
             })
             .await;
             if let Some(reply) = reply {
@@ -144,9 +132,7 @@ pub async fn run(
             }
         }
 
-        let Some(e) = engine_slot.as_mut() else {
-            anyhow::bail!("swap engine lost in a timed-out operation")
-        };
+        let Some(e) = engine_slot.as_mut() else { anyhow::bail!("swap engine lost in a timed-out operation") };
         let look = match e.look(Instant::now()) {
             Ok(l) => l,
             Err(err) => {
@@ -158,31 +144,26 @@ pub async fn run(
         let used = look.readings.used_percent();
         if e.should_act(&look.decision, &look.readings) {
             let decision = look.decision.clone();
-            let r = op(
-                &mut engine_slot,
-                &heartbeat,
-                SWAPOFF_TIMEOUT,
-                move |e| match decision {
-                    Decision::Expand { size, reason } => {
-                        let why = match reason {
-                            Reason::Baseline => "baseline",
-                            Reason::MemoryHigh => "memory above threshold",
-                            Reason::SwapFilling => "managed swap filling",
-                        };
-                        let p = e.expand(size, why, used)?;
-                        if reason != Reason::Baseline {
-                            e.state.last_expansion = Some(Instant::now());
-                        }
-                        Ok(format!("added {}", p.display()))
+            let r = op(&mut engine_slot, &heartbeat, SWAPOFF_TIMEOUT, move |e| match decision {
+                Decision::Expand { size, reason } => {
+                    let why = match reason {
+                        Reason::Baseline => "baseline",
+                        Reason::MemoryHigh => "memory above threshold",
+                        Reason::SwapFilling => "managed swap filling",
+                    };
+                    let p = e.expand(size, why, used)?;
+                    if reason != Reason::Baseline {
+                        e.state.last_expansion = Some(Instant::now());
                     }
-                    Decision::Shrink => {
-                        let p = e.shrink("memory calm")?;
-                        e.state.calm_since = Some(Instant::now());
-                        Ok(format!("removed {}", p.display()))
-                    }
-                    Decision::Hold { .. } => Ok(String::new()),
-                },
-            )
+                    Ok(format!("added {}", p.display()))
+                }
+                Decision::Shrink => {
+                    let p = e.shrink("memory calm")?;
+                    e.state.calm_since = Some(Instant::now());
+                    Ok(format!("removed {}", p.display()))
+                }
+                Decision::Hold { .. } => Ok(String::new()),
+            })
             .await;
             if let Err(err) = r {
                 tracing::error!(memory_percent = used, "swap: {err}");
@@ -203,12 +184,7 @@ pub async fn run(
 /// Runs `f` on the engine off the runtime; the engine comes back unless the operation timed
 /// out, in which case the task stops managing until it returns (here: fails, so systemd
 /// restarts a daemon whose swapoff is wedged — the next start adopts what is active).
-async fn op<F>(
-    slot: &mut Option<Engine>,
-    heartbeat: &Heartbeat,
-    timeout: Duration,
-    f: F,
-) -> Result<String, String>
+async fn op<F>(slot: &mut Option<Engine>, heartbeat: &Heartbeat, timeout: Duration, f: F) -> Result<String, String>
 where
     F: FnOnce(&mut Engine) -> Result<String, SwapError> + Send + 'static,
 {

@@ -21,11 +21,7 @@ pub trait Notifier: Send + Sync {
 /// sd_watchdog_enabled(3): `WATCHDOG_USEC` asks for pings; a `WATCHDOG_PID` naming another
 /// process (say, a parent that did not clean its environment) means they are not ours to send.
 /// (The sd-notify crate also refuses when `WATCHDOG_PID` is absent, which the man page allows.)
-fn watchdog_from(
-    usec: Option<String>,
-    pid: Option<String>,
-    me: u32,
-) -> Option<std::time::Duration> {
+fn watchdog_from(usec: Option<String>, pid: Option<String>, me: u32) -> Option<std::time::Duration> {
     let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
     match pid {
         Some(p) if p.trim().parse::<u32>().ok() != Some(me) => None,
@@ -43,13 +39,7 @@ impl SdNotifier {
     /// child could not inherit a different answer than ours.
     pub fn from_env() -> Self {
         let var = |k| std::env::var(k).ok();
-        Self {
-            watchdog: watchdog_from(
-                var("WATCHDOG_USEC"),
-                var("WATCHDOG_PID"),
-                std::process::id(),
-            ),
-        }
+        Self { watchdog: watchdog_from(var("WATCHDOG_USEC"), var("WATCHDOG_PID"), std::process::id()) }
     }
 
     pub fn enabled() -> bool {
@@ -94,14 +84,8 @@ mod tests {
     #[test]
     fn watchdog_follows_sd_watchdog_enabled() {
         let s = |v: &str| Some(v.to_string());
-        assert_eq!(
-            watchdog_from(s("30000000"), s("42"), 42),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            watchdog_from(s("30000000"), None, 42),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(watchdog_from(s("30000000"), s("42"), 42), Some(Duration::from_secs(30)));
+        assert_eq!(watchdog_from(s("30000000"), None, 42), Some(Duration::from_secs(30)));
         assert_eq!(watchdog_from(s("30000000"), s("41"), 42), None);
         assert_eq!(watchdog_from(s("0"), None, 42), None);
         assert_eq!(watchdog_from(s("soon"), None, 42), None);

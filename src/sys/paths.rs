@@ -23,22 +23,14 @@ pub fn state_dir() -> PathBuf {
 /// closed to others.
 pub fn runtime_dir() -> Result<PathBuf, String> {
     let uid = nix::unistd::geteuid().as_raw();
-    let dir = runtime_dir_from(
-        std::env::var_os("RUNTIME_DIRECTORY"),
-        uid,
-        std::env::var_os("XDG_RUNTIME_DIR"),
-    );
+    let dir = runtime_dir_from(std::env::var_os("RUNTIME_DIRECTORY"), uid, std::env::var_os("XDG_RUNTIME_DIR"));
     if dir.starts_with(std::env::temp_dir()) {
         check_private(&dir, uid)?;
     }
     Ok(dir)
 }
 
-fn runtime_dir_from(
-    runtime_directory: Option<std::ffi::OsString>,
-    uid: u32,
-    xdg_runtime_dir: Option<std::ffi::OsString>,
-) -> PathBuf {
+fn runtime_dir_from(runtime_directory: Option<std::ffi::OsString>, uid: u32, xdg_runtime_dir: Option<std::ffi::OsString>) -> PathBuf {
     if let Some(dirs) = runtime_directory.filter(|d| !d.is_empty()) {
         // systemd joins several RuntimeDirectory= entries with ':'; ours is the first.
         let dirs = dirs.to_string_lossy().into_owned();
@@ -59,10 +51,7 @@ fn check_private(dir: &Path, uid: u32) -> Result<(), String> {
     match std::fs::symlink_metadata(dir) {
         Err(_) => Ok(()),
         Ok(m) if m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0 => Ok(()),
-        Ok(_) => Err(format!(
-            "{}: not a directory of uid {uid} with mode 0700; remove it, or set XDG_RUNTIME_DIR",
-            dir.display()
-        )),
+        Ok(_) => Err(format!("{}: not a directory of uid {uid} with mode 0700; remove it, or set XDG_RUNTIME_DIR", dir.display())),
     }
 }
 
@@ -73,22 +62,10 @@ mod tests {
     #[test]
     fn runtime_dir_precedence() {
         let os = |s: &str| Some(std::ffi::OsString::from(s));
-        assert_eq!(
-            runtime_dir_from(os("/run/cluster-ai:/run/x"), 1000, os("/run/user/1")),
-            PathBuf::from("/run/cluster-ai")
-        );
-        assert_eq!(
-            runtime_dir_from(None, 0, os("/run/user/0")),
-            PathBuf::from("/run/cluster-ai")
-        );
-        assert_eq!(
-            runtime_dir_from(os(""), 1000, os("/run/user/1000")),
-            PathBuf::from("/run/user/1000/cluster-ai")
-        );
-        assert_eq!(
-            runtime_dir_from(None, 1000, None),
-            std::env::temp_dir().join("cluster-ai-1000")
-        );
+        assert_eq!(runtime_dir_from(os("/run/cluster-ai:/run/x"), 1000, os("/run/user/1")), PathBuf::from("/run/cluster-ai"));
+        assert_eq!(runtime_dir_from(None, 0, os("/run/user/0")), PathBuf::from("/run/cluster-ai"));
+        assert_eq!(runtime_dir_from(os(""), 1000, os("/run/user/1000")), PathBuf::from("/run/user/1000/cluster-ai"));
+        assert_eq!(runtime_dir_from(None, 1000, None), std::env::temp_dir().join("cluster-ai-1000"));
     }
 
     #[test]
@@ -97,19 +74,13 @@ mod tests {
         let me = nix::unistd::geteuid().as_raw();
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("cluster-ai-x");
-        assert!(
-            check_private(&dir, me).is_ok(),
-            "absent: will be created 0700"
-        );
+        assert!(check_private(&dir, me).is_ok(), "absent: will be created 0700");
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         assert!(check_private(&dir, me).is_ok());
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(check_private(&dir, me).unwrap_err().contains("mode 0700"));
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        assert!(
-            check_private(&dir, me + 1).is_err(),
-            "someone else's directory"
-        );
+        assert!(check_private(&dir, me + 1).is_err(), "someone else's directory");
     }
 }

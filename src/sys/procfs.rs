@@ -56,10 +56,8 @@ pub fn parse_meminfo(text: &str) -> Result<MemInfo, String> {
             _ => continue,
         };
         let mut words = rest.split_whitespace();
-        let number: u64 = words
-            .next()
-            .and_then(|w| w.parse().ok())
-            .ok_or_else(|| format!("{key}: expected a number of kB, found {:?}", rest.trim()))?;
+        let number: u64 =
+            words.next().and_then(|w| w.parse().ok()).ok_or_else(|| format!("{key}: expected a number of kB, found {:?}", rest.trim()))?;
         let scale = match words.next() {
             Some("kB") => 1024,
             None => 1,
@@ -94,33 +92,21 @@ impl CpuTimes {
 }
 
 pub fn parse_stat(text: &str) -> Result<CpuTimes, String> {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .ok_or("no aggregate \"cpu \" line")?;
+    let line = text.lines().find(|l| l.starts_with("cpu ")).ok_or("no aggregate \"cpu \" line")?;
     let fields: Vec<u64> = line
         .split_whitespace()
         .skip(1)
-        .map(|w| {
-            w.parse::<u64>()
-                .map_err(|_| format!("cpu: not a number: {w:?}"))
-        })
+        .map(|w| w.parse::<u64>().map_err(|_| format!("cpu: not a number: {w:?}")))
         .collect::<Result<_, _>>()?;
     if fields.len() < 4 {
-        return Err(format!(
-            "cpu: expected at least 4 counters, found {}",
-            fields.len()
-        ));
+        return Err(format!("cpu: expected at least 4 counters, found {}", fields.len()));
     }
     // user nice system idle iowait irq softirq steal [guest guest_nice]; guest time is already
     // counted in user/nice, so only the first eight add up to the total.
     let counted = &fields[..fields.len().min(8)];
     let total: u64 = counted.iter().sum();
     let idle = fields[3] + fields.get(4).copied().unwrap_or(0);
-    Ok(CpuTimes {
-        busy: total.saturating_sub(idle),
-        total,
-    })
+    Ok(CpuTimes { busy: total.saturating_sub(idle), total })
 }
 
 /// The 10-second averages of one `/proc/pressure/*` file, in percent.
@@ -141,19 +127,10 @@ pub fn parse_pressure(text: &str) -> Result<Pressure, String> {
             Some("full") => &mut full,
             _ => continue,
         };
-        let avg10 = words
-            .find_map(|w| w.strip_prefix("avg10="))
-            .ok_or_else(|| format!("no avg10= in {line:?}"))?;
-        *slot = Some(
-            avg10
-                .parse::<f64>()
-                .map_err(|_| format!("avg10 is not a number: {avg10:?}"))?,
-        );
+        let avg10 = words.find_map(|w| w.strip_prefix("avg10=")).ok_or_else(|| format!("no avg10= in {line:?}"))?;
+        *slot = Some(avg10.parse::<f64>().map_err(|_| format!("avg10 is not a number: {avg10:?}"))?);
     }
-    Ok(Pressure {
-        some_avg10: some.ok_or("no \"some\" line")?,
-        full_avg10: full,
-    })
+    Ok(Pressure { some_avg10: some.ok_or("no \"some\" line")?, full_avg10: full })
 }
 
 pub fn parse_loadavg(text: &str) -> Result<[f64; 3], String> {
@@ -161,9 +138,7 @@ pub fn parse_loadavg(text: &str) -> Result<[f64; 3], String> {
     let mut words = text.split_whitespace();
     for slot in &mut out {
         let w = words.next().ok_or("fewer than three load averages")?;
-        *slot = w
-            .parse()
-            .map_err(|_| format!("not a load average: {w:?}"))?;
+        *slot = w.parse().map_err(|_| format!("not a load average: {w:?}"))?;
     }
     Ok(out)
 }
@@ -181,11 +156,7 @@ pub struct ProcFile {
 impl ProcFile {
     pub fn open(path: PathBuf) -> Result<Self, ProcError> {
         match std::fs::File::open(&path) {
-            Ok(file) => Ok(Self {
-                path,
-                file,
-                buf: vec![0; 4096],
-            }),
+            Ok(file) => Ok(Self { path, file, buf: vec![0; 4096] }),
             Err(source) => Err(ProcError::Read { path, source }),
         }
     }
@@ -202,10 +173,7 @@ impl ProcFile {
             let n = self
                 .file
                 .read_at(&mut self.buf[len..], len as u64)
-                .map_err(|source| ProcError::Read {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(|source| ProcError::Read { path: self.path.clone(), source })?;
             len += n;
             // A short read is the end: /proc text comes whole when the buffer can hold it.
             if n == 0 || len < self.buf.len() {
@@ -213,18 +181,12 @@ impl ProcFile {
             }
             self.buf.resize(self.buf.len() * 2, 0);
         }
-        std::str::from_utf8(&self.buf[..len]).map_err(|_| ProcError::Parse {
-            path: self.path.clone(),
-            what: "not UTF-8".into(),
-        })
+        std::str::from_utf8(&self.buf[..len]).map_err(|_| ProcError::Parse { path: self.path.clone(), what: "not UTF-8".into() })
     }
 
     pub fn parse<T>(&mut self, parse: fn(&str) -> Result<T, String>) -> Result<T, ProcError> {
         let text = self.read()?;
-        parse(text).map_err(|what| ProcError::Parse {
-            path: self.path.clone(),
-            what,
-        })
+        parse(text).map_err(|what| ProcError::Parse { path: self.path.clone(), what })
     }
 }
 
@@ -251,10 +213,7 @@ impl ProcFs {
 
     fn read<T>(&self, rel: &str, parse: fn(&str) -> Result<T, String>) -> Result<T, ProcError> {
         let path = self.path(rel);
-        let text = std::fs::read_to_string(&path).map_err(|source| ProcError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ProcError::Read { path: path.clone(), source })?;
         parse(&text).map_err(|what| ProcError::Parse { path, what })
     }
 
@@ -274,11 +233,7 @@ impl ProcFs {
     pub fn pressure(&self, resource: &str) -> Result<Option<Pressure>, ProcError> {
         match self.read(&format!("pressure/{resource}"), parse_pressure) {
             Ok(p) => Ok(Some(p)),
-            Err(ProcError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(None)
-            }
+            Err(ProcError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -315,13 +270,7 @@ mod tests {
 
     #[test]
     fn meminfo_with_garbage_numbers_is_an_error_not_a_panic() {
-        for bad in [
-            "MemTotal: lots kB\nMemAvailable: 1 kB",
-            "MemTotal: 1 MB\nMemAvailable: 1 kB",
-            "MemTotal:",
-            "",
-            "\0\0\0",
-        ] {
+        for bad in ["MemTotal: lots kB\nMemAvailable: 1 kB", "MemTotal: 1 MB\nMemAvailable: 1 kB", "MemTotal:", "", "\0\0\0"] {
             assert!(parse_meminfo(bad).is_err(), "{bad:?}");
         }
     }
@@ -329,20 +278,10 @@ mod tests {
     #[test]
     fn stat_counts_iowait_as_idle_and_guest_not_twice() {
         let a = parse_stat("cpu  100 0 100 700 100 0 0 0 50 0\ncpu0 1 1 1 1\n").unwrap();
-        assert_eq!(
-            a,
-            CpuTimes {
-                busy: 200,
-                total: 1000
-            }
-        );
+        assert_eq!(a, CpuTimes { busy: 200, total: 1000 });
         let b = parse_stat("cpu  200 0 200 1400 200 0 0 0 90 0\n").unwrap();
         assert_eq!(b.busy_percent_since(&a), Some(20.0));
-        assert_eq!(
-            a.busy_percent_since(&b),
-            None,
-            "counters going backwards give no figure"
-        );
+        assert_eq!(a.busy_percent_since(&b), None, "counters going backwards give no figure");
         assert_eq!(a.busy_percent_since(&a), None);
     }
 
@@ -355,14 +294,9 @@ mod tests {
 
     #[test]
     fn pressure_parses_some_and_optional_full() {
-        let p = parse_pressure("some avg10=1.50 avg60=0.00 avg300=0.00 total=12\nfull avg10=0.25 avg60=0.00 avg300=0.00 total=3\n").unwrap();
-        assert_eq!(
-            p,
-            Pressure {
-                some_avg10: 1.5,
-                full_avg10: Some(0.25)
-            }
-        );
+        let p =
+            parse_pressure("some avg10=1.50 avg60=0.00 avg300=0.00 total=12\nfull avg10=0.25 avg60=0.00 avg300=0.00 total=3\n").unwrap();
+        assert_eq!(p, Pressure { some_avg10: 1.5, full_avg10: Some(0.25) });
         let cpu = parse_pressure("some avg10=3.00 avg60=0.00 avg300=0.00 total=12\n").unwrap();
         assert_eq!(cpu.full_avg10, None);
         for bad in ["", "some avg60=1", "some avg10=abc", "full avg10=1.0"] {
@@ -372,10 +306,7 @@ mod tests {
 
     #[test]
     fn loadavg_parses_and_rejects_garbage() {
-        assert_eq!(
-            parse_loadavg("0.50 1.25 2.00 1/234 5678\n").unwrap(),
-            [0.5, 1.25, 2.0]
-        );
+        assert_eq!(parse_loadavg("0.50 1.25 2.00 1/234 5678\n").unwrap(), [0.5, 1.25, 2.0]);
         for bad in ["", "0.5 1.0", "a b c"] {
             assert!(parse_loadavg(bad).is_err(), "{bad:?}");
         }
@@ -391,19 +322,8 @@ mod tests {
         let fs = ProcFs::new(dir.path());
         assert_eq!(fs.meminfo().unwrap().total, 24_576_000 * 1024);
         let err = fs.cpu_times().unwrap_err().to_string();
-        assert!(
-            err.contains("proc/stat") && err.contains("at least 4"),
-            "{err}"
-        );
-        assert!(fs
-            .loadavg()
-            .unwrap_err()
-            .to_string()
-            .contains("proc/loadavg"));
-        assert_eq!(
-            fs.pressure("memory").unwrap(),
-            None,
-            "no /proc/pressure means no PSI"
-        );
+        assert!(err.contains("proc/stat") && err.contains("at least 4"), "{err}");
+        assert!(fs.loadavg().unwrap_err().to_string().contains("proc/loadavg"));
+        assert_eq!(fs.pressure("memory").unwrap(), None, "no /proc/pressure means no PSI");
     }
 }

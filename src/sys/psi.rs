@@ -18,17 +18,11 @@ pub struct PsiTrigger {
 
 impl PsiTrigger {
     pub fn new(pressure_file: &Path, stall: Duration, window: Duration) -> std::io::Result<Self> {
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(pressure_file)?;
+        let mut file =
+            std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(pressure_file)?;
         let spec = format!("some {} {}", stall.as_micros(), window.as_micros());
         file.write_all(format!("{spec}\0").as_bytes())?;
-        Ok(Self {
-            fd: register(file)?,
-            description: format!("{} \"{spec}\"", pressure_file.display()),
-        })
+        Ok(Self { fd: register(file)?, description: format!("{} \"{spec}\"", pressure_file.display()) })
     }
 
     /// Waits for the next stall event.
@@ -52,15 +46,9 @@ mod tests {
     #[tokio::test]
     async fn the_kernel_accepts_a_two_second_window_and_refuses_a_bad_one() {
         let p = Path::new("/proc/pressure/memory");
-        assert!(
-            p.exists(),
-            "this kernel has no PSI; the daemon would poll only"
-        );
+        assert!(p.exists(), "this kernel has no PSI; the daemon would poll only");
         let t = PsiTrigger::new(p, Duration::from_millis(150), Duration::from_secs(2)).unwrap();
         assert!(t.description.contains("some 150000 2000000"));
-        assert!(
-            PsiTrigger::new(p, Duration::from_millis(150), Duration::from_millis(1500)).is_err(),
-            "window not a multiple of 2 s"
-        );
+        assert!(PsiTrigger::new(p, Duration::from_millis(150), Duration::from_millis(1500)).is_err(), "window not a multiple of 2 s");
     }
 }

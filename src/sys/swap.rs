@@ -31,18 +31,13 @@ pub fn parse_swaps(text: &str) -> Result<Vec<SwapEntry>, String> {
         let [path, kind, size, used, prio] = f[..] else {
             return Err(format!("expected 5 fields: {line:?}"));
         };
-        let num = |s: &str| {
-            s.parse::<u64>()
-                .map_err(|_| format!("not a number {s:?} in {line:?}"))
-        };
+        let num = |s: &str| s.parse::<u64>().map_err(|_| format!("not a number {s:?} in {line:?}"));
         out.push(SwapEntry {
             path: PathBuf::from(unmangle(path)),
             kind: kind.to_string(),
             size_bytes: num(size)? * 1024,
             used_bytes: num(used)? * 1024,
-            priority: prio
-                .parse()
-                .map_err(|_| format!("not a priority {prio:?} in {line:?}"))?,
+            priority: prio.parse().map_err(|_| format!("not a priority {prio:?} in {line:?}"))?,
         });
     }
     Ok(out)
@@ -53,10 +48,7 @@ fn unmangle(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -68,10 +60,7 @@ fn unmangle(s: &str) -> String {
 }
 
 pub fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .map_or(4096, |p| p as u64)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |p| p as u64)
 }
 
 /// The kernel refuses swap areas of fewer pages than this (mm/swapfile.c wants a few).
@@ -82,13 +71,9 @@ pub const MIN_PAGES: u64 = 10;
 pub fn swap_header(size: u64, page: u64, uuid: [u8; 16], label: &str) -> Result<Vec<u8>, String> {
     let pages = size / page;
     if pages < MIN_PAGES {
-        return Err(format!(
-            "{size} bytes is too small for swap (at least {} bytes)",
-            MIN_PAGES * page
-        ));
+        return Err(format!("{size} bytes is too small for swap (at least {} bytes)", MIN_PAGES * page));
     }
-    let last_page = u32::try_from(pages - 1)
-        .map_err(|_| format!("{size} bytes is too large for one swap file"))?;
+    let last_page = u32::try_from(pages - 1).map_err(|_| format!("{size} bytes is too large for one swap file"))?;
     let mut h = vec![0u8; page as usize];
     h[1024..1028].copy_from_slice(&1u32.to_ne_bytes());
     h[1028..1032].copy_from_slice(&last_page.to_ne_bytes());
@@ -111,8 +96,7 @@ pub fn random_uuid() -> std::io::Result<[u8; 16]> {
 }
 
 fn cpath(path: &Path) -> std::io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::other("path contains a NUL byte"))
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("path contains a NUL byte"))
 }
 
 const SWAP_FLAG_PREFER: libc::c_int = 0x8000;
@@ -142,23 +126,13 @@ pub fn swapoff(path: &Path) -> std::io::Result<()> {
 
 /// A new file that did not exist, is not reached through a symlink, and only root can read.
 pub fn create_exclusive(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)
 }
 
 /// Real blocks for every byte (a swap file must have no holes).
 pub fn allocate(file: &File, size: u64) -> std::io::Result<()> {
     let len = i64::try_from(size).map_err(|_| std::io::Error::other("size too large"))?;
-    nix::fcntl::fallocate(
-        file.as_raw_fd(),
-        nix::fcntl::FallocateFlags::empty(),
-        0,
-        len,
-    )?;
+    nix::fcntl::fallocate(file.as_raw_fd(), nix::fcntl::FallocateFlags::empty(), 0, len)?;
     Ok(())
 }
 
@@ -168,6 +142,20 @@ pub fn write_header(file: &mut File, header: &[u8]) -> std::io::Result<()> {
     file.write_all_at(header, 0)?;
     file.flush()?;
     file.sync_all()
+}
+
+/// Whether `path` is an active swap file, whatever mount namespace enabled it. `/proc/swaps`
+/// prints a file enabled from another mount namespace (an earlier run of a service with
+/// ProtectSystem=, say) relative to a mount we cannot see, so its path there is no proof
+/// either way. The kernel refuses to allocate in an active swap file (ETXTBSY), and
+/// allocating inside the file's size with KEEP_SIZE changes nothing in an inactive one.
+pub fn is_active_swap(path: &Path) -> std::io::Result<bool> {
+    let f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)?;
+    match nix::fcntl::fallocate(f.as_raw_fd(), nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, 1) {
+        Ok(()) => Ok(false),
+        Err(nix::errno::Errno::ETXTBSY) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -210,40 +198,22 @@ pub fn classify_fs(magic: i64) -> Result<SwapFs, String> {
         0x5846_5342 => SwapFs::Xfs,
         0x9123_683E => SwapFs::Btrfs,
         0xF2F5_2010 => SwapFs::F2fs,
-        0x0102_1994 => {
-            return Err("tmpfs (it lives in memory: swapping to it frees nothing)".into())
-        }
-        0x8584_58F6 => {
-            return Err("ramfs (it lives in memory: swapping to it frees nothing)".into())
-        }
+        0x0102_1994 => return Err("tmpfs (it lives in memory: swapping to it frees nothing)".into()),
+        0x8584_58F6 => return Err("ramfs (it lives in memory: swapping to it frees nothing)".into()),
         0x794C_7630 => return Err("overlayfs (the kernel cannot swap to it)".into()),
         0x6969 => return Err("NFS (the kernel cannot swap to a network filesystem here)".into()),
-        0xFF53_4D42 | 0xFE53_4D42 | 0x517B => {
-            return Err("CIFS/SMB (the kernel cannot swap to a network filesystem here)".into())
-        }
+        0xFF53_4D42 | 0xFE53_4D42 | 0x517B => return Err("CIFS/SMB (the kernel cannot swap to a network filesystem here)".into()),
         0x6573_5546 => return Err("FUSE (the kernel cannot swap to it)".into()),
-        0x2FC1_2FC1 => {
-            return Err(
-                "ZFS (swap files on ZFS can deadlock; use a zvol or another filesystem)".into(),
-            )
-        }
+        0x2FC1_2FC1 => return Err("ZFS (swap files on ZFS can deadlock; use a zvol or another filesystem)".into()),
         0x7371_7368 => return Err("squashfs (read-only)".into()),
-        other => {
-            return Err(format!(
-            "a filesystem of type {other:#x}, which cluster-ai does not know to support swap files"
-        ))
-        }
+        other => return Err(format!("a filesystem of type {other:#x}, which cluster-ai does not know to support swap files")),
     })
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwapDirError {
     #[error("swap.dir {}: {reason}; fix: {fix}", path.display())]
-    Refused {
-        path: PathBuf,
-        reason: String,
-        fix: &'static str,
-    },
+    Refused { path: PathBuf, reason: String, fix: &'static str },
     #[error("swap.dir {}: {what}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -257,65 +227,33 @@ pub enum SwapDirError {
 /// a directory owned by `owner`, not writable by group or others, on a filesystem the kernel
 /// swaps to.
 pub fn check_swap_dir(dir: &Path, owner: u32) -> Result<SwapFs, SwapDirError> {
-    let refuse = |reason: String, fix| SwapDirError::Refused {
-        path: dir.to_path_buf(),
-        reason,
-        fix,
-    };
-    let io = |what| {
-        move |source| SwapDirError::Io {
-            path: dir.to_path_buf(),
-            what,
-            source,
-        }
-    };
+    let refuse = |reason: String, fix| SwapDirError::Refused { path: dir.to_path_buf(), reason, fix };
+    let io = |what| move |source| SwapDirError::Io { path: dir.to_path_buf(), what, source };
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::os::unix::fs::DirBuilderExt::mode(
-                std::fs::DirBuilder::new().recursive(true),
-                0o700,
-            )
-            .create(dir)
-            .map_err(io("cannot create it"))?;
+            std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+                .create(dir)
+                .map_err(io("cannot create it"))?;
             std::fs::symlink_metadata(dir).map_err(io("cannot stat it"))?
         }
         Err(e) => return Err(io("cannot stat it")(e)),
     };
     if meta.file_type().is_symlink() {
-        return Err(refuse(
-            "is a symbolic link".into(),
-            "point swap.dir at the real directory",
-        ));
+        return Err(refuse("is a symbolic link".into(), "point swap.dir at the real directory"));
     }
     if !meta.is_dir() {
-        return Err(refuse(
-            "is not a directory".into(),
-            "point swap.dir at a directory",
-        ));
+        return Err(refuse("is not a directory".into(), "point swap.dir at a directory"));
     }
     if meta.uid() != owner {
-        return Err(refuse(
-            format!("is owned by uid {}, not {owner}", meta.uid()),
-            "chown root:root it",
-        ));
+        return Err(refuse(format!("is owned by uid {}, not {owner}", meta.uid()), "chown root:root it"));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(refuse(
-            format!(
-                "is writable by group or others (mode {:o})",
-                meta.mode() & 0o7777
-            ),
-            "chmod 0700 it",
-        ));
+        return Err(refuse(format!("is writable by group or others (mode {:o})", meta.mode() & 0o7777), "chmod 0700 it"));
     }
     let st = nix::sys::statfs::statfs(dir).map_err(|e| io("statfs")(e.into()))?;
-    classify_fs(st.filesystem_type().0 as i64).map_err(|why| {
-        refuse(
-            format!("is on {why}"),
-            "choose a directory on ext4, XFS, btrfs or f2fs",
-        )
-    })
+    classify_fs(st.filesystem_type().0 as i64)
+        .map_err(|why| refuse(format!("is on {why}"), "choose a directory on ext4, XFS, btrfs or f2fs"))
 }
 
 /// Whether the process holds CAP_SYS_ADMIN (what swapon/swapoff need).
@@ -323,10 +261,7 @@ pub fn has_cap_sys_admin(proc_root: &Path) -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
     std::fs::read_to_string(proc_root.join("proc/self/status"))
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
-        })
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
         .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
         .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
@@ -338,10 +273,7 @@ pub fn rotational(sys_root: &Path, path: &Path) -> Option<bool> {
     let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     let base = sys_root.join(format!("sys/dev/block/{major}:{minor}"));
     // A partition has no queue/ of its own: its parent directory is the whole disk.
-    for candidate in [
-        base.join("queue/rotational"),
-        base.join("../queue/rotational"),
-    ] {
+    for candidate in [base.join("queue/rotational"), base.join("../queue/rotational")] {
         if let Ok(text) = std::fs::read_to_string(&candidate) {
             return match text.trim() {
                 "0" => Some(false),

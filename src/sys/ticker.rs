@@ -34,22 +34,13 @@ impl Ticker {
     /// Ticks at once, then every `period` (on CLOCK_MONOTONIC; a tick missed while the machine
     /// was suspended is delivered once, not as a burst).
     pub fn new(period: Duration) -> std::io::Result<Self> {
-        let timer = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )?;
+        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
         let period = period.max(Duration::from_millis(1));
         timer.set(
-            Expiration::IntervalDelayed(
-                TimeSpec::from_duration(Duration::from_nanos(1)),
-                TimeSpec::from_duration(period),
-            ),
+            Expiration::IntervalDelayed(TimeSpec::from_duration(Duration::from_nanos(1)), TimeSpec::from_duration(period)),
             TimerSetTimeFlags::empty(),
         )?;
-        Ok(Self {
-            fd: register(Fd(timer))?,
-            period,
-        })
+        Ok(Self { fd: register(Fd(timer))?, period })
     }
 
     pub fn period(&self) -> Duration {
@@ -60,10 +51,7 @@ impl Ticker {
     pub fn set_period(&mut self, period: Duration) -> std::io::Result<()> {
         let period = period.max(Duration::from_millis(1));
         let p = TimeSpec::from_duration(period);
-        self.fd.get_ref().0.set(
-            Expiration::IntervalDelayed(p, p),
-            TimerSetTimeFlags::empty(),
-        )?;
+        self.fd.get_ref().0.set(Expiration::IntervalDelayed(p, p), TimerSetTimeFlags::empty())?;
         self.period = period;
         Ok(())
     }
@@ -74,9 +62,7 @@ impl Ticker {
         loop {
             let mut ready = self.fd.readable().await?;
             let mut count = [0u8; 8];
-            match ready.try_io(|fd| {
-                nix::unistd::read(fd.as_raw_fd(), &mut count).map_err(std::io::Error::from)
-            }) {
+            match ready.try_io(|fd| nix::unistd::read(fd.as_raw_fd(), &mut count).map_err(std::io::Error::from)) {
                 Ok(Ok(8)) => return Ok(u64::from_ne_bytes(count)),
                 Ok(Ok(n)) => return Err(std::io::Error::other(format!("timerfd read {n} bytes"))),
                 Ok(Err(e)) => return Err(e),
@@ -95,20 +81,11 @@ mod tests {
         let mut t = Ticker::new(Duration::from_millis(20)).unwrap();
         let start = std::time::Instant::now();
         assert_eq!(t.tick().await.unwrap(), 1);
-        assert!(
-            start.elapsed() < Duration::from_millis(15),
-            "first tick is immediate"
-        );
+        assert!(start.elapsed() < Duration::from_millis(15), "first tick is immediate");
         t.tick().await.unwrap();
         t.tick().await.unwrap();
-        assert!(
-            start.elapsed() >= Duration::from_millis(40),
-            "then one per period"
-        );
+        assert!(start.elapsed() >= Duration::from_millis(40), "then one per period");
         tokio::time::sleep(Duration::from_millis(70)).await;
-        assert!(
-            t.tick().await.unwrap() >= 3,
-            "late ticks are counted, not replayed"
-        );
+        assert!(t.tick().await.unwrap() >= 3, "late ticks are counted, not replayed");
     }
 }

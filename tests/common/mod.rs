@@ -25,9 +25,7 @@ impl Datagram {
         self.text.lines().any(|l| l == line)
     }
     pub fn value(&self, key: &str) -> Option<&str> {
-        self.text
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        self.text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
     }
 }
 
@@ -43,28 +41,16 @@ impl NotifySocket {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
         setsockopt(&sock, sockopt::PassCred, &true).unwrap();
-        Self {
-            sock,
-            path,
-            seen: Vec::new(),
-        }
+        Self { sock, path, seen: Vec::new() }
     }
 
     /// The next datagram, or None after `timeout`.
     pub fn recv(&mut self, timeout: Duration) -> Option<Datagram> {
-        self.sock
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
-            .unwrap();
+        self.sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).unwrap();
         let mut buf = [0u8; 4096];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
-        let msg = recvmsg::<UnixAddr>(
-            self.sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::empty(),
-        )
-        .ok()?;
+        let msg = recvmsg::<UnixAddr>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()).ok()?;
         let pid = msg
             .cmsgs()
             .ok()?
@@ -81,20 +67,12 @@ impl NotifySocket {
     }
 
     /// Waits for a datagram that satisfies `pred`; panics with everything seen on timeout.
-    pub fn wait_for(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&Datagram) -> bool,
-    ) -> Datagram {
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Datagram) -> bool) -> Datagram {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!(
-                    "no {what} within {timeout:?}; datagrams so far: {:#?}",
-                    self.seen
-                );
+                panic!("no {what} within {timeout:?}; datagrams so far: {:#?}", self.seen);
             }
             if let Some(d) = self.recv(left) {
                 if pred(&d) {
@@ -148,13 +126,7 @@ pub fn swaps_under(dir: &Path) -> Vec<(PathBuf, u64, i32)> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let p = PathBuf::from(f[0]);
-            p.starts_with(dir).then(|| {
-                (
-                    p,
-                    f[2].parse::<u64>().unwrap() * 1024,
-                    f[4].parse().unwrap(),
-                )
-            })
+            p.starts_with(dir).then(|| (p, f[2].parse::<u64>().unwrap() * 1024, f[4].parse().unwrap()))
         })
         .collect()
 }
@@ -165,8 +137,7 @@ pub fn swaps_under(dir: &Path) -> Vec<(PathBuf, u64, i32)> {
 pub fn bin_without_swap_rights() -> Command {
     if nix::unistd::geteuid().is_root() {
         let mut c = Command::new("setpriv");
-        c.args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"])
-            .arg(BIN);
+        c.args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"]).arg(BIN);
         c
     } else {
         Command::new(BIN)
@@ -184,13 +155,7 @@ pub struct DaemonBuilder {
 /// A daemon whose swap lives in the test's tempdir (`[swap]` added to any config that has none,
 /// with min_size 0 so no baseline is made unless the test asks for one).
 pub fn daemon() -> DaemonBuilder {
-    DaemonBuilder {
-        dir: tempfile::tempdir().unwrap(),
-        config_text: None,
-        env: Vec::new(),
-        args: Vec::new(),
-        defaults: false,
-    }
+    DaemonBuilder { dir: tempfile::tempdir().unwrap(), config_text: None, env: Vec::new(), args: Vec::new(), defaults: false }
 }
 
 impl DaemonBuilder {
@@ -222,18 +187,10 @@ impl DaemonBuilder {
         let config = self.dir.path().join("config.toml");
         let log = self.dir.path().join("daemon.log");
         let runtime = self.dir.path().join("run");
-        let mut cmd = if self.defaults {
-            bin_without_swap_rights()
-        } else {
-            Command::new(BIN)
-        };
+        let mut cmd = if self.defaults { bin_without_swap_rights() } else { Command::new(BIN) };
         cmd.arg("run");
         if !self.defaults {
-            write_config(
-                &config,
-                self.dir.path(),
-                self.config_text.as_deref().unwrap_or_default(),
-            );
+            write_config(&config, self.dir.path(), self.config_text.as_deref().unwrap_or_default());
             cmd.arg("--config").arg(&config);
         }
         cmd.args(&self.args)
@@ -251,12 +208,7 @@ impl DaemonBuilder {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        Daemon {
-            child,
-            dir: self.dir,
-            config,
-            log,
-        }
+        Daemon { child, dir: self.dir, config, log }
     }
 }
 
@@ -264,10 +216,7 @@ impl DaemonBuilder {
 fn write_config(path: &Path, dir: &Path, text: &str) {
     let mut text = text.to_string();
     if !text.contains("[swap]") {
-        text += &format!(
-            "\n[swap]\ndir = \"{}\"\nmin_size = \"0\"\n",
-            dir.join("swap").display()
-        );
+        text += &format!("\n[swap]\ndir = \"{}\"\nmin_size = \"0\"\n", dir.join("swap").display());
     }
     std::fs::write(path, text).unwrap();
 }
@@ -291,21 +240,11 @@ impl Daemon {
     }
     /// `cluster-ai status ARGS` against this daemon's socket.
     pub fn status(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("status")
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .unwrap()
+        Command::new(BIN).arg("status").arg("--socket").arg(self.socket()).args(args).output().unwrap()
     }
     pub fn status_json(&self) -> serde_json::Value {
         let out = self.status(&["--json"]);
-        assert!(
-            out.status.success(),
-            "status failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     }
     /// Waits for exit and returns the exit code (None if killed by a signal).
@@ -316,10 +255,7 @@ impl Daemon {
                 return st.code();
             }
             if Instant::now() > deadline {
-                panic!(
-                    "daemon did not exit within {timeout:?}; log:\n{}",
-                    self.log_text()
-                );
+                panic!("daemon did not exit within {timeout:?}; log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -10,20 +10,11 @@ fn cfg() -> SwapConfig {
 /// Memory at `pct` percent used of 25 GiB (exact percentages), at `t` seconds.
 fn at(t0: Instant, t: u64, pct: u64) -> Readings {
     let total = 25 * G;
-    Readings {
-        now: t0 + Duration::from_secs(t),
-        mem_total: total,
-        mem_available: total - total / 100 * pct,
-    }
+    Readings { now: t0 + Duration::from_secs(t), mem_total: total, mem_available: total - total / 100 * pct }
 }
 
 fn books(managed: u64, used: u64, newest: Option<(u64, u64)>) -> Books {
-    Books {
-        managed_total: managed,
-        managed_used: used,
-        newest,
-        disk: Some((100 * G, 80 * G)),
-    }
+    Books { managed_total: managed, managed_used: used, newest, disk: Some((100 * G, 80 * G)) }
 }
 
 /// One case: state carried over from the previous row of the same table.
@@ -63,50 +54,15 @@ fn baseline_then_expand_on_crossing_with_cooldown_and_cap() {
     run(
         &c,
         &[
-            Case {
-                t: 0,
-                pct: 10,
-                books: books(0, 0, None),
-                expect: expand(2 * G, Reason::Baseline),
-            },
-            Case {
-                t: 1,
-                pct: 10,
-                books: books(G, 0, Some((G, 0))),
-                expect: expand(G, Reason::Baseline),
-            },
-            Case {
-                t: 2,
-                pct: 70,
-                books: books(2 * G, 0, Some((2 * G, 0))),
-                expect: hold(Hold::Steady),
-            },
+            Case { t: 0, pct: 10, books: books(0, 0, None), expect: expand(2 * G, Reason::Baseline) },
+            Case { t: 1, pct: 10, books: books(G, 0, Some((G, 0))), expect: expand(G, Reason::Baseline) },
+            Case { t: 2, pct: 70, books: books(2 * G, 0, Some((2 * G, 0))), expect: hold(Hold::Steady) },
             // Crossing: at once, however empty the baseline is.
-            Case {
-                t: 3,
-                pct: 80,
-                books: books(2 * G, 0, Some((2 * G, 0))),
-                expect: expand(G, Reason::MemoryHigh),
-            },
-            Case {
-                t: 4,
-                pct: 85,
-                books: books(3 * G, G / 2, Some((G, 0))),
-                expect: hold(Hold::Cooldown { next_in_ms: 29_000 }),
-            },
+            Case { t: 3, pct: 80, books: books(2 * G, 0, Some((2 * G, 0))), expect: expand(G, Reason::MemoryHigh) },
+            Case { t: 4, pct: 85, books: books(3 * G, G / 2, Some((G, 0))), expect: hold(Hold::Cooldown { next_in_ms: 29_000 }) },
             // Managed swap 80 % full while memory is high: no waiting.
-            Case {
-                t: 5,
-                pct: 85,
-                books: books(3 * G, 5 * G / 2, Some((G, G / 2))),
-                expect: expand(G, Reason::SwapFilling),
-            },
-            Case {
-                t: 6,
-                pct: 90,
-                books: books(4 * G, 4 * G - 1, Some((G, G))),
-                expect: hold(Hold::AtMax { max_size: 4 * G }),
-            },
+            Case { t: 5, pct: 85, books: books(3 * G, 5 * G / 2, Some((G, G / 2))), expect: expand(G, Reason::SwapFilling) },
+            Case { t: 6, pct: 90, books: books(4 * G, 4 * G - 1, Some((G, G))), expect: hold(Hold::AtMax { max_size: 4 * G }) },
         ],
     );
 }
@@ -116,37 +72,12 @@ fn pressure_that_lasts_adds_one_increment_per_check_interval() {
     run(
         &cfg(),
         &[
-            Case {
-                t: 0,
-                pct: 81,
-                books: books(2 * G, 0, Some((2 * G, 0))),
-                expect: expand(G, Reason::MemoryHigh),
-            },
-            Case {
-                t: 29,
-                pct: 81,
-                books: books(3 * G, 0, Some((G, 0))),
-                expect: hold(Hold::Cooldown { next_in_ms: 1000 }),
-            },
-            Case {
-                t: 30,
-                pct: 81,
-                books: books(3 * G, 0, Some((G, 0))),
-                expect: expand(G, Reason::MemoryHigh),
-            },
+            Case { t: 0, pct: 81, books: books(2 * G, 0, Some((2 * G, 0))), expect: expand(G, Reason::MemoryHigh) },
+            Case { t: 29, pct: 81, books: books(3 * G, 0, Some((G, 0))), expect: hold(Hold::Cooldown { next_in_ms: 1000 }) },
+            Case { t: 30, pct: 81, books: books(3 * G, 0, Some((G, 0))), expect: expand(G, Reason::MemoryHigh) },
             // Memory drops below the threshold: the episode ends; the next crossing acts at once.
-            Case {
-                t: 31,
-                pct: 79,
-                books: books(4 * G, 0, Some((G, 0))),
-                expect: hold(Hold::Steady),
-            },
-            Case {
-                t: 32,
-                pct: 80,
-                books: books(4 * G, 0, Some((G, 0))),
-                expect: expand(G, Reason::MemoryHigh),
-            },
+            Case { t: 31, pct: 79, books: books(4 * G, 0, Some((G, 0))), expect: hold(Hold::Steady) },
+            Case { t: 32, pct: 80, books: books(4 * G, 0, Some((G, 0))), expect: expand(G, Reason::MemoryHigh) },
         ],
     );
 }
@@ -155,64 +86,25 @@ fn pressure_that_lasts_adds_one_increment_per_check_interval() {
 fn the_last_step_is_cut_to_max_size_and_whole_mib() {
     let mut c = cfg();
     c.max_size = (3 * G) + (512 << 20) + 1234;
-    run(
-        &c,
-        &[Case {
-            t: 0,
-            pct: 95,
-            books: books(3 * G, 0, None),
-            expect: expand(512 << 20, Reason::MemoryHigh),
-        }],
-    );
+    run(&c, &[Case { t: 0, pct: 95, books: books(3 * G, 0, None), expect: expand(512 << 20, Reason::MemoryHigh) }]);
 }
 
 #[test]
 fn disk_guard_blocks_growth_and_says_by_how_much() {
     let mut b = books(2 * G, 0, Some((2 * G, 0)));
     b.disk = Some((100 * G, 10 * G + G / 2)); // 10 % reserve = 10 GiB: a 1 GiB file would leave 9.5 GiB
-    let d = decide(
-        &cfg(),
-        &at(Instant::now(), 0, 90),
-        &b,
-        &mut PolicyState::default(),
-    );
-    assert_eq!(
-        d,
-        hold(Hold::DiskGuard {
-            size: G,
-            available: 10 * G + G / 2,
-            reserve: 10 * G
-        })
-    );
-    assert!(
-        d.describe().contains("below disk_reserve 10G"),
-        "{}",
-        d.describe()
-    );
+    let d = decide(&cfg(), &at(Instant::now(), 0, 90), &b, &mut PolicyState::default());
+    assert_eq!(d, hold(Hold::DiskGuard { size: G, available: 10 * G + G / 2, reserve: 10 * G }));
+    assert!(d.describe().contains("below disk_reserve 10G"), "{}", d.describe());
     // An absolute reserve.
     let mut c = cfg();
     c.disk_reserve = crate::config::DiskReserve::Bytes(G);
-    assert_eq!(
-        decide(
-            &c,
-            &at(Instant::now(), 0, 90),
-            &b,
-            &mut PolicyState::default()
-        ),
-        expand(G, Reason::MemoryHigh)
-    );
+    assert_eq!(decide(&c, &at(Instant::now(), 0, 90), &b, &mut PolicyState::default()), expand(G, Reason::MemoryHigh));
     // The baseline is guarded too.
     b.managed_total = 0;
     assert!(matches!(
-        decide(
-            &cfg(),
-            &at(Instant::now(), 0, 5),
-            &b,
-            &mut PolicyState::default()
-        ),
-        Decision::Hold {
-            why: Hold::DiskGuard { .. }
-        }
+        decide(&cfg(), &at(Instant::now(), 0, 5), &b, &mut PolicyState::default()),
+        Decision::Hold { why: Hold::DiskGuard { .. } }
     ));
 }
 
@@ -222,63 +114,17 @@ fn shrink_hysteresis_min_size_and_fit() {
     run(
         &cfg(),
         &[
-            Case {
-                t: 0,
-                pct: 59,
-                books: four,
-                expect: hold(Hold::Calming {
-                    shrink_in_ms: 300_000,
-                }),
-            },
-            Case {
-                t: 299,
-                pct: 59,
-                books: four,
-                expect: hold(Hold::Calming { shrink_in_ms: 1000 }),
-            },
+            Case { t: 0, pct: 59, books: four, expect: hold(Hold::Calming { shrink_in_ms: 300_000 }) },
+            Case { t: 299, pct: 59, books: four, expect: hold(Hold::Calming { shrink_in_ms: 1000 }) },
             // A rise above shrink_threshold (still below memory_threshold) restarts the calm.
-            Case {
-                t: 300,
-                pct: 65,
-                books: four,
-                expect: hold(Hold::Steady),
-            },
-            Case {
-                t: 301,
-                pct: 50,
-                books: four,
-                expect: hold(Hold::Calming {
-                    shrink_in_ms: 300_000,
-                }),
-            },
-            Case {
-                t: 601,
-                pct: 50,
-                books: four,
-                expect: Decision::Shrink,
-            },
+            Case { t: 300, pct: 65, books: four, expect: hold(Hold::Steady) },
+            Case { t: 301, pct: 50, books: four, expect: hold(Hold::Calming { shrink_in_ms: 300_000 }) },
+            Case { t: 601, pct: 50, books: four, expect: Decision::Shrink },
             // One file at a time: the calm starts over after a shrink.
-            Case {
-                t: 602,
-                pct: 50,
-                books: books(3 * G, 0, Some((G, 0))),
-                expect: hold(Hold::Calming {
-                    shrink_in_ms: 299_000,
-                }),
-            },
-            Case {
-                t: 901,
-                pct: 50,
-                books: books(3 * G, 0, Some((G, 0))),
-                expect: Decision::Shrink,
-            },
+            Case { t: 602, pct: 50, books: books(3 * G, 0, Some((G, 0))), expect: hold(Hold::Calming { shrink_in_ms: 299_000 }) },
+            Case { t: 901, pct: 50, books: books(3 * G, 0, Some((G, 0))), expect: Decision::Shrink },
             // Never below min_size (2G): the 2G baseline stays.
-            Case {
-                t: 2000,
-                pct: 10,
-                books: books(2 * G, 0, Some((2 * G, 0))),
-                expect: hold(Hold::Steady),
-            },
+            Case { t: 2000, pct: 10, books: books(2 * G, 0, Some((2 * G, 0))), expect: hold(Hold::Steady) },
         ],
     );
 }
@@ -288,62 +134,33 @@ fn shrink_waits_while_the_pages_would_not_fit() {
     // 50 % used of 25 GiB: 12.5 GiB available; the newest file holds 11 GiB, plus a 2.5 GiB margin.
     let b = books(14 * G, 11 * G, Some((12 * G, 11 * G)));
     let t0 = Instant::now();
-    let mut st = PolicyState {
-        calm_since: Some(t0),
-        ..Default::default()
-    };
+    let mut st = PolicyState { calm_since: Some(t0), ..Default::default() };
     let d = decide(&cfg(), &at(t0, 400, 50), &b, &mut st);
-    assert_eq!(
-        d,
-        hold(Hold::ShrinkWouldNotFit {
-            used: 11 * G,
-            available: 25 * G / 2
-        })
-    );
+    assert_eq!(d, hold(Hold::ShrinkWouldNotFit { used: 11 * G, available: 25 * G / 2 }));
     // 10 GiB used fits: 10 + 2.5 <= 12.5.
     let b = books(14 * G, 10 * G, Some((12 * G, 10 * G)));
-    assert_eq!(
-        decide(&cfg(), &at(t0, 401, 50), &b, &mut st),
-        Decision::Shrink
-    );
+    assert_eq!(decide(&cfg(), &at(t0, 401, 50), &b, &mut st), Decision::Shrink);
 }
 
 #[test]
 fn foreign_swap_is_not_in_the_books() {
     // 8 GiB of foreign swap, full, does not count towards min_size or max_size: the books only
     // hold managed files, so the baseline is still made.
-    let d = decide(
-        &cfg(),
-        &at(Instant::now(), 0, 10),
-        &books(0, 0, None),
-        &mut PolicyState::default(),
-    );
+    let d = decide(&cfg(), &at(Instant::now(), 0, 10), &books(0, 0, None), &mut PolicyState::default());
     assert_eq!(d, expand(2 * G, Reason::Baseline));
 }
 
 #[test]
 fn poll_interval_shrinks_near_the_threshold() {
     let c = cfg();
-    assert_eq!(
-        poll_interval(&c, 2.0),
-        Duration::from_secs(30),
-        "far away: check_interval"
-    );
-    assert_eq!(
-        poll_interval(&c, 60.0),
-        Duration::from_secs(1),
-        "20 points: 1 s"
-    );
+    assert_eq!(poll_interval(&c, 2.0), Duration::from_secs(30), "far away: check_interval");
+    assert_eq!(poll_interval(&c, 60.0), Duration::from_secs(1), "20 points: 1 s");
     assert_eq!(poll_interval(&c, 78.0), Duration::from_millis(100));
     assert_eq!(poll_interval(&c, 79.8), FASTEST_POLL);
     assert_eq!(poll_interval(&c, 85.0), PRESSURE_POLL);
     let mut fast = cfg();
     fast.check_interval = Duration::from_millis(50);
-    assert_eq!(
-        poll_interval(&fast, 60.0),
-        Duration::from_millis(50),
-        "never beyond check_interval"
-    );
+    assert_eq!(poll_interval(&fast, 60.0), Duration::from_millis(50), "never beyond check_interval");
     // Monotonic: closer never means slower.
     let mut last = Duration::MAX;
     for tenth in 0..800 {

@@ -7,27 +7,12 @@ fn swaps_table_with_escaped_paths() {
     assert_eq!(e.len(), 2);
     assert_eq!(
         e[0],
-        SwapEntry {
-            path: "/dev/vda2".into(),
-            kind: "partition".into(),
-            size_bytes: 1_048_572 * 1024,
-            used_bytes: 0,
-            priority: -2
-        }
+        SwapEntry { path: "/dev/vda2".into(), kind: "partition".into(), size_bytes: 1_048_572 * 1024, used_bytes: 0, priority: -2 }
     );
-    assert_eq!(
-        e[1].path,
-        PathBuf::from("/var/lib/my swap/cluster-ai-000001.swap")
-    );
+    assert_eq!(e[1].path, PathBuf::from("/var/lib/my swap/cluster-ai-000001.swap"));
     assert_eq!((e[1].used_bytes, e[1].priority), (1024 * 1024, 50));
-    assert!(parse_swaps("Filename Type Size Used Priority\n")
-        .unwrap()
-        .is_empty());
-    for bad in [
-        "h\n/x file 1 2\n",
-        "h\n/x file a 0 0\n",
-        "h\n/x file 1 0 high\n",
-    ] {
+    assert!(parse_swaps("Filename Type Size Used Priority\n").unwrap().is_empty());
+    for bad in ["h\n/x file 1 2\n", "h\n/x file a 0 0\n", "h\n/x file 1 0 high\n"] {
         assert!(parse_swaps(bad).is_err(), "{bad:?}");
     }
     assert_eq!(unmangle("a\\134b\\011c\\0"), "a\\b\tc\\0");
@@ -40,19 +25,12 @@ fn header_is_what_mkswap_writes() {
     assert_eq!(h.len(), 4096);
     assert!(h[..1024].iter().all(|b| *b == 0));
     assert_eq!(u32::from_ne_bytes(h[1024..1028].try_into().unwrap()), 1);
-    assert_eq!(
-        u32::from_ne_bytes(h[1028..1032].try_into().unwrap()),
-        (1 << 30) / 4096 - 1
-    );
+    assert_eq!(u32::from_ne_bytes(h[1028..1032].try_into().unwrap()), (1 << 30) / 4096 - 1);
     assert_eq!(&h[1036..1052], &uuid);
     assert_eq!(&h[1052..1062], b"cluster-ai");
     assert_eq!(&h[4086..], b"SWAPSPACE2");
-    assert!(swap_header(9 * 4096, 4096, uuid, "x")
-        .unwrap_err()
-        .contains("too small"));
-    assert!(swap_header(1 << 60, 4096, uuid, "x")
-        .unwrap_err()
-        .contains("too large"));
+    assert!(swap_header(9 * 4096, 4096, uuid, "x").unwrap_err().contains("too small"));
+    assert!(swap_header(1 << 60, 4096, uuid, "x").unwrap_err().contains("too large"));
 }
 
 #[test]
@@ -67,35 +45,14 @@ fn the_header_is_accepted_by_blkid_like_mkswap_output() {
     let mut f = create_exclusive(&path).unwrap();
     allocate(&f, 1 << 20).unwrap();
     let uuid = random_uuid().unwrap();
-    write_header(
-        &mut f,
-        &swap_header(1 << 20, page_size(), uuid, "cluster-ai").unwrap(),
-    )
-    .unwrap();
-    let out = std::process::Command::new("blkid")
-        .args(["-p", "-o", "export"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    write_header(&mut f, &swap_header(1 << 20, page_size(), uuid, "cluster-ai").unwrap()).unwrap();
+    let out = std::process::Command::new("blkid").args(["-p", "-o", "export"]).arg(&path).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("TYPE=swap") && text.contains("LABEL=cluster-ai"),
-        "{text}"
-    );
+    assert!(text.contains("TYPE=swap") && text.contains("LABEL=cluster-ai"), "{text}");
     let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
-    let dashed = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    );
+    let dashed = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
     assert!(text.contains(&format!("UUID={dashed}")), "{text}");
-    assert!(
-        create_exclusive(&path).is_err(),
-        "O_EXCL: never reuse an existing file"
-    );
+    assert!(create_exclusive(&path).is_err(), "O_EXCL: never reuse an existing file");
 }
 
 #[test]
@@ -105,10 +62,7 @@ fn exclusive_create_refuses_symlinks_and_is_private() {
     assert!(create_exclusive(&dir.path().join("link")).is_err());
     assert!(!dir.path().join("target").exists());
     create_exclusive(&dir.path().join("new")).unwrap();
-    assert_eq!(
-        std::fs::metadata(dir.path().join("new")).unwrap().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(dir.path().join("new")).unwrap().mode() & 0o777, 0o600);
 }
 
 #[test]
@@ -126,11 +80,7 @@ fn swap_dir_checks() {
     let me = nix::unistd::geteuid().as_raw();
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("a/b/swap");
-    assert_eq!(
-        check_swap_dir(&dir, me).unwrap(),
-        SwapFs::Ext,
-        "created, on the ext4 test disk"
-    );
+    assert_eq!(check_swap_dir(&dir, me).unwrap(), SwapFs::Ext, "created, on the ext4 test disk");
     assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
 
     let link = t.path().join("link");
@@ -140,20 +90,14 @@ fn swap_dir_checks() {
 
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let err = check_swap_dir(&dir, me).unwrap_err().to_string();
-    assert!(
-        err.contains("writable by group or others (mode 777)") && err.contains("chmod 0700"),
-        "{err}"
-    );
+    assert!(err.contains("writable by group or others (mode 777)") && err.contains("chmod 0700"), "{err}");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let err = check_swap_dir(&dir, me + 1).unwrap_err().to_string();
     assert!(err.contains(&format!("owned by uid {me}")), "{err}");
 
     let file = t.path().join("file");
     std::fs::write(&file, "").unwrap();
-    assert!(check_swap_dir(&file, me)
-        .unwrap_err()
-        .to_string()
-        .contains("not a directory"));
+    assert!(check_swap_dir(&file, me).unwrap_err().to_string().contains("not a directory"));
 }
 
 #[test]
@@ -169,35 +113,19 @@ fn rotational_from_a_sysfs_fixture() {
     std::fs::create_dir_all(disk.join("queue")).unwrap();
     std::fs::write(disk.join("queue/rotational"), "1\n").unwrap();
     std::fs::create_dir_all(sys.join("sys/dev/block")).unwrap();
-    std::os::unix::fs::symlink(
-        disk.join("part"),
-        sys.join(format!("sys/dev/block/{maj}:{min}")),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(disk.join("part"), sys.join(format!("sys/dev/block/{maj}:{min}"))).unwrap();
     assert_eq!(rotational(&sys, t.path()), Some(true));
     std::fs::create_dir_all(disk.join("part/queue")).unwrap();
     std::fs::write(disk.join("part/queue/rotational"), "0\n").unwrap();
-    assert_eq!(
-        rotational(&sys, t.path()),
-        Some(false),
-        "a whole disk's own queue wins"
-    );
+    assert_eq!(rotational(&sys, t.path()), Some(false), "a whole disk's own queue wins");
 }
 
 #[test]
 fn capability_from_status_text() {
     let t = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(t.path().join("proc/self")).unwrap();
-    std::fs::write(
-        t.path().join("proc/self/status"),
-        "Name: x\nCapEff:\t000001fffeffffff\n",
-    )
-    .unwrap();
+    std::fs::write(t.path().join("proc/self/status"), "Name: x\nCapEff:\t000001fffeffffff\n").unwrap();
     assert!(has_cap_sys_admin(t.path()));
-    std::fs::write(
-        t.path().join("proc/self/status"),
-        "CapEff:\t0000000000000000\n",
-    )
-    .unwrap();
+    std::fs::write(t.path().join("proc/self/status"), "CapEff:\t0000000000000000\n").unwrap();
     assert!(!has_cap_sys_admin(t.path()));
 }
