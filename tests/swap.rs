@@ -404,3 +404,20 @@ fn the_disk_guard_blocks_growth_and_warns_once() {
     let out = Command::new(common::BIN).args(["swap", "expand", "--socket"]).arg(d.socket()).output().unwrap();
     assert!(refused(&out).contains("below swap.disk_reserve 1000T"));
 }
+
+#[test]
+fn dry_run_logs_the_decision_and_changes_nothing() {
+    if !common::require_root("a dry run that would otherwise make real swap files") {
+        return;
+    }
+    let s = Scratch::new();
+    let text = std::fs::read_to_string(s.config("")).unwrap();
+    let d = daemon().config(&text).arg("--dry-run").spawn();
+    d.wait_log("ready", T);
+    d.wait_log("dry run: would add 64M (below min_size)", T);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.log_text().matches("would add 64M").count(), 1, "logged once, not at every look");
+    assert!(s.ours().is_empty() && s.files().is_empty(), "nothing made");
+    let out = Command::new(common::BIN).args(["swap", "expand", "--socket"]).arg(d.socket()).output().unwrap();
+    assert!(refused(&out).contains("dry run: nothing is changed"));
+}

@@ -18,13 +18,15 @@ pub fn main(args: RunArgs) -> ExitCode {
     };
     // One thread: the daemon's work is a few small reads every few seconds; worker threads
     // would only add memory and wakeups.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Blocking threads (swap file work) are rare: let them go after a second, not tokio's 10.
+    let runtime =
+        match tokio::runtime::Builder::new_current_thread().enable_all().thread_keep_alive(std::time::Duration::from_secs(1)).build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the async runtime");
+                return ExitCode::FAILURE;
+            }
+        };
     match runtime.block_on(daemon::run(opts, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -85,7 +85,20 @@ pub async fn run(
                 let c = config.borrow_and_update().clone();
                 if let Some(e) = engine_slot.as_mut() { e.set_config(&c); }
             }
-            changed = snapshots.changed() => { if changed.is_err() { return Ok(()); } }
+            changed = snapshots.changed() => {
+                if changed.is_err() { return Ok(()); }
+                // The sampler has just read memory: look ourselves only if use came closer to
+                // the threshold than the current poll allows (the far-away case costs nothing).
+                let used = snapshots.borrow_and_update().as_ref().map(|s| s.memory_used_percent);
+                let closer = match (used, engine_slot.as_ref()) {
+                    (Some(used), Some(e)) => policy::poll_interval(&e.cfg, used) < interval,
+                    _ => false,
+                };
+                if !closer {
+                    heartbeat.beat();
+                    continue;
+                }
+            }
             _ = async { match &psi { Some(t) => t.wait().await, None => std::future::pending().await } } => {
                 tracing::debug!("PSI memory stall event");
             }
