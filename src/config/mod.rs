@@ -310,6 +310,15 @@ fn duration_between(min: Duration, max: Duration) -> impl FnOnce(&String) -> Res
     }
 }
 
+fn percent_between(min: u8, max: u8) -> impl FnOnce(&i64) -> Result<u8, String> {
+    move |v| {
+        u8::try_from(*v)
+            .ok()
+            .filter(|p| (min..=max).contains(p))
+            .ok_or_else(|| format!("{v} is out of range; expected a percentage from {min} to {max}"))
+    }
+}
+
 fn absolute_path(s: &String) -> Result<PathBuf, String> {
     let p = PathBuf::from(s);
     if !p.is_absolute() || p == Path::new("/") {
@@ -359,12 +368,7 @@ impl RawConfig {
             }
             Ok(v)
         });
-        let (memory_threshold, _) = c.field("swap.memory_threshold", r.memory_threshold, ds.memory_threshold, |v| {
-            u8::try_from(*v)
-                .ok()
-                .filter(|p| (1..=99).contains(p))
-                .ok_or_else(|| format!("{v} is out of range; expected a percentage from 1 to 99"))
-        });
+        let (memory_threshold, _) = c.field("swap.memory_threshold", r.memory_threshold, ds.memory_threshold, percent_between(1, 99));
         let (check_interval, _) = c.field(
             "swap.check_interval",
             r.check_interval,
@@ -381,12 +385,8 @@ impl RawConfig {
                 .ok_or_else(|| format!("{s:?} is not a percentage from 0% to 90%")),
             None => parse_size(s).map(DiskReserve::Bytes).map_err(|e| format!("{e}, or a percentage of the filesystem such as \"10%\"")),
         });
-        let (shrink_threshold, shrink_span) = c.field("swap.shrink_threshold", r.shrink_threshold, ds.shrink_threshold, |v| {
-            u8::try_from(*v)
-                .ok()
-                .filter(|p| (1..=98).contains(p))
-                .ok_or_else(|| format!("{v} is out of range; expected a percentage from 1 to 98"))
-        });
+        let (shrink_threshold, shrink_span) =
+            c.field("swap.shrink_threshold", r.shrink_threshold, ds.shrink_threshold, percent_between(1, 98));
         let (calm_period, _) = c.field(
             "swap.calm_period",
             r.calm_period,

@@ -230,8 +230,12 @@ pub fn request(path: &Path, request: &Request) -> anyhow::Result<serde_json::Val
     use anyhow::Context;
     let mut stream = std::os::unix::net::UnixStream::connect(path)
         .with_context(|| format!("no cluster-ai daemon answers on {} (is it running? `systemctl status cluster-ai`)", path.display()))?;
-    // Swap operations (swapoff of a full file) can take minutes.
-    stream.set_read_timeout(Some(SWAPOFF_TIMEOUT + Duration::from_secs(20)))?;
+    // Swap operations (swapoff of a full file) can take minutes; questions answer at once.
+    let wait = match request {
+        Request::Status | Request::SwapStatus => IO_TIMEOUT,
+        _ => SWAPOFF_TIMEOUT + Duration::from_secs(20),
+    };
+    stream.set_read_timeout(Some(wait))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');

@@ -31,10 +31,7 @@ pub struct Readings {
 
 impl Readings {
     pub fn used_percent(&self) -> f64 {
-        if self.mem_total == 0 {
-            return 0.0;
-        }
-        100.0 * (1.0 - self.mem_available.min(self.mem_total) as f64 / self.mem_total as f64)
+        crate::sys::procfs::used_percent(self.mem_total, self.mem_available)
     }
 }
 

@@ -28,13 +28,18 @@ pub struct MemInfo {
     pub swap_free: u64,
 }
 
+/// Memory in use as the seed counts it: 1 − MemAvailable/MemTotal, in percent. Every task
+/// measures memory with this one formula, so they agree on which side of a threshold it is.
+pub fn used_percent(total: u64, available: u64) -> f64 {
+    if total == 0 {
+        return 0.0;
+    }
+    100.0 * (1.0 - available.min(total) as f64 / total as f64)
+}
+
 impl MemInfo {
-    /// Memory in use as the seed counts it: 1 − MemAvailable/MemTotal, in percent.
     pub fn used_percent(&self) -> f64 {
-        if self.total == 0 {
-            return 0.0;
-        }
-        100.0 * (1.0 - self.available.min(self.total) as f64 / self.total as f64)
+        used_percent(self.total, self.available)
     }
 
     pub fn swap_used(&self) -> u64 {
