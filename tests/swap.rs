@@ -200,7 +200,7 @@ fn daemon_makes_the_baseline_recovers_and_adopts_after_kill_9() {
     assert_eq!(s.ours().len(), 1);
     let status = d2.status(&[]);
     assert!(status.status.success());
-    let swap_status = Command::new(common::BIN).args(["swap", "status", "--socket"]).arg(d2.socket()).output().unwrap();
+    let swap_status = d2.swap(&["status"]);
     let text = ok(&swap_status);
     assert!(text.contains("mode:      managing") && text.contains("cluster-ai-000001.swap"), "{text}");
     drop(d2);
@@ -313,10 +313,7 @@ fn unsafe_swap_dirs_are_refused_with_path_and_reason() {
     assert!(err.contains("is on tmpfs"), "{err}");
     let d = scratch_daemon(&s, "", &[]);
     d.wait_log("cannot manage swap", T);
-    let st: serde_json::Value = serde_json::from_slice(
-        &Command::new(common::BIN).args(["swap", "status", "--json", "--socket"]).arg(d.socket()).output().unwrap().stdout,
-    )
-    .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&d.swap(&["status", "--json"]).stdout).unwrap();
     assert_eq!(st["mode"]["mode"], "monitoring_only");
     assert!(st["mode"]["why"].as_str().unwrap().contains("tmpfs"), "{st}");
     assert!(d.status(&[]).status.success(), "the daemon stays up");
@@ -375,7 +372,7 @@ fn calm_memory_shrinks_the_newest_file_and_keeps_min_size() {
     let d = scratch_daemon(&s, "calm_period = \"2s\"\ncheck_interval = \"1s\"", &[]);
     d.wait_log("ready", T);
     wait_until("the baseline", T, || s.ours().len() == 1);
-    let out = Command::new(common::BIN).args(["swap", "expand", "--socket"]).arg(d.socket()).output().unwrap();
+    let out = d.swap(&["expand"]);
     assert!(ok(&out).contains("cluster-ai-000002.swap"));
     assert_eq!(s.ours().len(), 2);
     wait_until("the calm shrink", T, || s.ours().len() == 1);
@@ -398,10 +395,10 @@ fn the_disk_guard_blocks_growth_and_warns_once() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(d.log_text().matches("swap cannot grow").count(), 1, "once per episode");
     assert!(s.ours().is_empty());
-    let out = Command::new(common::BIN).args(["swap", "status", "--socket"]).arg(d.socket()).output().unwrap();
+    let out = d.swap(&["status"]);
     let text = ok(&out);
     assert!(text.contains("GUARD:     disk guard: a 64M file would leave"), "{text}");
-    let out = Command::new(common::BIN).args(["swap", "expand", "--socket"]).arg(d.socket()).output().unwrap();
+    let out = d.swap(&["expand"]);
     assert!(refused(&out).contains("below swap.disk_reserve 1000T"));
 }
 
@@ -418,6 +415,6 @@ fn dry_run_logs_the_decision_and_changes_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.log_text().matches("would add 64M").count(), 1, "logged once, not at every look");
     assert!(s.ours().is_empty() && s.files().is_empty(), "nothing made");
-    let out = Command::new(common::BIN).args(["swap", "expand", "--socket"]).arg(d.socket()).output().unwrap();
+    let out = d.swap(&["expand"]);
     assert!(refused(&out).contains("dry run: nothing is changed"));
 }

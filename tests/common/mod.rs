@@ -242,6 +242,10 @@ impl Daemon {
     pub fn status(&self, args: &[&str]) -> Output {
         Command::new(BIN).arg("status").arg("--socket").arg(self.socket()).args(args).output().unwrap()
     }
+    /// `cluster-ai swap ARGS` against this daemon's socket.
+    pub fn swap(&self, args: &[&str]) -> Output {
+        Command::new(BIN).arg("swap").args(args).arg("--socket").arg(self.socket()).output().unwrap()
+    }
     pub fn status_json(&self) -> serde_json::Value {
         let out = self.status(&["--json"]);
         assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
