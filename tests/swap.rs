@@ -418,3 +418,22 @@ fn dry_run_logs_the_decision_and_changes_nothing() {
     let out = d.swap(&["expand"]);
     assert!(refused(&out).contains("dry run: nothing is changed"));
 }
+
+#[test]
+fn swap_clean_through_the_daemon_pauses_until_a_reload() {
+    if !common::require_root("real swap files") {
+        return;
+    }
+    let s = Scratch::new();
+    let d = scratch_daemon(&s, "check_interval = \"1s\"", &[]);
+    d.wait_log("ready", T);
+    wait_until("the baseline", T, || s.ours().len() == 1);
+    assert!(ok(&d.swap(&["clean"])).contains("paused until"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(s.ours().is_empty(), "paused: no new baseline after clean");
+    assert!(ok(&d.swap(&["status"])).contains("paused after `swap clean`"));
+    d.signal(Signal::SIGHUP);
+    wait_until("the baseline again after the reload", T, || s.ours().len() == 1);
+    assert!(ok(&d.swap(&["status"])).contains("mode:      managing"));
+    s.assert_no_orphans();
+}

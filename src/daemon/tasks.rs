@@ -106,10 +106,6 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// Marks the task running; call it once the task is ready to do its work.
     pub fn started(&self) {
         self.beat();

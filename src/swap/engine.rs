@@ -187,14 +187,14 @@ impl Engine {
         }
     }
 
-    /// A new config: the policy's numbers change at once; a `swap.dir` change is checked again.
-    pub fn set_config(&mut self, config: &Config) {
+    /// A new config: the policy's numbers change at once. Returns whether [`Engine::start`]
+    /// must run again (a new `swap.dir` to check and recover, or management paused by
+    /// `swap clean`); it does file work, so the caller runs it off the async runtime.
+    pub fn set_config(&mut self, config: &Config) -> bool {
         let dir_changed = config.swap.dir != self.cfg.dir;
         self.cfg = config.swap.clone();
         self.kernel_tune = config.kernel.tune;
-        if dir_changed || self.mode == Mode::Paused {
-            self.start();
-        }
+        dir_changed || self.mode == Mode::Paused
     }
 
     fn read_swaps(&mut self) -> Result<String, ProcError> {

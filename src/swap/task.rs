@@ -83,7 +83,16 @@ pub async fn run(
             changed = config.changed() => {
                 if changed.is_err() { return Ok(()); }
                 let c = config.borrow_and_update().clone();
-                if let Some(e) = engine_slot.as_mut() { e.set_config(&c); }
+                if engine_slot.as_mut().is_some_and(|e| e.set_config(&c)) {
+                    let r = op(&mut engine_slot, &heartbeat, CREATE_TIMEOUT, |e| {
+                        e.start();
+                        Ok(String::new())
+                    })
+                    .await;
+                    if let Err(err) = r {
+                        tracing::error!("swap: restarting management after a reload: {err}");
+                    }
+                }
             }
             changed = snapshots.changed() => {
                 if changed.is_err() { return Ok(()); }

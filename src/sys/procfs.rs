@@ -166,10 +166,6 @@ impl ProcFile {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The file's whole current text.
     pub fn read(&mut self) -> Result<&str, ProcError> {
         use std::os::unix::fs::FileExt;
@@ -214,33 +210,6 @@ impl ProcFs {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join("proc").join(rel)
-    }
-
-    fn read<T>(&self, rel: &str, parse: fn(&str) -> Result<T, String>) -> Result<T, ProcError> {
-        let path = self.path(rel);
-        let text = std::fs::read_to_string(&path).map_err(|source| ProcError::Read { path: path.clone(), source })?;
-        parse(&text).map_err(|what| ProcError::Parse { path, what })
-    }
-
-    pub fn meminfo(&self) -> Result<MemInfo, ProcError> {
-        self.read("meminfo", parse_meminfo)
-    }
-
-    pub fn cpu_times(&self) -> Result<CpuTimes, ProcError> {
-        self.read("stat", parse_stat)
-    }
-
-    pub fn loadavg(&self) -> Result<[f64; 3], ProcError> {
-        self.read("loadavg", parse_loadavg)
-    }
-
-    /// `Ok(None)` when the kernel has no PSI (no `/proc/pressure`).
-    pub fn pressure(&self, resource: &str) -> Result<Option<Pressure>, ProcError> {
-        match self.read(&format!("pressure/{resource}"), parse_pressure) {
-            Ok(p) => Ok(Some(p)),
-            Err(ProcError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     pub fn root(&self) -> &Path {
@@ -325,10 +294,10 @@ mod tests {
         std::fs::write(proc_dir.join("meminfo"), MEMINFO).unwrap();
         std::fs::write(proc_dir.join("stat"), "cpu 1 2\n").unwrap();
         let fs = ProcFs::new(dir.path());
-        assert_eq!(fs.meminfo().unwrap().total, 24_576_000 * 1024);
-        let err = fs.cpu_times().unwrap_err().to_string();
+        assert_eq!(fs.open("meminfo").unwrap().parse(parse_meminfo).unwrap().total, 24_576_000 * 1024);
+        let err = fs.open("stat").unwrap().parse(parse_stat).unwrap_err().to_string();
         assert!(err.contains("proc/stat") && err.contains("at least 4"), "{err}");
-        assert!(fs.loadavg().unwrap_err().to_string().contains("proc/loadavg"));
-        assert_eq!(fs.pressure("memory").unwrap(), None, "no /proc/pressure means no PSI");
+        let err = fs.open("loadavg").unwrap_err().to_string();
+        assert!(err.contains("proc/loadavg"), "{err}");
     }
 }

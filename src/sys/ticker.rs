@@ -27,7 +27,6 @@ fn register(fd: Fd) -> std::io::Result<AsyncFd<Fd>> {
 
 pub struct Ticker {
     fd: AsyncFd<Fd>,
-    period: Duration,
 }
 
 impl Ticker {
@@ -40,11 +39,7 @@ impl Ticker {
             Expiration::IntervalDelayed(TimeSpec::from_duration(Duration::from_nanos(1)), TimeSpec::from_duration(period)),
             TimerSetTimeFlags::empty(),
         )?;
-        Ok(Self { fd: register(Fd(timer))?, period })
-    }
-
-    pub fn period(&self) -> Duration {
-        self.period
+        Ok(Self { fd: register(Fd(timer))? })
     }
 
     /// From now on, tick every `period` (the first tick one period from now).
@@ -52,7 +47,6 @@ impl Ticker {
         let period = period.max(Duration::from_millis(1));
         let p = TimeSpec::from_duration(period);
         self.fd.get_ref().0.set(Expiration::IntervalDelayed(p, p), TimerSetTimeFlags::empty())?;
-        self.period = period;
         Ok(())
     }
 
