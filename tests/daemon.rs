@@ -116,12 +116,52 @@ fn status_reports_the_live_snapshot() {
 }
 
 #[test]
-fn status_without_a_daemon_fails_clearly() {
+fn status_tells_not_running_from_not_answering_and_from_root_only() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(common::BIN).args(["status", "--socket"]).arg(dir.path().join("none.sock")).output().unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no cluster-ai daemon answers on") && err.contains("none.sock"), "{err}");
+    let status = |socket: &std::path::Path| std::process::Command::new(common::BIN).args(["status", "--socket"]).arg(socket).output().unwrap();
+    let err = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    let out = status(&dir.path().join("none.sock"));
+    assert_eq!(out.status.code(), Some(3), "LSB: not running");
+    assert!(err(&out).contains("no cluster-ai daemon is running (nothing answers on") && err(&out).contains("none.sock"), "{}", err(&out));
+
+    // A socket left by a crashed daemon: nobody listens. Still "not running".
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert_eq!(status(&stale).status.code(), Some(3));
+
+    // Something listens but never answers (a hung daemon): "unknown", said so.
+    let hung = dir.path().join("hung.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&hung).unwrap();
+    let out = status(&hung);
+    assert_eq!(out.status.code(), Some(4), "{}", err(&out));
+    assert!(err(&out).contains("listens on") && err(&out).contains("did not answer within 5s"), "{}", err(&out));
+
+    // The root daemon's 0600 socket, asked by a user.
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&hung, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(common::BIN)
+            .args(["status", "--socket"])
+            .arg(&hung)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4), "{}", err(&out));
+        assert!(err(&out).contains("is root-only: run this command with sudo"), "{}", err(&out));
+    }
+}
+
+#[test]
+fn a_control_socket_path_that_is_not_a_socket_is_left_alone() {
+    let b = daemon();
+    let precious = b.dir().join("precious.txt");
+    std::fs::write(&precious, "user data\n").unwrap();
+    let mut d = b.config(&format!("control_socket = \"{}\"\n", precious.display())).spawn();
+    assert_eq!(d.wait_exit(T), Some(1), "{}", d.log_text());
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "user data\n", "never deleted");
+    assert!(d.log_text().contains("exists and is not a socket; not removing it"), "{}", d.log_text());
 }
 
 #[test]

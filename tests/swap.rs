@@ -157,7 +157,7 @@ fn direct_expand_cap_shrink_clean_leave_foreign_swap_alone() {
     let foreign: Vec<&str> = status["foreign"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
     assert!(foreign.contains(&mine.to_str().unwrap()) && foreign.iter().any(|f| f.ends_with("elsewhere/other.swap")), "{foreign:?}");
     let human = ok(&s.swap_cmd(&["status"], &[]));
-    assert!(human.contains("(no daemon running)") && human.contains("never touched") && human.contains("priority 49"), "{human}");
+    assert!(human.contains("mode:      no daemon running") && human.contains("never touched") && human.contains("priority 49"), "{human}");
 
     assert!(ok(&s.swap_cmd(&["shrink"], &[])).contains("cluster-ai-000002.swap"));
     let err = refused(&s.swap_cmd(&["shrink"], &[]));
@@ -276,7 +276,7 @@ fn real_memory_pressure_adds_a_file() {
     let hog_pid = child.id();
     let result = std::panic::catch_unwind(|| {
         wait_until("a second managed file under memory pressure", T, || s.ours().len() >= 2);
-        d.wait_log("swap file added: 128M (memory above threshold)", T);
+        d.wait_log("swap file added: 128.0 MiB (memory above threshold)", T);
     });
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(hog_pid as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
@@ -397,9 +397,9 @@ fn the_disk_guard_blocks_growth_and_warns_once() {
     assert!(s.ours().is_empty());
     let out = d.swap(&["status"]);
     let text = ok(&out);
-    assert!(text.contains("GUARD:     disk guard: a 64M file would leave"), "{text}");
+    assert!(text.contains("GUARD:     disk guard: a 64.0 MiB file would leave"), "{text}");
     let out = d.swap(&["expand"]);
-    assert!(refused(&out).contains("below swap.disk_reserve 1000T"));
+    assert!(refused(&out).contains("below disk_reserve 1000.0 TiB"));
 }
 
 #[test]
@@ -411,9 +411,9 @@ fn dry_run_logs_the_decision_and_changes_nothing() {
     let text = std::fs::read_to_string(s.config("")).unwrap();
     let d = daemon().config(&text).arg("--dry-run").spawn();
     d.wait_log("ready", T);
-    d.wait_log("dry run: would add 64M (below min_size)", T);
+    d.wait_log("dry run: would add 64.0 MiB (below min_size)", T);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(d.log_text().matches("would add 64M").count(), 1, "logged once, not at every look");
+    assert_eq!(d.log_text().matches("would add 64.0 MiB").count(), 1, "logged once, not at every look");
     assert!(s.ours().is_empty() && s.files().is_empty(), "nothing made");
     let out = d.swap(&["expand"]);
     assert!(refused(&out).contains("dry run: nothing is changed"));

@@ -27,7 +27,12 @@ pub fn main(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    match runtime.block_on(daemon::run(opts, log)) {
+    let result = runtime.block_on(daemon::run(opts, log));
+    // Blocking work still running (a swapoff after a second SIGTERM) is not waited for: the
+    // kernel leaves a swap file whole whatever point the process stops at, and the next start
+    // adopts or cleans up what is there.
+    runtime.shutdown_timeout(std::time::Duration::ZERO);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(exit_code = e.exit_code(), "{e}");

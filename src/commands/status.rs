@@ -6,30 +6,37 @@ use std::process::ExitCode;
 use crate::cli::StatusArgs;
 use crate::config::{human_size, Config, SocketSetting};
 use crate::daemon::control::{request, Request, StatusReply};
-use crate::daemon::socket_path;
+use crate::daemon::client_socket_path;
 use crate::sys::paths::DEFAULT_CONFIG;
 
 pub fn main(args: StatusArgs) -> ExitCode {
     match status(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err((code, e)) => {
             eprintln!("cluster-ai status: {e:#}");
-            // LSB: "program is not running" for status actions.
-            ExitCode::from(3)
+            // LSB status actions: 3 "not running", 4 "unknown".
+            ExitCode::from(code)
         }
     }
 }
 
-fn status(args: StatusArgs) -> anyhow::Result<()> {
+fn status(args: StatusArgs) -> Result<(), (u8, anyhow::Error)> {
+    let unknown = |e: anyhow::Error| (4, e);
     let socket = match args.socket {
         Some(s) => s,
         None => {
             let config = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
             let setting = Config::load(&config).map_or(SocketSetting::Auto, |c| c.control_socket);
-            socket_path(&setting).map_err(anyhow::Error::msg)?
+            client_socket_path(&setting).map_err(|e| unknown(anyhow::Error::msg(e)))?
         }
     };
-    let value = request(&socket, &Request::Status)?;
+    let value = request(&socket, &Request::Status).map_err(|e| (e.exit_code().max(3), e.into()))?;
+    let (json, reply) = (args.json, value);
+    show(json, reply).map_err(unknown)
+}
+
+fn show(json: bool, value: serde_json::Value) -> anyhow::Result<()> {
+    let args = ShowArgs { json };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -37,6 +44,10 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
     let reply: StatusReply = serde_json::from_value(value)?;
     print!("{}", render(&reply));
     Ok(())
+}
+
+struct ShowArgs {
+    json: bool,
 }
 
 fn ago(seconds: f64) -> String {

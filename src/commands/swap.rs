@@ -2,98 +2,96 @@
 //! does the work (one owner of the swap state, no races); without one, the command acts
 //! directly, on the same engine.
 
-use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::cli::{SwapAction, SwapArgs};
 use crate::config::{format_size, human_size, parse_size, Config};
-use crate::daemon::control::{request, Request};
-use crate::daemon::{load_config, socket_path};
+use crate::daemon::control::{request, ClientError, Request};
+use crate::daemon::{client_socket_path, load_config, EXIT_CONFIG};
 use crate::swap::engine::{Engine, Mode, SwapStatus};
+use crate::swap::task::SwapRequest;
+use crate::sys::display_path;
 use crate::sys::paths::DEFAULT_CONFIG;
 use crate::sys::procfs::ProcFs;
+use crate::sys::swap_os::RealSwapOs;
 
 pub fn main(args: SwapArgs) -> ExitCode {
-    crate::logging::init(crate::config::LogLevel::Warn);
+    // Errors only: the command prints its own outcome; the engine's info lines are the
+    // daemon's journal, not this command's output.
+    crate::logging::init(crate::config::LogLevel::Error);
     match swap(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err((code, e)) => {
             eprintln!("cluster-ai swap: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }
 
-fn swap(args: SwapArgs) -> anyhow::Result<()> {
+/// Exit status 2: the command line itself is wrong (as clap's own usage errors).
+const EXIT_USAGE: u8 = 2;
+
+fn swap(args: SwapArgs) -> Result<(), (u8, anyhow::Error)> {
+    let fail = |e: anyhow::Error| (1, e);
     let config_path = args.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let (config, _) = load_config(&config_path, args.config.is_some())?;
+    let (config, _) = load_config(&config_path, args.config.is_some()).map_err(|e| (EXIT_CONFIG, e.into()))?;
     let socket = match &args.socket {
         Some(s) => s.clone(),
-        None => socket_path(&config.control_socket).map_err(anyhow::Error::msg)?,
+        None => client_socket_path(&config.control_socket).map_err(|e| fail(anyhow::Error::msg(e)))?,
     };
     let size = match &args.action {
-        SwapAction::Expand { size: Some(s) } => Some(parse_size(s).map_err(anyhow::Error::msg)?),
+        SwapAction::Expand { size: Some(s) } => Some(parse_size(s).map_err(|e| (EXIT_USAGE, anyhow::anyhow!("swap expand: {e}")))?),
         _ => None,
     };
     let req = match &args.action {
-        SwapAction::Status { .. } => Request::SwapStatus,
-        SwapAction::Expand { .. } => Request::SwapExpand { size },
-        SwapAction::Shrink => Request::SwapShrink,
-        SwapAction::Clean { force } => Request::SwapClean { force: *force },
+        SwapAction::Status { .. } => SwapRequest::Status,
+        SwapAction::Expand { .. } => SwapRequest::Expand { size },
+        SwapAction::Shrink => SwapRequest::Shrink,
+        SwapAction::Clean { force } => SwapRequest::Clean { force: *force },
     };
-    if daemon_answers(&socket) {
-        let value = request(&socket, &req)?;
-        return match args.action {
-            SwapAction::Status { json: true } => {
-                println!("{}", serde_json::to_string_pretty(&value)?);
-                Ok(())
-            }
-            SwapAction::Status { json: false } => {
-                print!("{}", render(&serde_json::from_value(value)?));
-                Ok(())
-            }
-            _ => {
-                println!("{}", value["message"].as_str().unwrap_or_default());
-                Ok(())
-            }
-        };
+    let value = match request(&socket, &Request::Swap(req)) {
+        Ok(v) => v,
+        // With no daemon the command acts itself, under the lock on swap.dir.
+        Err(ClientError::NotRunning(_)) => return direct(&config, args.action, size).map_err(fail),
+        Err(e) => return Err((e.exit_code().max(1), e.into())),
+    };
+    match args.action {
+        SwapAction::Status { json: true } => println!("{}", serde_json::to_string_pretty(&value).map_err(|e| fail(e.into()))?),
+        SwapAction::Status { json: false } => print!("{}", render(&serde_json::from_value(value).map_err(|e| fail(e.into()))?)),
+        _ => println!("{}", value["message"].as_str().unwrap_or_default()),
     }
-    direct(&config, args.action, size)
-}
-
-/// Whether a daemon listens on `socket`. A socket we may not use (not root) is an error to
-/// show, not a reason to act behind the daemon's back.
-fn daemon_answers(socket: &std::path::Path) -> bool {
-    match std::os::unix::net::UnixStream::connect(socket) {
-        Ok(_) => true,
-        Err(e) => !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused),
-    }
+    Ok(())
 }
 
 fn direct(config: &Config, action: SwapAction, size: Option<u64>) -> anyhow::Result<()> {
-    let mut engine = Engine::new(config, ProcFs::default(), crate::sys::paths::state_dir(), false);
+    let os = RealSwapOs::new(ProcFs::default(), crate::sys::paths::state_dir());
+    let mut engine = Engine::new(config, Box::new(os), false);
+    engine.lock_wait = Duration::from_secs(10);
     if let SwapAction::Status { json } = action {
         engine.probe();
+        if engine.mode == Mode::Managing {
+            engine.mode = Mode::NoDaemon;
+        }
         let status = engine.status(config.swap.check_interval.as_millis() as u64)?;
         if json {
             println!("{}", serde_json::to_string_pretty(&status)?);
         } else {
-            print!("(no daemon running)\n{}", render(&status));
+            print!("{}", render(&status));
         }
         return Ok(());
     }
-    engine.probe();
-    engine.recover();
+    engine.take_over()?;
     let message = match action {
         SwapAction::Expand { .. } => {
             let pct = engine.readings(tokio::time::Instant::now())?.used_percent();
             let p = engine.expand(size.unwrap_or(config.swap.increment), "requested", pct)?;
-            format!("added {}", p.display())
+            format!("added {}", display_path(&p))
         }
-        SwapAction::Shrink => format!("removed {}", engine.shrink("swap shrink")?.display()),
+        SwapAction::Shrink => format!("removed {}", display_path(&engine.shrink("swap shrink")?)),
         SwapAction::Clean { force } => engine.clean(force).context("swap clean")?,
         SwapAction::Status { .. } => unreachable!("handled above"),
     };
@@ -107,22 +105,28 @@ pub fn render(s: &SwapStatus) -> String {
         Mode::Managing => "managing".to_string(),
         Mode::MonitoringOnly(why) => format!("monitoring only: {why}"),
         Mode::Paused => "paused after `swap clean` (`swap expand` or a reload resumes)".into(),
+        Mode::NoDaemon => "no daemon running: nothing adds or removes swap now (`cluster-ai swap expand|shrink|clean` act once)".into(),
     };
     out += &format!("mode:      {mode}{}\n", if s.dry_run { " (dry run)" } else { "" });
-    out += &format!("watching:  {} (next look in {} ms)\n", s.trigger, s.poll_interval_ms);
+    if let Some(r) = &s.running {
+        out += &format!("running:   {r} (figures from when it began)\n");
+    }
+    if s.mode != Mode::NoDaemon {
+        out += &format!("watching:  {} (next look in {} ms)\n", s.trigger, s.poll_interval_ms);
+    }
     out += &format!("memory:    {:.1}% used, threshold {}%\n", s.memory_used_percent, s.memory_threshold_percent);
     out += &format!(
         "managed:   {} used of {} in {} (min {}, max {})\n",
         human_size(s.managed_used_bytes),
         human_size(s.managed_total_bytes),
-        s.dir.display(),
+        display_path(&s.dir),
         format_size(s.min_size_bytes),
         format_size(s.max_size_bytes)
     );
     for f in &s.managed {
         out += &format!(
             "  {}  {:>10}  {:>10} used  priority {}\n",
-            f.path.display(),
+            display_path(&f.path),
             human_size(f.size_bytes),
             human_size(f.used_bytes),
             f.priority
@@ -135,7 +139,7 @@ pub fn render(s: &SwapStatus) -> String {
         for f in &s.foreign {
             out += &format!(
                 "  {}  {}  {:>10}  {:>10} used  priority {}\n",
-                f.path.display(),
+                display_path(&f.path),
                 f.kind,
                 human_size(f.size_bytes),
                 human_size(f.used_bytes),

@@ -15,21 +15,43 @@ use tokio_util::sync::CancellationToken;
 
 use super::tasks::{Heartbeat, TaskReport, Tasks};
 use crate::sampler::{Snapshot, SnapshotReceiver};
-use crate::swap::task::{SwapCommand, SwapSender, SWAPOFF_TIMEOUT};
+use crate::swap::{
+    self,
+    task::{SwapRequest, SwapSender},
+};
+use crate::sys::display_path;
 
 const MAX_REQUEST: u64 = 4096;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Clients served at once; more wait in the listen backlog. Keeps descriptors and memory
+/// bounded whatever a local user does.
+pub const MAX_CLIENTS: usize = 32;
+/// After `EMFILE`/`ENFILE`, accepting pauses this long at first, doubling up to a second.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// The control task is idle between requests; it beats this often so a wedged runtime shows.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
 
+/// One request line. Each task has its own variant with its own actions, answered by that
+/// task's handler: `{"command":"status"}`, `{"command":"swap","action":"expand","size":…}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     Status,
-    SwapStatus,
-    SwapExpand { size: Option<u64> },
-    SwapShrink,
-    SwapClean { force: bool },
+    Swap(SwapRequest),
+}
+
+impl Request {
+    fn answer_timeout(&self) -> Duration {
+        match self {
+            Request::Status => IO_TIMEOUT,
+            Request::Swap(r) => swap::task::answer_timeout(r),
+        }
+    }
+
+    /// Whether the request changes something (a lost answer then leaves its outcome unknown).
+    fn acts(&self) -> bool {
+        !matches!(self, Request::Status | Request::Swap(SwapRequest::Status))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -99,9 +121,11 @@ impl ControlState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("another cluster-ai daemon already answers on {0}; stop it first")]
+    #[error("another cluster-ai daemon already answers on {}; stop it first", display_path(.0))]
     InUse(PathBuf),
-    #[error("{}: {what}: {source}", path.display())]
+    #[error("control_socket {}: exists and is not a socket; not removing it. Fix: remove it, or set control_socket to another path", display_path(.0))]
+    NotASocket(PathBuf),
+    #[error("{}: {what}: {source}", display_path(path))]
     Io {
         path: PathBuf,
         what: &'static str,
@@ -130,11 +154,18 @@ impl ControlSocket {
         if let Some(dir) = path.parent() {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io("cannot create the socket directory"))?;
         }
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(BindError::InUse(path.to_path_buf()));
-            }
-            std::fs::remove_file(path).map_err(io("cannot remove the stale socket"))?;
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot stat it")(e)),
+            Ok(m) if !std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => return Err(BindError::NotASocket(path.to_path_buf())),
+            // Only a socket that nobody answers on is a crashed daemon's leftover.
+            Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => return Err(BindError::InUse(path.to_path_buf())),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path).map_err(io("cannot remove the stale socket"))?
+                }
+                Err(e) => return Err(io("cannot tell whether a daemon answers on it")(e)),
+            },
         }
         let listener = UnixListener::bind(path).map_err(io("cannot bind"))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io("cannot chmod 0600"))?;
@@ -149,23 +180,49 @@ impl ControlSocket {
 /// The control task.
 pub async fn run(socket: ControlSocket, state: ControlState, heartbeat: Heartbeat, cancel: CancellationToken) -> anyhow::Result<()> {
     let state = std::sync::Arc::new(state);
+    let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     let mut ticker = crate::sys::ticker::Ticker::new(HEARTBEAT_PERIOD)?;
+    let mut backoff: Option<Duration> = None;
     heartbeat.started();
     loop {
+        let next = async {
+            let permit = clients.clone().acquire_owned().await;
+            (permit, socket.listener.accept().await)
+        };
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             tick = ticker.tick() => {
                 tick?;
                 heartbeat.beat();
             }
-            accepted = socket.listener.accept() => match accepted {
+            (permit, accepted) = next => match accepted {
                 Ok((stream, _)) => {
+                    if backoff.take().is_some() {
+                        tracing::info!("control socket: accepting connections again");
+                    }
                     let state = state.clone();
                     tokio::spawn(async move {
+                        let _permit = permit;
                         if let Err(e) = serve(stream, &state).await {
                             tracing::debug!(error = %e, "control client went away");
                         }
                     });
+                }
+                // Out of descriptors: accepting again at once would spin. Say it once per
+                // episode and wait for clients to leave.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                    let wait = match backoff {
+                        None => {
+                            tracing::warn!(error = %e, "control socket: out of file descriptors; new connections wait until some close");
+                            ACCEPT_BACKOFF
+                        }
+                        Some(w) => (w * 2).min(Duration::from_secs(1)),
+                    };
+                    backoff = Some(wait);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
             },
@@ -176,13 +233,13 @@ pub async fn run(socket: ControlSocket, state: ControlState, heartbeat: Heartbea
 async fn serve(stream: UnixStream, state: &ControlState) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
+    let mut reader = tokio::io::BufReader::with_capacity(1024, tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
     tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Status) => serde_json::to_value(state.status()).map_err(std::io::Error::other)?,
-        Ok(req) => ask_swap(&state.swap, req).await,
+        Ok(Request::Swap(req)) => swap::task::answer(&state.swap, req).await,
         Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
     };
     let mut out = reply.to_string();
@@ -192,60 +249,71 @@ async fn serve(stream: UnixStream, state: &ControlState) -> std::io::Result<()> 
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "client does not read"))?
 }
 
-/// Forwards a swap request to the swap task, the one owner of the swap state.
-async fn ask_swap(swap: &SwapSender, req: Request) -> serde_json::Value {
-    use serde_json::json;
-    let gone = || json!({ "error": "the swap task is not running" });
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let cmd = match req {
-        Request::SwapStatus => {
-            let (stx, srx) = tokio::sync::oneshot::channel();
-            if swap.send(SwapCommand::Status(stx)).await.is_err() {
-                return gone();
-            }
-            return match srx.await {
-                Ok(Ok(status)) => serde_json::to_value(status).unwrap_or_else(|e| json!({ "error": e.to_string() })),
-                Ok(Err(e)) => json!({ "error": e }),
-                Err(_) => gone(),
-            };
+/// Why a one-shot command got no answer from a daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no cluster-ai daemon is running (nothing answers on {})", display_path(.0))]
+    NotRunning(PathBuf),
+    #[error("the daemon's control socket {} is root-only: run this command with sudo", display_path(.0))]
+    RootOnly(PathBuf),
+    #[error("a cluster-ai daemon listens on {} but did not answer within {waited:?} (`systemctl status cluster-ai`, `journalctl -u cluster-ai`)", display_path(path))]
+    NotAnswering { path: PathBuf, waited: Duration },
+    #[error("the daemon on {} closed the connection before answering (is it stopping?); whether the operation was carried out is unknown: see `cluster-ai swap status`", display_path(.0))]
+    OutcomeUnknown(PathBuf),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{}: {what}", display_path(path))]
+    Other { path: PathBuf, what: String },
+}
+
+impl ClientError {
+    /// LSB exit codes for status actions: 3 not running, 4 unknown.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::NotRunning(_) => 3,
+            ClientError::Refused(_) => 1,
+            _ => 4,
         }
-        Request::SwapExpand { size } => SwapCommand::Expand { size, reply: Some(tx) },
-        Request::SwapShrink => SwapCommand::Shrink(tx),
-        Request::SwapClean { force } => SwapCommand::Clean { force, reply: tx },
-        Request::Status => return json!({ "error": "not a swap request" }),
-    };
-    if swap.send(cmd).await.is_err() {
-        return gone();
-    }
-    match tokio::time::timeout(SWAPOFF_TIMEOUT + Duration::from_secs(10), rx).await {
-        Ok(Ok(Ok(message))) => json!({ "message": message }),
-        Ok(Ok(Err(e))) => json!({ "error": e }),
-        Ok(Err(_)) => gone(),
-        Err(_) => json!({ "error": "the swap task did not answer in time" }),
     }
 }
 
+/// Connects to the daemon's socket, telling "not running" from "not allowed".
+pub fn connect(path: &Path) -> Result<std::os::unix::net::UnixStream, ClientError> {
+    std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => ClientError::NotRunning(path.to_path_buf()),
+        std::io::ErrorKind::PermissionDenied => ClientError::RootOnly(path.to_path_buf()),
+        _ => ClientError::Other { path: path.to_path_buf(), what: e.to_string() },
+    })
+}
+
 /// The client side, for one-shot commands: blocking, with timeouts, no runtime needed.
-pub fn request(path: &Path, request: &Request) -> anyhow::Result<serde_json::Value> {
-    use anyhow::Context;
-    let mut stream = std::os::unix::net::UnixStream::connect(path)
-        .with_context(|| format!("no cluster-ai daemon answers on {} (is it running? `systemctl status cluster-ai`)", path.display()))?;
-    // Swap operations (swapoff of a full file) can take minutes; questions answer at once.
-    let wait = match request {
-        Request::Status | Request::SwapStatus => IO_TIMEOUT,
-        _ => SWAPOFF_TIMEOUT + Duration::from_secs(20),
-    };
-    stream.set_read_timeout(Some(wait))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut line = serde_json::to_string(request)?;
+pub fn request(path: &Path, request: &Request) -> Result<serde_json::Value, ClientError> {
+    let mut stream = connect(path)?;
+    let other = |e: std::io::Error| ClientError::Other { path: path.to_path_buf(), what: e.to_string() };
+    let wait = request.answer_timeout();
+    stream.set_read_timeout(Some(wait)).map_err(other)?;
+    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(other)?;
+    let mut line = serde_json::to_string(request).map_err(|e| ClientError::Other { path: path.to_path_buf(), what: e.to_string() })?;
     line.push('\n');
-    stream.write_all(line.as_bytes())?;
+    stream.write_all(line.as_bytes()).map_err(other)?;
     let mut reply = String::new();
-    BufReader::new(stream).read_line(&mut reply).with_context(|| format!("the daemon on {} did not answer", path.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&reply).with_context(|| format!("the daemon on {} answered something that is not JSON", path.display()))?;
+    match BufReader::new(stream).read_line(&mut reply) {
+        Ok(0) if request.acts() => return Err(ClientError::OutcomeUnknown(path.to_path_buf())),
+        Ok(0) => return Err(ClientError::NotAnswering { path: path.to_path_buf(), waited: wait }),
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            return Err(ClientError::NotAnswering { path: path.to_path_buf(), waited: wait })
+        }
+        Err(e) if request.acts() => return Err(ClientError::Other {
+                path: path.to_path_buf(),
+                what: format!("{e}; whether the operation was carried out is unknown: see `cluster-ai swap status`"),
+            }),
+        Err(e) => return Err(other(e)),
+    }
+    let value: serde_json::Value = serde_json::from_str(&reply)
+        .map_err(|_| ClientError::Other { path: path.to_path_buf(), what: "the daemon answered something that is not JSON".into() })?;
     if let Some(err) = value.get("error").and_then(|e| e.as_str()) {
-        anyhow::bail!("{err}");
+        return Err(ClientError::Refused(err.to_string()));
     }
     Ok(value)
 }

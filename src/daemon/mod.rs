@@ -63,3 +63,17 @@ pub fn socket_path(setting: &SocketSetting) -> Result<PathBuf, String> {
         SocketSetting::Auto => Ok(crate::sys::paths::runtime_dir()?.join(crate::sys::paths::SOCKET_NAME)),
     }
 }
+
+/// Where a one-shot command looks for the daemon: where it listens; for a user on `auto`
+/// whose own runtime directory has no socket, the system daemon's socket, so that a user gets
+/// "use sudo" rather than "not running" while the root daemon runs.
+pub fn client_socket_path(setting: &SocketSetting) -> Result<PathBuf, String> {
+    let own = socket_path(setting)?;
+    if *setting == SocketSetting::Auto && !own.exists() && !nix::unistd::geteuid().is_root() {
+        let system = Path::new(crate::sys::paths::SYSTEM_RUNTIME_DIR).join(crate::sys::paths::SOCKET_NAME);
+        if system.exists() {
+            return Ok(system);
+        }
+    }
+    Ok(own)
+}

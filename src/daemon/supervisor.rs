@@ -13,17 +13,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::control::{self, ConfigInfo, ControlSocket, ControlState};
-use super::tasks::{TaskState, Tasks};
+use super::tasks::{Heartbeat, TaskState, Tasks};
 use super::{load_config, report, socket_path, DaemonError, Options};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::logging::LogHandle;
 use crate::sampler::{self, Sampler};
 use crate::swap::{self, engine::Engine};
 use crate::sys::notify::{Notice, Notifier, SdNotifier};
 use crate::sys::procfs::ProcFs;
+use crate::sys::swap_os::RealSwapOs;
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 tokio::task_local! {
     /// The name of the task being polled, so a panic (which aborts in release builds) is
@@ -94,18 +96,20 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     });
     let (note_tx, note_rx) = watch::channel(String::new());
 
-    let mut set: JoinSet<Joined> = JoinSet::new();
-    let sampler_hb = tasks.register("sampler", config_rx.borrow().sample_interval);
-    let sampler_task = sampler::run(Sampler::new(ProcFs::default()), config_rx.clone(), snapshot_tx, sampler_hb.clone(), cancel.clone());
-    spawn_task(&mut set, "sampler", async move {
-        sampler_hb.started();
-        sampler_task.await
+    let mut set = TaskSet { set: JoinSet::new(), tasks: tasks.clone() };
+    let sample_interval = config_rx.borrow().sample_interval;
+    set.spawn("sampler", sample_interval, |hb| {
+        let task = sampler::run(Sampler::new(ProcFs::default()), config_rx.clone(), snapshot_tx, hb.clone(), cancel.clone());
+        async move {
+            hb.started();
+            task.await
+        }
     });
     let (swap_tx, swap_rx) = tokio::sync::mpsc::channel(8);
-    let swap_hb = tasks.register("swap", config_rx.borrow().swap.check_interval);
-    let engine = Engine::new(&config_rx.borrow(), ProcFs::default(), crate::sys::paths::state_dir(), opts.dry_run);
-    spawn_task(&mut set, "swap", swap::task::run(engine, config_rx.clone(), snapshot_rx.clone(), swap_rx, swap_hb, cancel.clone()));
-    let control_hb = tasks.register("control", control::HEARTBEAT_PERIOD);
+    let swap_os = RealSwapOs::new(ProcFs::default(), crate::sys::paths::state_dir());
+    let engine = Engine::new(&config_rx.borrow(), Box::new(swap_os), opts.dry_run);
+    let check_interval = config_rx.borrow().swap.check_interval;
+    set.spawn("swap", check_interval, |hb| swap::task::run(engine, config_rx.clone(), snapshot_rx.clone(), swap_rx, hb, cancel.clone()));
     let state = ControlState {
         started,
         dry_run: opts.dry_run,
@@ -114,29 +118,29 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         config: info_rx,
         swap: swap_tx,
     };
-    spawn_task(&mut set, "control", control::run(socket, state, control_hb, cancel.clone()));
+    set.spawn("control", control::HEARTBEAT_PERIOD, |hb| control::run(socket, state, hb, cancel.clone()));
+    let set = &mut set.set;
 
     tokio::select! {
         _ = tasks.all_started() => {}
         Some(Ok(joined)) = set.join_next() => {
             let failure = failure_of(&tasks, joined, false);
-            return stop(&notifier, &cancel, &tasks, &mut set, &mut signals, failure).await;
+            return stop(&notifier, &cancel, &tasks, set, &mut signals, failure).await;
         }
         _ = tokio::time::sleep(START_TIMEOUT) => {
             let failure = DaemonError::Startup(format!("tasks did not start within {START_TIMEOUT:?}"));
-            return stop(&notifier, &cancel, &tasks, &mut set, &mut signals, Some(failure)).await;
+            return stop(&notifier, &cancel, &tasks, set, &mut signals, Some(failure)).await;
         }
     }
     notifier.send(&[Notice::Ready, Notice::Status("started".into())]);
     tracing::info!(pid = std::process::id(), "ready");
-    if SdNotifier::enabled() {
-        tokio::spawn(report::run(tasks.clone(), notifier.clone(), snapshot_rx, note_rx, cancel.clone()));
-    }
+    // Also without systemd: it is what logs a task that stopped beating.
+    tokio::spawn(report::run(tasks.clone(), notifier.clone(), snapshot_rx, note_rx, cancel.clone()));
 
     let failure = loop {
         tokio::select! {
             _ = signals.hangup.recv() => {
-                reload(&opts, &config_tx, &info_tx, &note_tx, &notifier, &log);
+                reload(&opts, &config_tx, &info_tx, &note_tx, &notifier, &log).await;
             }
             _ = signals.terminate.recv() => {
                 tracing::info!(signal = "SIGTERM", "stopping");
@@ -149,14 +153,28 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
             Some(Ok(joined)) = set.join_next() => break failure_of(&tasks, joined, false),
         }
     };
-    stop(&notifier, &cancel, &tasks, &mut set, &mut signals, failure).await
+    stop(&notifier, &cancel, &tasks, set, &mut signals, failure).await
 }
 
-/// Spawns a task under its name. The inner spawn catches a panic (in builds that unwind) so
-/// the supervisor can name the task that failed.
-fn spawn_task(set: &mut JoinSet<Joined>, name: &'static str, task: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
-    let inner = tokio::spawn(TASK_NAME.scope(name, task));
-    set.spawn(async move { (name, inner.await) });
+/// The daemon's tasks: each registered for the watchdog and spawned under one name.
+struct TaskSet {
+    set: JoinSet<Joined>,
+    tasks: Tasks,
+}
+
+impl TaskSet {
+    /// Registers `name` (it must beat at least every `period`) and spawns the future `make`
+    /// builds from its heartbeat. The inner spawn catches a panic (in builds that unwind) so
+    /// the supervisor can name the task that failed.
+    fn spawn<F, Fut>(&mut self, name: &'static str, period: Duration, make: F)
+    where
+        F: FnOnce(Heartbeat) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let task = make(self.tasks.register(name, period));
+        let inner = tokio::spawn(TASK_NAME.scope(name, task));
+        self.set.spawn(async move { (name, inner.await) });
+    }
 }
 
 /// Records how a task ended; returns the failure, if it was one.
@@ -232,9 +250,10 @@ async fn stop(
     }
 }
 
-/// Re-reads the config. Only a valid config is published; an invalid one is logged with its
+/// Re-reads the config, off the runtime (a config path that is a FIFO or on a hung mount must
+/// not stall the daemon). Only a valid config is published; an invalid one is logged with its
 /// `path:line:col` and the running config stays.
-fn reload(
+async fn reload(
     opts: &Options,
     config_tx: &watch::Sender<Arc<Config>>,
     info_tx: &watch::Sender<ConfigInfo>,
@@ -244,7 +263,17 @@ fn reload(
 ) {
     notifier.send(&[Notice::Reloading, Notice::Status("reloading config".into())]);
     let path: &Path = &opts.config_path;
-    match load_config(path, opts.config_explicit) {
+    let (owned, explicit) = (path.to_path_buf(), opts.config_explicit);
+    let loaded = tokio::time::timeout(RELOAD_TIMEOUT, tokio::task::spawn_blocking(move || load_config(&owned, explicit))).await;
+    let loaded = match loaded {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(ConfigError::Read { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }),
+        Err(_) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, format!("not read within {RELOAD_TIMEOUT:?}")),
+        }),
+    };
+    match loaded {
         Ok((new, from_file)) => {
             let old = config_tx.borrow().clone();
             let changes = new.changes_from(&old);

@@ -98,6 +98,14 @@ impl Tasks {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockingError {
+    #[error("still running after {0:?}")]
+    TimedOut(Duration),
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
 /// A task's handle on its own entry.
 #[derive(Clone)]
 pub struct Heartbeat {
@@ -118,6 +126,22 @@ impl Heartbeat {
         }
     }
 
+    /// Runs `f` on the blocking pool and waits for it, beating the heartbeat each second
+    /// meanwhile (a long swapoff is work, not a hang); gives up waiting after `timeout`.
+    pub async fn blocking<T: Send + 'static>(&self, timeout: Duration, f: impl FnOnce() -> T + Send + 'static) -> Result<T, BlockingError> {
+        let mut handle = tokio::task::spawn_blocking(f);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                joined = &mut handle => return joined.map_err(|e| BlockingError::Failed(e.to_string())),
+                _ = beat.tick() => self.beat(),
+                _ = &mut deadline => return Err(BlockingError::TimedOut(timeout)),
+            }
+        }
+    }
+
     /// The task promises a beat at least this often (a new `sample_interval` changes it).
     pub fn set_period(&self, period: Duration) {
         if let Some(e) = self.tasks.lock().get_mut(self.name) {
@@ -130,6 +154,35 @@ impl Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Paused time does not advance by itself while blocking work is out: the test moves it.
+    #[tokio::test(start_paused = true)]
+    async fn blocking_work_keeps_the_heartbeat_and_has_a_deadline() {
+        let tasks = Tasks::default();
+        let hb = tasks.register("swap", Duration::from_secs(1));
+        hb.started();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let waiting = tokio::spawn({
+            let hb = hb.clone();
+            async move { hb.blocking(Duration::from_secs(60), move || rx.recv().is_ok()).await }
+        });
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            tokio::task::yield_now().await;
+            assert!(tasks.stale(Instant::now()).is_empty(), "beats while the work runs");
+        }
+        tx.send(()).unwrap();
+        assert_eq!(waiting.await.unwrap(), Ok(true));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let stuck = tokio::spawn({
+            let hb = hb.clone();
+            async move { hb.blocking(Duration::from_secs(5), move || rx.recv().is_ok()).await }
+        });
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(stuck.await.unwrap(), Err(BlockingError::TimedOut(Duration::from_secs(5))));
+        tx.send(()).unwrap();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_task_that_stops_beating_goes_stale_and_recovers() {

@@ -3,18 +3,20 @@
 //! them out. Operations block (fallocate, swapoff): the task runs them off the runtime.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::files::{self, Inventory, ManagedFile};
-use super::kernel::{self, Sysctl};
+use super::kernel;
 use super::policy::{self, Books, Decision, Hold, PolicyState, Readings};
-use crate::config::{format_size, Config, SwapConfig};
-use crate::sys::fs::{disk_usage, DiskUsage};
-use crate::sys::procfs::{parse_meminfo, ProcError, ProcFile, ProcFs};
-use crate::sys::swap::{self as sys, SwapEntry, SwapFs};
+use crate::config::{format_size, human_size, Config, SwapConfig};
+use crate::sys::display_path;
+use crate::sys::fs::DiskUsage;
+use crate::sys::procfs::ProcError;
+use crate::sys::swap::{SwapEntry, SwapFs};
+use crate::sys::swap_os::SwapOs;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "mode", content = "why")]
@@ -25,6 +27,8 @@ pub enum Mode {
     MonitoringOnly(String),
     /// `swap clean` through the daemon; `swap expand` or a reload resumes.
     Paused,
+    /// A command looking with no daemon running: nothing adds or removes swap now.
+    NoDaemon,
 }
 
 /// Everything `swap status` shows.
@@ -49,6 +53,8 @@ pub struct SwapStatus {
     pub disk_guard: Option<String>,
     pub next_step: String,
     pub poll_interval_ms: u64,
+    /// The operation running now, if any (`swap status` answers from the books meanwhile).
+    pub running: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,17 +70,18 @@ pub enum SwapError {
 pub struct Engine {
     pub cfg: SwapConfig,
     kernel_tune: bool,
-    procfs: ProcFs,
-    meminfo: Option<ProcFile>,
-    swaps: Option<ProcFile>,
-    state_dir: PathBuf,
+    os: Box<dyn SwapOs>,
     pub state: PolicyState,
     pub mode: Mode,
     fs: Option<SwapFs>,
     pub dry_run: bool,
     pub trigger: String,
+    /// How long to wait for the lock on swap.dir held by another cluster-ai.
+    pub lock_wait: Duration,
     guard_active: bool,
     last_logged: Option<Decision>,
+    /// The last error logged, so a condition that lasts is logged once per episode.
+    last_error: Option<String>,
 }
 
 /// What one look at memory found.
@@ -85,46 +92,64 @@ pub struct Look {
 }
 
 impl Engine {
-    pub fn new(config: &Config, procfs: ProcFs, state_dir: PathBuf, dry_run: bool) -> Self {
+    pub fn new(config: &Config, os: Box<dyn SwapOs>, dry_run: bool) -> Self {
         Self {
             cfg: config.swap.clone(),
             kernel_tune: config.kernel.tune,
-            procfs,
-            meminfo: None,
-            swaps: None,
-            state_dir,
+            os,
             state: PolicyState::default(),
             mode: Mode::MonitoringOnly("not started".into()),
             fs: None,
             dry_run,
             trigger: "adaptive poll".into(),
+            lock_wait: Duration::from_secs(30),
             guard_active: false,
             last_logged: None,
+            last_error: None,
         }
     }
 
-    /// Decides whether swap can be managed here (root with CAP_SYS_ADMIN, a safe swap.dir)
-    /// and says so once; when it can, cleans up after a crash and applies kernel tuning.
+    /// Decides whether swap can be managed here (root with CAP_SYS_ADMIN, a safe swap.dir,
+    /// its lock) and says so once; when it can, cleans up after a crash and applies kernel
+    /// tuning.
     pub fn start(&mut self) {
         self.probe();
+        if self.mode == Mode::Managing && !self.dry_run {
+            if let Err(why) = self.os.lock_dir(self.lock_wait) {
+                self.mode = Mode::MonitoringOnly(why);
+            }
+        }
+        if let Mode::MonitoringOnly(why) = &self.mode {
+            tracing::warn!(reason = %why, "cannot manage swap: {why}; monitoring only");
+        }
         self.recover();
         if self.mode == Mode::Managing && self.kernel_tune {
             self.tune_kernel();
         }
     }
 
-    /// Sets the mode (managing or monitoring only, and why) without changing anything.
+    /// Sets the mode (managing or monitoring only, and why) and opens swap.dir, without
+    /// changing anything in it and without logging.
     pub fn probe(&mut self) {
         self.mode = match self.check_can_manage() {
             Ok(fs) => {
                 self.fs = Some(fs);
                 Mode::Managing
             }
-            Err(why) => {
-                tracing::warn!(reason = %why, "cannot manage swap: {why}; monitoring only, the daemon stays up");
-                Mode::MonitoringOnly(why)
-            }
+            Err(why) => Mode::MonitoringOnly(why),
         };
+    }
+
+    /// For a command acting with no daemon: takes the lock on swap.dir for this process's
+    /// lifetime, then recovers from any crash, as a daemon's start would.
+    pub fn take_over(&mut self) -> Result<(), SwapError> {
+        self.probe();
+        if let Mode::MonitoringOnly(why) = &self.mode {
+            return Err(SwapError::Refused(format!("cannot manage swap: {why}")));
+        }
+        self.os.lock_dir(self.lock_wait).map_err(SwapError::Refused)?;
+        self.recover();
+        Ok(())
     }
 
     /// After a crash: delete partials, adopt active files, enable or delete inactive ones.
@@ -134,15 +159,17 @@ impl Engine {
         }
         match self.inventory() {
             Ok(inv) if !self.dry_run => {
-                let r = files::recover(&inv, self.cfg.max_size);
+                let listing = self.os.list_dir().unwrap_or_default();
+                let size_of = |p: &Path| listing.iter().find(|f| f.name == files::name_of(p)).map_or(u64::MAX, |f| f.size);
+                let r = files::recover(self.os.as_mut(), &inv, &size_of, self.cfg.max_size);
                 for p in &r.adopted {
-                    tracing::info!(file = %p.display(), "adopted an active swap file from an earlier run");
+                    tracing::info!(file = %display_path(p), "adopted an active swap file from an earlier run");
                 }
                 for p in &r.enabled {
-                    tracing::info!(file = %p.display(), "enabled a complete swap file left inactive by a crash");
+                    tracing::info!(file = %display_path(p), "enabled a complete swap file left inactive by a crash");
                 }
                 for p in &r.deleted {
-                    tracing::info!(file = %p.display(), "deleted a swap file left unfinished or unneeded by a crash");
+                    tracing::info!(file = %display_path(p), "deleted a swap file left unfinished or unneeded by a crash");
                 }
                 for f in &r.failed {
                     tracing::error!("crash recovery: {f}");
@@ -153,16 +180,16 @@ impl Engine {
         }
     }
 
-    fn check_can_manage(&self) -> Result<SwapFs, String> {
-        if !sys::has_cap_sys_admin(self.procfs.root()) {
+    fn check_can_manage(&mut self) -> Result<SwapFs, String> {
+        if !self.os.can_manage_swap() {
             return Err("swapon/swapoff need CAP_SYS_ADMIN (run as root)".into());
         }
-        sys::check_swap_dir(&self.cfg.dir, nix::unistd::geteuid().as_raw()).map_err(|e| e.to_string())
+        self.os.open_dir(&self.cfg.dir).map_err(|e| e.to_string())
     }
 
-    fn tune_kernel(&self) {
-        let Some(rotational) = sys::rotational(Path::new("/"), &self.cfg.dir) else {
-            tracing::warn!(dir = %self.cfg.dir.display(), "kernel.tune: cannot tell whether swap.dir is on an SSD or a spinning disk; leaving vm.* as they are");
+    fn tune_kernel(&mut self) {
+        let Some(rotational) = self.os.rotational() else {
+            tracing::warn!(dir = %display_path(&self.cfg.dir), "kernel.tune: cannot tell whether swap.dir is on an SSD or a spinning disk; leaving vm.* as they are");
             return;
         };
         let want = kernel::target(rotational);
@@ -175,7 +202,7 @@ impl Engine {
             );
             return;
         }
-        match Sysctl::new(self.procfs.root()).apply(&self.state_dir, want) {
+        match self.os.tune(want) {
             Ok(was) => tracing::info!(
                 "kernel tuned for {kind}: vm.swappiness {} -> {}, vm.vfs_cache_pressure {} -> {}",
                 was.swappiness,
@@ -197,26 +224,12 @@ impl Engine {
         dir_changed || self.mode == Mode::Paused
     }
 
-    fn read_swaps(&mut self) -> Result<String, ProcError> {
-        let f = match &mut self.swaps {
-            Some(f) => f,
-            None => self.swaps.insert(self.procfs.open("swaps")?),
-        };
-        Ok(f.read()?.to_string())
-    }
-
     pub fn inventory(&mut self) -> Result<Inventory, SwapError> {
-        let text = self.read_swaps()?;
-        let path = self.procfs.path("swaps");
-        Inventory::read(&self.cfg.dir, &text).map_err(|what| SwapError::Read(ProcError::Parse { path, what }))
+        Inventory::read(&self.cfg.dir, self.os.as_mut())
     }
 
     pub fn readings(&mut self, now: Instant) -> Result<Readings, SwapError> {
-        let f = match &mut self.meminfo {
-            Some(f) => f,
-            None => self.meminfo.insert(self.procfs.open("meminfo")?),
-        };
-        let m = f.parse(parse_meminfo)?;
+        let m = self.os.meminfo()?;
         Ok(Readings { now, mem_total: m.total, mem_available: m.available })
     }
 
@@ -225,7 +238,7 @@ impl Engine {
             managed_total: inv.managed_total(),
             managed_used: inv.managed_used(),
             newest: inv.newest().map(|n| (n.size_bytes, n.used_bytes)),
-            disk: disk_usage(&self.cfg.dir).ok().map(|d| (d.total_bytes, d.available_bytes)),
+            disk: self.os.dir_usage().map(|d| (d.total_bytes, d.available_bytes)),
         }
     }
 
@@ -239,15 +252,57 @@ impl Engine {
         Ok(Look { readings, inventory, decision })
     }
 
-    /// The disk guard warns once per episode, with the numbers.
+    /// The disk guard warns once per episode, with the numbers; only when it is what keeps
+    /// swap from growing (not while monitoring only or paused).
     fn note_guard(&mut self, d: &Decision) {
-        let blocked = matches!(d, Decision::Hold { why: Hold::DiskGuard { .. } });
+        let blocked = self.mode == Mode::Managing && matches!(d, Decision::Hold { why: Hold::DiskGuard { .. } });
         if blocked && !self.guard_active {
-            tracing::warn!(dir = %self.cfg.dir.display(), "swap cannot grow: {}", d.describe());
+            tracing::warn!(dir = %display_path(&self.cfg.dir), "swap cannot grow: {}", d.describe());
         } else if !blocked && self.guard_active {
             tracing::info!("disk guard released");
         }
         self.guard_active = blocked;
+    }
+
+    /// At stop: what stays active, and how to remove it. Swap stays on purpose (taking it away
+    /// from a loaded machine is what could run it out of memory).
+    pub fn log_left_active(&mut self) {
+        if self.mode != Mode::Managing && self.mode != Mode::Paused {
+            return;
+        }
+        match self.inventory() {
+            Ok(inv) if !inv.managed.is_empty() => tracing::info!(
+                files = inv.managed.len(),
+                bytes = inv.managed_total(),
+                "{} swap file(s), {} in all, stay active in {} (kept on purpose: the next start adopts them); `cluster-ai swap clean` removes them",
+                inv.managed.len(),
+                human_size(inv.managed_total()),
+                display_path(&self.cfg.dir)
+            ),
+            _ => {}
+        }
+    }
+
+    /// The PSI file the task watches for memory stalls.
+    pub fn pressure_file(&self) -> PathBuf {
+        self.os.memory_pressure_file()
+    }
+
+    /// Logs an error once per episode: again only after a success or a different error.
+    /// Returns whether it logged.
+    pub fn log_error(&mut self, message: &str) -> bool {
+        if self.last_error.as_deref() == Some(message) {
+            return false;
+        }
+        tracing::error!("swap: {message}");
+        self.last_error = Some(message.to_string());
+        true
+    }
+
+    pub fn clear_error(&mut self) {
+        if self.last_error.take().is_some() {
+            tracing::info!("swap: the error above has cleared");
+        }
     }
 
     /// Whether this decision should change the system now, logging it as it would be taken
@@ -268,46 +323,53 @@ impl Engine {
         false
     }
 
-    /// Adds one file of `size` (blocking). Checks max_size and the disk guard.
+    /// Carries out a decision of the policy (blocking) and updates the policy's state.
+    pub fn act(&mut self, decision: &Decision, memory_percent: f64) -> Result<String, SwapError> {
+        match *decision {
+            Decision::Expand { size, reason } => {
+                let p = self.expand(size, reason.describe(), memory_percent)?;
+                self.state.expanded(reason, Instant::now());
+                Ok(format!("added {}", display_path(&p)))
+            }
+            Decision::Shrink => {
+                let p = self.shrink("memory calm")?;
+                self.state.shrunk(Instant::now());
+                Ok(format!("removed {}", display_path(&p)))
+            }
+            Decision::Hold { .. } => Ok(String::new()),
+        }
+    }
+
+    /// Adds one file of `size` (blocking), refused past max_size or the disk guard.
     pub fn expand(&mut self, size: u64, reason: &str, memory_percent: f64) -> Result<PathBuf, SwapError> {
         let fs = self.managing_fs()?;
         let inv = self.inventory()?;
-        let size = size / policy::MIN_FILE * policy::MIN_FILE;
         if size < policy::MIN_FILE {
             return Err(SwapError::Refused("a swap file must be at least 1M".into()));
         }
-        if inv.managed_total() + size > self.cfg.max_size {
+        let managed = inv.managed_total();
+        if managed.checked_add(size).is_none_or(|total| total > self.cfg.max_size) {
             return Err(SwapError::Refused(format!(
                 "{} more would pass swap.max_size {} ({} managed now)",
-                format_size(size),
+                human_size(size),
                 format_size(self.cfg.max_size),
-                format_size(inv.managed_total())
+                human_size(managed)
             )));
         }
-        if let Some((total, available)) = self.books(&inv).disk {
-            let reserve = self.cfg.disk_reserve.bytes(total);
-            if available < size + reserve {
-                return Err(SwapError::Refused(format!(
-                    "disk guard: a {} file would leave {} free on {}, below swap.disk_reserve {}",
-                    format_size(size),
-                    format_size(available.saturating_sub(size)),
-                    self.cfg.dir.display(),
-                    format_size(reserve)
-                )));
-            }
-        }
+        let size = policy::check_expand(&self.cfg, &self.books(&inv), size)
+            .map_err(|hold| SwapError::Refused(format!("{} on {}", Decision::Hold { why: hold }.describe(), display_path(&self.cfg.dir))))?;
         let start = StdInstant::now();
-        let path = files::create(&self.cfg.dir, fs, inv.next_seq(), size, inv.next_priority())?;
-        let swap_percent = percent(inv.managed_used(), inv.managed_total() + size);
+        let path = files::create(self.os.as_mut(), &self.cfg.dir, fs, inv.next_seq(), size, inv.next_priority())?;
+        let swap_percent = percent(inv.managed_used(), managed + size);
         tracing::info!(
-            file = %path.display(),
+            file = %display_path(&path),
             size = size,
             reason,
             memory_percent,
             swap_percent,
             elapsed_ms = start.elapsed().as_secs_f64() * 1000.0,
             "swap file added: {} ({reason})",
-            format_size(size)
+            human_size(size)
         );
         Ok(path)
     }
@@ -320,22 +382,25 @@ impl Engine {
         let Some(newest) = inv.newest().cloned() else {
             return Err(SwapError::Refused("no managed swap file to remove".into()));
         };
-        if inv.managed_total() - newest.size_bytes < self.cfg.min_size {
-            return Err(SwapError::Refused(format!(
-                "removing {} would leave {} managed, below swap.min_size {}",
-                newest.path.display(),
-                format_size(inv.managed_total() - newest.size_bytes),
-                format_size(self.cfg.min_size)
-            )));
-        }
         let r = self.readings(Instant::now())?;
-        if newest.used_bytes + r.mem_total / 10 > r.mem_available {
-            return Err(SwapError::Refused(format!(
-                "the {} in use in {} would not fit in {} of available memory",
-                format_size(newest.used_bytes),
-                newest.path.display(),
-                format_size(r.mem_available)
-            )));
+        match policy::check_shrink(&self.cfg, &self.books(&inv), &r) {
+            Ok(()) => {}
+            Err(Hold::AtMin { .. }) => {
+                return Err(SwapError::Refused(format!(
+                    "removing {} would leave {} managed, below swap.min_size {}",
+                    display_path(&newest.path),
+                    human_size(inv.managed_total().saturating_sub(newest.size_bytes)),
+                    format_size(self.cfg.min_size)
+                )))
+            }
+            Err(_) => {
+                return Err(SwapError::Refused(format!(
+                    "the {} in use in {} would not fit in {} of available memory",
+                    human_size(newest.used_bytes),
+                    display_path(&newest.path),
+                    human_size(r.mem_available)
+                )))
+            }
         }
         self.remove_file(&newest, reason, r.used_percent())?;
         Ok(newest.path)
@@ -343,9 +408,9 @@ impl Engine {
 
     fn remove_file(&mut self, f: &ManagedFile, reason: &str, memory_percent: f64) -> Result<(), SwapError> {
         let start = StdInstant::now();
-        files::remove(&f.path)?;
+        files::remove(self.os.as_mut(), &f.path)?;
         tracing::info!(
-            file = %f.path.display(),
+            file = %display_path(&f.path),
             size = f.size_bytes,
             used = f.used_bytes,
             reason,
@@ -363,11 +428,11 @@ impl Engine {
         let inv = self.inventory()?;
         let r = self.readings(Instant::now())?;
         let used = inv.managed_used();
-        if !force && used + r.mem_total / 10 > r.mem_available {
+        if !force && !policy::fits_in_memory(used, &r) {
             return Err(SwapError::Refused(format!(
                 "{} of managed swap is in use and {} of memory is available: swapping it all in could run out of memory; use --force to do it anyway",
-                format_size(used),
-                format_size(r.mem_available)
+                human_size(used),
+                human_size(r.mem_available)
             )));
         }
         let mut removed = 0;
@@ -376,33 +441,34 @@ impl Engine {
             removed += 1;
         }
         for p in inv.inactive.iter().chain(&inv.partials) {
-            files::delete(p)?;
+            self.os.delete(files::name_of(p))?;
             removed += 1;
         }
-        let restored = match Sysctl::new(self.procfs.root()).restore(&self.state_dir) {
+        let restored = match self.os.restore_tuning() {
             Ok(Some(t)) => format!("; vm.swappiness {} and vm.vfs_cache_pressure {} restored", t.swappiness, t.vfs_cache_pressure),
             Ok(None) => String::new(),
             Err(e) => format!("; restoring kernel settings failed: {e}"),
         };
-        Ok(format!("removed {removed} swap file(s) from {}{restored}", self.cfg.dir.display()))
+        Ok(format!("removed {removed} swap file(s) from {}{restored}", display_path(&self.cfg.dir)))
     }
 
     fn managing_fs(&self) -> Result<SwapFs, SwapError> {
         match (&self.mode, self.fs) {
             (Mode::MonitoringOnly(why), _) => Err(SwapError::Refused(format!("cannot manage swap: {why}"))),
-            (_, None) => Err(SwapError::Refused("swap management has not started".into())),
+            (Mode::NoDaemon, _) | (_, None) => Err(SwapError::Refused("swap management has not started".into())),
             _ if self.dry_run => Err(SwapError::Refused("dry run: nothing is changed".into())),
             (_, Some(fs)) => Ok(fs),
         }
     }
 
+    /// What `swap status` shows, from a fresh look at memory and the books.
     pub fn status(&mut self, poll_interval_ms: u64) -> Result<SwapStatus, SwapError> {
         let mut st = self.state;
         let readings = self.readings(Instant::now())?;
         let inv = self.inventory()?;
         let books = self.books(&inv);
         let decision = policy::decide(&self.cfg, &readings, &books, &mut st);
-        let disk = disk_usage(&self.cfg.dir).ok();
+        let disk = self.os.dir_usage();
         Ok(SwapStatus {
             mode: self.mode.clone(),
             dry_run: self.dry_run,
@@ -418,9 +484,11 @@ impl Engine {
             memory_threshold_percent: self.cfg.memory_threshold,
             disk_reserve_bytes: disk.as_ref().map(|d| self.cfg.disk_reserve.bytes(d.total_bytes)),
             disk,
-            disk_guard: matches!(decision, Decision::Hold { why: Hold::DiskGuard { .. } }).then(|| decision.describe()),
+            disk_guard: (self.mode == Mode::Managing && matches!(decision, Decision::Hold { why: Hold::DiskGuard { .. } }))
+                .then(|| decision.describe()),
             next_step: decision.describe(),
             poll_interval_ms,
+            running: None,
         })
     }
 }
@@ -432,3 +500,6 @@ fn percent(part: u64, whole: u64) -> f64 {
         100.0 * part as f64 / whole as f64
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::engine::SwapError;
 use crate::fault;
-use crate::sys::swap::{self as sys, SwapEntry, SwapFs};
+use crate::sys::swap::{SwapEntry, SwapFs};
+use crate::sys::swap_os::{DirFile, SwapOs};
 
 const PREFIX: &str = "cluster-ai-";
 const SUFFIX: &str = ".swap";
@@ -60,17 +62,19 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// Sorts the swap table and the directory listing (`names`) into the four kinds. The
-    /// directory is the truth of what is ours: a file of ours is active when the table lists
-    /// its path, or, failing that, when `is_active` says so (the table shows files enabled
-    /// from another mount namespace under a path we cannot see; their line is found by file
-    /// name). The table counts usable pages; a managed file's size is one header page more.
-    pub fn new(dir: &Path, table: &[SwapEntry], names: &[String], page: u64, is_active: &dyn Fn(&Path) -> bool) -> Self {
+    /// Sorts the swap table and the directory listing (`files`, with their sizes) into the
+    /// four kinds. The directory is the truth of what is ours: a file of ours is active when
+    /// the table lists its path, or, failing that, when `is_active` says so (the table shows
+    /// files enabled from another mount namespace under a path we cannot see; their line is
+    /// found by file name). A managed file's size is the file's own: the table leaves out the
+    /// header page, and on filesystems with small blocks a few pages more.
+    pub fn new(dir: &Path, table: &[SwapEntry], files: &[DirFile], is_active: &dyn Fn(&str) -> bool) -> Self {
         let mut inv = Inventory::default();
         let mut claimed = vec![false; table.len()];
-        let mut names: Vec<&String> = names.iter().collect();
-        names.sort();
-        for name in names {
+        let mut files: Vec<&DirFile> = files.iter().collect();
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        for file in files {
+            let name = &file.name;
             let Some((seq, partial)) = parse_name(name) else { continue };
             let path = dir.join(name);
             if partial {
@@ -80,7 +84,7 @@ impl Inventory {
             let unclaimed = |i: &usize, claimed: &[bool]| !claimed[*i] && table[*i].kind == "file";
             let exact = (0..table.len()).find(|i| unclaimed(i, &claimed) && table[*i].path == path);
             let line = exact.or_else(|| {
-                is_active(&path)
+                is_active(name)
                     .then(|| (0..table.len()).find(|i| unclaimed(i, &claimed) && table[*i].path.file_name() == path.file_name()))
                     .flatten()
             });
@@ -88,16 +92,10 @@ impl Inventory {
                 Some(i) => {
                     claimed[i] = true;
                     let e = &table[i];
-                    inv.managed.push(ManagedFile {
-                        path,
-                        seq,
-                        size_bytes: e.size_bytes + page,
-                        used_bytes: e.used_bytes,
-                        priority: e.priority,
-                    });
+                    inv.managed.push(ManagedFile { path, seq, size_bytes: file.size, used_bytes: e.used_bytes, priority: e.priority });
                 }
                 // Active but with no line of its own: in use, so never "inactive" (never deleted).
-                None if is_active(&path) => {}
+                None if is_active(name) => {}
                 None => inv.inactive.push(path),
             }
         }
@@ -106,15 +104,11 @@ impl Inventory {
         inv
     }
 
-    /// Reads the swap table and lists `dir` (a missing directory is empty).
-    pub fn read(dir: &Path, swaps_text: &str) -> Result<Self, String> {
-        let table = sys::parse_swaps(swaps_text)?;
-        let names = match std::fs::read_dir(dir) {
-            Ok(rd) => rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("{}: {e}", dir.display())),
-        };
-        Ok(Self::new(dir, &table, &names, sys::page_size(), &|p| sys::is_active_swap(p).unwrap_or(false)))
+    /// Reads the swap table and lists the open swap directory.
+    pub fn read(dir: &Path, os: &mut dyn SwapOs) -> Result<Self, SwapError> {
+        let table = os.swap_table()?;
+        let files = os.list_dir()?;
+        Ok(Self::new(dir, &table, &files, &|name| os.is_active(name)))
     }
 
     pub fn managed_total(&self) -> u64 {
@@ -140,58 +134,47 @@ impl Inventory {
     }
 }
 
+/// The file name of a path we made (always inside swap.dir).
+pub fn name_of(path: &Path) -> &str {
+    path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+}
+
 /// Creates, formats and enables one swap file: `.partial` (O_EXCL|O_NOFOLLOW, 0600) →
 /// [NOCOW on btrfs] → fallocate → header → fsync → rename → fsync dir → swapon. On an error
 /// the file is removed; a crash leaves a `.partial` or an inactive file that the next start
 /// cleans up or enables.
-pub fn create(dir: &Path, fs: SwapFs, seq: u32, size: u64, priority: u16) -> std::io::Result<PathBuf> {
-    let final_path = dir.join(file_name(seq));
-    let partial = dir.join(format!("{}{PARTIAL}", file_name(seq)));
-    let mut file = sys::create_exclusive(&partial)?;
+pub fn create(os: &mut dyn SwapOs, dir: &Path, fs: SwapFs, seq: u32, size: u64, priority: u16) -> std::io::Result<PathBuf> {
+    let name = file_name(seq);
+    let partial = format!("{name}{PARTIAL}");
+    os.create_file(&partial, fs == SwapFs::Btrfs)?;
     let made = (|| {
         fault::hit("swap-created")?;
-        if fs == SwapFs::Btrfs {
-            sys::set_nocow(&file)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("btrfs: cannot set NOCOW, which swap files need: {e}")))?;
-        }
-        sys::allocate(&file, size)?;
+        os.allocate(&partial, size)?;
         fault::hit("swap-allocated")?;
-        let header = sys::swap_header(size, sys::page_size(), sys::random_uuid()?, "cluster-ai").map_err(std::io::Error::other)?;
-        sys::write_header(&mut file, &header)?;
+        os.format(&partial, size)?;
         fault::hit("swap-formatted")?;
-        std::fs::rename(&partial, &final_path)?;
-        sys::sync_dir(dir)?;
+        os.rename(&partial, &name)?;
         fault::hit("swap-renamed")
     })();
-    drop(file);
     if let Err(e) = made {
-        let _ = std::fs::remove_file(&partial);
-        let _ = std::fs::remove_file(&final_path);
+        let _ = os.delete(&partial);
+        let _ = os.delete(&name);
         return Err(e);
     }
-    if let Err(e) = sys::swapon(&final_path, priority) {
-        let _ = std::fs::remove_file(&final_path);
-        return Err(std::io::Error::new(e.kind(), format!("swapon {}: {e}", final_path.display())));
+    if let Err(e) = os.swapon(&name, priority) {
+        let _ = os.delete(&name);
+        return Err(e);
     }
     fault::hit("swap-enabled")?;
-    Ok(final_path)
+    Ok(dir.join(name))
 }
 
 /// swapoff, then delete. A failed swapoff leaves the file in place (and in use).
-pub fn remove(path: &Path) -> std::io::Result<()> {
+pub fn remove(os: &mut dyn SwapOs, path: &Path) -> std::io::Result<()> {
     fault::hit("swap-before-off")?;
-    sys::swapoff(path).map_err(|e| std::io::Error::new(e.kind(), format!("swapoff {}: {e}", path.display())))?;
+    os.swapoff(name_of(path))?;
     fault::hit("swap-off")?;
-    delete(path)
-}
-
-/// Deletes an inactive file of ours and makes the deletion durable.
-pub fn delete(path: &Path) -> std::io::Result<()> {
-    std::fs::remove_file(path)?;
-    if let Some(dir) = path.parent() {
-        sys::sync_dir(dir)?;
-    }
-    Ok(())
+    os.delete(name_of(path))
 }
 
 /// What a start found and did (see [`recover`]).
@@ -206,43 +189,42 @@ pub struct Recovery {
 /// At start: delete partials, adopt active files, and enable each inactive complete file that
 /// still fits under `max_size` (or delete it). No pidfile: the swap table and the directory
 /// are the whole truth.
-pub fn recover(inv: &Inventory, max_size: u64) -> Recovery {
+pub fn recover(os: &mut dyn SwapOs, inv: &Inventory, sizes: &dyn Fn(&Path) -> u64, max_size: u64) -> Recovery {
     let mut r = Recovery { adopted: inv.managed.iter().map(|m| m.path.clone()).collect(), ..Default::default() };
     for p in &inv.partials {
-        match delete(p) {
+        match os.delete(name_of(p)) {
             Ok(()) => r.deleted.push(p.clone()),
-            Err(e) => r.failed.push(format!("delete {}: {e}", p.display())),
+            Err(e) => r.failed.push(e.to_string()),
         }
     }
     let mut total = inv.managed_total();
     let mut priority = inv.next_priority();
     for p in &inv.inactive {
-        let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let fits = total + size <= max_size;
-        match sys::swapon(p, priority) {
+        let fits = total.checked_add(sizes(p)).is_some_and(|t| t <= max_size);
+        match os.swapon(name_of(p), priority) {
             Ok(()) if fits => {
-                total += size;
+                total += sizes(p);
                 priority = priority.saturating_sub(1);
                 r.enabled.push(p.clone());
                 continue;
             }
             Ok(()) => {
                 // Over max_size: it goes; it was only enabled to prove it is ours and whole.
-                if let Err(e) = sys::swapoff(p) {
-                    r.failed.push(format!("swapoff {}: {e}", p.display()));
+                if let Err(e) = os.swapoff(name_of(p)) {
+                    r.failed.push(e.to_string());
                     continue;
                 }
             }
             // Active after all (EBUSY): in use, so it is never deleted.
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => {
                 r.adopted.push(p.clone());
                 continue;
             }
             Err(_) => {}
         }
-        match delete(p) {
+        match os.delete(name_of(p)) {
             Ok(()) => r.deleted.push(p.clone()),
-            Err(e) => r.failed.push(format!("delete {}: {e}", p.display())),
+            Err(e) => r.failed.push(e.to_string()),
         }
     }
     r
@@ -251,6 +233,10 @@ pub fn recover(inv: &Inventory, max_size: u64) -> Recovery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn files(list: &[(&str, u64)]) -> Vec<DirFile> {
+        list.iter().map(|(n, s)| DirFile { name: n.to_string(), size: *s }).collect()
+    }
 
     fn entry(path: &str, kind: &str, size: u64, used: u64, priority: i32) -> SwapEntry {
         SwapEntry { path: path.into(), kind: kind.into(), size_bytes: size, used_bytes: used, priority }
@@ -279,17 +265,15 @@ mod tests {
             // Our directory, another name: foreign.
             entry("/var/lib/cluster-ai/swap/mine.swap", "file", 1 << 30, 0, 10),
         ];
-        let names: Vec<String> = [
-            "cluster-ai-000001.swap",
-            "cluster-ai-000003.swap",
-            "cluster-ai-000004.swap",
-            "cluster-ai-000005.swap.partial",
-            "mine.swap",
-            "notes.txt",
-        ]
-        .map(String::from)
-        .to_vec();
-        let inv = Inventory::new(dir, &table, &names, 0, &|_| false);
+        let names = files(&[
+            ("cluster-ai-000001.swap", 2 << 30),
+            ("cluster-ai-000003.swap", 1 << 30),
+            ("cluster-ai-000004.swap", 1 << 30),
+            ("cluster-ai-000005.swap.partial", 0),
+            ("mine.swap", 1 << 30),
+            ("notes.txt", 5),
+        ]);
+        let inv = Inventory::new(dir, &table, &names, &|_| false);
         assert_eq!(inv.managed.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 3]);
         assert_eq!(
             inv.foreign.iter().map(|f| f.path.to_str().unwrap()).collect::<Vec<_>>(),
@@ -301,11 +285,13 @@ mod tests {
         assert_eq!(inv.newest().unwrap().seq, 3);
         assert_eq!(inv.next_seq(), 6, "above partials and inactive files too");
         assert_eq!(inv.next_priority(), 47);
-        assert_eq!(Inventory::new(dir, &[], &[], 0, &|_| false).next_priority(), FIRST_PRIORITY);
-        assert_eq!(Inventory::new(dir, &[], &[], 0, &|_| false).next_seq(), 1);
-        let one = ["cluster-ai-000003.swap".to_string()];
-        let with_header = Inventory::new(dir, &table[1..2], &one, 4096, &|_| false);
-        assert_eq!(with_header.managed_total(), (1 << 30) + 4096, "the table leaves out the header page");
+        assert_eq!(Inventory::new(dir, &[], &[], &|_| false).next_priority(), FIRST_PRIORITY);
+        assert_eq!(Inventory::new(dir, &[], &[], &|_| false).next_seq(), 1);
+        // The table leaves out the header page (and on 1 KiB-block ext4 a few pages more):
+        // the size is the file's.
+        let short = [entry("/var/lib/cluster-ai/swap/cluster-ai-000003.swap", "file", (64 << 20) - 24 * 1024, 0, 50)];
+        let one = files(&[("cluster-ai-000003.swap", 64 << 20)]);
+        assert_eq!(Inventory::new(dir, &short, &one, &|_| false).managed_total(), 64 << 20);
     }
 
     #[test]
@@ -313,9 +299,9 @@ mod tests {
         // A restarted service sees its earlier swapon under the path of a mount it cannot see.
         let dir = Path::new("/var/lib/cluster-ai/swap");
         let table = [entry("/cluster-ai-000001.swap", "file", 2 << 30, 9, 50), entry("/swapfile", "file", 1 << 30, 0, -2)];
-        let names = ["cluster-ai-000001.swap".to_string(), "cluster-ai-000002.swap".to_string()];
-        let active = |p: &Path| p.ends_with("cluster-ai-000001.swap");
-        let inv = Inventory::new(dir, &table, &names, 0, &active);
+        let names = files(&[("cluster-ai-000001.swap", 2 << 30), ("cluster-ai-000002.swap", 1 << 30)]);
+        let active = |n: &str| n == "cluster-ai-000001.swap";
+        let inv = Inventory::new(dir, &table, &names, &active);
         assert_eq!(inv.managed.len(), 1);
         let m = &inv.managed[0];
         assert_eq!((m.path.clone(), m.used_bytes, m.priority), (dir.join("cluster-ai-000001.swap"), 9, 50));
@@ -323,7 +309,7 @@ mod tests {
         assert_eq!(inv.foreign.len(), 1);
         // Active, but no line of the table is left for it: in use, so neither managed nor
         // inactive (never deleted).
-        let inv = Inventory::new(dir, &table[1..], &names[..1], 0, &|_| true);
+        let inv = Inventory::new(dir, &table[1..], &names[..1], &|_| true);
         assert!(inv.managed.is_empty() && inv.inactive.is_empty());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::{format_size, SwapConfig};
+use crate::config::{human_size, SwapConfig};
 
 /// Managed swap this full (percent used) while memory is high asks for more at once.
 pub const SWAP_FILLING_PERCENT: u64 = 80;
@@ -67,6 +67,17 @@ pub enum Reason {
     SwapFilling,
 }
 
+impl Reason {
+    /// For the structured log field `reason`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reason::Baseline => "baseline",
+            Reason::MemoryHigh => "memory above threshold",
+            Reason::SwapFilling => "managed swap filling",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "decision")]
 pub enum Decision {
@@ -88,8 +99,10 @@ pub enum Hold {
     Steady,
     /// Memory is high but the last expansion is recent and managed swap has room.
     Cooldown { next_in_ms: u64 },
-    /// `max_size` is reached.
-    AtMax { max_size: u64 },
+    /// `max_size` is reached (less than 1 MiB of room is left).
+    AtMax { max_size: u64, managed: u64 },
+    /// Removing the newest file would leave less than `min_size`.
+    AtMin { min_size: u64 },
     /// A new file would eat into `disk_reserve`.
     DiskGuard { size: u64, available: u64, reserve: u64 },
     /// Memory is calm; the newest file goes when the calm has lasted `calm_period`.
@@ -105,7 +118,7 @@ impl Decision {
         match self {
             Decision::Expand { size, reason } => format!(
                 "add {} ({})",
-                format_size(*size),
+                human_size(*size),
                 match reason {
                     Reason::Baseline => "below min_size",
                     Reason::MemoryHigh => "memory above memory_threshold",
@@ -116,24 +129,87 @@ impl Decision {
             Decision::Hold { why } => match why {
                 Hold::Steady => "nothing to do".into(),
                 Hold::Cooldown { next_in_ms } => format!("memory high; next file in {} unless swap fills", ms(*next_in_ms)),
-                Hold::AtMax { max_size } => format!("memory high but max_size {} is reached", format_size(*max_size)),
+                Hold::AtMax { max_size, managed } => {
+                    format!("max_size {} is reached ({} managed)", human_size(*max_size), human_size(*managed))
+                }
+                Hold::AtMin { min_size } => format!("the newest file is needed for min_size {}", human_size(*min_size)),
                 Hold::DiskGuard { size, available, reserve } => format!(
                     "disk guard: a {} file would leave {} free, below disk_reserve {}",
-                    format_size(*size),
-                    format_size(available.saturating_sub(*size)),
-                    format_size(*reserve)
+                    human_size(*size),
+                    human_size(available.saturating_sub(*size)),
+                    human_size(*reserve)
                 ),
                 Hold::Calming { shrink_in_ms } => {
                     format!("memory calm; the newest file goes in {}", ms(*shrink_in_ms))
                 }
                 Hold::ShrinkWouldNotFit { used, available } => format!(
                     "calm, but the newest file's {} in use would not fit in {} available memory",
-                    format_size(*used),
-                    format_size(*available)
+                    human_size(*used),
+                    human_size(*available)
                 ),
             },
         }
     }
+}
+
+impl PolicyState {
+    /// After a file was added for `reason`: growth under pressure waits `check_interval` for
+    /// the next one (the baseline does not count).
+    pub fn expanded(&mut self, reason: Reason, now: Instant) {
+        if reason != Reason::Baseline {
+            self.last_expansion = Some(now);
+        }
+    }
+
+    /// After a shrink, the calm must last a whole `calm_period` again before the next one.
+    pub fn shrunk(&mut self, now: Instant) {
+        self.calm_since = Some(now);
+    }
+}
+
+/// `min_size` as files can make it: whole MiB, rounded up (a shortfall under 1 MiB is still a
+/// shortfall), but never above what `max_size` allows.
+pub fn effective_min(cfg: &SwapConfig) -> u64 {
+    round_up(cfg.min_size).min(cfg.max_size / MIN_FILE * MIN_FILE)
+}
+
+fn round_up(bytes: u64) -> u64 {
+    bytes.div_ceil(MIN_FILE).saturating_mul(MIN_FILE)
+}
+
+/// Whether `used` bytes of swapped-out pages fit in available memory with a tenth of RAM to
+/// spare: the rule for every swapoff (shrink, `swap clean`).
+pub fn fits_in_memory(used: u64, r: &Readings) -> bool {
+    used.checked_add(r.mem_total / 10).is_some_and(|need| need <= r.mem_available)
+}
+
+/// The size a new file of `want` bytes may have under `max_size` and the disk guard, in whole
+/// MiB, or why there is none.
+pub fn check_expand(cfg: &SwapConfig, b: &Books, want: u64) -> Result<u64, Hold> {
+    let room = cfg.max_size.saturating_sub(b.managed_total);
+    let size = want.min(room) / MIN_FILE * MIN_FILE;
+    if size < MIN_FILE {
+        return Err(Hold::AtMax { max_size: cfg.max_size, managed: b.managed_total });
+    }
+    if let Some((total, available)) = b.disk {
+        let reserve = cfg.disk_reserve.bytes(total);
+        if size.checked_add(reserve).is_none_or(|need| available < need) {
+            return Err(Hold::DiskGuard { size, available, reserve });
+        }
+    }
+    Ok(size)
+}
+
+/// Whether the newest file may go: `min_size` stays and its pages fit in memory.
+pub fn check_shrink(cfg: &SwapConfig, b: &Books, r: &Readings) -> Result<(), Hold> {
+    let Some((size, used)) = b.newest else { return Err(Hold::Steady) };
+    if b.managed_total.saturating_sub(size) < effective_min(cfg) {
+        return Err(Hold::AtMin { min_size: cfg.min_size });
+    }
+    if !fits_in_memory(used, r) {
+        return Err(Hold::ShrinkWouldNotFit { used, available: r.mem_available });
+    }
+    Ok(())
 }
 
 pub fn decide(cfg: &SwapConfig, r: &Readings, b: &Books, st: &mut PolicyState) -> Decision {
@@ -148,8 +224,9 @@ pub fn decide(cfg: &SwapConfig, r: &Readings, b: &Books, st: &mut PolicyState) -
         st.last_expansion = None;
     }
 
-    if b.managed_total < cfg.min_size {
-        return expand(cfg, b, cfg.min_size - b.managed_total, Reason::Baseline);
+    let shortfall = effective_min(cfg).saturating_sub(b.managed_total);
+    if shortfall >= MIN_FILE {
+        return expand(cfg, b, shortfall, Reason::Baseline);
     }
     if high {
         let filling = b.managed_total > 0 && b.managed_used.saturating_mul(100) >= b.managed_total.saturating_mul(SWAP_FILLING_PERCENT);
@@ -161,36 +238,25 @@ pub fn decide(cfg: &SwapConfig, r: &Readings, b: &Books, st: &mut PolicyState) -
             _ => expand(cfg, b, cfg.increment, if filling { Reason::SwapFilling } else { Reason::MemoryHigh }),
         };
     }
-    if let (Some(since), Some((size, newest_used))) = (st.calm_since, b.newest) {
-        if b.managed_total.saturating_sub(size) >= cfg.min_size {
-            let calm = r.now.saturating_duration_since(since);
-            if calm < cfg.calm_period {
+    if let Some(since) = st.calm_since {
+        match check_shrink(cfg, b, r) {
+            Err(Hold::Steady | Hold::AtMin { .. }) => {}
+            _ if r.now.saturating_duration_since(since) < cfg.calm_period => {
+                let calm = r.now.saturating_duration_since(since);
                 return Decision::Hold { why: Hold::Calming { shrink_in_ms: (cfg.calm_period - calm).as_millis() as u64 } };
             }
-            // Its pages must fit in memory with a tenth of RAM to spare.
-            if newest_used.saturating_add(r.mem_total / 10) > r.mem_available {
-                return Decision::Hold { why: Hold::ShrinkWouldNotFit { used: newest_used, available: r.mem_available } };
-            }
-            return Decision::Shrink;
+            Err(why) => return Decision::Hold { why },
+            Ok(()) => return Decision::Shrink,
         }
     }
     Decision::Hold { why: Hold::Steady }
 }
 
 fn expand(cfg: &SwapConfig, b: &Books, want: u64, reason: Reason) -> Decision {
-    let room = cfg.max_size.saturating_sub(b.managed_total);
-    // Whole MiB: every size is then a whole number of pages.
-    let size = want.min(room) / MIN_FILE * MIN_FILE;
-    if size < MIN_FILE {
-        return Decision::Hold { why: Hold::AtMax { max_size: cfg.max_size } };
+    match check_expand(cfg, b, want) {
+        Ok(size) => Decision::Expand { size, reason },
+        Err(why) => Decision::Hold { why },
     }
-    if let Some((total, available)) = b.disk {
-        let reserve = cfg.disk_reserve.bytes(total);
-        if available < size.saturating_add(reserve) {
-            return Decision::Hold { why: Hold::DiskGuard { size, available, reserve } };
-        }
-    }
-    Decision::Expand { size, reason }
 }
 
 /// How long to wait before the next look at memory: `check_interval` far from the threshold,

@@ -1,18 +1,20 @@
 //! The swap task: looks at memory on a PSI stall event, on each sampler snapshot, and on an
 //! adaptive timer (far from the threshold: `check_interval`; close: down to 20 ms), and carries
 //! out the policy's decisions. File operations run on the blocking pool; while one runs, the
-//! task keeps its heartbeat.
+//! task keeps its heartbeat, answers `swap status` from the books it had when the operation
+//! began (saying what runs), and turns other requests away as busy.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Mode, SwapError, SwapStatus};
-use super::policy::{self, Decision, Reason};
-use crate::config::Config;
+use super::policy::{self, Decision};
+use crate::config::{human_size, Config};
 use crate::daemon::tasks::Heartbeat;
 use crate::sampler::SnapshotReceiver;
 use crate::sys::psi::PsiTrigger;
@@ -24,6 +26,16 @@ pub const SWAPOFF_TIMEOUT: Duration = Duration::from_secs(300);
 const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 const PSI_STALL: Duration = Duration::from_millis(100);
 const PSI_WINDOW: Duration = Duration::from_secs(2);
+
+/// The swap task's part of the control protocol: `{"command":"swap","action":"expand",…}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum SwapRequest {
+    Status,
+    Expand { size: Option<u64> },
+    Shrink,
+    Clean { force: bool },
+}
 
 pub type Reply = oneshot::Sender<Result<String, String>>;
 
@@ -41,25 +53,88 @@ pub enum SwapCommand {
     },
 }
 
+impl SwapCommand {
+    /// Answers a request that cannot run now.
+    fn refuse(self, why: String) {
+        match self {
+            SwapCommand::Status(r) => drop(r.send(Err(why))),
+            SwapCommand::Expand { reply: Some(r), .. } | SwapCommand::Shrink(r) | SwapCommand::Clean { reply: r, .. } => drop(r.send(Err(why))),
+            SwapCommand::Expand { reply: None, .. } => tracing::debug!("expand now: {why}"),
+        }
+    }
+}
+
 pub type SwapSender = mpsc::Sender<SwapCommand>;
 
+/// How long a client waits for a swap request's answer.
+pub fn answer_timeout(req: &SwapRequest) -> Duration {
+    match req {
+        SwapRequest::Status => Duration::from_secs(5),
+        _ => SWAPOFF_TIMEOUT + Duration::from_secs(20),
+    }
+}
+
+/// The control socket's handler for swap requests: forwards them to the swap task, the one
+/// owner of the swap state, and tells the client only what is known.
+pub async fn answer(swap: &SwapSender, req: SwapRequest) -> serde_json::Value {
+    use serde_json::json;
+    let not_running = || json!({ "error": "the swap task is not running; nothing was done" });
+    let unknown = || {
+        json!({ "error": "the swap task stopped before answering (is the daemon stopping?); whether the operation was carried out is unknown: see `cluster-ai swap status`" })
+    };
+    if let SwapRequest::Status = req {
+        let (tx, rx) = oneshot::channel();
+        if swap.send(SwapCommand::Status(tx)).await.is_err() {
+            return not_running();
+        }
+        return match rx.await {
+            Ok(Ok(status)) => serde_json::to_value(status).unwrap_or_else(|e| json!({ "error": e.to_string() })),
+            Ok(Err(e)) => json!({ "error": e }),
+            Err(_) => not_running(),
+        };
+    }
+    let (tx, rx) = oneshot::channel();
+    let cmd = match req {
+        SwapRequest::Expand { size } => SwapCommand::Expand { size, reply: Some(tx) },
+        SwapRequest::Shrink => SwapCommand::Shrink(tx),
+        SwapRequest::Clean { force } => SwapCommand::Clean { force, reply: tx },
+        SwapRequest::Status => return not_running(),
+    };
+    if swap.send(cmd).await.is_err() {
+        return not_running();
+    }
+    match tokio::time::timeout(SWAPOFF_TIMEOUT + Duration::from_secs(10), rx).await {
+        Ok(Ok(Ok(message))) => json!({ "message": message }),
+        Ok(Ok(Err(e))) => json!({ "error": e }),
+        Ok(Err(_)) => unknown(),
+        Err(_) => json!({ "error": "the swap task did not answer in time; the operation may still be running: see `cluster-ai swap status`" }),
+    }
+}
+
+/// What an operation needs besides the engine.
+struct Ctx<'a> {
+    heartbeat: &'a Heartbeat,
+    commands: &'a mut mpsc::Receiver<SwapCommand>,
+    interval: Duration,
+}
+
 pub async fn run(
-    mut engine: Engine,
+    engine: Engine,
     mut config: watch::Receiver<Arc<Config>>,
     mut snapshots: SnapshotReceiver,
     mut commands: mpsc::Receiver<SwapCommand>,
     heartbeat: Heartbeat,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut engine_slot = Some(
-        blocking(&heartbeat, CREATE_TIMEOUT, move || {
+    let mut engine = heartbeat
+        .blocking(CREATE_TIMEOUT, move || {
+            let mut engine = engine;
             engine.start();
-            Ok::<_, SwapError>(engine)
+            engine
         })
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
-    let psi = match PsiTrigger::new(std::path::Path::new("/proc/pressure/memory"), PSI_STALL, PSI_WINDOW) {
+        .map_err(|e| anyhow::anyhow!("swap: starting: {e}"))?;
+    let psi = match PsiTrigger::new(&engine.pressure_file(), PSI_STALL, PSI_WINDOW) {
         Ok(t) => {
             tracing::info!(trigger = %t.description, "swap: watching memory with a PSI trigger and an adaptive poll");
             Some(t)
@@ -69,22 +144,27 @@ pub async fn run(
             None
         }
     };
-    if let Some(e) = engine_slot.as_mut() {
-        e.trigger = psi.as_ref().map_or("adaptive poll".into(), |t| format!("PSI trigger {} + adaptive poll", t.description));
-    }
-    let mut interval = engine_slot.as_ref().map_or(Duration::from_secs(30), |e| e.cfg.check_interval);
+    engine.trigger = psi.as_ref().map_or("adaptive poll".into(), |t| format!("PSI trigger {} + adaptive poll", t.description));
+    let mut interval = engine.cfg.check_interval;
+    let mut slot = Some(engine);
     let mut ticker = Ticker::new(interval)?;
     heartbeat.set_period(interval);
     heartbeat.started();
     loop {
         let mut requested: Option<(Option<u64>, Option<Reply>)> = None;
+        let mut ctx = Ctx { heartbeat: &heartbeat, commands: &mut commands, interval };
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
+            _ = cancel.cancelled() => {
+                if let Some(e) = slot.as_mut() {
+                    e.log_left_active();
+                }
+                return Ok(());
+            }
             changed = config.changed() => {
                 if changed.is_err() { return Ok(()); }
                 let c = config.borrow_and_update().clone();
-                if engine_slot.as_mut().is_some_and(|e| e.set_config(&c)) {
-                    let r = op(&mut engine_slot, &heartbeat, CREATE_TIMEOUT, |e| {
+                if slot.as_mut().is_some_and(|e| e.set_config(&c)) {
+                    let r = op(&mut slot, &mut ctx, "restart after a reload", CREATE_TIMEOUT, |e| {
                         e.start();
                         Ok(String::new())
                     })
@@ -99,7 +179,7 @@ pub async fn run(
                 // The sampler has just read memory: look ourselves only if use came closer to
                 // the threshold than the current poll allows (the far-away case costs nothing).
                 let used = snapshots.borrow_and_update().as_ref().map(|s| s.memory_used_percent);
-                let closer = match (used, engine_slot.as_ref()) {
+                let closer = match (used, slot.as_ref()) {
                     (Some(used), Some(e)) => policy::poll_interval(&e.cfg, used) < interval,
                     _ => false,
                 };
@@ -112,20 +192,23 @@ pub async fn run(
                 tracing::debug!("PSI memory stall event");
             }
             tick = ticker.tick() => { tick?; }
-            cmd = commands.recv() => match cmd {
+            cmd = ctx.commands.recv() => match cmd {
                 None => return Ok(()),
                 Some(SwapCommand::Status(reply)) => {
-                    let e = engine_slot.as_mut().ok_or_else(|| anyhow::anyhow!("swap engine lost"))?;
+                    let e = slot.as_mut().ok_or_else(|| anyhow::anyhow!("swap engine lost"))?;
                     let _ = reply.send(e.status(interval.as_millis() as u64).map_err(|e| e.to_string()));
                     continue;
                 }
                 Some(SwapCommand::Expand { size, reply }) => requested = Some((size, reply)),
                 Some(SwapCommand::Shrink(reply)) => {
-                    let r = op(&mut engine_slot, &heartbeat, SWAPOFF_TIMEOUT, |e| e.shrink("swap shrink").map(|p| format!("removed {}", p.display()))).await;
+                    let r = op(&mut slot, &mut ctx, "swap shrink", SWAPOFF_TIMEOUT, |e| {
+                        e.shrink("swap shrink").map(|p| format!("removed {}", crate::sys::display_path(&p)))
+                    })
+                    .await;
                     let _ = reply.send(r);
                 }
                 Some(SwapCommand::Clean { force, reply }) => {
-                    let r = op(&mut engine_slot, &heartbeat, SWAPOFF_TIMEOUT, move |e| {
+                    let r = op(&mut slot, &mut ctx, "swap clean", SWAPOFF_TIMEOUT, move |e| {
                         let msg = e.clean(force)?;
                         e.mode = Mode::Paused;
                         Ok(format!("{msg}; automatic swap management is paused until `swap expand`, a reload or a restart"))
@@ -138,13 +221,14 @@ pub async fn run(
         }
 
         if let Some((size, reply)) = requested {
-            let r = op(&mut engine_slot, &heartbeat, CREATE_TIMEOUT, move |e| {
+            let what = size.map_or("swap expand".to_string(), |s| format!("swap expand {}", human_size(s)));
+            let r = op(&mut slot, &mut ctx, &what, CREATE_TIMEOUT, move |e| {
                 if e.mode == Mode::Paused {
                     e.mode = Mode::Managing;
                 }
                 let size = size.unwrap_or(e.cfg.increment);
                 let pct = e.readings(Instant::now()).map(|r| r.used_percent()).unwrap_or(0.0);
-                e.expand(size, "requested", pct).map(|p| format!("added {}", p.display()))
+                e.expand(size, "requested", pct).map(|p| format!("added {}", crate::sys::display_path(&p)))
             })
             .await;
             if let Some(reply) = reply {
@@ -154,44 +238,33 @@ pub async fn run(
             }
         }
 
-        let Some(e) = engine_slot.as_mut() else { anyhow::bail!("swap engine lost in a timed-out operation") };
+        let Some(e) = slot.as_mut() else { anyhow::bail!("swap engine lost in a timed-out operation") };
         let look = match e.look(Instant::now()) {
             Ok(l) => l,
             Err(err) => {
-                tracing::error!("swap: {err}");
+                e.log_error(&err.to_string());
                 heartbeat.beat();
                 continue;
             }
         };
         let used = look.readings.used_percent();
+        if matches!(look.decision, Decision::Hold { .. }) {
+            e.clear_error();
+        }
         if e.should_act(&look.decision, &look.readings) {
             let decision = look.decision.clone();
-            let r = op(&mut engine_slot, &heartbeat, SWAPOFF_TIMEOUT, move |e| match decision {
-                Decision::Expand { size, reason } => {
-                    let why = match reason {
-                        Reason::Baseline => "baseline",
-                        Reason::MemoryHigh => "memory above threshold",
-                        Reason::SwapFilling => "managed swap filling",
-                    };
-                    let p = e.expand(size, why, used)?;
-                    if reason != Reason::Baseline {
-                        e.state.last_expansion = Some(Instant::now());
+            let what = decision.describe();
+            let r = op(&mut slot, &mut ctx, &what, SWAPOFF_TIMEOUT, move |e| e.act(&decision, used)).await;
+            if let Some(e) = slot.as_mut() {
+                match r {
+                    Ok(_) => e.clear_error(),
+                    Err(err) => {
+                        e.log_error(&err);
                     }
-                    Ok(format!("added {}", p.display()))
                 }
-                Decision::Shrink => {
-                    let p = e.shrink("memory calm")?;
-                    e.state.calm_since = Some(Instant::now());
-                    Ok(format!("removed {}", p.display()))
-                }
-                Decision::Hold { .. } => Ok(String::new()),
-            })
-            .await;
-            if let Err(err) = r {
-                tracing::error!(memory_percent = used, "swap: {err}");
             }
         }
-        if let Some(e) = engine_slot.as_ref() {
+        if let Some(e) = slot.as_ref() {
             let next = policy::poll_interval(&e.cfg, used);
             if next != interval {
                 interval = next;
@@ -203,51 +276,54 @@ pub async fn run(
     }
 }
 
-/// Runs `f` on the engine off the runtime; the engine comes back unless the operation timed
-/// out, in which case the task stops managing until it returns (here: fails, so systemd
-/// restarts a daemon whose swapoff is wedged — the next start adopts what is active).
-async fn op<F>(slot: &mut Option<Engine>, heartbeat: &Heartbeat, timeout: Duration, f: F) -> Result<String, String>
+/// Runs `f` on the engine off the runtime. Meanwhile `swap status` is answered from the
+/// books as they were when the operation began, with what is running, and other requests are
+/// turned away as busy. The engine comes back unless the operation timed out; then the task
+/// stops managing (the caller fails, so systemd restarts a daemon whose swapoff is wedged, and
+/// the next start adopts what is active).
+async fn op<F>(slot: &mut Option<Engine>, ctx: &mut Ctx<'_>, what: &str, timeout: Duration, f: F) -> Result<String, String>
 where
     F: FnOnce(&mut Engine) -> Result<String, SwapError> + Send + 'static,
 {
     let Some(mut engine) = slot.take() else {
         return Err("another swap operation is still running".into());
     };
-    let result = blocking(heartbeat, timeout, move || {
+    let books = engine.status(ctx.interval.as_millis() as u64).map_err(|e| e.to_string());
+    let started = Instant::now();
+    let work = ctx.heartbeat.blocking(timeout, move || {
         let r = f(&mut engine);
-        Ok::<_, SwapError>((engine, r))
-    })
-    .await;
-    match result {
-        Ok((engine, r)) => {
-            *slot = Some(engine);
-            r.map_err(|e| e.to_string())
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// A blocking closure on the blocking pool, beating the heartbeat each second while it runs.
-async fn blocking<T: Send + 'static>(
-    heartbeat: &Heartbeat,
-    timeout: Duration,
-    f: impl FnOnce() -> Result<T, SwapError> + Send + 'static,
-) -> Result<T, String> {
-    let mut handle = tokio::task::spawn_blocking(f);
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    let mut beat = tokio::time::interval(Duration::from_secs(1));
+        (engine, r)
+    });
+    tokio::pin!(work);
+    let mut open = true;
     loop {
         tokio::select! {
-            joined = &mut handle => return match joined {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(e) => Err(format!("swap operation failed: {e}")),
+            done = &mut work => return match done {
+                Ok((engine, r)) => {
+                    *slot = Some(engine);
+                    r.map_err(|e| e.to_string())
+                }
+                Err(e) => {
+                    tracing::error!("swap: {what}: {e}; the files stay as they are");
+                    Err(format!("{what}: {e}; whether it completed is unknown until it returns: see `cluster-ai swap status`"))
+                }
             },
-            _ = beat.tick() => heartbeat.beat(),
-            _ = &mut deadline => {
-                tracing::error!("swap operation still running after {timeout:?}; the file stays as it is");
-                return Err(format!("timed out after {timeout:?}"));
+            cmd = ctx.commands.recv(), if open => {
+                let running = format!("{what} (for {:.0} s)", started.elapsed().as_secs_f64());
+                match cmd {
+                    None => open = false,
+                    Some(SwapCommand::Status(reply)) => {
+                        let _ = reply.send(books.clone().map(|mut b| {
+                            b.running = Some(running);
+                            b
+                        }));
+                    }
+                    Some(other) => other.refuse(format!("busy: {running} is running; try again when it is done")),
+                }
             }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -28,14 +28,20 @@ pub struct StatfsError {
 pub fn disk_usage(path: &Path) -> Result<DiskUsage, StatfsError> {
     let probe = path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
     let st = nix::sys::statfs::statfs(probe).map_err(|source| StatfsError { path: probe.to_path_buf(), source })?;
-    let block = st.block_size() as u64;
-    let total = st.blocks() as u64 * block;
-    let free = st.blocks_free() as u64 * block;
-    let available = st.blocks_available() as u64 * block;
-    let used = total.saturating_sub(free);
-    let denominator = used + available;
-    let used_percent = if denominator == 0 { 0.0 } else { 100.0 * used as f64 / denominator as f64 };
-    Ok(DiskUsage { path: path.to_path_buf(), total_bytes: total, available_bytes: available, used_percent })
+    Ok(DiskUsage::from_statfs(path, &st))
+}
+
+impl DiskUsage {
+    pub fn from_statfs(path: &Path, st: &nix::sys::statfs::Statfs) -> Self {
+        let block = st.block_size() as u64;
+        let total = (st.blocks() as u64).saturating_mul(block);
+        let free = (st.blocks_free() as u64).saturating_mul(block);
+        let available = (st.blocks_available() as u64).saturating_mul(block);
+        let used = total.saturating_sub(free);
+        let denominator = used.saturating_add(available);
+        let used_percent = if denominator == 0 { 0.0 } else { 100.0 * used as f64 / denominator as f64 };
+        DiskUsage { path: path.to_path_buf(), total_bytes: total, available_bytes: available, used_percent }
+    }
 }
 
 #[cfg(test)]

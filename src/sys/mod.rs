@@ -7,4 +7,25 @@ pub mod paths;
 pub mod procfs;
 pub mod psi;
 pub mod swap;
+pub mod swap_os;
+pub mod sysctl;
 pub mod ticker;
+
+/// A path for a log line or a message: control characters (a newline in a directory name)
+/// are escaped, so one event stays one line.
+pub fn display_path(p: &std::path::Path) -> String {
+    let s = p.to_string_lossy();
+    if !s.chars().any(char::is_control) {
+        return s.into_owned();
+    }
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_with_control_characters_stay_on_one_line() {
+        assert_eq!(super::display_path(std::path::Path::new("/var/lib/a b")), "/var/lib/a b");
+        assert_eq!(super::display_path(std::path::Path::new("/tmp/x\ny\tz")), "/tmp/x\\ny\\tz");
+    }
+}

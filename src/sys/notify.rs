@@ -29,9 +29,15 @@ fn watchdog_from(usec: Option<String>, pid: Option<String>, me: u32) -> Option<s
     }
 }
 
-/// The real thing: `$NOTIFY_SOCKET`, or nothing when it is not set.
+/// The real thing: `$NOTIFY_SOCKET`, or nothing when it is unset or empty (sd_notify(3) treats
+/// both as "not under a service manager": no datagram, no warning).
 pub struct SdNotifier {
+    enabled: bool,
     watchdog: Option<std::time::Duration>,
+}
+
+fn socket_set(value: Option<std::ffi::OsString>) -> bool {
+    value.is_some_and(|v| !v.is_empty())
 }
 
 impl SdNotifier {
@@ -39,17 +45,18 @@ impl SdNotifier {
     /// child could not inherit a different answer than ours.
     pub fn from_env() -> Self {
         let var = |k| std::env::var(k).ok();
-        Self { watchdog: watchdog_from(var("WATCHDOG_USEC"), var("WATCHDOG_PID"), std::process::id()) }
-    }
-
-    pub fn enabled() -> bool {
-        std::env::var_os("NOTIFY_SOCKET").is_some()
+        let enabled = socket_set(std::env::var_os("NOTIFY_SOCKET"));
+        let watchdog = watchdog_from(var("WATCHDOG_USEC"), var("WATCHDOG_PID"), std::process::id()).filter(|_| enabled);
+        Self { enabled, watchdog }
     }
 }
 
 impl Notifier for SdNotifier {
     fn send(&self, notices: &[Notice]) {
         use sd_notify::NotifyState as S;
+        if !self.enabled {
+            return;
+        }
         let mut states = Vec::with_capacity(notices.len() + 1);
         for n in notices {
             match n {
@@ -80,6 +87,13 @@ impl Notifier for SdNotifier {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn an_empty_notify_socket_is_no_socket() {
+        assert!(!socket_set(None));
+        assert!(!socket_set(Some("".into())));
+        assert!(socket_set(Some("/run/systemd/notify".into())));
+    }
 
     #[test]
     fn watchdog_follows_sd_watchdog_enabled() {

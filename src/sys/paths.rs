@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 pub const DEFAULT_CONFIG: &str = "/etc/cluster-ai/config.toml";
 pub const SOCKET_NAME: &str = "control.sock";
+/// The runtime directory of the system daemon (root, or `RuntimeDirectory=` under systemd).
+pub const SYSTEM_RUNTIME_DIR: &str = "/run/cluster-ai";
 
 /// `$STATE_DIRECTORY` when set (systemd sets it from `StateDirectory=`), else
 /// `/var/lib/cluster-ai`.
@@ -37,7 +39,7 @@ fn runtime_dir_from(runtime_directory: Option<std::ffi::OsString>, uid: u32, xdg
         return PathBuf::from(dirs.split(':').next().unwrap_or(&dirs));
     }
     if uid == 0 {
-        return PathBuf::from("/run/cluster-ai");
+        return PathBuf::from(SYSTEM_RUNTIME_DIR);
     }
     match xdg_runtime_dir.filter(|d| !d.is_empty()) {
         Some(dir) => PathBuf::from(dir).join("cluster-ai"),

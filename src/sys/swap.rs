@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -162,22 +162,10 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
-const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
-const FS_NOCOW_FL: libc::c_int = 0x0080_0000;
-
 /// btrfs can swap only to files without copy-on-write, and the flag only holds on an empty file.
-#[allow(unsafe_code)]
 pub fn set_nocow(file: &File) -> std::io::Result<()> {
-    let mut flags: libc::c_int = 0;
-    // SAFETY: the ioctls read and write one int through a valid pointer on an open descriptor.
-    if unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_GETFLAGS as _, &mut flags) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    flags |= FS_NOCOW_FL;
-    if unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_SETFLAGS as _, &flags) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let flags = rustix::fs::ioctl_getflags(file)?;
+    rustix::fs::ioctl_setflags(file, flags | rustix::fs::IFlags::NOCOW)?;
     Ok(())
 }
 
@@ -212,9 +200,9 @@ pub fn classify_fs(magic: i64) -> Result<SwapFs, String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwapDirError {
-    #[error("swap.dir {}: {reason}; fix: {fix}", path.display())]
+    #[error("swap.dir {}: {reason}; fix: {fix}", crate::sys::display_path(path))]
     Refused { path: PathBuf, reason: String, fix: &'static str },
-    #[error("swap.dir {}: {what}: {source}", path.display())]
+    #[error("swap.dir {}: {what}: {source}", crate::sys::display_path(path))]
     Io {
         path: PathBuf,
         what: &'static str,
@@ -223,37 +211,14 @@ pub enum SwapDirError {
     },
 }
 
-/// Makes sure `dir` can hold swap files safely, creating it (0700) if missing: not a symlink,
-/// a directory owned by `owner`, not writable by group or others, on a filesystem the kernel
-/// swaps to.
-pub fn check_swap_dir(dir: &Path, owner: u32) -> Result<SwapFs, SwapDirError> {
-    let refuse = |reason: String, fix| SwapDirError::Refused { path: dir.to_path_buf(), reason, fix };
-    let io = |what| move |source| SwapDirError::Io { path: dir.to_path_buf(), what, source };
-    let meta = match std::fs::symlink_metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-                .create(dir)
-                .map_err(io("cannot create it"))?;
-            std::fs::symlink_metadata(dir).map_err(io("cannot stat it"))?
-        }
-        Err(e) => return Err(io("cannot stat it")(e)),
-    };
-    if meta.file_type().is_symlink() {
-        return Err(refuse("is a symbolic link".into(), "point swap.dir at the real directory"));
+impl SwapDirError {
+    pub fn io(path: &Path, what: &'static str, source: std::io::Error) -> Self {
+        SwapDirError::Io { path: path.to_path_buf(), what, source }
     }
-    if !meta.is_dir() {
-        return Err(refuse("is not a directory".into(), "point swap.dir at a directory"));
+
+    pub fn bad_fs(path: &Path, why: String) -> Self {
+        SwapDirError::Refused { path: path.to_path_buf(), reason: format!("is on {why}"), fix: "choose a directory on ext4, XFS, btrfs or f2fs" }
     }
-    if meta.uid() != owner {
-        return Err(refuse(format!("is owned by uid {}, not {owner}", meta.uid()), "chown root:root it"));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(refuse(format!("is writable by group or others (mode {:o})", meta.mode() & 0o7777), "chmod 0700 it"));
-    }
-    let st = nix::sys::statfs::statfs(dir).map_err(|e| io("statfs")(e.into()))?;
-    classify_fs(st.filesystem_type().0 as i64)
-        .map_err(|why| refuse(format!("is on {why}"), "choose a directory on ext4, XFS, btrfs or f2fs"))
 }
 
 /// Whether the process holds CAP_SYS_ADMIN (what swapon/swapoff need).
@@ -266,10 +231,9 @@ pub fn has_cap_sys_admin(proc_root: &Path) -> bool {
         .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
-/// Whether the block device holding `path` spins, from sysfs under `sys_root`: `None` when
-/// it cannot be told (device-mapper stacks, network or virtual filesystems).
-pub fn rotational(sys_root: &Path, path: &Path) -> Option<bool> {
-    let dev = std::fs::metadata(path).ok()?.dev();
+/// Whether the block device `dev` (a file's `st_dev`) spins, from sysfs under `sys_root`:
+/// `None` when it cannot be told (device-mapper stacks, network or virtual filesystems).
+pub fn rotational_of(sys_root: &Path, dev: u64) -> Option<bool> {
     let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     let base = sys_root.join(format!("sys/dev/block/{major}:{minor}"));
     // A partition has no queue/ of its own: its parent directory is the whole disk.

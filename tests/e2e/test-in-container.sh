@@ -36,7 +36,7 @@ has_baseline() { cluster-ai swap status | grep -F "/var/lib/cluster-ai/swap/clus
 wait_for 15 "the 2G baseline file" has_baseline
 cluster-ai swap status
 grep -F cluster-ai-000001.swap /proc/swaps >/dev/null || fail "baseline not in /proc/swaps"
-journal_has "swap file added: 2G (baseline)" || fail "no baseline line in the journal"
+journal_has "swap file added: 2.0 GiB (baseline)" || fail "no baseline line in the journal"
 
 step "cluster-ai status inside the container talks to the service"
 cluster-ai status | tee /tmp/status.txt

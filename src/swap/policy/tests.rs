@@ -31,11 +31,12 @@ fn run(cfg: &SwapConfig, cases: &[Case]) {
     for (i, c) in cases.iter().enumerate() {
         let d = decide(cfg, &at(t0, c.t, c.pct), &c.books, &mut st);
         assert_eq!(d, c.expect, "row {i} (t={}s, {}%)", c.t, c.pct);
-        if matches!(d, Decision::Expand { .. }) && c.pct >= u64::from(cfg.memory_threshold) {
-            st.last_expansion = Some(t0 + Duration::from_secs(c.t));
-        }
-        if d == Decision::Shrink {
-            st.calm_since = Some(t0 + Duration::from_secs(c.t));
+        // The state updates the task makes after carrying a decision out.
+        let now = t0 + Duration::from_secs(c.t);
+        match d {
+            Decision::Expand { reason, .. } => st.expanded(reason, now),
+            Decision::Shrink => st.shrunk(now),
+            Decision::Hold { .. } => {}
         }
     }
 }
@@ -62,7 +63,7 @@ fn baseline_then_expand_on_crossing_with_cooldown_and_cap() {
             Case { t: 4, pct: 85, books: books(3 * G, G / 2, Some((G, 0))), expect: hold(Hold::Cooldown { next_in_ms: 29_000 }) },
             // Managed swap 80 % full while memory is high: no waiting.
             Case { t: 5, pct: 85, books: books(3 * G, 5 * G / 2, Some((G, G / 2))), expect: expand(G, Reason::SwapFilling) },
-            Case { t: 6, pct: 90, books: books(4 * G, 4 * G - 1, Some((G, G))), expect: hold(Hold::AtMax { max_size: 4 * G }) },
+            Case { t: 6, pct: 90, books: books(4 * G, 4 * G - 1, Some((G, G))), expect: hold(Hold::AtMax { max_size: 4 * G, managed: 4 * G }) },
         ],
     );
 }
@@ -95,7 +96,7 @@ fn disk_guard_blocks_growth_and_says_by_how_much() {
     b.disk = Some((100 * G, 10 * G + G / 2)); // 10 % reserve = 10 GiB: a 1 GiB file would leave 9.5 GiB
     let d = decide(&cfg(), &at(Instant::now(), 0, 90), &b, &mut PolicyState::default());
     assert_eq!(d, hold(Hold::DiskGuard { size: G, available: 10 * G + G / 2, reserve: 10 * G }));
-    assert!(d.describe().contains("below disk_reserve 10G"), "{}", d.describe());
+    assert!(d.describe().contains("below disk_reserve 10.0 GiB"), "{}", d.describe());
     // An absolute reserve.
     let mut c = cfg();
     c.disk_reserve = crate::config::DiskReserve::Bytes(G);
@@ -168,4 +169,53 @@ fn poll_interval_shrinks_near_the_threshold() {
         assert!(d <= last, "{tenth}");
         last = d;
     }
+}
+
+#[test]
+fn a_min_size_that_is_not_whole_mib_still_lets_swap_grow_under_pressure() {
+    // min_size = "100000000" (95.37 MiB): the baseline rounds up to 96 MiB; once 96 MiB is
+    // there, memory pressure is what decides, and no message claims max_size is reached.
+    let mut c = cfg();
+    c.min_size = 100_000_000;
+    c.increment = 64 << 20;
+    assert_eq!(effective_min(&c), 96 << 20);
+    run(
+        &c,
+        &[
+            Case { t: 0, pct: 2, books: books(0, 0, None), expect: expand(96 << 20, Reason::Baseline) },
+            Case { t: 1, pct: 2, books: books(95 << 20, 0, Some((95 << 20, 0))), expect: expand(1 << 20, Reason::Baseline) },
+            Case { t: 2, pct: 2, books: books(96 << 20, 0, Some((96 << 20, 0))), expect: hold(Hold::Steady) },
+            Case { t: 3, pct: 85, books: books(96 << 20, 0, Some((96 << 20, 0))), expect: expand(64 << 20, Reason::MemoryHigh) },
+        ],
+    );
+    let d = decide(&c, &at(Instant::now(), 0, 2), &books(96 << 20, 0, Some((96 << 20, 0))), &mut PolicyState::default());
+    assert_eq!(d.describe(), "nothing to do");
+}
+
+#[test]
+fn min_above_a_max_that_is_not_whole_mib_is_capped() {
+    let mut c = cfg();
+    c.min_size = 100_000_000;
+    c.max_size = 100_000_000;
+    assert_eq!(effective_min(&c), 95 << 20, "min cannot pass what max allows in whole MiB");
+    let d = decide(&c, &at(Instant::now(), 0, 90), &books(95 << 20, 0, Some((95 << 20, 0))), &mut PolicyState::default());
+    assert_eq!(d, hold(Hold::AtMax { max_size: 100_000_000, managed: 95 << 20 }));
+    assert_eq!(d.describe(), "max_size 95.4 MiB is reached (95.0 MiB managed)");
+}
+
+#[test]
+fn sizes_from_outside_cannot_overflow() {
+    let c = cfg();
+    let b = books(2 * G, 0, Some((2 * G, u64::MAX)));
+    assert!(check_expand(&c, &b, u64::MAX).is_ok_and(|s| s == 14 * G), "cut to max_size, no wrap");
+    let mut huge = b;
+    huge.disk = Some((u64::MAX, u64::MAX));
+    let mut c2 = c.clone();
+    c2.disk_reserve = crate::config::DiskReserve::Bytes(u64::MAX);
+    assert!(matches!(check_expand(&c2, &huge, G), Err(Hold::DiskGuard { .. })));
+    let r = at(Instant::now(), 0, 10);
+    assert!(!fits_in_memory(u64::MAX, &r));
+    let mut four = books(4 * G, 0, Some((2 * G, u64::MAX)));
+    four.managed_used = u64::MAX;
+    assert!(matches!(check_shrink(&c, &four, &r), Err(Hold::ShrinkWouldNotFit { .. })));
 }

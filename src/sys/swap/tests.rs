@@ -1,4 +1,5 @@
 use super::*;
+use std::os::unix::fs::MetadataExt;
 
 #[test]
 fn swaps_table_with_escaped_paths() {
@@ -75,38 +76,12 @@ fn filesystems_by_magic() {
 }
 
 #[test]
-fn swap_dir_checks() {
-    use std::os::unix::fs::PermissionsExt;
-    let me = nix::unistd::geteuid().as_raw();
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("a/b/swap");
-    assert_eq!(check_swap_dir(&dir, me).unwrap(), SwapFs::Ext, "created, on the ext4 test disk");
-    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
-
-    let link = t.path().join("link");
-    std::os::unix::fs::symlink(&dir, &link).unwrap();
-    let err = check_swap_dir(&link, me).unwrap_err().to_string();
-    assert!(err.contains("link: is a symbolic link"), "{err}");
-
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let err = check_swap_dir(&dir, me).unwrap_err().to_string();
-    assert!(err.contains("writable by group or others (mode 777)") && err.contains("chmod 0700"), "{err}");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let err = check_swap_dir(&dir, me + 1).unwrap_err().to_string();
-    assert!(err.contains(&format!("owned by uid {me}")), "{err}");
-
-    let file = t.path().join("file");
-    std::fs::write(&file, "").unwrap();
-    assert!(check_swap_dir(&file, me).unwrap_err().to_string().contains("not a directory"));
-}
-
-#[test]
 fn rotational_from_a_sysfs_fixture() {
     let t = tempfile::tempdir().unwrap();
     let dev = std::fs::metadata(t.path()).unwrap().dev();
     let (maj, min) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     let sys = t.path().join("sysroot");
-    assert_eq!(rotational(&sys, t.path()), None);
+    assert_eq!(rotational_of(&sys, dev), None);
     // A partition: sys/dev/block/M:m is the partition, its parent the disk with queue/.
     let disk = sys.join("sys/devices/disk");
     std::fs::create_dir_all(disk.join("part/")).unwrap();
@@ -114,10 +89,10 @@ fn rotational_from_a_sysfs_fixture() {
     std::fs::write(disk.join("queue/rotational"), "1\n").unwrap();
     std::fs::create_dir_all(sys.join("sys/dev/block")).unwrap();
     std::os::unix::fs::symlink(disk.join("part"), sys.join(format!("sys/dev/block/{maj}:{min}"))).unwrap();
-    assert_eq!(rotational(&sys, t.path()), Some(true));
+    assert_eq!(rotational_of(&sys, dev), Some(true));
     std::fs::create_dir_all(disk.join("part/queue")).unwrap();
     std::fs::write(disk.join("part/queue/rotational"), "0\n").unwrap();
-    assert_eq!(rotational(&sys, t.path()), Some(false), "a whole disk's own queue wins");
+    assert_eq!(rotational_of(&sys, dev), Some(false), "a whole disk's own queue wins");
 }
 
 #[test]

@@ -1,0 +1,188 @@
+//! The engine on the in-memory system: every rule that ships, without root.
+
+use super::*;
+use crate::swap::policy::Reason;
+use crate::sys::swap_os::fake::{FakeFile, FakeSwapOs, GIB};
+
+const M: u64 = 1 << 20;
+
+fn config(swap: &str) -> Config {
+    Config::parse(&format!("[swap]\ndir = \"/srv/swap\"\n{swap}")).unwrap()
+}
+
+fn engine(swap: &str) -> (Engine, FakeSwapOs) {
+    let fake = FakeSwapOs::new();
+    let mut e = Engine::new(&config(swap), Box::new(fake.clone()), false);
+    e.start();
+    (e, fake)
+}
+
+/// One look, and the decision carried out as the task would.
+fn step(e: &mut Engine) -> Decision {
+    let look = e.look(Instant::now()).unwrap();
+    if e.should_act(&look.decision, &look.readings) {
+        e.act(&look.decision, look.readings.used_percent()).unwrap();
+    }
+    look.decision
+}
+
+#[test]
+fn the_baseline_is_made_then_memory_pressure_adds_a_file() {
+    let (mut e, fake) = engine("");
+    assert_eq!(e.mode, Mode::Managing);
+    assert_eq!(step(&mut e), Decision::Expand { size: 2 * GIB, reason: Reason::Baseline });
+    assert_eq!(fake.state().ops, ["create cluster-ai-000001.swap.partial", "swapon cluster-ai-000001.swap 50"]);
+    assert_eq!(step(&mut e), Decision::Hold { why: Hold::Steady });
+    fake.set_memory_used(85.0);
+    assert_eq!(step(&mut e), Decision::Expand { size: GIB, reason: Reason::MemoryHigh });
+    assert_eq!(fake.active(), ["cluster-ai-000001.swap", "cluster-ai-000002.swap"]);
+    assert!(fake.state().ops.contains(&"swapon cluster-ai-000002.swap 49".to_string()), "each newer file one priority lower");
+    assert!(matches!(step(&mut e), Decision::Hold { why: Hold::Cooldown { .. } }));
+}
+
+#[test]
+fn a_kernel_that_shows_less_than_the_file_still_counts_the_baseline_made() {
+    // ext4 with 1 KiB blocks: a 64M file shows as 65,512 KiB in /proc/swaps. Counted from the
+    // table, the baseline looked 24 KiB short and swap never grew under pressure.
+    let (mut e, fake) = engine("min_size = \"64M\"\nincrement = \"64M\"\n");
+    fake.state().table_loss = 20 * 1024;
+    assert_eq!(step(&mut e), Decision::Expand { size: 64 * M, reason: Reason::Baseline });
+    assert_eq!(step(&mut e), Decision::Hold { why: Hold::Steady });
+    fake.set_memory_used(90.0);
+    assert_eq!(step(&mut e), Decision::Expand { size: 64 * M, reason: Reason::MemoryHigh });
+    let status = e.status(1000).unwrap();
+    assert_eq!(status.managed_total_bytes, 128 * M);
+}
+
+#[test]
+fn a_min_size_in_plain_bytes_rounds_up_to_whole_mib() {
+    let (mut e, fake) = engine("min_size = \"100000000\"\nincrement = \"64M\"\n");
+    assert_eq!(step(&mut e), Decision::Expand { size: 96 * M, reason: Reason::Baseline });
+    fake.set_memory_used(1.5);
+    let status = e.status(1000).unwrap();
+    assert_eq!(status.next_step, "nothing to do", "no false 'max_size is reached' at 1.5 % memory use");
+    fake.set_memory_used(90.0);
+    assert_eq!(step(&mut e), Decision::Expand { size: 64 * M, reason: Reason::MemoryHigh });
+}
+
+#[test]
+fn sizes_from_outside_are_checked_not_wrapped() {
+    let (mut e, fake) = engine("min_size = \"0\"\n");
+    let err = e.expand(u64::MAX, "requested", 10.0).unwrap_err().to_string();
+    assert!(err.contains("would pass swap.max_size 16G"), "{err}");
+    let err = e.expand(u64::MAX - 2 * GIB + 1, "requested", 10.0).unwrap_err().to_string();
+    assert!(err.contains("would pass swap.max_size"), "{err}");
+    assert!(fake.state().ops.is_empty());
+    let err = e.expand(1000, "requested", 10.0).unwrap_err().to_string();
+    assert!(err.contains("at least 1M"), "{err}");
+}
+
+#[test]
+fn a_request_past_the_disk_guard_is_refused_in_human_sizes() {
+    let (mut e, fake) = engine("min_size = \"0\"\n");
+    fake.state().disk = (100 * GIB, 10 * GIB + 512 * M);
+    let err = e.expand(GIB, "requested", 10.0).unwrap_err().to_string();
+    assert_eq!(err, "disk guard: a 1.0 GiB file would leave 9.5 GiB free, below disk_reserve 10.0 GiB on /srv/swap");
+}
+
+#[test]
+fn shrink_keeps_min_size_and_refuses_what_would_not_fit() {
+    let (mut e, fake) = engine("min_size = \"1G\"\nincrement = \"1G\"\n");
+    step(&mut e);
+    e.expand(GIB, "requested", 10.0).unwrap();
+    // The newest file holds 11 GiB of pages; 12 GiB available less a tenth of 16 GiB: no.
+    fake.state().files.get_mut("cluster-ai-000002.swap").unwrap().active = Some((49, 11 * GIB));
+    let err = e.shrink("test").unwrap_err().to_string();
+    assert!(err.contains("would not fit in 12.0 GiB of available memory"), "{err}");
+    fake.state().files.get_mut("cluster-ai-000002.swap").unwrap().active = Some((49, GIB));
+    assert!(e.shrink("test").unwrap().ends_with("cluster-ai-000002.swap"));
+    let err = e.shrink("test").unwrap_err().to_string();
+    assert!(err.contains("below swap.min_size 1G"), "{err}");
+    assert_eq!(fake.active(), ["cluster-ai-000001.swap"]);
+}
+
+#[test]
+fn clean_is_refused_when_memory_cannot_take_the_pages_and_restores_tuning() {
+    let fake = FakeSwapOs::new();
+    let mut cfg = config("min_size = \"1G\"\n");
+    cfg.kernel.tune = true;
+    let mut e = Engine::new(&cfg, Box::new(fake.clone()), false);
+    e.start();
+    assert_eq!(fake.state().tunables, crate::sys::sysctl::Tunables { swappiness: 10, vfs_cache_pressure: 50 });
+    step(&mut e);
+    fake.state().files.get_mut("cluster-ai-000001.swap").unwrap().active = Some((50, 15 * GIB));
+    assert!(e.clean(false).unwrap_err().to_string().contains("use --force"));
+    let msg = e.clean(true).unwrap();
+    assert!(msg.contains("removed 1 swap file(s) from /srv/swap") && msg.contains("vm.swappiness 60"), "{msg}");
+    assert!(fake.state().files.is_empty());
+    assert_eq!(fake.state().tunables.swappiness, 60);
+}
+
+#[test]
+fn recovery_deletes_partials_adopts_active_and_enables_what_fits() {
+    let fake = FakeSwapOs::new();
+    {
+        let mut s = fake.state();
+        s.files.insert("cluster-ai-000001.swap".into(), FakeFile { size: GIB, active: Some((50, 0)) });
+        s.files.insert("cluster-ai-000002.swap".into(), FakeFile { size: GIB, active: None });
+        s.files.insert("cluster-ai-000003.swap".into(), FakeFile { size: 2 * GIB, active: None });
+        s.files.insert("cluster-ai-000004.swap.partial".into(), FakeFile { size: 5, active: None });
+        s.files.insert("notes.txt".into(), FakeFile { size: 5, active: None });
+    }
+    let mut e = Engine::new(&config("max_size = \"3G\"\nmin_size = \"1G\"\n"), Box::new(fake.clone()), false);
+    e.start();
+    assert_eq!(fake.active(), ["cluster-ai-000001.swap", "cluster-ai-000002.swap"]);
+    let names: Vec<String> = fake.state().files.keys().cloned().collect();
+    assert_eq!(names, ["cluster-ai-000001.swap", "cluster-ai-000002.swap", "notes.txt"], "over max_size: deleted");
+    assert!(fake.state().ops.contains(&"swapon cluster-ai-000002.swap 49".into()));
+}
+
+#[test]
+fn a_failing_directory_is_named_and_logged_once_per_episode() {
+    let (mut e, fake) = engine("min_size = \"64M\"\n");
+    fake.state().fail = Some(("create", std::io::ErrorKind::ReadOnlyFilesystem));
+    let look = e.look(Instant::now()).unwrap();
+    let err = e.act(&look.decision, 10.0).unwrap_err().to_string();
+    assert!(err.contains("/srv/swap/cluster-ai-000001.swap.partial"), "the path is in the message: {err}");
+    assert!(e.log_error(&err));
+    assert!(!e.log_error(&err), "the same error again is not logged again");
+    e.clear_error();
+    assert!(e.log_error(&err), "after it cleared, a new episode is");
+}
+
+#[test]
+fn monitoring_only_shows_no_disk_guard_and_acts_on_nothing() {
+    let fake = FakeSwapOs::new();
+    fake.state().can_manage = false;
+    fake.state().disk = (100 * GIB, GIB);
+    let mut e = Engine::new(&config(""), Box::new(fake.clone()), false);
+    e.start();
+    assert!(matches!(&e.mode, Mode::MonitoringOnly(why) if why.contains("CAP_SYS_ADMIN")));
+    let status = e.status(1000).unwrap();
+    assert_eq!(status.disk_guard, None);
+    let look = e.look(Instant::now()).unwrap();
+    assert!(!e.should_act(&look.decision, &look.readings));
+    assert!(e.expand(GIB, "requested", 1.0).unwrap_err().to_string().contains("CAP_SYS_ADMIN"));
+    assert!(fake.state().ops.is_empty());
+}
+
+#[test]
+fn a_refused_directory_is_monitoring_only_with_the_reason() {
+    let fake = FakeSwapOs::new();
+    fake.state().refuse_dir = Some("is not a directory".into());
+    let mut e = Engine::new(&config(""), Box::new(fake.clone()), false);
+    e.start();
+    assert!(matches!(&e.mode, Mode::MonitoringOnly(why) if why.contains("swap.dir /srv/swap: is not a directory")), "{:?}", e.mode);
+}
+
+#[test]
+fn dry_run_decides_but_changes_nothing() {
+    let fake = FakeSwapOs::new();
+    let mut e = Engine::new(&config(""), Box::new(fake.clone()), true);
+    e.start();
+    let look = e.look(Instant::now()).unwrap();
+    assert!(matches!(look.decision, Decision::Expand { .. }));
+    assert!(!e.should_act(&look.decision, &look.readings));
+    assert!(e.expand(GIB, "requested", 1.0).unwrap_err().to_string().contains("dry run"));
+    assert!(fake.state().ops.is_empty());
+}
