@@ -35,7 +35,11 @@ fn config_check_exit_codes_and_messages() {
     let out = Command::new(common::BIN).args(["config", "check"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with(&format!("{}:5:1: swap.bogus: unknown field `bogus`", bad.display())), "{err}");
+    assert!(err.starts_with(&format!("{}:5:1: swap.bogus: unknown key `bogus`; the keys here are dir,", bad.display())), "{err}");
+    std::fs::write(&bad, "[swap]\nmin_sise = \"1G\"\n").unwrap();
+    let out = Command::new(common::BIN).args(["config", "check"]).arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err, format!("{}:2:1: swap.min_sise: unknown key `min_sise`; did you mean `min_size`?\n", bad.display()));
 
     std::fs::write(&bad, "[swap]\nmin_size = \"8G\"\nmax_size = \"4G\"\nmemory_threshold = 0\n").unwrap();
     let out = Command::new(common::BIN).args(["config", "check"]).arg(&bad).output().unwrap();
@@ -47,13 +51,26 @@ fn config_check_exit_codes_and_messages() {
         lines,
         [
             format!("{p}:3:12: swap.max_size: 4G is below swap.min_size 8G; expected max_size >= min_size"),
-            format!("{p}:4:20: swap.memory_threshold: 0 is out of range; expected a percentage from 1 to 99"),
+            format!("{p}:4:20: swap.memory_threshold: 0 is out of range; expected a percentage from 1 to 99, such as 80 or \"80%\""),
         ]
     );
 
     let out = Command::new(common::BIN).args(["config", "check"]).arg(dir.path().join("none.toml")).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("none.toml: cannot read the config file"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, format!("[swap]\ndir = \"{}\"\n", dir.path().join("swap").display())).unwrap();
+    let out = Command::new(common::BIN).args(["config", "check", "a", "b"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(common::BIN).args(["swap", "expand", "1X", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown size unit"));
+    assert!(!dir.path().join("swap").exists(), "nothing was done");
 }
 
 #[test]

@@ -208,7 +208,7 @@ fn bad_explicit_config_exits_78() {
     let out = std::process::Command::new(common::BIN).arg("run").arg("--config").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:1:13: log_level: invalid type", bad.display())), "{err}");
+    assert!(err.contains(&format!("{}:1:13: log_level: expected a level in quotes such as \"info\", found the number 3", bad.display())), "{err}");
 }
 
 #[test]
@@ -257,4 +257,40 @@ fn a_second_signal_forces_exit() {
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(5)), Some(1));
     assert!(d.log_text().contains("second signal: exiting now"), "{}", d.log_text());
+}
+
+#[test]
+fn a_reload_refuses_a_fifo_a_device_and_a_huge_file_and_stays_responsive() {
+    let b = daemon().config("sample_interval = \"1s\"\n");
+    let mut notify = NotifySocket::bind(b.dir());
+    let d = b.env("NOTIFY_SOCKET", notify.path.to_str().unwrap()).spawn();
+    notify.wait_for("READY=1", T, |g| g.has("READY=1"));
+    let config = d.config.clone();
+    let reload_fails_with = |notify: &mut NotifySocket, why: &str| {
+        d.signal(Signal::SIGHUP);
+        let after = notify.wait_for("READY=1 after the refused reload", T, |g| g.has("READY=1"));
+        let status = after.value("STATUS").unwrap().to_string();
+        assert!(status.starts_with("reload failed: ") && status.contains(why), "{status}");
+        assert_eq!(d.status_json()["tasks"].as_array().unwrap().len(), 3, "still answering");
+    };
+
+    // A FIFO nobody writes to: opening it for reading would block forever.
+    std::fs::remove_file(&config).unwrap();
+    nix::unistd::mkfifo(&config, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    reload_fails_with(&mut notify, "it is a FIFO, not a regular file");
+
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &config).unwrap();
+    reload_fails_with(&mut notify, "it is a device, not a regular file");
+
+    std::fs::remove_file(&config).unwrap();
+    std::fs::write(&config, format!("sample_interval = \"1s\"\n{}", "# padding\n".repeat(500_000))).unwrap();
+    reload_fails_with(&mut notify, "a config file is a few KiB");
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", d.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(rss_kib < 64 * 1024, "a 5 MB file was not read into memory (peak RSS {rss_kib} KiB)");
 }

@@ -97,6 +97,31 @@ pub struct KernelConfig {
     pub tune: bool,
 }
 
+/// A config file is a few KiB; anything near this is a mistake, not a config.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+impl SwapConfig {
+    fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("swap.dir", self.dir.display().to_string()),
+            ("swap.min_size", format_size(self.min_size)),
+            ("swap.max_size", format_size(self.max_size)),
+            ("swap.increment", format_size(self.increment)),
+            ("swap.memory_threshold", self.memory_threshold.to_string()),
+            ("swap.check_interval", format_duration(self.check_interval)),
+            ("swap.disk_reserve", self.disk_reserve.to_string()),
+            ("swap.shrink_threshold", self.shrink_threshold.to_string()),
+            ("swap.calm_period", format_duration(self.calm_period)),
+        ]
+    }
+}
+
+impl KernelConfig {
+    fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![("kernel.tune", self.tune.to_string())]
+    }
+}
+
 impl Default for Config {
     /// The seed's values (`../shared/seeds/000_*`), except `swap.dir`: a system service keeps its
     /// files under its state directory rather than in a home directory.
@@ -122,25 +147,34 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads and validates `path`.
+    /// Reads and validates `path`: a regular file of at most [`MAX_CONFIG_BYTES`] (a FIFO, a
+    /// device or a huge file is refused rather than read), in UTF-8.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Self::parse(&text).map_err(|problems| ConfigError::Invalid { path: path.to_path_buf(), problems })
+        let bytes = crate::sys::fs::read_regular_file(path, MAX_CONFIG_BYTES)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let invalid = |problems| ConfigError::Invalid { path: path.to_path_buf(), problems };
+        let text = std::str::from_utf8(&bytes).map_err(|e| {
+            let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+            let offset = e.valid_up_to();
+            let message = format!("byte 0x{:02x} is not UTF-8; save the file as UTF-8", bytes[offset]);
+            invalid(vec![Problem::at(valid, offset, key_at(valid, offset), message)])
+        })?;
+        Self::parse(text).map_err(invalid)
     }
 
     /// Parses and validates config text; on failure, every problem found (not only the first).
     pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
-            vec![Problem::at(text, offset, key_at(text, offset), e.message().to_string())]
+            vec![Problem::at(text, offset, key_at(text, offset), friendly(e.message()))]
         })?;
         raw.validate(text)
     }
 
-    /// Every setting as `key = value`, in file order: for logs of what a reload changed.
+    /// Every setting as `key = value`, in file order: for logs of what a reload changed. A
+    /// test checks that it lists every key the file accepts.
     pub fn entries(&self) -> Vec<(&'static str, String)> {
-        let s = &self.swap;
-        vec![
+        let mut out = vec![
             ("log_level", self.log_level.as_str().to_string()),
             ("sample_interval", format_duration(self.sample_interval)),
             (
@@ -150,17 +184,10 @@ impl Config {
                     SocketSetting::Path(p) => p.display().to_string(),
                 },
             ),
-            ("swap.dir", s.dir.display().to_string()),
-            ("swap.min_size", format_size(s.min_size)),
-            ("swap.max_size", format_size(s.max_size)),
-            ("swap.increment", format_size(s.increment)),
-            ("swap.memory_threshold", s.memory_threshold.to_string()),
-            ("swap.check_interval", format_duration(s.check_interval)),
-            ("swap.disk_reserve", s.disk_reserve.to_string()),
-            ("swap.shrink_threshold", s.shrink_threshold.to_string()),
-            ("swap.calm_period", format_duration(s.calm_period)),
-            ("kernel.tune", self.kernel.tune.to_string()),
-        ]
+        ];
+        out.extend(self.swap.entries());
+        out.extend(self.kernel.entries());
+        out
     }
 
     /// The settings that differ from `old`, as `key: old -> new`.
@@ -206,7 +233,9 @@ impl std::fmt::Display for Problem {
 }
 
 impl Problem {
+    /// One problem at byte `offset`, always on one line.
     fn at(text: &str, offset: usize, key: String, message: String) -> Self {
+        let message = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
         let before = text.get(..offset).unwrap_or(text);
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -234,12 +263,16 @@ fn key_at(text: &str, offset: usize) -> String {
     }
 }
 
+/// Values are read as TOML values and turned into settings by the checks below, so a wrong
+/// type is explained in the same words as a wrong value ("a size such as …, found a number").
+type Raw = Option<Spanned<toml::Value>>;
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    log_level: Option<Spanned<String>>,
-    sample_interval: Option<Spanned<String>>,
-    control_socket: Option<Spanned<String>>,
+    log_level: Raw,
+    sample_interval: Raw,
+    control_socket: Raw,
     #[serde(default)]
     swap: RawSwap,
     #[serde(default)]
@@ -249,21 +282,114 @@ struct RawConfig {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawKernel {
-    tune: Option<Spanned<bool>>,
+    tune: Raw,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawSwap {
-    dir: Option<Spanned<String>>,
-    min_size: Option<Spanned<String>>,
-    max_size: Option<Spanned<String>>,
-    increment: Option<Spanned<String>>,
-    memory_threshold: Option<Spanned<i64>>,
-    check_interval: Option<Spanned<String>>,
-    disk_reserve: Option<Spanned<String>>,
-    shrink_threshold: Option<Spanned<i64>>,
-    calm_period: Option<Spanned<String>>,
+    dir: Raw,
+    min_size: Raw,
+    max_size: Raw,
+    increment: Raw,
+    memory_threshold: Raw,
+    check_interval: Raw,
+    disk_reserve: Raw,
+    shrink_threshold: Raw,
+    calm_period: Raw,
+}
+
+/// What a TOML value is, in a user's words.
+fn kind(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("the text {s:?}"),
+        toml::Value::Integer(i) => format!("the number {i}"),
+        toml::Value::Float(f) => format!("the number {f}"),
+        toml::Value::Boolean(b) => format!("{b}"),
+        toml::Value::Datetime(d) => format!("the date {d}"),
+        toml::Value::Array(_) => "a list".into(),
+        toml::Value::Table(_) => "a table".into(),
+    }
+}
+
+fn as_text<'v>(v: &'v toml::Value, expected: &str) -> Result<&'v str, String> {
+    v.as_str().ok_or_else(|| format!("expected {expected}, found {}", kind(v)))
+}
+
+const SIZE: &str = "a size such as \"2G\", \"1.5G\", \"512M\" or a number of bytes";
+
+fn size(v: &toml::Value) -> Result<u64, String> {
+    match v {
+        toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| format!("{n} is negative; expected {SIZE}")),
+        toml::Value::String(s) => parse_size(s),
+        other => Err(format!("expected {SIZE}, found {}", kind(other))),
+    }
+}
+
+fn duration_between(min: Duration, max: Duration) -> impl FnOnce(&toml::Value) -> Result<Duration, String> {
+    move |v| {
+        let s = as_text(v, "a duration such as \"30s\" or \"5m\" (with its unit)")?;
+        let d = parse_duration(s)?;
+        if d < min || d > max {
+            return Err(format!("{s:?} is out of range; expected between {} and {}", format_duration(min), format_duration(max)));
+        }
+        Ok(d)
+    }
+}
+
+/// A percentage as a number (`80`) or as text with a sign (`"80%"`), the same for every key.
+fn percent_between(min: u8, max: u8) -> impl FnOnce(&toml::Value) -> Result<u8, String> {
+    move |v| {
+        let expected = format!("a percentage from {min} to {max}, such as {max_eg} or \"{max_eg}%\"", max_eg = max.min(80));
+        let n: i64 = match v {
+            toml::Value::Integer(n) => *n,
+            toml::Value::String(s) => {
+                s.trim().strip_suffix('%').and_then(|p| p.trim().parse().ok()).ok_or_else(|| format!("{s:?} is not {expected}"))?
+            }
+            other => return Err(format!("expected {expected}, found {}", kind(other))),
+        };
+        u8::try_from(n).ok().filter(|p| (min..=max).contains(p)).ok_or_else(|| format!("{n} is out of range; expected {expected}"))
+    }
+}
+
+fn absolute_path(v: &toml::Value) -> Result<PathBuf, String> {
+    let s = as_text(v, "a path in quotes such as \"/var/lib/cluster-ai/swap\"")?;
+    let p = PathBuf::from(s);
+    if !p.is_absolute() || p == Path::new("/") {
+        return Err(format!("{s:?} is not an absolute path below /; expected e.g. \"/var/lib/cluster-ai/swap\""));
+    }
+    Ok(p)
+}
+
+fn boolean(v: &toml::Value) -> Result<bool, String> {
+    v.as_bool().ok_or_else(|| format!("expected true or false, found {}", kind(v)))
+}
+
+/// serde's "unknown field" in our words, with the nearest known key.
+fn friendly(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else { return message.to_string() };
+    let Some((unknown, rest)) = rest.split_once('`') else { return message.to_string() };
+    let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let nearest = known.iter().map(|k| (edit_distance(unknown, k), *k)).min().filter(|(d, k)| *d <= 2.max(k.len() / 3));
+    match nearest {
+        Some((_, k)) => format!("unknown key `{unknown}`; did you mean `{k}`?"),
+        None => format!("unknown key `{unknown}`; the keys here are {}", known.join(", ")),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// Collects problems while turning raw values into settings.
@@ -300,39 +426,13 @@ impl Checker<'_> {
     }
 }
 
-fn duration_between(min: Duration, max: Duration) -> impl FnOnce(&String) -> Result<Duration, String> {
-    move |s| {
-        let d = parse_duration(s)?;
-        if d < min || d > max {
-            return Err(format!("{s:?} is out of range; expected between {} and {}", format_duration(min), format_duration(max)));
-        }
-        Ok(d)
-    }
-}
-
-fn percent_between(min: u8, max: u8) -> impl FnOnce(&i64) -> Result<u8, String> {
-    move |v| {
-        u8::try_from(*v)
-            .ok()
-            .filter(|p| (min..=max).contains(p))
-            .ok_or_else(|| format!("{v} is out of range; expected a percentage from {min} to {max}"))
-    }
-}
-
-fn absolute_path(s: &String) -> Result<PathBuf, String> {
-    let p = PathBuf::from(s);
-    if !p.is_absolute() || p == Path::new("/") {
-        return Err(format!("{s:?} is not an absolute path below /; expected e.g. \"/var/lib/cluster-ai/swap\""));
-    }
-    Ok(p)
-}
-
 impl RawConfig {
     fn validate(self, text: &str) -> Result<Config, Vec<Problem>> {
         let d = Config::default();
         let mut c = Checker { text, problems: Vec::new() };
-        let (log_level, _) = c.field("log_level", self.log_level, d.log_level, |s| {
-            Ok(match s.as_str() {
+        let (log_level, _) = c.field("log_level", self.log_level, d.log_level, |v| {
+            let s = as_text(v, "a level in quotes such as \"info\"")?;
+            Ok(match s {
                 "error" => LogLevel::Error,
                 "warn" => LogLevel::Warn,
                 "info" => LogLevel::Info,
@@ -347,53 +447,70 @@ impl RawConfig {
             d.sample_interval,
             duration_between(Duration::from_secs(1), Duration::from_secs(3600)),
         );
-        let (control_socket, _) = c.field("control_socket", self.control_socket, d.control_socket, |s| {
+        let (control_socket, _) = c.field("control_socket", self.control_socket, d.control_socket, |v| {
+            let s = as_text(v, "\"auto\" or an absolute path")?;
             if s == "auto" {
                 Ok(SocketSetting::Auto)
             } else {
-                absolute_path(s).map(SocketSetting::Path).map_err(|_| format!("{s:?} is neither \"auto\" nor an absolute path"))
+                absolute_path(v).map(SocketSetting::Path).map_err(|_| format!("{s:?} is neither \"auto\" nor an absolute path"))
             }
         });
+        let swap = self.swap.validate(&mut c, d.swap);
+        let kernel = self.kernel.validate(&mut c, d.kernel);
+        if !c.problems.is_empty() {
+            // In file order, as a reader fixes them.
+            c.problems.sort_by_key(|p| (p.line, p.column));
+            return Err(c.problems);
+        }
+        Ok(Config { log_level, sample_interval, control_socket, swap, kernel })
+    }
+}
 
-        let r = self.swap;
-        let ds = d.swap;
-        let (dir, _) = c.field("swap.dir", r.dir, ds.dir, absolute_path);
-        let size = |s: &String| parse_size(s);
-        let (min_size, _) = c.field("swap.min_size", r.min_size, ds.min_size, size);
-        let (max_size, max_span) = c.field("swap.max_size", r.max_size, ds.max_size, size);
-        let (increment, inc_span) = c.field("swap.increment", r.increment, ds.increment, |s| {
-            let v = parse_size(s)?;
-            if v < 1 << 20 {
-                return Err(format!("{s:?} is too small; expected at least 1M"));
+impl RawKernel {
+    fn validate(self, c: &mut Checker<'_>, d: KernelConfig) -> KernelConfig {
+        let (tune, _) = c.field("kernel.tune", self.tune, d.tune, boolean);
+        KernelConfig { tune }
+    }
+}
+
+impl RawSwap {
+    fn validate(self, c: &mut Checker<'_>, d: SwapConfig) -> SwapConfig {
+        let (dir, _) = c.field("swap.dir", self.dir, d.dir, absolute_path);
+        let (min_size, _) = c.field("swap.min_size", self.min_size, d.min_size, size);
+        let (max_size, max_span) = c.field("swap.max_size", self.max_size, d.max_size, size);
+        let (increment, inc_span) = c.field("swap.increment", self.increment, d.increment, |v| {
+            let n = size(v)?;
+            if n < 1 << 20 {
+                return Err(format!("{} is too small; expected at least 1M", human_size(n)));
             }
-            Ok(v)
+            Ok(n)
         });
-        let (memory_threshold, _) = c.field("swap.memory_threshold", r.memory_threshold, ds.memory_threshold, percent_between(1, 99));
+        let (memory_threshold, _) = c.field("swap.memory_threshold", self.memory_threshold, d.memory_threshold, percent_between(1, 99));
         let (check_interval, _) = c.field(
             "swap.check_interval",
-            r.check_interval,
-            ds.check_interval,
+            self.check_interval,
+            d.check_interval,
             duration_between(Duration::from_secs(1), Duration::from_secs(3600)),
         );
-        let (disk_reserve, _) = c.field("swap.disk_reserve", r.disk_reserve, ds.disk_reserve, |s| match s.trim().strip_suffix('%') {
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= 90)
-                .map(DiskReserve::Percent)
-                .ok_or_else(|| format!("{s:?} is not a percentage from 0% to 90%")),
-            None => parse_size(s).map(DiskReserve::Bytes).map_err(|e| format!("{e}, or a percentage of the filesystem such as \"10%\"")),
+        let (disk_reserve, _) = c.field("swap.disk_reserve", self.disk_reserve, d.disk_reserve, |v| match v {
+            toml::Value::String(s) if s.trim().ends_with('%') => {
+                percent_between(0, 90)(v).map(DiskReserve::Percent).map_err(|_| format!("{s:?} is not a percentage from 0% to 90%"))
+            }
+            // A bare small number is far more likely a percentage without its sign than a
+            // reserve of a few bytes.
+            toml::Value::Integer(n) if (0..1024).contains(n) => {
+                Err(format!("{n} would be {n} bytes; write \"{n}%\" for a percentage of the filesystem, or a size such as \"20G\""))
+            }
+            _ => size(v).map(DiskReserve::Bytes).map_err(|e| format!("{e}, or a percentage of the filesystem such as \"10%\"")),
         });
         let (shrink_threshold, shrink_span) =
-            c.field("swap.shrink_threshold", r.shrink_threshold, ds.shrink_threshold, percent_between(1, 98));
+            c.field("swap.shrink_threshold", self.shrink_threshold, d.shrink_threshold, percent_between(1, 98));
         let (calm_period, _) = c.field(
             "swap.calm_period",
-            r.calm_period,
-            ds.calm_period,
+            self.calm_period,
+            d.calm_period,
             duration_between(Duration::from_secs(1), Duration::from_secs(24 * 3600)),
         );
-        let (tune, _) = c.field("kernel.tune", self.kernel.tune, d.kernel.tune, |b| Ok(*b));
         if shrink_threshold >= memory_threshold {
             c.report(
                 shrink_span,
@@ -417,29 +534,7 @@ impl RawConfig {
                 format!("{} is above swap.max_size {}; expected increment <= max_size", format_size(increment), format_size(max_size)),
             );
         }
-
-        if !c.problems.is_empty() {
-            // In file order, as a reader fixes them.
-            c.problems.sort_by_key(|p| (p.line, p.column));
-            return Err(c.problems);
-        }
-        Ok(Config {
-            log_level,
-            sample_interval,
-            control_socket,
-            swap: SwapConfig {
-                dir,
-                min_size,
-                max_size,
-                increment,
-                memory_threshold,
-                check_interval,
-                disk_reserve,
-                shrink_threshold,
-                calm_period,
-            },
-            kernel: KernelConfig { tune },
-        })
+        SwapConfig { dir, min_size, max_size, increment, memory_threshold, check_interval, disk_reserve, shrink_threshold, calm_period }
     }
 }
 

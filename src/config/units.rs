@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    const EXPECTED: &str = "expected a size such as 2G, 512M, 1GiB or a number of bytes";
+    const EXPECTED: &str = "expected a size such as 2G, 1.5G, 512M, 1GiB or a number of bytes";
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    if digits.is_empty() {
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || fraction.contains('.') || (number.contains('.') && fraction.is_empty()) {
         return Err(format!("{text:?} is not a size; {EXPECTED}"));
     }
-    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is too large"))?;
     let shift = match unit.trim_start() {
         "" | "B" => 0,
         "K" | "k" | "KiB" => 10,
@@ -20,7 +20,20 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "T" | "t" | "TiB" => 40,
         other => return Err(format!("unknown size unit {other:?} in {text:?}; {EXPECTED}")),
     };
-    number.checked_mul(1u64 << shift).ok_or_else(|| format!("{text:?} is too large"))
+    if !fraction.is_empty() && shift == 0 {
+        return Err(format!("{text:?} is not a whole number of bytes; {EXPECTED}"));
+    }
+    let too_large = || format!("{text:?} is too large");
+    let whole: u64 = whole.parse().map_err(|_| too_large())?;
+    let mut bytes = whole.checked_mul(1u64 << shift).ok_or_else(too_large)?;
+    // A decimal fraction of the unit, rounded down to whole bytes ("1.5G").
+    let fraction = &fraction[..fraction.len().min(9)];
+    if !fraction.is_empty() {
+        let scale = 10u128.pow(fraction.len() as u32);
+        let part = fraction.parse::<u128>().map_err(|_| format!("{text:?} is not a size; {EXPECTED}"))? * (1u128 << shift) / scale;
+        bytes = bytes.checked_add(u64::try_from(part).map_err(|_| too_large())?).ok_or_else(too_large)?;
+    }
+    Ok(bytes)
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -86,7 +99,10 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert_eq!(parse_size("16 G").unwrap(), 16 << 30);
         assert_eq!(parse_size("3k").unwrap(), 3072);
-        for bad in ["", "G", "2X", "2GB", "-1G", "1.5G", "99999999999999999999", "17179869184T"] {
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("0.5M").unwrap(), 512 << 10);
+        assert_eq!(parse_size("2.25 GiB").unwrap(), 9 << 28);
+        for bad in ["", "G", "2X", "2GB", "-1G", "1.5", "1.G", ".5G", "1.2.3G", "99999999999999999999", "17179869184T", "16777216.5T"] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
         for n in [0, 1, 1023, 1 << 10, 3 << 20, 2 << 30, 5 << 40, (1 << 30) + 1] {

@@ -44,9 +44,60 @@ impl DiskUsage {
     }
 }
 
+/// The whole content of a regular file of at most `max` bytes. Opened without blocking, so a
+/// FIFO put where a file is expected is refused at once rather than waited on; a device, a
+/// directory or a file over `max` is refused without reading it.
+pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
+    let meta = file.metadata()?;
+    let t = meta.file_type();
+    if !t.is_file() {
+        let what = if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_dir() {
+            "a directory"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("it is {what}, not a regular file")));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {} bytes; a config file is a few KiB (at most {max} bytes are read)", meta.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("it grew past {max} bytes while being read")));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_small_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "a = 1\n").unwrap();
+        assert_eq!(read_regular_file(&file, 100).unwrap(), b"a = 1\n");
+        assert!(read_regular_file(&file, 3).unwrap_err().to_string().contains("it is 6 bytes"));
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(read_regular_file(&fifo, 100).unwrap_err().to_string().contains("a FIFO"), "refused at once, not waited on");
+        assert!(read_regular_file(Path::new("/dev/zero"), 100).unwrap_err().to_string().contains("a device"));
+        assert!(read_regular_file(dir.path(), 100).unwrap_err().to_string().contains("a directory"));
+    }
 
     #[test]
     fn measures_a_real_directory_and_a_missing_child() {
