@@ -1,5 +1,6 @@
 //! Fault injection for tests of failure paths on the real binary. Debug builds (what `cargo
-//! test` runs) read `CLUSTER_AI_FAULT=point:action`; release builds compile it to nothing.
+//! test` runs) and builds with the `fault-injection` feature (`cargo test --release --features
+//! fault-injection`) read `CLUSTER_AI_FAULT=point:action`; release builds compile it to nothing.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -9,11 +10,16 @@ pub enum Fault {
     Hang,
     /// SIGKILL ourselves, as `kill -9` would: for crash-safety tests.
     Kill,
+    /// Blocking code sleeps 30 s there: an operation held mid-way.
+    Sleep,
 }
+
+/// Whether this build reads `CLUSTER_AI_FAULT`.
+pub const ENABLED: bool = cfg!(any(debug_assertions, feature = "fault-injection"));
 
 /// The fault configured for `point`, if any.
 pub fn at(point: &str) -> Option<Fault> {
-    #[cfg(debug_assertions)]
+    #[cfg(any(debug_assertions, feature = "fault-injection"))]
     {
         let spec = std::env::var("CLUSTER_AI_FAULT").ok()?;
         let (p, action) = spec.split_once(':')?;
@@ -25,10 +31,11 @@ pub fn at(point: &str) -> Option<Fault> {
             "error" => Some(Fault::Error),
             "hang" => Some(Fault::Hang),
             "kill" => Some(Fault::Kill),
+            "sleep" => Some(Fault::Sleep),
             _ => None,
         }
     }
-    #[cfg(not(debug_assertions))]
+    #[cfg(not(any(debug_assertions, feature = "fault-injection")))]
     {
         let _ = point;
         None
@@ -41,7 +48,7 @@ pub async fn inject(point: &str) -> anyhow::Result<()> {
         None => Ok(()),
         Some(Fault::Panic) => panic!("injected fault at {point}"),
         Some(Fault::Error) => anyhow::bail!("injected fault at {point}"),
-        Some(Fault::Hang) => std::future::pending().await,
+        Some(Fault::Hang | Fault::Sleep) => std::future::pending().await,
         Some(Fault::Kill) => kill_self(),
     }
 }
@@ -50,6 +57,11 @@ pub async fn inject(point: &str) -> anyhow::Result<()> {
 pub fn hit(point: &str) -> std::io::Result<()> {
     match at(point) {
         None | Some(Fault::Hang) => Ok(()),
+        Some(Fault::Sleep) => {
+            tracing::warn!("injected fault at {point}: sleeping 30 s");
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            Ok(())
+        }
         Some(Fault::Panic) => panic!("injected fault at {point}"),
         Some(Fault::Error) => Err(std::io::Error::other(format!("injected fault at {point}"))),
         Some(Fault::Kill) => kill_self(),

@@ -118,7 +118,8 @@ fn status_reports_the_live_snapshot() {
 #[test]
 fn status_tells_not_running_from_not_answering_and_from_root_only() {
     let dir = tempfile::tempdir().unwrap();
-    let status = |socket: &std::path::Path| std::process::Command::new(common::BIN).args(["status", "--socket"]).arg(socket).output().unwrap();
+    let status =
+        |socket: &std::path::Path| std::process::Command::new(common::BIN).args(["status", "--socket"]).arg(socket).output().unwrap();
     let err = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
 
     let out = status(&dir.path().join("none.sock"));
@@ -208,12 +209,16 @@ fn bad_explicit_config_exits_78() {
     let out = std::process::Command::new(common::BIN).arg("run").arg("--config").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:1:13: log_level: expected a level in quotes such as \"info\", found the number 3", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!("{}:1:13: log_level: expected a level in quotes such as \"info\", found the number 3", bad.display())),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_failing_task_is_named_and_the_daemon_exits_nonzero() {
     for (action, needle) in [("error", "injected fault at sampler"), ("panic", "panicked: injected fault at sampler")] {
+        common::require_faults();
         let b = daemon().config("sample_interval = \"1s\"\n").env("CLUSTER_AI_FAULT", &format!("sampler:{action}"));
         let mut notify = NotifySocket::bind(b.dir());
         let mut d = b.env("NOTIFY_SOCKET", notify.path.to_str().unwrap()).spawn();
@@ -227,6 +232,7 @@ fn a_failing_task_is_named_and_the_daemon_exits_nonzero() {
 
 #[test]
 fn a_hung_task_stops_the_watchdog_pings() {
+    common::require_faults();
     let b = daemon().config("sample_interval = \"1s\"\n").env("WATCHDOG_USEC", "1000000").env("CLUSTER_AI_FAULT", "sampler:hang");
     let mut notify = NotifySocket::bind(b.dir());
     let d = b.env("NOTIFY_SOCKET", notify.path.to_str().unwrap()).spawn();
@@ -247,6 +253,7 @@ fn a_hung_task_stops_the_watchdog_pings() {
 fn a_second_signal_forces_exit() {
     // A hung sampler never sees the cancellation, so the first SIGTERM alone would wait out the
     // 10 s stop timeout; the second one must end the daemon at once.
+    common::require_faults();
     let mut d = daemon().config("sample_interval = \"1s\"\n").env("CLUSTER_AI_FAULT", "sampler:hang").spawn();
     d.wait_log("ready", T);
     std::thread::sleep(Duration::from_millis(1500));
@@ -293,4 +300,45 @@ fn a_reload_refuses_a_fifo_a_device_and_a_huge_file_and_stays_responsive() {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap();
     assert!(rss_kib < 64 * 1024, "a 5 MB file was not read into memory (peak RSS {rss_kib} KiB)");
+}
+
+#[test]
+fn out_of_file_descriptors_the_control_socket_backs_off_and_says_so_once() {
+    // Few descriptors: the daemon's own use leaves room for only a handful of clients.
+    let d = daemon().config("sample_interval = \"1s\"\n").wrapped(&["prlimit", "--nofile=32:32", "--"]).spawn();
+    d.wait_log("ready", T);
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        match std::os::unix::net::UnixStream::connect(d.socket()) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    d.wait_log("out of file descriptors", T);
+    // Held for a while: a daemon that retried accept at once would log on every try.
+    let cpu_before = cpu_ticks(d.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu_used = cpu_ticks(d.pid()) - cpu_before;
+    drop(held);
+    // Once the clients are gone it answers again, and says the episode is over.
+    let deadline = std::time::Instant::now() + T;
+    let log = loop {
+        let out = d.status(&["--json"]);
+        let log = d.log_text();
+        if out.status.success() && log.contains("accepting connections again") {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "no recovery:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(log.matches("out of file descriptors").count(), 1, "one warning per episode:\n{log}");
+    assert!(cpu_used < 100, "no busy loop while out of descriptors ({cpu_used} ticks of CPU in 2 s)");
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }

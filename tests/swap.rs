@@ -114,6 +114,25 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Tests that make real memory pressure, or that need memory calm, take turns: one's hog
+/// would otherwise decide the other's outcome.
+static MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn memory_to_myself() -> std::sync::MutexGuard<'static, ()> {
+    MEMORY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits until the daemon's swap task has looked and decides to hold: whatever it was going
+/// to do at start is done. (A wait for a condition, not a fixed sleep.)
+fn settled(d: &Daemon) {
+    wait_until("the swap task to settle", T, || {
+        let out = d.swap(&["status", "--json"]);
+        out.status.success()
+            && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|v| v["running"].is_null() && !v["next_step"].as_str().unwrap_or("add").starts_with("add"))
+    });
+}
+
 fn scratch_daemon(s: &Scratch, extra: &str, env: &[(&str, &str)]) -> Daemon {
     let text = std::fs::read_to_string(s.config(extra)).unwrap();
     let mut b = daemon().config(&text);
@@ -188,7 +207,7 @@ fn daemon_makes_the_baseline_recovers_and_adopts_after_kill_9() {
     d.wait_log("ready", T);
     let log = d.wait_log("enabled a complete swap file", T);
     assert!(log.contains("deleted a swap file left unfinished"), "{log}");
-    std::thread::sleep(Duration::from_millis(500));
+    settled(&d);
     assert_eq!(s.ours().len(), 1, "the re-enabled 64M file is the baseline: nothing more");
     s.assert_no_orphans();
 
@@ -196,7 +215,7 @@ fn daemon_makes_the_baseline_recovers_and_adopts_after_kill_9() {
     d.wait_exit(T);
     let d2 = scratch_daemon(&s, "", &[]);
     d2.wait_log("adopted an active swap file", T);
-    std::thread::sleep(Duration::from_millis(500));
+    settled(&d2);
     assert_eq!(s.ours().len(), 1);
     let status = d2.status(&[]);
     assert!(status.status.success());
@@ -212,6 +231,7 @@ fn kill_9_at_each_step_leaves_no_orphan_after_restart() {
     if !common::require_root("real swap files") {
         return;
     }
+    common::require_faults();
     for point in ["swap-created", "swap-allocated", "swap-formatted", "swap-renamed", "swap-enabled"] {
         let s = Scratch::new();
         let mut d = scratch_daemon(&s, "", &[("CLUSTER_AI_FAULT", &format!("{point}:kill"))]);
@@ -221,7 +241,7 @@ fn kill_9_at_each_step_leaves_no_orphan_after_restart() {
         wait_until(&format!("{point}: baseline after restart"), T, || {
             s.ours().iter().map(|(_, size, _)| size + 4096).sum::<u64>() >= 64 * M
         });
-        std::thread::sleep(Duration::from_millis(300));
+        settled(&d2);
         s.assert_no_orphans();
         assert_eq!(s.ours().len(), 1, "{point}: exactly one baseline file");
     }
@@ -234,7 +254,7 @@ fn kill_9_at_each_step_leaves_no_orphan_after_restart() {
         assert_eq!(out.status.code(), None, "{point}: the shrink was killed");
         let d = scratch_daemon(&s, "", &[]);
         d.wait_log("ready", T);
-        std::thread::sleep(Duration::from_millis(500));
+        settled(&d);
         s.assert_no_orphans();
         let total: u64 = s.ours().iter().map(|(_, size, _)| size + 4096).sum();
         assert!(total >= 64 * M, "{point}: no active swap lost ({total})");
@@ -246,6 +266,7 @@ fn real_memory_pressure_adds_a_file() {
     if !common::require_root("real swap files and memory pressure") {
         return;
     }
+    let _memory = memory_to_myself();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
     let kb = |k: &str| -> u64 { meminfo.lines().find(|l| l.starts_with(k)).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap() };
     let (total, avail) = (kb("MemTotal:") * 1024, kb("MemAvailable:") * 1024);
@@ -368,6 +389,7 @@ fn calm_memory_shrinks_the_newest_file_and_keeps_min_size() {
     if !common::require_root("real swap files") {
         return;
     }
+    let _memory = memory_to_myself();
     let s = Scratch::new();
     let d = scratch_daemon(&s, "calm_period = \"2s\"\ncheck_interval = \"1s\"", &[]);
     d.wait_log("ready", T);
@@ -435,5 +457,89 @@ fn swap_clean_through_the_daemon_pauses_until_a_reload() {
     d.signal(Signal::SIGHUP);
     wait_until("the baseline again after the reload", T, || s.ours().len() == 1);
     assert!(ok(&d.swap(&["status"])).contains("mode:      managing"));
+    s.assert_no_orphans();
+}
+
+#[test]
+fn parallel_direct_commands_take_turns_and_never_pass_max_size() {
+    if !common::require_root("real swap files") {
+        return;
+    }
+    let s = Scratch::new();
+    s.config("");
+    // Ten `swap expand 64M` at once, no daemon: max_size 256M allows four.
+    let outs: Vec<Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..10).map(|_| scope.spawn(|| s.swap_cmd(&["expand", "64M"], &[]))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let added = outs.iter().filter(|o| o.status.success()).count();
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("would pass swap.max_size 256M") || err.contains("is locked by pid"), "{err}");
+    }
+    let total: u64 = s.ours().iter().map(|(_, size, _)| size + 4096).sum();
+    assert!(total <= 256 * M, "past max_size: {total}");
+    assert_eq!(added, 4, "every expand that fits was done, one after the other");
+    assert_eq!(total, 256 * M);
+    s.assert_no_orphans();
+}
+
+#[test]
+fn a_direct_command_is_refused_while_another_holds_swap_dir_and_names_it() {
+    if !common::require_root("real swap files") {
+        return;
+    }
+    common::require_faults();
+    let s = Scratch::new();
+    s.config("");
+    // A direct expand held mid-way (30 s) holds the lock; a second one waits 10 s, then is refused.
+    let slow = std::thread::scope(|scope| {
+        let slow = scope.spawn(|| s.swap_cmd(&["expand", "64M"], &[("CLUSTER_AI_FAULT", "swap-allocated:sleep")]));
+        wait_until("the slow expand to hold the lock", T, || s.files().iter().any(|f| f.ends_with(".partial")));
+        let second = s.swap_cmd(&["expand", "64M"], &[]);
+        let err = refused(&second);
+        assert!(err.contains("is locked by pid") && err.contains("swap expand 64M"), "{err}");
+        slow.join().unwrap()
+    });
+    ok(&slow);
+    assert_eq!(s.ours().len(), 1);
+    s.assert_no_orphans();
+}
+
+#[test]
+fn during_a_long_operation_status_answers_and_a_second_sigterm_exits_at_once_without_a_false_failure() {
+    if !common::require_root("real swap files") {
+        return;
+    }
+    common::require_faults();
+    let s = Scratch::new();
+    let mut d = scratch_daemon(&s, "min_size = \"0\"\n", &[("CLUSTER_AI_FAULT", "swap-allocated:sleep")]);
+    d.wait_log("ready", T);
+    let socket = d.socket();
+    std::thread::scope(|scope| {
+        let client = scope.spawn(|| Command::new(common::BIN).args(["swap", "expand", "64M", "--socket"]).arg(&socket).output().unwrap());
+        d.wait_log("injected fault at swap-allocated: sleeping", T);
+        // Status answers from the books while the expand runs, and says what runs.
+        let text = ok(&d.swap(&["status"]));
+        assert!(text.contains("running:   swap expand 64.0 MiB"), "{text}");
+        let busy = refused(&d.swap(&["shrink"]));
+        assert!(busy.contains("busy: swap expand 64.0 MiB"), "{busy}");
+
+        d.signal(Signal::SIGTERM);
+        d.wait_log("stopping", T);
+        d.signal(Signal::SIGTERM);
+        // The injected sleep lasts 30 s: an exit well before that did not wait for it.
+        let started = Instant::now();
+        assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(1), "{}", d.log_text());
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let out = client.join().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("unknown") && !err.contains("failed"), "the client is not told a lie: {err}");
+    });
+    assert!(d.log_text().contains("second signal: exiting now"));
+    // The next start cleans up what the interrupted expand left.
+    let d2 = scratch_daemon(&s, "min_size = \"0\"\n", &[]);
+    d2.wait_log("ready", T);
+    settled(&d2);
     s.assert_no_orphans();
 }

@@ -68,10 +68,14 @@ fn wrong_types_are_said_in_words_a_user_knows_and_all_reported() {
 
 #[test]
 fn sizes_in_plain_bytes_or_decimals_and_percentages_with_or_without_the_sign() {
-    let c = Config::parse("[swap]\nmin_size = 100000000\nmax_size = \"1.5G\"\nmemory_threshold = \"75%\"\nshrink_threshold = 50\n").unwrap();
+    let c =
+        Config::parse("[swap]\nmin_size = 100000000\nmax_size = \"1.5G\"\nmemory_threshold = \"75%\"\nshrink_threshold = 50\n").unwrap();
     assert_eq!((c.swap.min_size, c.swap.max_size), (100_000_000, 3 << 29));
     assert_eq!((c.swap.memory_threshold, c.swap.shrink_threshold), (75, 50));
-    assert_eq!(problems("[swap]\nmin_size = -5\n"), ["2:12: swap.min_size: -5 is negative; expected a size such as \"2G\", \"1.5G\", \"512M\" or a number of bytes"]);
+    assert_eq!(
+        problems("[swap]\nmin_size = -5\n"),
+        ["2:12: swap.min_size: -5 is negative; expected a size such as \"2G\", \"1.5G\", \"512M\" or a number of bytes"]
+    );
     assert_eq!(
         problems("[swap]\ndisk_reserve = 10\n"),
         ["2:16: swap.disk_reserve: 10 would be 10 bytes; write \"10%\" for a percentage of the filesystem, or a size such as \"20G\""]
@@ -86,7 +90,10 @@ fn every_key_the_file_accepts_is_in_entries() {
         let probe = if table.is_empty() { "zzzz = 1\n".to_string() } else { format!("[{table}]\nzzzz = 1\n") };
         let p = problems(&probe);
         let keys = p[0].split("the keys here are ").nth(1).unwrap().to_string();
-        keys.split(", ").filter(|k| !["swap", "kernel"].contains(k)).map(|k| if table.is_empty() { k.to_string() } else { format!("{table}.{k}") }).collect()
+        keys.split(", ")
+            .filter(|k| !["swap", "kernel"].contains(k))
+            .map(|k| if table.is_empty() { k.to_string() } else { format!("{table}.{k}") })
+            .collect()
     };
     let mut files: Vec<String> = ["", "swap", "kernel"].iter().flat_map(|t| accepted(t)).collect();
     let mut listed: Vec<String> = Config::default().entries().into_iter().map(|(k, _)| k.to_string()).collect();

@@ -182,7 +182,9 @@ pub async fn run(socket: ControlSocket, state: ControlState, heartbeat: Heartbea
     let state = std::sync::Arc::new(state);
     let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     let mut ticker = crate::sys::ticker::Ticker::new(HEARTBEAT_PERIOD)?;
-    let mut backoff: Option<Duration> = None;
+    // An episode of EMFILE/ENFILE: the backoff, and when the last one was seen. It ends once
+    // accepting has worked for a second without one.
+    let mut backoff: Option<(Duration, Instant)> = None;
     heartbeat.started();
     loop {
         let next = async {
@@ -197,7 +199,8 @@ pub async fn run(socket: ControlSocket, state: ControlState, heartbeat: Heartbea
             }
             (permit, accepted) = next => match accepted {
                 Ok((stream, _)) => {
-                    if backoff.take().is_some() {
+                    if backoff.is_some_and(|(_, last)| last.elapsed() > Duration::from_secs(1)) {
+                        backoff = None;
                         tracing::info!("control socket: accepting connections again");
                     }
                     let state = state.clone();
@@ -216,13 +219,13 @@ pub async fn run(socket: ControlSocket, state: ControlState, heartbeat: Heartbea
                             tracing::warn!(error = %e, "control socket: out of file descriptors; new connections wait until some close");
                             ACCEPT_BACKOFF
                         }
-                        Some(w) => (w * 2).min(Duration::from_secs(1)),
+                        Some((w, _)) => (w * 2).min(Duration::from_secs(1)),
                     };
-                    backoff = Some(wait);
                     tokio::select! {
                         _ = cancel.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(wait) => {}
                     }
+                    backoff = Some((wait, Instant::now()));
                 }
                 Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
             },
@@ -304,10 +307,12 @@ pub fn request(path: &Path, request: &Request) -> Result<serde_json::Value, Clie
         Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
             return Err(ClientError::NotAnswering { path: path.to_path_buf(), waited: wait })
         }
-        Err(e) if request.acts() => return Err(ClientError::Other {
+        Err(e) if request.acts() => {
+            return Err(ClientError::Other {
                 path: path.to_path_buf(),
                 what: format!("{e}; whether the operation was carried out is unknown: see `cluster-ai swap status`"),
-            }),
+            })
+        }
         Err(e) => return Err(other(e)),
     }
     let value: serde_json::Value = serde_json::from_str(&reply)

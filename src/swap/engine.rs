@@ -356,8 +356,9 @@ impl Engine {
                 human_size(managed)
             )));
         }
-        let size = policy::check_expand(&self.cfg, &self.books(&inv), size)
-            .map_err(|hold| SwapError::Refused(format!("{} on {}", Decision::Hold { why: hold }.describe(), display_path(&self.cfg.dir))))?;
+        let size = policy::check_expand(&self.cfg, &self.books(&inv), size).map_err(|hold| {
+            SwapError::Refused(format!("{} on {}", Decision::Hold { why: hold }.describe(), display_path(&self.cfg.dir)))
+        })?;
         let start = StdInstant::now();
         let path = files::create(self.os.as_mut(), &self.cfg.dir, fs, inv.next_seq(), size, inv.next_priority())?;
         let swap_percent = percent(inv.managed_used(), managed + size);

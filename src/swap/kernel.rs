@@ -11,4 +11,3 @@ pub fn target(rotational: bool) -> Tunables {
         Tunables { swappiness: 10, vfs_cache_pressure: 50 }
     }
 }
-

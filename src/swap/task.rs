@@ -58,7 +58,9 @@ impl SwapCommand {
     fn refuse(self, why: String) {
         match self {
             SwapCommand::Status(r) => drop(r.send(Err(why))),
-            SwapCommand::Expand { reply: Some(r), .. } | SwapCommand::Shrink(r) | SwapCommand::Clean { reply: r, .. } => drop(r.send(Err(why))),
+            SwapCommand::Expand { reply: Some(r), .. } | SwapCommand::Shrink(r) | SwapCommand::Clean { reply: r, .. } => {
+                drop(r.send(Err(why)))
+            }
             SwapCommand::Expand { reply: None, .. } => tracing::debug!("expand now: {why}"),
         }
     }
@@ -79,9 +81,7 @@ pub fn answer_timeout(req: &SwapRequest) -> Duration {
 pub async fn answer(swap: &SwapSender, req: SwapRequest) -> serde_json::Value {
     use serde_json::json;
     let not_running = || json!({ "error": "the swap task is not running; nothing was done" });
-    let unknown = || {
-        json!({ "error": "the swap task stopped before answering (is the daemon stopping?); whether the operation was carried out is unknown: see `cluster-ai swap status`" })
-    };
+    let unknown = || json!({ "error": "the swap task stopped before answering (is the daemon stopping?); whether the operation was carried out is unknown: see `cluster-ai swap status`" });
     if let SwapRequest::Status = req {
         let (tx, rx) = oneshot::channel();
         if swap.send(SwapCommand::Status(tx)).await.is_err() {
@@ -107,7 +107,9 @@ pub async fn answer(swap: &SwapSender, req: SwapRequest) -> serde_json::Value {
         Ok(Ok(Ok(message))) => json!({ "message": message }),
         Ok(Ok(Err(e))) => json!({ "error": e }),
         Ok(Err(_)) => unknown(),
-        Err(_) => json!({ "error": "the swap task did not answer in time; the operation may still be running: see `cluster-ai swap status`" }),
+        Err(_) => {
+            json!({ "error": "the swap task did not answer in time; the operation may still be running: see `cluster-ai swap status`" })
+        }
     }
 }
 

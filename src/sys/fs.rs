@@ -34,9 +34,9 @@ pub fn disk_usage(path: &Path) -> Result<DiskUsage, StatfsError> {
 impl DiskUsage {
     pub fn from_statfs(path: &Path, st: &nix::sys::statfs::Statfs) -> Self {
         let block = st.block_size() as u64;
-        let total = (st.blocks() as u64).saturating_mul(block);
-        let free = (st.blocks_free() as u64).saturating_mul(block);
-        let available = (st.blocks_available() as u64).saturating_mul(block);
+        let total = st.blocks().saturating_mul(block);
+        let free = st.blocks_free().saturating_mul(block);
+        let available = st.blocks_available().saturating_mul(block);
         let used = total.saturating_sub(free);
         let denominator = used.saturating_add(available);
         let used_percent = if denominator == 0 { 0.0 } else { 100.0 * used as f64 / denominator as f64 };

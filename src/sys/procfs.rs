@@ -301,3 +301,32 @@ mod tests {
         assert!(err.contains("proc/loadavg"), "{err}");
     }
 }
+
+/// The parsers on text captured from a real kernel (6.18, this project's CI machine kind):
+/// `tests/fixtures/proc-6.18/`.
+#[cfg(test)]
+mod captured {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc-6.18").join(name)).unwrap()
+    }
+
+    #[test]
+    fn real_kernel_text_parses() {
+        let m = parse_meminfo(&fixture("meminfo")).unwrap();
+        assert!(m.total > 1 << 30 && m.available <= m.total && m.swap_free <= m.swap_total);
+        let cpu = parse_stat(&fixture("stat")).unwrap();
+        assert!(cpu.busy < cpu.total);
+        for p in ["pressure/memory", "pressure/io"] {
+            assert!(parse_pressure(&fixture(p)).unwrap().full_avg10.is_some(), "{p}");
+        }
+        // Since 5.13 cpu has a "full" line too (all zeros at system level).
+        assert_eq!(parse_pressure(&fixture("pressure/cpu")).unwrap().full_avg10, Some(0.0));
+        assert!(parse_loadavg(&fixture("loadavg")).is_ok());
+        let swaps = crate::sys::swap::parse_swaps(&fixture("swaps")).unwrap();
+        assert_eq!(swaps.len(), 1);
+        assert_eq!(swaps[0].path, Path::new("/var/lib/cluster-ai/swap dir/cluster-ai-000001.swap"), "\\040 unescaped");
+        assert_eq!((swaps[0].kind.as_str(), swaps[0].size_bytes, swaps[0].priority), ("file", 16380 * 1024, 50));
+    }
+}

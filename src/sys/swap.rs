@@ -217,7 +217,11 @@ impl SwapDirError {
     }
 
     pub fn bad_fs(path: &Path, why: String) -> Self {
-        SwapDirError::Refused { path: path.to_path_buf(), reason: format!("is on {why}"), fix: "choose a directory on ext4, XFS, btrfs or f2fs" }
+        SwapDirError::Refused {
+            path: path.to_path_buf(),
+            reason: format!("is on {why}"),
+            fix: "choose a directory on ext4, XFS, btrfs or f2fs",
+        }
     }
 }
 

@@ -301,7 +301,8 @@ fn lock_holder(root: &Path, file: &File) -> Option<String> {
     let locks = std::fs::read_to_string(root.join("proc/locks")).ok()?;
     let pid = parse_lock_holder(&locks, ino)?;
     let cmdline = std::fs::read(root.join(format!("proc/{pid}/cmdline"))).unwrap_or_default();
-    let words: Vec<String> = cmdline.split(|b| *b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+    let words: Vec<String> =
+        cmdline.split(|b| *b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect();
     let shown = words.iter().enumerate().map(|(i, w)| if i == 0 { w.rsplit('/').next().unwrap_or(w) } else { w }).collect::<Vec<_>>();
     Some(if shown.is_empty() { format!("pid {pid}") } else { format!("pid {pid} ({})", shown.join(" ")) })
 }
@@ -338,7 +339,8 @@ pub fn open_checked(dir: &Path, owner: u32) -> Result<(File, SwapFs), SwapDirErr
     if !dir.is_absolute() || names.is_empty() {
         return Err(refuse(dir, "is not an absolute path below /".into(), "set swap.dir to a directory such as /var/lib/cluster-ai/swap"));
     }
-    let open_dir = |p: &Path| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC).open(p);
+    let open_dir =
+        |p: &Path| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC).open(p);
     let mut current = open_dir(Path::new("/")).map_err(|e| SwapDirError::io(Path::new("/"), "cannot open it", e))?;
     let mut shown = PathBuf::from("/");
     for (i, name) in names.iter().enumerate() {
@@ -359,7 +361,11 @@ pub fn open_checked(dir: &Path, owner: u32) -> Result<(File, SwapFs), SwapDirErr
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
                 let is_link = std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink());
                 return Err(if is_link {
-                    refuse(&next_shown, "is a symbolic link".into(), "point swap.dir at the real directory, with no symbolic link on the way")
+                    refuse(
+                        &next_shown,
+                        "is a symbolic link".into(),
+                        "point swap.dir at the real directory, with no symbolic link on the way",
+                    )
                 } else {
                     refuse(&next_shown, "is not a directory".into(), "point swap.dir at a directory")
                 });

@@ -97,7 +97,10 @@ mod tests {
         std::fs::write(vm.join("vfs_cache_pressure"), "100\n").unwrap();
         let state = t.path().join("state");
         let s = Sysctl::new(t.path());
-        assert_eq!(s.apply(&state, Tunables { swappiness: 10, vfs_cache_pressure: 50 }).unwrap(), Tunables { swappiness: 60, vfs_cache_pressure: 100 });
+        assert_eq!(
+            s.apply(&state, Tunables { swappiness: 10, vfs_cache_pressure: 50 }).unwrap(),
+            Tunables { swappiness: 60, vfs_cache_pressure: 100 }
+        );
         assert_eq!(s.read().unwrap(), Tunables { swappiness: 10, vfs_cache_pressure: 50 });
         // A restart applies again: the saved originals stay 60/100.
         s.apply(&state, Tunables { swappiness: 30, vfs_cache_pressure: 100 }).unwrap();

@@ -101,34 +101,23 @@ impl Drop for Daemon {
     }
 }
 
+/// The kernel's swap table, read with the crate's own parser.
+fn swap_table() -> Vec<cluster_ai::sys::swap::SwapEntry> {
+    let text = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    cluster_ai::sys::swap::parse_swaps(&text).expect("/proc/swaps as the kernel writes it")
+}
+
 /// swapoff every swap area whose path lies under `dir` (only what a test made there).
 pub fn swapoff_under(dir: &Path) {
-    let Ok(text) = std::fs::read_to_string("/proc/swaps") else {
-        return;
-    };
-    for line in text.lines().skip(1) {
-        let Some(path) = line.split_whitespace().next() else {
-            continue;
-        };
-        let path = PathBuf::from(path.replace("\\040", " "));
-        if path.starts_with(dir) {
-            let st = Command::new("swapoff").arg(&path).status();
-            eprintln!("cleanup: swapoff {} -> {st:?}", path.display());
-        }
+    for e in swap_table().into_iter().filter(|e| e.path.starts_with(dir)) {
+        let st = Command::new("swapoff").arg(&e.path).status();
+        eprintln!("cleanup: swapoff {} -> {st:?}", e.path.display());
     }
 }
 
-/// Swap areas in /proc/swaps under `dir`.
+/// Swap areas in /proc/swaps under `dir`: path, usable size in bytes, priority.
 pub fn swaps_under(dir: &Path) -> Vec<(PathBuf, u64, i32)> {
-    let text = std::fs::read_to_string("/proc/swaps").unwrap();
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let p = PathBuf::from(f[0]);
-            p.starts_with(dir).then(|| (p, f[2].parse::<u64>().unwrap() * 1024, f[4].parse().unwrap()))
-        })
-        .collect()
+    swap_table().into_iter().filter(|e| e.path.starts_with(dir)).map(|e| (e.path, e.size_bytes, e.priority)).collect()
 }
 
 /// The binary, as a root caller without CAP_SYS_ADMIN: for tests that run on the built-in
@@ -150,12 +139,20 @@ pub struct DaemonBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     defaults: bool,
+    wrapper: Vec<String>,
 }
 
 /// A daemon whose swap lives in the test's tempdir (`[swap]` added to any config that has none,
 /// with min_size 0 so no baseline is made unless the test asks for one).
 pub fn daemon() -> DaemonBuilder {
-    DaemonBuilder { dir: tempfile::tempdir().unwrap(), config_text: None, env: Vec::new(), args: Vec::new(), defaults: false }
+    DaemonBuilder {
+        dir: tempfile::tempdir().unwrap(),
+        config_text: None,
+        env: Vec::new(),
+        args: Vec::new(),
+        defaults: false,
+        wrapper: Vec::new(),
+    }
 }
 
 impl DaemonBuilder {
@@ -182,12 +179,25 @@ impl DaemonBuilder {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+    /// Starts the daemon through a wrapper command (e.g. `prlimit --nofile=32:32 --`).
+    pub fn wrapped(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|w| w.to_string()).collect();
+        self
+    }
 
     pub fn spawn(self) -> Daemon {
         let config = self.dir.path().join("config.toml");
         let log = self.dir.path().join("daemon.log");
         let runtime = self.dir.path().join("run");
-        let mut cmd = if self.defaults { bin_without_swap_rights() } else { Command::new(BIN) };
+        let mut cmd = if self.defaults {
+            bin_without_swap_rights()
+        } else if let Some((first, rest)) = self.wrapper.split_first() {
+            let mut c = Command::new(first);
+            c.args(rest).arg(BIN);
+            c
+        } else {
+            Command::new(BIN)
+        };
         cmd.arg("run");
         if !self.defaults {
             write_config(&config, self.dir.path(), self.config_text.as_deref().unwrap_or_default());
@@ -294,4 +304,12 @@ pub fn require_root(what: &str) -> bool {
         return false;
     }
     panic!("{what} needs root; run the tests as root, or set {SKIP_PRIVILEGED}=1 to skip them");
+}
+
+/// Fails clearly in a build whose binary ignores `CLUSTER_AI_FAULT` (a release build without
+/// the `fault-injection` feature), instead of passing without the fault.
+pub fn require_faults() {
+    if !cfg!(any(debug_assertions, feature = "fault-injection")) {
+        panic!("this test injects faults: run it in a debug build, or with --features fault-injection");
+    }
 }

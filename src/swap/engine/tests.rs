@@ -186,3 +186,34 @@ fn dry_run_decides_but_changes_nothing() {
     assert!(e.expand(GIB, "requested", 1.0).unwrap_err().to_string().contains("dry run"));
     assert!(fake.state().ops.is_empty());
 }
+
+#[test]
+fn foreign_swap_counts_for_nothing_and_is_never_touched() {
+    let fake = FakeSwapOs::new();
+    fake.state().foreign.push(SwapEntry {
+        path: "/dev/zram0".into(),
+        kind: "partition".into(),
+        size_bytes: 8 * GIB,
+        used_bytes: 8 * GIB,
+        priority: 100,
+    });
+    fake.state().foreign.push(SwapEntry {
+        path: "/srv/swap/mine.swap".into(),
+        kind: "file".into(),
+        size_bytes: GIB,
+        used_bytes: 0,
+        priority: 5,
+    });
+    fake.state().files.insert("mine.swap".into(), FakeFile { size: GIB, active: None });
+    let mut e = Engine::new(&config(""), Box::new(fake.clone()), false);
+    e.start();
+    // 9 GiB of foreign swap, the zram one full: the baseline is still made in full.
+    assert_eq!(step(&mut e), Decision::Expand { size: 2 * GIB, reason: Reason::Baseline });
+    let status = e.status(1000).unwrap();
+    assert_eq!(status.managed_total_bytes, 2 * GIB);
+    assert_eq!(status.foreign.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(), ["/dev/zram0", "/srv/swap/mine.swap"]);
+    e.clean(true).unwrap();
+    let ops = fake.state().ops.join("\n");
+    assert!(!ops.contains("zram0") && !ops.contains("mine.swap"), "{ops}");
+    assert!(fake.state().files.contains_key("mine.swap"), "a file in swap.dir with another name is not ours");
+}

@@ -51,6 +51,12 @@ pub struct FakeSwapOs(pub Arc<Mutex<FakeState>>);
 
 pub const GIB: u64 = 1 << 30;
 
+impl Default for FakeSwapOs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl FakeSwapOs {
     /// 16 GiB of RAM, 4 GiB in use; 100 GiB disk, half free; root.
     pub fn new() -> Self {
