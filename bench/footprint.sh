@@ -1,6 +1,9 @@
 #!/bin/bash
-# Idle footprint of the release daemon on built-in defaults (swap task included; as root it
-# makes its 2G baseline, in a tempdir rather than /var/lib, removed at the end): RSS (VmRSS, VmHWM), CPU time
+# Idle footprint of the release daemon on built-in defaults, run as the unit runs it: with a
+# real notify socket (read by a helper, as systemd would) and WATCHDOG_USEC of the unit's
+# WatchdogSec=30s, so READY/STATUS/WATCHDOG datagrams are sent and counted (swap task
+# included; as root it makes its 2G baseline, in a tempdir rather than /var/lib, removed at
+# the end): RSS (VmRSS, VmHWM), CPU time
 # (utime+stime) scaled to seconds per hour, and wakeups per second (voluntary context
 # switches of all its threads per second). Goals (issue 2): RSS <= 4 MiB, CPU <= 0.3 s/h,
 # <= 1 wakeup/s. Prints figures; it measures, it does not judge pass/fail.
@@ -12,15 +15,31 @@ cargo build --release --quiet
 BIN=target/release/cluster-ai
 WORK=$(mktemp -d)
 PID=
+LISTENER=
 cleanup() {
+  set +e   # every step runs, whatever the one before returned
   [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+  [ -n "$LISTENER" ] && kill "$LISTENER" 2>/dev/null && wait "$LISTENER" 2>/dev/null
   for f in "$WORK"/swap/*; do [ -f "$f" ] && { swapoff "$f" 2>/dev/null; rm -f "$f"; }; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 # The built-in defaults, but swap.dir in the tempdir: a benchmark never touches /var/lib.
 printf '[swap]\ndir = "%s/swap"\n' "$WORK" > "$WORK/config.toml"
-RUNTIME_DIRECTORY=$WORK/run STATE_DIRECTORY=$WORK/state NOTIFY_SOCKET= $BIN run --config "$WORK/config.toml" ${FOOTPRINT_ARGS:-} 2>"$WORK/log" &
+# systemd's side of sd_notify: a datagram socket whose messages are written, one per line.
+python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "w") as out:
+    while True:
+        out.write(s.recv(4096).decode().replace("\n", " ") + "\n")
+        out.flush()
+' "$WORK/notify.sock" "$WORK/notify.log" &
+LISTENER=$!
+for _ in $(seq 50); do [ -S "$WORK/notify.sock" ] && break; sleep 0.1; done
+RUNTIME_DIRECTORY=$WORK/run STATE_DIRECTORY=$WORK/state NOTIFY_SOCKET=$WORK/notify.sock WATCHDOG_USEC=30000000 \
+  $BIN run --config "$WORK/config.toml" ${FOOTPRINT_ARGS:-} 2>"$WORK/log" &
 PID=$!
 for _ in $(seq 50); do [ -S "$WORK/run/control.sock" ] && break; sleep 0.1; done
 [ -S "$WORK/run/control.sock" ] || { echo "daemon did not start:"; cat "$WORK/log"; exit 1; }
@@ -36,9 +55,11 @@ ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 vcsw() { cat /proc/"$PID"/task/*/status | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s}'; }
 field() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$PID/status"; }
 HZ=$(getconf CLK_TCK)
-t0=$(ticks); c0=$(cpu_ns); w0=$(vcsw); s0=$(date +%s.%N)
+grep -q '^READY=1' "$WORK/notify.log" || { echo "no READY=1 on the notify socket:"; cat "$WORK/notify.log" "$WORK/log"; exit 1; }
+t0=$(ticks); c0=$(cpu_ns); w0=$(vcsw); s0=$(date +%s.%N); n0=$(wc -l < "$WORK/notify.log")
 sleep "$DURATION"
-t1=$(ticks); c1=$(cpu_ns); w1=$(vcsw); s1=$(date +%s.%N)
+t1=$(ticks); c1=$(cpu_ns); w1=$(vcsw); s1=$(date +%s.%N); n1=$(wc -l < "$WORK/notify.log")
+wd=$(tail -n +"$((n0 + 1))" "$WORK/notify.log" | grep -c 'WATCHDOG=1' || true)
 rss=$(field VmRSS); hwm=$(field VmHWM); threads=$(field Threads)
 kill -0 "$PID" || { echo "daemon died:"; cat "$WORK/log"; exit 1; }
 awk -v c="$((c1 - c0))" -v t="$((t1 - t0))" -v hz="$HZ" -v w="$((w1 - w0))" -v s0="$s0" -v s1="$s1" -v rss="$rss" -v hwm="$hwm" -v th="$threads" 'BEGIN {
@@ -49,5 +70,8 @@ awk -v c="$((c1 - c0))" -v t="$((t1 - t0))" -v hz="$HZ" -v w="$((w1 - w0))" -v s
   printf "  CPU            %6.3f s/h   (goal <= 0.3 s/h; schedstat on-CPU time; utime+stime: %d ticks of 1/%d s)\n", c / 1e9 / el * 3600, t, hz
   printf "  wakeups        %6.3f /s    (goal <= 1/s; %d voluntary context switches)\n", w / el, w
 }'
+echo "  notify         $((n1 - n0)) datagrams in the window, $wd of them WATCHDOG=1 (WATCHDOG_USEC=30 s: one per 15 s)"
+grep -q 'sd_notify failed' "$WORK/log" && { echo "  sd_notify failed while measuring:"; grep 'sd_notify failed' "$WORK/log" | head -3; }
+true
 ls -l "$BIN" | awk '{printf "  binary size    %6.2f MiB\n", $5 / 1048576}'
-grep -o 'swap file added: [^ ]* ([a-z]*)' "$WORK/log" | sed 's/^/  during start-up: /' || true
+grep -o 'swap file added: [^(]* ([a-z]*)' "$WORK/log" | sed 's/^/  during start-up: /' || true

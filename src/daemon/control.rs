@@ -2,13 +2,14 @@
 //! one JSON reply line. Mode 0600, so under systemd only root can ask.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+
+pub use crate::sys::socket::BindError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -119,21 +120,6 @@ impl ControlState {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    #[error("another cluster-ai daemon already answers on {}; stop it first", display_path(.0))]
-    InUse(PathBuf),
-    #[error("control_socket {}: exists and is not a socket; not removing it. Fix: remove it, or set control_socket to another path", display_path(.0))]
-    NotASocket(PathBuf),
-    #[error("{}: {what}: {source}", display_path(path))]
-    Io {
-        path: PathBuf,
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 /// The listening socket; the file is removed when this is dropped.
 pub struct ControlSocket {
     listener: UnixListener,
@@ -142,33 +128,19 @@ pub struct ControlSocket {
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        crate::sys::socket::remove(&self.path);
     }
 }
 
 impl ControlSocket {
-    /// Binds `path`, creating its directory (0700) if missing. A socket file left by a crashed
-    /// daemon is replaced; one that still answers means a second daemon, which is refused.
+    /// Binds `path` (see [`crate::sys::socket::bind_private`]).
     pub fn bind(path: &Path) -> Result<Self, BindError> {
-        let io = |what| move |source| BindError::Io { path: path.to_path_buf(), what, source };
-        if let Some(dir) = path.parent() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io("cannot create the socket directory"))?;
-        }
-        match std::fs::symlink_metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("cannot stat it")(e)),
-            Ok(m) if !std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => return Err(BindError::NotASocket(path.to_path_buf())),
-            // Only a socket that nobody answers on is a crashed daemon's leftover.
-            Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => return Err(BindError::InUse(path.to_path_buf())),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    std::fs::remove_file(path).map_err(io("cannot remove the stale socket"))?
-                }
-                Err(e) => return Err(io("cannot tell whether a daemon answers on it")(e)),
-            },
-        }
-        let listener = UnixListener::bind(path).map_err(io("cannot bind"))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io("cannot chmod 0600"))?;
+        let std_listener = crate::sys::socket::bind_private(path)?;
+        let listener = UnixListener::from_std(std_listener).map_err(|source| BindError::Io {
+            path: path.to_path_buf(),
+            what: "cannot watch the socket",
+            source,
+        })?;
         Ok(Self { listener, path: path.to_path_buf() })
     }
 

@@ -6,6 +6,7 @@ pub mod notify;
 pub mod paths;
 pub mod procfs;
 pub mod psi;
+pub mod socket;
 pub mod swap;
 pub mod swap_os;
 pub mod sysctl;
