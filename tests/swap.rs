@@ -543,3 +543,27 @@ fn during_a_long_operation_status_answers_and_a_second_sigterm_exits_at_once_wit
     settled(&d2);
     s.assert_no_orphans();
 }
+
+#[test]
+fn a_daemon_starting_during_a_direct_operation_does_not_touch_its_files() {
+    if !common::require_root("real swap files") {
+        return;
+    }
+    common::require_faults();
+    let s = Scratch::new();
+    s.config("");
+    let mut held = Command::new(common::BIN);
+    held.args(["swap", "expand", "64M", "--config"]).arg(s.path().join("config.toml"));
+    held.env("RUNTIME_DIRECTORY", s.path().join("run")).env("STATE_DIRECTORY", s.path().join("state"));
+    held.env("CLUSTER_AI_FAULT", "swap-allocated:sleep").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut held = held.spawn().unwrap();
+    wait_until("the direct expand to be mid-way", T, || s.files().iter().any(|f| f.ends_with(".partial")));
+    let d = scratch_daemon(&s, "", &[]);
+    let log = d.wait_log("cannot manage swap", T);
+    assert!(log.contains(&format!("is locked by pid {}", held.id())), "{log}");
+    d.wait_log("ready", T);
+    assert!(s.files().iter().any(|f| f.ends_with(".partial")), "the other process's file in progress is left alone");
+    assert!(s.ours().is_empty(), "no baseline made behind the lock holder's back");
+    held.kill().unwrap();
+    held.wait().unwrap();
+}

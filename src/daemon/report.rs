@@ -13,6 +13,9 @@ use super::tasks::Tasks;
 use crate::sampler::SnapshotReceiver;
 use crate::sys::notify::{Notice, Notifier};
 
+/// How often stuck tasks are looked for when systemd does not watch us.
+const UNWATCHED_CHECK: Duration = Duration::from_secs(15);
+
 /// Snapshot-driven STATUS updates are spaced at least this far apart.
 const MIN_STATUS_GAP: Duration = Duration::from_secs(2);
 
@@ -23,11 +26,11 @@ pub async fn run(
     mut note: watch::Receiver<String>,
     cancel: CancellationToken,
 ) {
-    let mut ticker = notifier.watchdog_interval().map(|wd| {
-        let mut t = tokio::time::interval(wd / 2);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
+    // Every half watchdog interval; without a watchdog (no systemd) still every 15 s, so a
+    // task that stops beating is logged whoever runs us.
+    let watchdog = notifier.watchdog_interval();
+    let mut ticker = tokio::time::interval(watchdog.map_or(UNWATCHED_CHECK, |wd| wd / 2));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = String::new();
     let mut last_sent: Option<Instant> = None;
     let mut stuck_before: Vec<&'static str> = Vec::new();
@@ -35,7 +38,7 @@ pub async fn run(
         let mut urgent = false;
         let watchdog_due = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => true,
+            _ = ticker.tick() => true,
             changed = snapshots.changed() => { if changed.is_err() { return; } false }
             changed = note.changed() => { if changed.is_err() { return; } urgent = true; false }
         };
@@ -50,7 +53,7 @@ pub async fn run(
             }
             stuck_before = stuck.clone();
         }
-        if watchdog_due && stuck.is_empty() {
+        if watchdog_due && watchdog.is_some() && stuck.is_empty() {
             notifier.send(&[Notice::Watchdog]);
         }
         let text = status_text(&snapshots, &note.borrow(), &stuck);

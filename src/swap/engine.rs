@@ -102,7 +102,9 @@ impl Engine {
             fs: None,
             dry_run,
             trigger: "adaptive poll".into(),
-            lock_wait: Duration::from_secs(30),
+            // Below the supervisor's start timeout: a daemon that cannot have swap.dir soon
+            // starts monitoring only, naming who holds it, rather than not at all.
+            lock_wait: Duration::from_secs(5),
             guard_active: false,
             last_logged: None,
             last_error: None,
