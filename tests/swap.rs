@@ -56,13 +56,16 @@ impl Scratch {
     }
     /// `cluster-ai swap ARGS` with no daemon on this scratch dir's socket: the direct path.
     fn swap_cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.swap_command(args, env).output().unwrap()
+    }
+    fn swap_command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut c = Command::new(common::BIN);
         c.arg("swap").args(args).arg("--config").arg(self.path().join("config.toml"));
         c.env("RUNTIME_DIRECTORY", self.path().join("run")).env("STATE_DIRECTORY", self.path().join("state"));
         for (k, v) in env {
             c.env(k, v);
         }
-        c.output().unwrap()
+        c
     }
     fn ours(&self) -> Vec<(PathBuf, u64, i32)> {
         swaps_under(&self.swap_dir())
@@ -552,11 +555,12 @@ fn a_daemon_starting_during_a_direct_operation_does_not_touch_its_files() {
     common::require_faults();
     let s = Scratch::new();
     s.config("");
-    let mut held = Command::new(common::BIN);
-    held.args(["swap", "expand", "64M", "--config"]).arg(s.path().join("config.toml"));
-    held.env("RUNTIME_DIRECTORY", s.path().join("run")).env("STATE_DIRECTORY", s.path().join("state"));
-    held.env("CLUSTER_AI_FAULT", "swap-allocated:sleep").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    let mut held = held.spawn().unwrap();
+    let mut held = s
+        .swap_command(&["expand", "64M"], &[("CLUSTER_AI_FAULT", "swap-allocated:sleep")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     wait_until("the direct expand to be mid-way", T, || s.files().iter().any(|f| f.ends_with(".partial")));
     let d = scratch_daemon(&s, "", &[]);
     let log = d.wait_log("cannot manage swap", T);

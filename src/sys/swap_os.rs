@@ -352,10 +352,11 @@ pub fn open_checked(dir: &Path, owner: u32) -> Result<(File, SwapFs), SwapDirErr
         let next = match open_dir(&at) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::fs::DirBuilder::new()
-                    .mode(if last { 0o700 } else { 0o755 })
-                    .create(&at)
-                    .map_err(|e| SwapDirError::io(&next_shown, "cannot create it", e))?;
+                match std::fs::DirBuilder::new().mode(if last { 0o700 } else { 0o755 }).create(&at) {
+                    // Another process made it meanwhile: open it and check it like any other.
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(SwapDirError::io(&next_shown, "cannot create it", e)),
+                    _ => {}
+                }
                 open_dir(&at).map_err(|e| SwapDirError::io(&next_shown, "cannot open it", e))?
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
@@ -474,6 +475,18 @@ mod tests {
         assert!(t.path().join("moved/cluster-ai-000001.swap.partial").exists(), "made in the directory that was checked");
         assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing where the symlink points");
         assert_eq!(os.list_dir().unwrap(), [DirFile { name: "cluster-ai-000001.swap.partial".into(), size: 0 }]);
+    }
+
+    #[test]
+    fn processes_creating_the_directory_at_once_all_get_it() {
+        let me = nix::unistd::geteuid().as_raw();
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("a/b/swap");
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| open_checked(&dir, me).map(|r| r.1))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(results.iter().all(|r| r.as_ref().is_ok_and(|fs| *fs == SwapFs::Ext)), "{results:?}");
     }
 
     #[test]
