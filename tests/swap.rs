@@ -136,6 +136,17 @@ fn settled(d: &Daemon) {
     });
 }
 
+/// Waits until the swap task has looked at memory `n` more times: for "nothing more happened"
+/// checks, time in which it could have acted, counted in its own looks rather than slept.
+fn more_looks(d: &Daemon, n: u64) {
+    let looks = || -> u64 {
+        let out = d.swap(&["status", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).ok().and_then(|v| v["looks"].as_u64()).unwrap_or(0)
+    };
+    let target = looks() + n;
+    wait_until(&format!("{n} more looks by the swap task"), T, || looks() >= target);
+}
+
 fn scratch_daemon(s: &Scratch, extra: &str, env: &[(&str, &str)]) -> Daemon {
     let text = std::fs::read_to_string(s.config(extra)).unwrap();
     let mut b = daemon().config(&text);
@@ -225,7 +236,16 @@ fn daemon_makes_the_baseline_recovers_and_adopts_after_kill_9() {
     let swap_status = d2.swap(&["status"]);
     let text = ok(&swap_status);
     assert!(text.contains("mode:      managing") && text.contains("cluster-ai-000001.swap"), "{text}");
-    drop(d2);
+    // A clean stop says what stays active and how to remove it.
+    let mut d2 = d2;
+    d2.signal(Signal::SIGTERM);
+    assert_eq!(d2.wait_exit(T), Some(0));
+    let log = d2.log_text();
+    assert!(
+        log.contains("1 swap file(s), 64.0 MiB in all, stay active in") && log.contains("`cluster-ai swap clean` removes them"),
+        "{log}"
+    );
+    assert_eq!(s.ours().len(), 1, "left in place on purpose");
     s.assert_no_orphans();
 }
 
@@ -350,7 +370,7 @@ fn without_cap_sys_admin_the_daemon_monitors_and_says_why() {
         return;
     }
     let s = Scratch::new();
-    s.config("");
+    s.config("check_interval = \"1s\"");
     // The builder's `on_defaults` would drop the capability but use the default paths; here we
     // want our scratch config, so wrap by hand through a tiny script.
     let wrapper = s.path().join("cluster-ai-nocap");
@@ -368,6 +388,7 @@ fn without_cap_sys_admin_the_daemon_monitors_and_says_why() {
         .unwrap();
     let err = refused(&out);
     assert!(err.contains("cannot manage swap: swapon/swapoff need CAP_SYS_ADMIN (run as root)"), "{err}");
+    assert_eq!(err.matches("CAP_SYS_ADMIN").count(), 1, "the reason once, and no daemon log lines: {err}");
     let mut child = Command::new(&wrapper)
         .args(["run", "--config"])
         .arg(s.path().join("config.toml"))
@@ -380,7 +401,16 @@ fn without_cap_sys_admin_the_daemon_monitors_and_says_why() {
     wait_until("the daemon to be ready", T, || log().contains("ready"));
     assert!(log().contains("cannot manage swap: swapon/swapoff need CAP_SYS_ADMIN"), "{}", log());
     assert_eq!(log().matches("cannot manage swap").count(), 1, "said once");
-    std::thread::sleep(Duration::from_millis(500));
+    let looks = || {
+        let out = Command::new(common::BIN)
+            .args(["swap", "status", "--json", "--socket"])
+            .arg(s.path().join("run/control.sock"))
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).ok().and_then(|v| v["looks"].as_u64()).unwrap_or(0)
+    };
+    let first = looks();
+    wait_until("the monitoring daemon to keep looking", T, || looks() >= first + 2);
     assert!(child.try_wait().unwrap().is_none(), "the daemon stays up");
     assert!(!s.swap_dir().exists(), "nothing created");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
@@ -402,7 +432,7 @@ fn calm_memory_shrinks_the_newest_file_and_keeps_min_size() {
     assert_eq!(s.ours().len(), 2);
     wait_until("the calm shrink", T, || s.ours().len() == 1);
     d.wait_log("swap file removed (memory calm)", T);
-    std::thread::sleep(Duration::from_secs(3));
+    more_looks(&d, 3);
     assert_eq!(s.ours().len(), 1, "never below min_size");
     assert!(s.ours()[0].0.ends_with("cluster-ai-000001.swap"), "the newest went");
     s.assert_no_orphans();
@@ -417,7 +447,7 @@ fn the_disk_guard_blocks_growth_and_warns_once() {
     let d = scratch_daemon(&s, "disk_reserve = \"1000T\"\ncheck_interval = \"1s\"", &[]);
     d.wait_log("ready", T);
     d.wait_log("swap cannot grow: disk guard", T);
-    std::thread::sleep(Duration::from_secs(2));
+    more_looks(&d, 2);
     assert_eq!(d.log_text().matches("swap cannot grow").count(), 1, "once per episode");
     assert!(s.ours().is_empty());
     let out = d.swap(&["status"]);
@@ -433,11 +463,11 @@ fn dry_run_logs_the_decision_and_changes_nothing() {
         return;
     }
     let s = Scratch::new();
-    let text = std::fs::read_to_string(s.config("")).unwrap();
+    let text = std::fs::read_to_string(s.config("check_interval = \"1s\"")).unwrap();
     let d = daemon().config(&text).arg("--dry-run").spawn();
     d.wait_log("ready", T);
     d.wait_log("dry run: would add 64.0 MiB (below min_size)", T);
-    std::thread::sleep(Duration::from_millis(500));
+    more_looks(&d, 2);
     assert_eq!(d.log_text().matches("would add 64.0 MiB").count(), 1, "logged once, not at every look");
     assert!(s.ours().is_empty() && s.files().is_empty(), "nothing made");
     let out = d.swap(&["expand"]);
@@ -454,7 +484,7 @@ fn swap_clean_through_the_daemon_pauses_until_a_reload() {
     d.wait_log("ready", T);
     wait_until("the baseline", T, || s.ours().len() == 1);
     assert!(ok(&d.swap(&["clean"])).contains("paused until"));
-    std::thread::sleep(Duration::from_secs(2));
+    more_looks(&d, 2);
     assert!(s.ours().is_empty(), "paused: no new baseline after clean");
     assert!(ok(&d.swap(&["status"])).contains("paused after `swap clean`"));
     d.signal(Signal::SIGHUP);

@@ -55,6 +55,8 @@ pub struct SwapStatus {
     pub poll_interval_ms: u64,
     /// The operation running now, if any (`swap status` answers from the books meanwhile).
     pub running: Option<String>,
+    /// How many times the task has looked at memory and decided, since it started.
+    pub looks: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,7 @@ pub struct Engine {
     last_logged: Option<Decision>,
     /// The last error logged, so a condition that lasts is logged once per episode.
     last_error: Option<String>,
+    looks: u64,
 }
 
 /// What one look at memory found.
@@ -108,6 +111,7 @@ impl Engine {
             guard_active: false,
             last_logged: None,
             last_error: None,
+            looks: 0,
         }
     }
 
@@ -251,6 +255,7 @@ impl Engine {
         let books = self.books(&inventory);
         let decision = policy::decide(&self.cfg, &readings, &books, &mut self.state);
         self.note_guard(&decision);
+        self.looks += 1;
         Ok(Look { readings, inventory, decision })
     }
 
@@ -492,6 +497,7 @@ impl Engine {
             next_step: decision.describe(),
             poll_interval_ms,
             running: None,
+            looks: self.looks,
         })
     }
 }
