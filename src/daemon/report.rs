@@ -16,8 +16,10 @@ use crate::sys::notify::{Notice, Notifier};
 /// How often stuck tasks are looked for when systemd does not watch us.
 const UNWATCHED_CHECK: Duration = Duration::from_secs(15);
 
-/// Snapshot-driven STATUS updates are spaced at least this far apart.
-const MIN_STATUS_GAP: Duration = Duration::from_secs(2);
+/// Snapshot-driven STATUS updates are spaced at least this far apart (a reload, a stuck task
+/// or a note goes out at once): `systemctl status` stays current enough, and an idle daemon
+/// sends a datagram every few samples rather than every one.
+const MIN_STATUS_GAP: Duration = Duration::from_secs(10);
 
 pub async fn run(
     tasks: Tasks,
