@@ -24,6 +24,9 @@ pub enum Command {
     /// Work with the configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Pre-install resource check: hardware, tier, score, recommended settings, warnings.
+    /// Exit 0 when the machine meets the minimum, 1 when it does not, 78 on a bad config.
+    Check(CheckArgs),
     /// Managed swap files: show, add, remove. Asks the running daemon; acts directly (as root)
     /// when none runs.
     Swap(SwapArgs),
@@ -62,6 +65,19 @@ pub enum SwapAction {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Cheap sources only (well under 100 ms): no NVML, no port probes, no disk write test.
+    #[arg(long)]
+    pub quick: bool,
+    /// Print the report as JSON (schema_version 1, documented in the README).
+    #[arg(long)]
+    pub json: bool,
+    /// Config file, for swap.dir and its sizes [default: /etc/cluster-ai/config.toml].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,8 @@
 //!   RELOADING on SIGHUP, STOPPING on SIGTERM) and serves the control socket.
 //! - [`sampler`]: reads CPU, memory, swap, disk and pressure every `sample_interval` and
 //!   publishes the latest [`sampler::Snapshot`] on a watch channel for the other tasks.
+//! - [`swap`]: auto-expanding swap files (policy, engine, task).
+//! - [`optimize`]: the hardware profile and the resource checker (`cluster-ai check`).
 //! - [`commands`]: one-shot subcommands; they never start the daemon.
 //!
 //! [`sys`] is the only module that touches the operating system.
@@ -19,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod fault;
 pub mod logging;
+pub mod optimize;
 pub mod sampler;
 pub mod swap;
 pub mod sys;

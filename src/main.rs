@@ -11,5 +11,6 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::status::main(args),
         Command::Config(ConfigCommand::Check(args)) => commands::config_check::main(args),
         Command::Swap(args) => commands::swap::main(args),
+        Command::Check(args) => commands::check::main(args),
     }
 }

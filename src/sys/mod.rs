@@ -2,7 +2,9 @@
 //! crate; parsers are pure functions over text and readers take a root directory.
 
 pub mod fs;
+pub mod hardware;
 pub mod notify;
+pub mod nvml;
 pub mod paths;
 pub mod procfs;
 pub mod psi;

@@ -1,0 +1,5 @@
+//! The optimize task's parts. Today: the hardware [`profile`] and the resource [`check`]
+//! (`cluster-ai check`); the plan, the env files and the emergency measures build on them.
+
+pub mod check;
+pub mod profile;

@@ -1,0 +1,167 @@
+//! The hardware profile: what the resource checker (and, next, the optimizer) knows of the
+//! machine. Gathered through `sys/`; everything after gathering is a pure function of it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::sys::hardware::{self, Cpu, Gpu};
+use crate::sys::nvml::{self, Nvml};
+use crate::sys::procfs::{parse_meminfo, ProcFs};
+use crate::sys::swap::{classify_fs, rotational_of};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub cpu: Cpu,
+    pub memory: Memory,
+    pub disks: Vec<Disk>,
+    pub gpus: Vec<Gpu>,
+    /// "driver 550.54.15", "absent" (no NVIDIA driver), "skipped (--quick)" or "failed: …".
+    pub nvml: String,
+    pub kernel: Kernel,
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub total_bytes: u64,
+    /// The cgroup's `memory.max` when it is set (a container, a unit with `MemoryMax=`).
+    pub limit_bytes: Option<u64>,
+    /// What the cluster can use: the smaller of the two.
+    pub effective_bytes: u64,
+    pub swap_total_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    /// "root" or "swap_dir".
+    pub role: String,
+    pub path: PathBuf,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    /// `None`: the kind of disk cannot be told (device-mapper, network, virtual).
+    pub rotational: Option<bool>,
+    /// Sequential write speed measured by the full check (`None` with `--quick`).
+    pub write_mib_per_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Kernel {
+    pub psi: bool,
+    /// The filesystem under swap.dir, or why the kernel cannot swap to a file there.
+    pub swap_dir_filesystem: String,
+    pub swap_files_supported: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub unit: String,
+    pub unit_installed: bool,
+    /// A socket that proves it present (Docker's), and whether it exists.
+    pub socket: Option<PathBuf>,
+    pub socket_present: Option<bool>,
+    pub port: Option<u16>,
+    /// Whether the port accepts connections on loopback (`None` with `--quick`).
+    pub port_answering: Option<bool>,
+}
+
+/// The cluster's services as they usually run: unit names, Docker's socket, default ports.
+const SERVICES: &[(&str, &str, Option<&str>, Option<u16>)] = &[
+    ("docker", "docker.service", Some("var/run/docker.sock"), None),
+    ("dask-scheduler", "dask-scheduler.service", None, Some(8786)),
+    ("dask-worker", "dask-worker.service", None, None),
+    ("ollama", "ollama.service", None, Some(11434)),
+    ("open-webui", "open-webui.service", None, Some(8080)),
+];
+
+const PORT_TIMEOUT: Duration = Duration::from_millis(200);
+/// What the full check writes to measure the swap disk.
+pub const WRITE_TEST_BYTES: u64 = 64 << 20;
+
+/// Reads the machine under `root` (`/` in production). `quick` reads only cheap sources: no
+/// NVML, no port probes, no write test.
+pub fn gather(cfg: &Config, root: &Path, quick: bool) -> Result<Profile, String> {
+    let procfs = ProcFs::new(root);
+    let read = |rel: &str| std::fs::read_to_string(procfs.path(rel)).map_err(|e| format!("{}: {e}", procfs.path(rel).display()));
+    let cpu = hardware::parse_cpuinfo(&read("cpuinfo")?)?;
+    let mem = parse_meminfo(&read("meminfo")?)?;
+    let limit = hardware::cgroup_memory_limit(root).filter(|l| *l < mem.total);
+    let memory = Memory {
+        total_bytes: mem.total,
+        limit_bytes: limit,
+        effective_bytes: limit.unwrap_or(mem.total).min(mem.total),
+        swap_total_bytes: mem.swap_total,
+    };
+
+    let swap_dir = &cfg.swap.dir;
+    // swap.dir may not exist yet: its filesystem is that of its nearest existing ancestor.
+    let existing = swap_dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/")).to_path_buf();
+    let mut disks = Vec::new();
+    for (role, path, probe) in
+        [("root", Path::new("/").to_path_buf(), Path::new("/").to_path_buf()), ("swap_dir", swap_dir.clone(), existing.clone())]
+    {
+        let Ok(usage) = crate::sys::fs::disk_usage(&probe) else { continue };
+        let dev = std::fs::metadata(&probe).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).ok();
+        let write = (!quick && role == "swap_dir").then(|| hardware::write_throughput(&probe, WRITE_TEST_BYTES).ok()).flatten();
+        disks.push(Disk {
+            role: role.into(),
+            path,
+            total_bytes: usage.total_bytes,
+            available_bytes: usage.available_bytes,
+            rotational: dev.and_then(|d| rotational_of(root, d)),
+            write_mib_per_s: write,
+        });
+    }
+
+    let (fs_name, supported) = match nix::sys::statfs::statfs(&existing) {
+        Ok(st) => match classify_fs(st.filesystem_type().0) {
+            Ok(fs) => (format!("{fs:?}").to_lowercase(), true),
+            Err(why) => (why, false),
+        },
+        Err(e) => (format!("cannot statfs {}: {e}", existing.display()), false),
+    };
+    let kernel = Kernel { psi: procfs.path("pressure/memory").exists(), swap_dir_filesystem: fs_name, swap_files_supported: supported };
+
+    let mut gpus = hardware::drm_gpus(root);
+    let nvml = if quick {
+        "skipped (--quick)".to_string()
+    } else {
+        match nvml::probe() {
+            Nvml::Absent => "absent".into(),
+            Nvml::Failed(why) => format!("failed: {why}"),
+            Nvml::Found { driver, gpus: found } => {
+                // NVML knows NVIDIA cards better than DRM does: it replaces their sysfs lines.
+                gpus.retain(|g| g.vendor != "nvidia");
+                gpus.splice(0..0, found);
+                format!("driver {driver}")
+            }
+        }
+    };
+
+    let services = SERVICES
+        .iter()
+        .map(|(name, unit, socket, port)| {
+            let socket = socket.map(|s| root.join(s));
+            Service {
+                name: name.to_string(),
+                unit: unit.to_string(),
+                unit_installed: hardware::unit_installed(root, unit),
+                socket_present: socket.as_ref().map(|s| s.exists()),
+                socket,
+                port: *port,
+                port_answering: (!quick).then(|| port.map(|p| hardware::port_answers(p, PORT_TIMEOUT))).flatten(),
+            }
+        })
+        .collect();
+    Ok(Profile { cpu, memory, disks, gpus, nvml, kernel, services })
+}
+
+/// How long gathering took, for `--quick`'s promise (well under 100 ms).
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let r = f();
+    (r, start.elapsed())
+}
