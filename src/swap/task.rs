@@ -155,15 +155,13 @@ pub async fn run(
     loop {
         let mut requested: Option<(Option<u64>, Option<Reply>)> = None;
         let mut ctx = Ctx { heartbeat: &heartbeat, commands: &mut commands, interval };
+        // Cancellation first: at stop the control task's end closes the command channel too,
+        // and the stop must be seen as a stop.
         tokio::select! {
-            _ = cancel.cancelled() => {
-                if let Some(e) = slot.as_mut() {
-                    e.log_left_active();
-                }
-                return Ok(());
-            }
+            biased;
+            _ = cancel.cancelled() => { stopped(&mut slot); return Ok(()); },
             changed = config.changed() => {
-                if changed.is_err() { return Ok(()); }
+                if changed.is_err() { stopped(&mut slot); return Ok(()); }
                 let c = config.borrow_and_update().clone();
                 if slot.as_mut().is_some_and(|e| e.set_config(&c)) {
                     let r = op(&mut slot, &mut ctx, "restart after a reload", CREATE_TIMEOUT, |e| {
@@ -177,7 +175,7 @@ pub async fn run(
                 }
             }
             changed = snapshots.changed() => {
-                if changed.is_err() { return Ok(()); }
+                if changed.is_err() { stopped(&mut slot); return Ok(()); }
                 // The sampler has just read memory: look ourselves only if use came closer to
                 // the threshold than the current poll allows (the far-away case costs nothing).
                 let used = snapshots.borrow_and_update().as_ref().map(|s| s.memory_used_percent);
@@ -195,7 +193,7 @@ pub async fn run(
             }
             tick = ticker.tick() => { tick?; }
             cmd = ctx.commands.recv() => match cmd {
-                None => return Ok(()),
+                None => { stopped(&mut slot); return Ok(()); },
                 Some(SwapCommand::Status(reply)) => {
                     let e = slot.as_mut().ok_or_else(|| anyhow::anyhow!("swap engine lost"))?;
                     let _ = reply.send(e.status(interval.as_millis() as u64).map_err(|e| e.to_string()));
@@ -275,6 +273,13 @@ pub async fn run(
             }
         }
         heartbeat.beat();
+    }
+}
+
+/// The task ends: say what swap stays active.
+fn stopped(slot: &mut Option<Engine>) {
+    if let Some(e) = slot.as_mut() {
+        e.log_left_active();
     }
 }
 
