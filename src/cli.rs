@@ -27,6 +27,9 @@ pub enum Command {
     /// Pre-install resource check: hardware, tier, score, recommended settings, warnings.
     /// Exit 0 when the machine meets the minimum, 1 when it does not, 78 on a bad config.
     Check(CheckArgs),
+    /// Size Dask and Ollama to this machine: print the plan as a diff against the env files in
+    /// place, and write them (to [optimize] env_dir) unless --dry-run.
+    Optimize(OptimizeArgs),
     /// Managed swap files: show, add, remove. Asks the running daemon; acts directly (as root)
     /// when none runs.
     Swap(SwapArgs),
@@ -76,6 +79,19 @@ pub struct CheckArgs {
     #[arg(long)]
     pub json: bool,
     /// Config file, for swap.dir and its sizes [default: /etc/cluster-ai/config.toml].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct OptimizeArgs {
+    /// Show the plan and what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan and the changes as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Config file [default: /etc/cluster-ai/config.toml].
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 }

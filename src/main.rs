@@ -12,5 +12,6 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check(args)) => commands::config_check::main(args),
         Command::Swap(args) => commands::swap::main(args),
         Command::Check(args) => commands::check::main(args),
+        Command::Optimize(args) => commands::optimize::main(args),
     }
 }

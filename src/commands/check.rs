@@ -8,7 +8,7 @@ use crate::cli::CheckArgs;
 use crate::config::human_size;
 use crate::daemon::{load_config, EXIT_CONFIG};
 use crate::optimize::check::{report, Report};
-use crate::optimize::profile::{gather, timed};
+use crate::optimize::profile::{gather, timed, Sources};
 use crate::sys::display_path;
 use crate::sys::paths::DEFAULT_CONFIG;
 
@@ -21,7 +21,8 @@ pub fn main(args: CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let (profile, took) = timed(|| gather(&config, Path::new("/"), args.quick));
+    let sources = if args.quick { Sources::QUICK } else { Sources::FULL };
+    let (profile, took) = timed(|| gather(&config, Path::new("/"), sources));
     let profile = match profile {
         Ok(p) => p,
         Err(e) => {

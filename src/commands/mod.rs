@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod config_check;
+pub mod optimize;
 pub mod run;
 pub mod status;
 pub mod swap;

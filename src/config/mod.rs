@@ -19,6 +19,7 @@ pub struct Config {
     pub control_socket: SocketSetting,
     pub swap: SwapConfig,
     pub kernel: KernelConfig,
+    pub optimize: OptimizeConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +98,39 @@ pub struct KernelConfig {
     pub tune: bool,
 }
 
+/// What `cluster-ai optimize` computes for this hardware; each value is `None` ("auto": from
+/// the hardware profile) or pinned by the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptimizeConfig {
+    /// Write the env files (and, once built, restart the units whose file changed) without
+    /// being asked; off: only `cluster-ai optimize` writes them.
+    pub apply: bool,
+    /// Where the env files go, one per service: `dask-worker.env`, `ollama.env`.
+    pub env_dir: PathBuf,
+    pub dask_workers: Option<u32>,
+    pub dask_threads_per_worker: Option<u32>,
+    pub dask_memory_limit: Option<u64>,
+    pub ollama_num_parallel: Option<u32>,
+    pub ollama_max_loaded_models: Option<u32>,
+    pub ollama_gpu_layers: Option<u32>,
+}
+
+impl OptimizeConfig {
+    fn entries(&self) -> Vec<(&'static str, String)> {
+        let auto = |v: Option<u32>| v.map_or("auto".to_string(), |n| n.to_string());
+        vec![
+            ("optimize.apply", self.apply.to_string()),
+            ("optimize.env_dir", self.env_dir.display().to_string()),
+            ("optimize.dask_workers", auto(self.dask_workers)),
+            ("optimize.dask_threads_per_worker", auto(self.dask_threads_per_worker)),
+            ("optimize.dask_memory_limit", self.dask_memory_limit.map_or("auto".to_string(), format_size)),
+            ("optimize.ollama_num_parallel", auto(self.ollama_num_parallel)),
+            ("optimize.ollama_max_loaded_models", auto(self.ollama_max_loaded_models)),
+            ("optimize.ollama_gpu_layers", auto(self.ollama_gpu_layers)),
+        ]
+    }
+}
+
 /// A config file is a few KiB; anything near this is a mistake, not a config.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -142,6 +176,16 @@ impl Default for Config {
                 calm_period: Duration::from_secs(300),
             },
             kernel: KernelConfig { tune: false },
+            optimize: OptimizeConfig {
+                apply: false,
+                env_dir: PathBuf::from("/etc/cluster-ai/env"),
+                dask_workers: None,
+                dask_threads_per_worker: None,
+                dask_memory_limit: None,
+                ollama_num_parallel: None,
+                ollama_max_loaded_models: None,
+                ollama_gpu_layers: None,
+            },
         }
     }
 }
@@ -187,6 +231,7 @@ impl Config {
         ];
         out.extend(self.swap.entries());
         out.extend(self.kernel.entries());
+        out.extend(self.optimize.entries());
         out
     }
 
@@ -277,6 +322,21 @@ struct RawConfig {
     swap: RawSwap,
     #[serde(default)]
     kernel: RawKernel,
+    #[serde(default)]
+    optimize: RawOptimize,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOptimize {
+    apply: Raw,
+    env_dir: Raw,
+    dask_workers: Raw,
+    dask_threads_per_worker: Raw,
+    dask_memory_limit: Raw,
+    ollama_num_parallel: Raw,
+    ollama_max_loaded_models: Raw,
+    ollama_gpu_layers: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -457,12 +517,13 @@ impl RawConfig {
         });
         let swap = self.swap.validate(&mut c, d.swap);
         let kernel = self.kernel.validate(&mut c, d.kernel);
+        let optimize = self.optimize.validate(&mut c, d.optimize);
         if !c.problems.is_empty() {
             // In file order, as a reader fixes them.
             c.problems.sort_by_key(|p| (p.line, p.column));
             return Err(c.problems);
         }
-        Ok(Config { log_level, sample_interval, control_socket, swap, kernel })
+        Ok(Config { log_level, sample_interval, control_socket, swap, kernel, optimize })
     }
 }
 
@@ -470,6 +531,66 @@ impl RawKernel {
     fn validate(self, c: &mut Checker<'_>, d: KernelConfig) -> KernelConfig {
         let (tune, _) = c.field("kernel.tune", self.tune, d.tune, boolean);
         KernelConfig { tune }
+    }
+}
+
+/// `"auto"`, or a value `parse` accepts.
+fn auto<T>(parse: impl FnOnce(&toml::Value) -> Result<T, String>) -> impl FnOnce(&toml::Value) -> Result<Option<T>, String> {
+    move |v| if v.as_str() == Some("auto") { Ok(None) } else { parse(v).map(Some).map_err(|e| format!("{e}; or \"auto\"")) }
+}
+
+/// A whole number from `min` to `max`.
+fn count_between(min: i64, max: i64) -> impl FnOnce(&toml::Value) -> Result<u32, String> {
+    move |v| match v {
+        toml::Value::Integer(n) if (min..=max).contains(n) => Ok(*n as u32),
+        toml::Value::Integer(n) => Err(format!("{n} is out of range; expected a whole number from {min} to {max}")),
+        other => Err(format!("expected a whole number from {min} to {max}, found {}", kind(other))),
+    }
+}
+
+impl RawOptimize {
+    fn validate(self, c: &mut Checker<'_>, d: OptimizeConfig) -> OptimizeConfig {
+        let (apply, _) = c.field("optimize.apply", self.apply, d.apply, boolean);
+        let (env_dir, _) = c.field("optimize.env_dir", self.env_dir, d.env_dir, absolute_path);
+        let (dask_workers, _) = c.field("optimize.dask_workers", self.dask_workers, d.dask_workers, auto(count_between(1, 1024)));
+        let (dask_threads_per_worker, _) = c.field(
+            "optimize.dask_threads_per_worker",
+            self.dask_threads_per_worker,
+            d.dask_threads_per_worker,
+            auto(count_between(1, 1024)),
+        );
+        let (dask_memory_limit, _) = c.field(
+            "optimize.dask_memory_limit",
+            self.dask_memory_limit,
+            d.dask_memory_limit,
+            auto(|v| {
+                let n = size(v)?;
+                if n < 64 << 20 {
+                    return Err(format!("{} is too small for a Dask worker; expected at least 64M", human_size(n)));
+                }
+                Ok(n)
+            }),
+        );
+        let (ollama_num_parallel, _) =
+            c.field("optimize.ollama_num_parallel", self.ollama_num_parallel, d.ollama_num_parallel, auto(count_between(1, 64)));
+        let (ollama_max_loaded_models, _) = c.field(
+            "optimize.ollama_max_loaded_models",
+            self.ollama_max_loaded_models,
+            d.ollama_max_loaded_models,
+            auto(count_between(1, 64)),
+        );
+        let (ollama_gpu_layers, _) =
+            c.field("optimize.ollama_gpu_layers", self.ollama_gpu_layers, d.ollama_gpu_layers, auto(count_between(0, 999)));
+        OptimizeConfig {
+            apply,
+            env_dir,
+            dask_workers,
+            dask_threads_per_worker,
+            dask_memory_limit,
+            ollama_num_parallel,
+            ollama_max_loaded_models,
+            ollama_gpu_layers,
+        }
     }
 }
 

@@ -2,4 +2,5 @@
 //! (`cluster-ai check`); the plan, the env files and the emergency measures build on them.
 
 pub mod check;
+pub mod plan;
 pub mod profile;

@@ -81,9 +81,25 @@ const PORT_TIMEOUT: Duration = Duration::from_millis(200);
 /// What the full check writes to measure the swap disk.
 pub const WRITE_TEST_BYTES: u64 = 64 << 20;
 
-/// Reads the machine under `root` (`/` in production). `quick` reads only cheap sources: no
-/// NVML, no port probes, no write test.
-pub fn gather(cfg: &Config, root: &Path, quick: bool) -> Result<Profile, String> {
+/// Which of the costlier sources to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sources {
+    pub nvml: bool,
+    pub ports: bool,
+    pub write_test: bool,
+}
+
+impl Sources {
+    /// `check --quick`: cheap sources only.
+    pub const QUICK: Sources = Sources { nvml: false, ports: false, write_test: false };
+    /// `check`: everything.
+    pub const FULL: Sources = Sources { nvml: true, ports: true, write_test: true };
+    /// What a plan needs: GPU memory, not disk speed or ports.
+    pub const PLAN: Sources = Sources { nvml: true, ports: false, write_test: false };
+}
+
+/// Reads the machine under `root` (`/` in production), the costlier sources as `sources` says.
+pub fn gather(cfg: &Config, root: &Path, sources: Sources) -> Result<Profile, String> {
     let procfs = ProcFs::new(root);
     let read = |rel: &str| std::fs::read_to_string(procfs.path(rel)).map_err(|e| format!("{}: {e}", procfs.path(rel).display()));
     let cpu = hardware::parse_cpuinfo(&read("cpuinfo")?)?;
@@ -105,7 +121,7 @@ pub fn gather(cfg: &Config, root: &Path, quick: bool) -> Result<Profile, String>
     {
         let Ok(usage) = crate::sys::fs::disk_usage(&probe) else { continue };
         let dev = std::fs::metadata(&probe).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).ok();
-        let write = (!quick && role == "swap_dir").then(|| hardware::write_throughput(&probe, WRITE_TEST_BYTES).ok()).flatten();
+        let write = (sources.write_test && role == "swap_dir").then(|| hardware::write_throughput(&probe, WRITE_TEST_BYTES).ok()).flatten();
         disks.push(Disk {
             role: role.into(),
             path,
@@ -126,7 +142,7 @@ pub fn gather(cfg: &Config, root: &Path, quick: bool) -> Result<Profile, String>
     let kernel = Kernel { psi: procfs.path("pressure/memory").exists(), swap_dir_filesystem: fs_name, swap_files_supported: supported };
 
     let mut gpus = hardware::drm_gpus(root);
-    let nvml = if quick {
+    let nvml = if !sources.nvml {
         "skipped (--quick)".to_string()
     } else {
         match nvml::probe() {
@@ -152,7 +168,7 @@ pub fn gather(cfg: &Config, root: &Path, quick: bool) -> Result<Profile, String>
                 socket_present: socket.as_ref().map(|s| s.exists()),
                 socket,
                 port: *port,
-                port_answering: (!quick).then(|| port.map(|p| hardware::port_answers(p, PORT_TIMEOUT))).flatten(),
+                port_answering: sources.ports.then(|| port.map(|p| hardware::port_answers(p, PORT_TIMEOUT))).flatten(),
             }
         })
         .collect();
@@ -164,4 +180,26 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let start = Instant::now();
     let r = f();
     (r, start.elapsed())
+}
+
+/// A machine of `cores` logical cores and `mem` bytes, an SSD with room, no GPU: for tests.
+#[cfg(test)]
+pub fn test_machine(cores: u32, mem: u64) -> Profile {
+    const G: u64 = 1 << 30;
+    Profile {
+        cpu: Cpu { logical_cores: cores, physical_cores: cores, model: "test".into() },
+        memory: Memory { total_bytes: mem, limit_bytes: None, effective_bytes: mem, swap_total_bytes: 0 },
+        disks: vec![Disk {
+            role: "swap_dir".into(),
+            path: "/var/lib/cluster-ai/swap".into(),
+            total_bytes: 500 * G,
+            available_bytes: 300 * G,
+            rotational: Some(false),
+            write_mib_per_s: None,
+        }],
+        gpus: vec![],
+        nvml: "absent".into(),
+        kernel: Kernel { psi: true, swap_dir_filesystem: "ext".into(), swap_files_supported: true },
+        services: vec![],
+    }
 }

@@ -81,9 +81,47 @@ pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Replaces `path` with `contents` so that a reader sees the old file or the new one, never a
+/// part: a temporary file beside it (O_EXCL), fsync, rename over, fsync of the directory. The
+/// directory is created (0755) if missing.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let context = |what: &str, e: std::io::Error| std::io::Error::new(e.kind(), format!("{what} {}: {e}", crate::sys::display_path(path)));
+    let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent directory"))?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(|e| context("create the directory of", e))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(|e| context("write", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn atomic_writes_replace_whole_files_and_leave_no_temporary() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("env/dask-worker.env");
+        write_atomic(&path, b"A=1\n", 0o644).unwrap();
+        write_atomic(&path, b"A=2\n", 0o644).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "A=2\n");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(std::fs::read_dir(dir.path().join("env")).unwrap().count(), 1, "no temporary left");
+        let err = write_atomic(&dir.path().join("env/dask-worker.env/x"), b"", 0o644).unwrap_err().to_string();
+        assert!(err.contains("dask-worker.env/x"), "{err}");
+    }
 
     #[test]
     fn only_small_regular_files_are_read() {

@@ -1,28 +1,8 @@
 use super::*;
-use crate::optimize::profile::{Disk, Kernel, Memory};
-use crate::sys::hardware::{Cpu, Gpu};
+use crate::optimize::profile::test_machine as machine;
+use crate::sys::hardware::Gpu;
 
 const G: u64 = 1 << 30;
-
-/// A machine of `cores` logical cores and `mem` bytes, an SSD with room, no GPU.
-fn machine(cores: u32, mem: u64) -> Profile {
-    Profile {
-        cpu: Cpu { logical_cores: cores, physical_cores: cores, model: "test".into() },
-        memory: Memory { total_bytes: mem, limit_bytes: None, effective_bytes: mem, swap_total_bytes: 0 },
-        disks: vec![Disk {
-            role: "swap_dir".into(),
-            path: "/var/lib/cluster-ai/swap".into(),
-            total_bytes: 500 * G,
-            available_bytes: 300 * G,
-            rotational: Some(false),
-            write_mib_per_s: None,
-        }],
-        gpus: vec![],
-        nvml: "absent".into(),
-        kernel: Kernel { psi: true, swap_dir_filesystem: "ext".into(), swap_files_supported: true },
-        services: vec![],
-    }
-}
 
 #[test]
 fn the_seed_tier_table_with_the_lower_of_cores_and_memory() {

@@ -1,0 +1,166 @@
+//! The plan: Dask and Ollama sized to the hardware profile, with every value the config pins
+//! taken as pinned, and the env files that carry it to the services' units. Pure: the command
+//! and the task read the profile and the files, and write what this returns.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::check::{recommended, tier, Tier};
+use super::profile::Profile;
+use crate::config::{human_size, OptimizeConfig};
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+/// One computed value, where it came from, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Value<T> {
+    pub value: T,
+    /// "auto" or "pinned" (by the config file).
+    pub source: String,
+    pub why: String,
+}
+
+fn pick<T: Copy>(pinned: Option<T>, auto: T, why: String) -> Value<T> {
+    match pinned {
+        Some(v) => Value { value: v, source: "pinned".into(), why: "set in [optimize]".into() },
+        None => Value { value: auto, source: "auto".into(), why },
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub tier: Tier,
+    pub dask_workers: Value<u32>,
+    pub dask_threads_per_worker: Value<u32>,
+    pub dask_memory_limit_bytes: Value<u64>,
+    /// OMP_NUM_THREADS and MKL_NUM_THREADS for each worker: its own threads, so the workers'
+    /// numeric libraries do not each spawn one thread per core.
+    pub omp_num_threads: u32,
+    pub ollama_num_parallel: Value<u32>,
+    pub ollama_max_loaded_models: Value<u32>,
+    /// A recommendation only: `num_gpu` is a per-model option (Modelfile or request), with no
+    /// environment variable to set it; never written to a file.
+    pub ollama_gpu_layers: Value<u32>,
+}
+
+/// The plan for this profile. Auto values:
+/// - threads per worker: 2 from 4 logical cores up (the seed's intermediate and advanced
+///   tiers), else 1; workers: logical cores / threads (every core used once), at least 1;
+/// - memory limit per worker: 80 % of the effective memory / workers (the seed's rule), in
+///   whole MiB, at least 256 MiB;
+/// - OLLAMA_NUM_PARALLEL: 2 with 16 GiB or more of effective memory, else 1;
+/// - OLLAMA_MAX_LOADED_MODELS: the seed's table for the tier (1, 2, 3; 1 below the minimum);
+/// - GPU layers: 0 without a GPU whose memory is known; all (999) from 24 GiB of GPU memory;
+///   else 4 per GiB (a 7B model in 4 bits has about 32 layers in 4–5 GiB).
+pub fn plan(p: &Profile, cfg: &OptimizeConfig) -> Plan {
+    let cores = p.cpu.logical_cores.max(1);
+    let mem = p.memory.effective_bytes;
+    let (tier, _) = tier(p);
+    let auto_threads = if cores >= 4 { 2 } else { 1 };
+    let threads = pick(cfg.dask_threads_per_worker, auto_threads, format!("{auto_threads} per worker with {cores} logical cores"));
+    let auto_workers = (cores / threads.value).max(1);
+    let workers = pick(cfg.dask_workers, auto_workers, format!("{cores} logical cores / {} threads", threads.value));
+    let auto_limit = (mem / 10 * 8 / u64::from(workers.value) / MIB * MIB).max(256 * MIB);
+    let memory_limit = pick(cfg.dask_memory_limit, auto_limit, format!("80% of {} / {} workers", human_size(mem), workers.value));
+    let auto_parallel = if mem >= 16 * GIB { 2 } else { 1 };
+    let parallel = pick(cfg.ollama_num_parallel, auto_parallel, format!("{} of memory", human_size(mem)));
+    let auto_models = recommended(tier).map_or(1, |r| r.ollama_max_loaded_models);
+    let models = pick(cfg.ollama_max_loaded_models, auto_models, format!("the seed's table for the {tier:?} tier").to_lowercase());
+    let vram = p.gpus.iter().filter_map(|g| g.vram_bytes).max();
+    let (auto_layers, layers_why) = match vram {
+        None => (0, "no GPU with known memory: CPU only".to_string()),
+        Some(v) if v >= 24 * GIB => (999, format!("{} of GPU memory: every layer", human_size(v))),
+        Some(v) => (u32::try_from(v / GIB * 4).unwrap_or(999).min(999), format!("4 layers per GiB of {} GPU memory", human_size(v))),
+    };
+    let layers = pick(cfg.ollama_gpu_layers, auto_layers, layers_why);
+    Plan {
+        tier,
+        omp_num_threads: threads.value,
+        dask_workers: workers,
+        dask_threads_per_worker: threads,
+        dask_memory_limit_bytes: memory_limit,
+        ollama_num_parallel: parallel,
+        ollama_max_loaded_models: models,
+        ollama_gpu_layers: layers,
+    }
+}
+
+/// One env file: its name in `env_dir`, the unit that reads it, and its variables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvFile {
+    pub name: String,
+    pub unit: String,
+    pub vars: BTreeMap<String, String>,
+}
+
+pub fn env_files(plan: &Plan) -> Vec<EnvFile> {
+    let vars = |pairs: &[(&str, String)]| pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    vec![
+        EnvFile {
+            name: "dask-worker.env".into(),
+            unit: "dask-worker.service".into(),
+            vars: vars(&[
+                ("DASK_NWORKERS", plan.dask_workers.value.to_string()),
+                ("DASK_NTHREADS", plan.dask_threads_per_worker.value.to_string()),
+                // Dask reads plain byte counts; "MiB"-style suffixes would be read as decimal.
+                ("DASK_MEMORY_LIMIT", plan.dask_memory_limit_bytes.value.to_string()),
+                ("OMP_NUM_THREADS", plan.omp_num_threads.to_string()),
+                ("MKL_NUM_THREADS", plan.omp_num_threads.to_string()),
+            ]),
+        },
+        EnvFile {
+            name: "ollama.env".into(),
+            unit: "ollama.service".into(),
+            vars: vars(&[
+                ("OLLAMA_NUM_PARALLEL", plan.ollama_num_parallel.value.to_string()),
+                ("OLLAMA_MAX_LOADED_MODELS", plan.ollama_max_loaded_models.value.to_string()),
+            ]),
+        },
+    ]
+}
+
+/// The file's text: a header saying who wrote it, then `KEY=value` lines in key order (so the
+/// same plan always gives the same bytes, and "changed" means changed).
+pub fn render(file: &EnvFile) -> String {
+    let mut out = format!("# Written by `cluster-ai optimize` for {}; edits are replaced. Pin values in [optimize].\n", file.unit);
+    for (k, v) in &file.vars {
+        out += &format!("{k}={v}\n");
+    }
+    out
+}
+
+/// `KEY=value` lines of an env file as systemd reads them (comments and blanks skipped,
+/// surrounding quotes removed).
+pub fn parse(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// One variable whose value changes (`from` None: new).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub key: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// What writing `file` would change against the text in place (`None`: no file yet).
+pub fn diff(current: Option<&str>, file: &EnvFile) -> Vec<Change> {
+    let now = current.map(parse).unwrap_or_default();
+    let mut keys: Vec<&String> = now.keys().chain(file.vars.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| now.get(*k) != file.vars.get(*k))
+        .map(|k| Change { key: k.clone(), from: now.get(k).cloned(), to: file.vars.get(k).cloned() })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,75 @@
+use super::*;
+use crate::config::Config;
+use crate::optimize::profile::test_machine as machine;
+use crate::sys::hardware::Gpu;
+
+fn cfg() -> OptimizeConfig {
+    Config::default().optimize
+}
+
+fn gpu(vram: u64) -> Gpu {
+    Gpu { vendor: "nvidia".into(), name: "test".into(), vram_bytes: Some(vram), source: "nvml".into() }
+}
+
+#[test]
+fn auto_values_follow_the_documented_rules() {
+    // 2 cores, 4 GiB: 2 workers of 1 thread, 80 % of 4 GiB / 2 each.
+    let p = plan(&machine(2, 4 * GIB), &cfg());
+    assert_eq!((p.dask_workers.value, p.dask_threads_per_worker.value, p.omp_num_threads), (2, 1, 1));
+    assert_eq!(p.dask_memory_limit_bytes.value, 4 * GIB / 10 * 8 / 2 / MIB * MIB);
+    assert_eq!((p.ollama_num_parallel.value, p.ollama_max_loaded_models.value, p.ollama_gpu_layers.value), (1, 1, 0));
+    assert_eq!(p.dask_memory_limit_bytes.why, "80% of 4.0 GiB / 2 workers");
+    // 16 cores, 64 GiB, a 16 GiB GPU: 8 workers of 2 threads; advanced tier; 64 layers.
+    let mut big = machine(16, 64 * GIB);
+    big.gpus.push(gpu(16 * GIB));
+    let p = plan(&big, &cfg());
+    assert_eq!((p.tier, p.dask_workers.value, p.dask_threads_per_worker.value), (Tier::Advanced, 8, 2));
+    assert_eq!((p.ollama_num_parallel.value, p.ollama_max_loaded_models.value, p.ollama_gpu_layers.value), (2, 3, 64));
+    big.gpus.push(gpu(80 * GIB));
+    assert_eq!(plan(&big, &cfg()).ollama_gpu_layers.value, 999, "the largest GPU decides: every layer");
+    // Tiny: never a memory limit below 256 MiB.
+    assert_eq!(plan(&machine(8, GIB), &cfg()).dask_memory_limit_bytes.value, 256 * MIB);
+}
+
+#[test]
+fn pinned_values_win_and_say_so() {
+    let mut c = cfg();
+    c.dask_workers = Some(3);
+    c.dask_memory_limit = Some(2 * GIB);
+    c.ollama_gpu_layers = Some(12);
+    let p = plan(&machine(8, 32 * GIB), &c);
+    assert_eq!((p.dask_workers.value, p.dask_workers.source.as_str()), (3, "pinned"));
+    assert_eq!(p.dask_memory_limit_bytes.value, 2 * GIB);
+    assert_eq!(p.ollama_gpu_layers.value, 12);
+    assert_eq!(p.dask_threads_per_worker.source, "auto");
+}
+
+#[test]
+fn env_files_are_stable_and_diffed_by_key() {
+    let p = plan(&machine(4, 8 * GIB), &cfg());
+    let files = env_files(&p);
+    assert_eq!(files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["dask-worker.env", "ollama.env"]);
+    let text = render(&files[0]);
+    assert_eq!(render(&env_files(&plan(&machine(4, 8 * GIB), &cfg()))[0]), text, "the same plan, the same bytes");
+    assert!(text.starts_with("# Written by `cluster-ai optimize` for dask-worker.service"));
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        ["DASK_MEMORY_LIMIT=3435134976", "DASK_NTHREADS=2", "DASK_NWORKERS=2", "MKL_NUM_THREADS=2", "OMP_NUM_THREADS=2"],
+        "{text}"
+    );
+    assert!(!files[1].vars.contains_key("OLLAMA_NUM_GPU"), "num_gpu has no environment variable: never written");
+    assert!(diff(Some(&text), &files[0]).is_empty());
+    let all_new = diff(None, &files[0]);
+    assert_eq!(all_new.len(), 5);
+    assert!(all_new.iter().all(|c| c.from.is_none()));
+    let edited = text.replace("DASK_NWORKERS=2", "DASK_NWORKERS=\"7\"") + "EXTRA=1\n";
+    assert_eq!(
+        diff(Some(&edited), &files[0]),
+        [
+            Change { key: "DASK_NWORKERS".into(), from: Some("7".into()), to: Some("2".into()) },
+            Change { key: "EXTRA".into(), from: Some("1".into()), to: None },
+        ]
+    );
+    assert_eq!(parse("# c\n; c\n\nA = 'x y'\nnoequals\n"), BTreeMap::from([("A".to_string(), "x y".to_string())]));
+}
