@@ -109,7 +109,7 @@ fn status_reports_the_live_snapshot() {
     }
     assert_eq!(s["pid"].as_u64(), Some(d.pid() as u64));
     let names: Vec<_> = s["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
-    assert_eq!(names, ["control", "sampler", "swap"]);
+    assert_eq!(names, ["control", "optimize", "sampler", "swap"]);
 
     let human = String::from_utf8(d.status(&[]).stdout).unwrap();
     for needle in ["memory:", "swap:", "cpu:", "disk:", "tasks:", "sampler", &format!("pid {}", d.pid())] {
@@ -291,7 +291,7 @@ fn a_reload_refuses_a_fifo_a_device_and_a_huge_file_and_stays_responsive() {
         let after = notify.wait_for("READY=1 after the refused reload", T, |g| g.has("READY=1"));
         let status = after.value("STATUS").unwrap().to_string();
         assert!(status.starts_with("reload failed: ") && status.contains(why), "{status}");
-        assert_eq!(d.status_json()["tasks"].as_array().unwrap().len(), 3, "still answering");
+        assert_eq!(d.status_json()["tasks"].as_array().unwrap().len(), 4, "still answering");
     };
 
     // A FIFO nobody writes to: opening it for reading would block forever.
@@ -354,4 +354,47 @@ fn cpu_ticks(pid: i32) -> u64 {
     let after = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn the_optimize_task_plans_at_start_and_on_reload_and_writes_env_files_only_with_apply() {
+    let b = daemon();
+    let env = b.dir().join("env");
+    let cfg = |extra: &str| format!("sample_interval = \"1s\"\n[optimize]\nenv_dir = \"{}\"\n{extra}", env.display());
+    let d = b.config(&cfg("")).spawn();
+    d.wait_log("optimize (start)", T);
+    let log = d.wait_log("[optimize] apply is off", T);
+    assert!(!env.exists(), "apply off: nothing written\n{log}");
+    let status = d.status_json();
+    assert_eq!(status["optimize"]["reason"], "start");
+    assert_eq!(status["optimize"]["apply"], false);
+    assert_eq!(status["optimize"]["files"][0]["outcome"], "would write");
+
+    d.write_config(&cfg("apply = true\n"));
+    d.signal(Signal::SIGHUP);
+    d.wait_log("optimize: wrote", T);
+    let worker_env = std::fs::read_to_string(env.join("dask-worker.env")).unwrap();
+    assert!(worker_env.contains("DASK_NWORKERS="), "{worker_env}");
+    let log = d.wait_log("restart dask-worker.service, ollama.service to apply", T);
+    assert!(log.contains("optimize (config reloaded)"), "{log}");
+
+    // A pinned worker count: only the Dask file changes, and only its unit needs a restart.
+    d.write_config(&cfg("apply = true\ndask_workers = 5\n"));
+    d.signal(Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + T;
+    while !std::fs::read_to_string(env.join("dask-worker.env")).unwrap().contains("DASK_NWORKERS=5\n") {
+        assert!(std::time::Instant::now() < deadline, "not rewritten:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reply = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'{\"command\":\"optimize\"}\\n'); print(s.makefile().readline())")
+        .arg(d.socket())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&reply.stdout).unwrap_or_else(|e| panic!("{e}: {reply:?}"));
+    assert_eq!(v["plan"]["dask_workers"]["value"], 5);
+    assert_eq!(v["restart_needed"], serde_json::json!(["dask-worker.service"]));
+    let human = String::from_utf8(d.status(&[]).stdout).unwrap();
+    assert!(human.contains("optimize: Dask 5 x") && human.contains("restart to apply: systemctl restart dask-worker.service"), "{human}");
 }

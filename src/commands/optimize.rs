@@ -3,6 +3,7 @@
 //! changed is the optimize task's job (through systemd's D-Bus API); this command says which.
 
 use std::path::{Path, PathBuf};
+
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -10,19 +11,11 @@ use serde::Serialize;
 use crate::cli::OptimizeArgs;
 use crate::config::human_size;
 use crate::daemon::{load_config, EXIT_CONFIG};
-use crate::optimize::plan::{self, Change, Plan};
+use crate::optimize::apply::{self, FileOutcome};
+use crate::optimize::plan::{self, Plan};
 use crate::optimize::profile::{gather, Sources};
 use crate::sys::display_path;
 use crate::sys::paths::DEFAULT_CONFIG;
-
-#[derive(Debug, Serialize)]
-struct FileOutcome {
-    path: PathBuf,
-    unit: String,
-    changes: Vec<Change>,
-    /// "unchanged", "written", "would write" (dry run), or "failed: …".
-    outcome: String,
-}
 
 #[derive(Debug, Serialize)]
 struct Outcome {
@@ -50,29 +43,9 @@ pub fn main(args: OptimizeArgs) -> ExitCode {
         }
     };
     let plan = plan::plan(&profile, &config.optimize);
-    let mut files = Vec::new();
-    let mut failed = false;
-    for file in plan::env_files(&plan) {
-        let path = config.optimize.env_dir.join(&file.name);
-        let current = std::fs::read_to_string(&path).ok();
-        let changes = plan::diff(current.as_deref(), &file);
-        let text = plan::render(&file);
-        let outcome = if current.as_deref() == Some(text.as_str()) {
-            "unchanged".to_string()
-        } else if args.dry_run {
-            "would write".to_string()
-        } else {
-            match crate::sys::fs::write_atomic(&path, text.as_bytes(), 0o644) {
-                Ok(()) => "written".to_string(),
-                Err(e) => {
-                    failed = true;
-                    format!("failed: {e}")
-                }
-            }
-        };
-        files.push(FileOutcome { path, unit: file.unit, changes, outcome });
-    }
-    let restart_needed = files.iter().filter(|f| !f.changes.is_empty() && f.outcome != "unchanged").map(|f| f.unit.clone()).collect();
+    let files = apply::env_files(&plan, &config.optimize.env_dir, !args.dry_run);
+    let failed = files.iter().any(|f| f.failed());
+    let restart_needed = apply::restart_needed(&files);
     let out = Outcome { dry_run: args.dry_run, plan, files, restart_needed };
     if args.json {
         match serde_json::to_string_pretty(&out) {

@@ -101,6 +101,22 @@ pub fn render(r: &StatusReply) -> String {
             }
         }
     }
+    if let Some(o) = &r.optimize {
+        let p = &o.plan;
+        out += &format!(
+            "optimize: Dask {} x {} threads, {} per worker; Ollama {} parallel, {} models ({}, {})\n",
+            p.dask_workers.value,
+            p.dask_threads_per_worker.value,
+            human_size(p.dask_memory_limit_bytes.value),
+            p.ollama_num_parallel.value,
+            p.ollama_max_loaded_models.value,
+            o.reason,
+            if o.apply { "env files kept current" } else { "apply off: `cluster-ai optimize` writes the env files" }
+        );
+        if !o.restart_needed.is_empty() {
+            out += &format!("          restart to apply: systemctl restart {}\n", o.restart_needed.join(" "));
+        }
+    }
     out += "tasks:\n";
     for t in &r.tasks {
         out += &format!("  {:<10} {:<10} heartbeat {} ago\n", t.name, t.state, ago(t.last_heartbeat_seconds_ago));

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::tasks::{Heartbeat, TaskReport, Tasks};
+use crate::optimize::task::{OptimizeReceiver, OptimizeState};
 use crate::sampler::{Snapshot, SnapshotReceiver};
 use crate::swap::{
     self,
@@ -39,19 +40,21 @@ pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
 pub enum Request {
     Status,
     Swap(SwapRequest),
+    /// The optimize task's latest plan and what became of its env files.
+    Optimize,
 }
 
 impl Request {
     fn answer_timeout(&self) -> Duration {
         match self {
-            Request::Status => IO_TIMEOUT,
+            Request::Status | Request::Optimize => IO_TIMEOUT,
             Request::Swap(r) => swap::task::answer_timeout(r),
         }
     }
 
     /// Whether the request changes something (a lost answer then leaves its outcome unknown).
     fn acts(&self) -> bool {
-        !matches!(self, Request::Status | Request::Swap(SwapRequest::Status))
+        !matches!(self, Request::Status | Request::Optimize | Request::Swap(SwapRequest::Status))
     }
 }
 
@@ -76,6 +79,9 @@ pub struct StatusReply {
     /// Absent until the sampler's first reading.
     pub snapshot: Option<Snapshot>,
     pub tasks: Vec<TaskReport>,
+    /// The optimize task's latest plan; absent until it has one.
+    #[serde(default)]
+    pub optimize: Option<OptimizeState>,
 }
 
 /// What the supervisor publishes about the loaded config.
@@ -96,6 +102,7 @@ pub struct ControlState {
     pub snapshots: SnapshotReceiver,
     pub config: watch::Receiver<ConfigInfo>,
     pub swap: SwapSender,
+    pub optimize: OptimizeReceiver,
 }
 
 impl ControlState {
@@ -116,6 +123,7 @@ impl ControlState {
             },
             snapshot: self.snapshots.borrow().as_deref().cloned(),
             tasks: self.tasks.report(now),
+            optimize: self.optimize.borrow().as_deref().cloned(),
         }
     }
 }
@@ -215,6 +223,10 @@ async fn serve(stream: UnixStream, state: &ControlState) -> std::io::Result<()> 
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Status) => serde_json::to_value(state.status()).map_err(std::io::Error::other)?,
         Ok(Request::Swap(req)) => swap::task::answer(&state.swap, req).await,
+        Ok(Request::Optimize) => match state.optimize.borrow().as_deref() {
+            Some(plan) => serde_json::to_value(plan).map_err(std::io::Error::other)?,
+            None => serde_json::json!({ "error": "the optimize task has no plan yet" }),
+        },
         Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
     };
     let mut out = reply.to_string();

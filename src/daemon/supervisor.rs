@@ -17,6 +17,7 @@ use super::tasks::{Heartbeat, TaskState, Tasks};
 use super::{load_config, report, socket_path, DaemonError, Options};
 use crate::config::{Config, ConfigError};
 use crate::logging::LogHandle;
+use crate::optimize;
 use crate::sampler::{self, Sampler};
 use crate::swap::{self, engine::Engine};
 use crate::sys::notify::{Notice, Notifier, SdNotifier};
@@ -110,6 +111,11 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     let engine = Engine::new(&config_rx.borrow(), Box::new(swap_os), opts.dry_run);
     let check_interval = config_rx.borrow().swap.check_interval;
     set.spawn("swap", check_interval, |hb| swap::task::run(engine, config_rx.clone(), snapshot_rx.clone(), swap_rx, hb, cancel.clone()));
+    let (optimize_tx, optimize_rx) = watch::channel(None);
+    let dry_run = opts.dry_run;
+    set.spawn("optimize", optimize::task::HEARTBEAT_PERIOD, |hb| {
+        optimize::task::run(config_rx.clone(), snapshot_rx.clone(), optimize_tx, hb, cancel.clone(), dry_run)
+    });
     let state = ControlState {
         started,
         dry_run: opts.dry_run,
@@ -117,6 +123,7 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         snapshots: snapshot_rx.clone(),
         config: info_rx,
         swap: swap_tx,
+        optimize: optimize_rx,
     };
     set.spawn("control", control::HEARTBEAT_PERIOD, |hb| control::run(socket, state, hb, cancel.clone()));
     let set = &mut set.set;

@@ -1,0 +1,145 @@
+//! The optimize task: plans at start, on every reload and when the machine's memory size
+//! changes (RAM hot-added, a container's limit raised), and, with `[optimize] apply`, writes the
+//! env files whose content changed. Event-driven, no timer of its own beyond the heartbeat.
+//! Restarting the units whose file changed (systemd over D-Bus) is not built yet: the task
+//! logs the restart each change needs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::apply::{self, FileOutcome};
+use super::plan::{self, Plan};
+use super::profile::{gather, Sources};
+use crate::config::{human_size, Config};
+use crate::daemon::tasks::Heartbeat;
+use crate::sampler::SnapshotReceiver;
+use crate::sys::ticker::Ticker;
+
+/// The task is idle between events; it beats this often so a wedged runtime shows.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
+const GATHER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The latest plan and what became of its files; `cluster-ai status` and the control socket's
+/// `{"command":"optimize"}` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizeState {
+    /// What made it plan: "start", "config reloaded", "memory size changed".
+    pub reason: String,
+    pub planned_at_unix_ms: u64,
+    /// `[optimize] apply` (and not a dry run): the files are written.
+    pub apply: bool,
+    pub plan: Plan,
+    pub files: Vec<FileOutcome>,
+    pub restart_needed: Vec<String>,
+}
+
+pub type OptimizeReceiver = watch::Receiver<Option<Arc<OptimizeState>>>;
+
+pub async fn run(
+    mut config: watch::Receiver<Arc<Config>>,
+    mut snapshots: SnapshotReceiver,
+    state: watch::Sender<Option<Arc<OptimizeState>>>,
+    heartbeat: Heartbeat,
+    cancel: CancellationToken,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let mut ticker = Ticker::new(HEARTBEAT_PERIOD)?;
+    heartbeat.started();
+    let mut memory_total: Option<u64> = None;
+    let mut replan = Some("start");
+    loop {
+        if let Some(reason) = replan.take() {
+            let cfg = config.borrow_and_update().clone();
+            match heartbeat.blocking(GATHER_TIMEOUT, move || plan_once(&cfg, reason, dry_run)).await {
+                Ok(Ok(s)) => {
+                    log(&s);
+                    state.send_replace(Some(Arc::new(s)));
+                }
+                Ok(Err(e)) => tracing::error!("optimize: cannot read the hardware: {e}"),
+                Err(e) => tracing::error!("optimize: planning {e}"),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            tick = ticker.tick() => {
+                tick?;
+                heartbeat.beat();
+            }
+            changed = config.changed() => {
+                if changed.is_err() { return Ok(()); }
+                replan = Some("config reloaded");
+            }
+            changed = snapshots.changed() => {
+                if changed.is_err() { return Ok(()); }
+                let total = snapshots.borrow_and_update().as_ref().map(|s| s.memory_total_bytes);
+                if memory_total.is_some() && total.is_some() && total != memory_total {
+                    replan = Some("memory size changed");
+                }
+                memory_total = total.or(memory_total);
+                heartbeat.beat();
+            }
+        }
+    }
+}
+
+fn plan_once(cfg: &Config, reason: &str, dry_run: bool) -> Result<OptimizeState, String> {
+    let profile = gather(cfg, Path::new("/"), Sources::PLAN)?;
+    let plan = plan::plan(&profile, &cfg.optimize);
+    let apply = cfg.optimize.apply && !dry_run;
+    let files = apply::env_files(&plan, &cfg.optimize.env_dir, apply);
+    let restart_needed = apply::restart_needed(&files);
+    let planned_at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    Ok(OptimizeState { reason: reason.into(), planned_at_unix_ms, apply, plan, files, restart_needed })
+}
+
+fn log(s: &OptimizeState) {
+    let p = &s.plan;
+    tracing::info!(
+        reason = %s.reason,
+        dask_workers = p.dask_workers.value,
+        dask_threads = p.dask_threads_per_worker.value,
+        dask_memory_limit = p.dask_memory_limit_bytes.value,
+        ollama_num_parallel = p.ollama_num_parallel.value,
+        ollama_max_loaded_models = p.ollama_max_loaded_models.value,
+        "optimize ({}): Dask {} x {} threads, {} per worker; Ollama {} parallel, {} models",
+        s.reason,
+        p.dask_workers.value,
+        p.dask_threads_per_worker.value,
+        human_size(p.dask_memory_limit_bytes.value),
+        p.ollama_num_parallel.value,
+        p.ollama_max_loaded_models.value
+    );
+    for f in &s.files {
+        let changes: Vec<String> = f
+            .changes
+            .iter()
+            .map(|c| format!("{}: {} -> {}", c.key, c.from.as_deref().unwrap_or("unset"), c.to.as_deref().unwrap_or("removed")))
+            .collect();
+        match f.outcome.as_str() {
+            "unchanged" => {}
+            "written" => {
+                tracing::info!(file = %crate::sys::display_path(&f.path), "optimize: wrote {} ({})", f.path.display(), changes.join(", "))
+            }
+            "would write" => tracing::info!(
+                file = %crate::sys::display_path(&f.path),
+                "optimize: {} differs from the plan ({}); [optimize] apply is off, `cluster-ai optimize` writes it",
+                f.path.display(),
+                changes.join(", ")
+            ),
+            failed => tracing::error!(file = %crate::sys::display_path(&f.path), "optimize: {failed}"),
+        }
+    }
+    if s.apply && !s.restart_needed.is_empty() {
+        tracing::warn!(
+            units = ?s.restart_needed,
+            "optimize: restart {} to apply the new settings (systemctl restart {}); restarts through systemd are not built yet",
+            s.restart_needed.join(", "),
+            s.restart_needed.join(" ")
+        );
+    }
+}
