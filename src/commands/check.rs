@@ -1,25 +1,19 @@
 //! `cluster-ai check [--quick] [--json]`: the seed's resource checker. Exit 0 when the machine
 //! meets the minimum, 1 when it does not, 78 on a bad config.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::CheckArgs;
 use crate::config::human_size;
-use crate::daemon::{load_config, EXIT_CONFIG};
 use crate::optimize::check::{report, Report};
 use crate::optimize::profile::{gather, timed, Sources};
 use crate::sys::display_path;
-use crate::sys::paths::DEFAULT_CONFIG;
 
 pub fn main(args: CheckArgs) -> ExitCode {
-    let path = args.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let config = match load_config(&path, args.config.is_some()) {
-        Ok((c, _)) => c,
-        Err(e) => {
-            eprintln!("cluster-ai check: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let config = match super::config_or_exit("check", args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let sources = if args.quick { Sources::QUICK } else { Sources::FULL };
     let (profile, took) = timed(|| gather(&config, Path::new("/"), sources));

@@ -2,7 +2,7 @@
 //! env files in place; written (atomically) unless `--dry-run`. Restarting the units whose file
 //! changed is the optimize task's job (through systemd's D-Bus API); this command says which.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::process::ExitCode;
 
@@ -10,12 +10,10 @@ use serde::Serialize;
 
 use crate::cli::OptimizeArgs;
 use crate::config::human_size;
-use crate::daemon::{load_config, EXIT_CONFIG};
 use crate::optimize::apply::{self, FileOutcome};
-use crate::optimize::plan::{self, Plan};
+use crate::optimize::plan::{self, Plan, Value};
 use crate::optimize::profile::{gather, Sources};
 use crate::sys::display_path;
-use crate::sys::paths::DEFAULT_CONFIG;
 
 #[derive(Debug, Serialize)]
 struct Outcome {
@@ -27,13 +25,9 @@ struct Outcome {
 }
 
 pub fn main(args: OptimizeArgs) -> ExitCode {
-    let path = args.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let config = match load_config(&path, args.config.is_some()) {
-        Ok((c, _)) => c,
-        Err(e) => {
-            eprintln!("cluster-ai optimize: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let config = match super::config_or_exit("optimize", args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let profile = match gather(&config, Path::new("/"), Sources::PLAN) {
         Ok(p) => p,
@@ -64,30 +58,17 @@ pub fn main(args: OptimizeArgs) -> ExitCode {
 
 fn render(o: &Outcome) -> String {
     let p = &o.plan;
-    let line = |name: &str, value: String, v_source: &str, why: &str| format!("  {name:<26} {value:<12} {v_source}: {why}\n");
+    let row = |name: &str, shown: String, source: &str, why: &str| format!("  {name:<26} {shown:<12} {source}: {why}\n");
+    let value = |name: &str, v: &Value<u32>| row(name, v.value.to_string(), &v.source, &v.why);
     let mut out = format!("plan for this machine, {} tier:\n", p.tier.describe());
-    out += &line("dask workers", p.dask_workers.value.to_string(), &p.dask_workers.source, &p.dask_workers.why);
-    out += &line(
-        "dask threads per worker",
-        p.dask_threads_per_worker.value.to_string(),
-        &p.dask_threads_per_worker.source,
-        &p.dask_threads_per_worker.why,
-    );
-    out += &line(
-        "dask memory limit",
-        human_size(p.dask_memory_limit_bytes.value),
-        &p.dask_memory_limit_bytes.source,
-        &p.dask_memory_limit_bytes.why,
-    );
-    out += &line("OMP/MKL_NUM_THREADS", p.omp_num_threads.to_string(), "auto", "the worker's own threads");
-    out += &line("OLLAMA_NUM_PARALLEL", p.ollama_num_parallel.value.to_string(), &p.ollama_num_parallel.source, &p.ollama_num_parallel.why);
-    out += &line(
-        "OLLAMA_MAX_LOADED_MODELS",
-        p.ollama_max_loaded_models.value.to_string(),
-        &p.ollama_max_loaded_models.source,
-        &p.ollama_max_loaded_models.why,
-    );
-    out += &line("ollama GPU layers", p.ollama_gpu_layers.value.to_string(), &p.ollama_gpu_layers.source, &p.ollama_gpu_layers.why);
+    out += &value("dask workers", &p.dask_workers);
+    out += &value("dask threads per worker", &p.dask_threads_per_worker);
+    let limit = &p.dask_memory_limit_bytes;
+    out += &row("dask memory limit", human_size(limit.value), &limit.source, &limit.why);
+    out += &row("OMP/MKL_NUM_THREADS", p.omp_num_threads.to_string(), "auto", "the worker's own threads");
+    out += &value("OLLAMA_NUM_PARALLEL", &p.ollama_num_parallel);
+    out += &value("OLLAMA_MAX_LOADED_MODELS", &p.ollama_max_loaded_models);
+    out += &value("ollama GPU layers", &p.ollama_gpu_layers);
     out += "  (GPU layers are Ollama's per-model num_gpu option, with no environment variable: a recommendation, not applied)\n";
     for f in &o.files {
         out += &format!("{}: {}\n", display_path(&f.path), f.outcome);
