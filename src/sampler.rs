@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -147,7 +146,7 @@ impl Sampler {
         });
         let disk = |p: &Path| disk_usage(p).map_err(|e| tracing::warn!(error = %e, "cannot measure disk")).ok();
         Ok(Snapshot {
-            taken_at_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            taken_at_unix_ms: crate::sys::unix_ms(),
             cpu_busy_percent,
             memory_total_bytes: mem.total,
             memory_available_bytes: mem.available,

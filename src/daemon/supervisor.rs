@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -23,6 +23,7 @@ use crate::swap::{self, engine::Engine};
 use crate::sys::notify::{Notice, Notifier, SdNotifier};
 use crate::sys::procfs::ProcFs;
 use crate::sys::swap_os::RealSwapOs;
+use crate::sys::unix_ms;
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,10 +59,6 @@ impl Signals {
             _ = self.interrupt.recv() => "SIGINT",
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {

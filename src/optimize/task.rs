@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -93,7 +93,7 @@ fn plan_once(cfg: &Config, reason: &str, dry_run: bool) -> Result<OptimizeState,
     let apply = cfg.optimize.apply && !dry_run;
     let files = apply::env_files(&plan, &cfg.optimize.env_dir, apply);
     let restart_needed = apply::restart_needed(&files);
-    let planned_at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let planned_at_unix_ms = crate::sys::unix_ms();
     Ok(OptimizeState { reason: reason.into(), planned_at_unix_ms, apply, plan, files, restart_needed })
 }
 

@@ -14,6 +14,12 @@ pub mod swap_os;
 pub mod sysctl;
 pub mod ticker;
 
+/// Milliseconds since the Unix epoch, for timestamps in `status` and the logs (0 on a clock
+/// set before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A path for a log line or a message: control characters (a newline in a directory name)
 /// are escaped, so one event stays one line.
 pub fn display_path(p: &std::path::Path) -> String {
