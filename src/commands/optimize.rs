@@ -1,6 +1,7 @@
 //! `cluster-ai optimize [--dry-run] [--json]`: the plan for this machine, as a diff against the
-//! env files in place; written (atomically) unless `--dry-run`. Restarting the units whose file
-//! changed is the optimize task's job (through systemd's D-Bus API); this command says which.
+//! env files in place; written (atomically) unless `--dry-run`. With `[optimize] apply` on,
+//! each unit whose file it wrote is restarted through systemd's D-Bus API; otherwise it says
+//! which restart each change needs.
 
 use std::path::Path;
 
@@ -22,6 +23,8 @@ struct Outcome {
     files: Vec<FileOutcome>,
     /// Units whose env file changed: a restart applies it.
     restart_needed: Vec<String>,
+    /// With `[optimize] apply`: each restart's outcome ("restarted", "failed: …").
+    restarts: Vec<(String, String)>,
 }
 
 pub fn main(args: OptimizeArgs) -> ExitCode {
@@ -37,10 +40,18 @@ pub fn main(args: OptimizeArgs) -> ExitCode {
         }
     };
     let plan = plan::plan(&profile, &config.optimize);
-    let files = apply::env_files(&plan, &config.optimize.env_dir, !args.dry_run);
-    let failed = files.iter().any(|f| f.failed());
+    let files = apply::env_files(&plan, &config.optimize, !args.dry_run);
+    let mut failed = files.iter().any(|f| f.failed());
     let restart_needed = apply::restart_needed(&files);
-    let out = Outcome { dry_run: args.dry_run, plan, files, restart_needed };
+    let mut restarts = Vec::new();
+    if config.optimize.apply && !args.dry_run && !restart_needed.is_empty() {
+        restarts = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(crate::optimize::task::restart(&restart_needed)),
+            Err(e) => restart_needed.iter().map(|u| (u.clone(), format!("failed: {e}"))).collect(),
+        };
+        failed |= restarts.iter().any(|(_, o)| o != "restarted");
+    }
+    let out = Outcome { dry_run: args.dry_run, plan, files, restart_needed, restarts };
     if args.json {
         match serde_json::to_string_pretty(&out) {
             Ok(t) => println!("{t}"),
@@ -76,10 +87,16 @@ fn render(o: &Outcome) -> String {
             out += &format!("  {}: {} -> {}\n", c.key, c.from.as_deref().unwrap_or("(unset)"), c.to.as_deref().unwrap_or("(removed)"));
         }
     }
-    if !o.restart_needed.is_empty() {
+    for (unit, outcome) in &o.restarts {
+        out += &format!("{unit}: {outcome}\n");
+    }
+    if !o.restart_needed.is_empty() && o.restarts.is_empty() {
         let verb = if o.dry_run { "would need" } else { "needs" };
-        out +=
-            &format!("{} {verb} a restart to apply it (systemctl restart {})\n", o.restart_needed.join(", "), o.restart_needed.join(" "));
+        out += &format!(
+            "{} {verb} a restart to apply it (systemctl restart {}; with [optimize] apply on, cluster-ai restarts it)\n",
+            o.restart_needed.join(", "),
+            o.restart_needed.join(" ")
+        );
     }
     out
 }

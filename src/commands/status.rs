@@ -7,6 +7,7 @@ use crate::cli::StatusArgs;
 use crate::config::{human_size, Config, SocketSetting};
 use crate::daemon::client_socket_path;
 use crate::daemon::control::{request, Request, StatusReply};
+use crate::optimize::emergency::EmergencyReport;
 use crate::sys::paths::DEFAULT_CONFIG;
 
 pub fn main(args: StatusArgs) -> ExitCode {
@@ -57,6 +58,31 @@ fn ago(seconds: f64) -> String {
         60..=3599 => format!("{}m {}s", s / 60, s % 60),
         _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
     }
+}
+
+/// The emergency measures: each watch's state, what was done (counted), the last action and
+/// any peer's lasting problem.
+pub fn emergency_lines(e: &EmergencyReport) -> String {
+    let watches: Vec<String> = e
+        .watches
+        .iter()
+        .map(|(n, w)| format!("{n} {} (>= {:.0}%: {})", w.value.map_or("-".into(), |v| format!("{v:.0}%")), w.threshold, w.state))
+        .collect();
+    let mut out = format!("measures: {}{}\n", watches.join(", "), if e.act { "" } else { "; act off: decisions logged only" });
+    if e.counts.is_empty() {
+        out += "          no action taken\n";
+    } else {
+        let counts: Vec<String> = e.counts.iter().map(|(a, n)| format!("{a} x{n}")).collect();
+        out += &format!("          done: {}\n", counts.join(", "));
+    }
+    if let Some(a) = e.recent.last() {
+        let freed = a.freed_bytes.map(|b| format!(", freed {}", human_size(b))).unwrap_or_default();
+        out += &format!("          last: {} ({}{freed})\n", a.detail, a.why);
+    }
+    for (peer, p) in &e.problems {
+        out += &format!("          {peer}: {p}\n");
+    }
+    out
 }
 
 pub fn render(r: &StatusReply) -> String {
@@ -113,9 +139,15 @@ pub fn render(r: &StatusReply) -> String {
             o.reason,
             if o.apply { "env files kept current" } else { "apply off: `cluster-ai optimize` writes the env files" }
         );
-        if !o.restart_needed.is_empty() {
+        if !o.restarts.is_empty() {
+            let done: Vec<String> = o.restarts.iter().map(|(u, r)| format!("{u} {r}")).collect();
+            out += &format!("          {}\n", done.join("; "));
+        } else if !o.restart_needed.is_empty() {
             out += &format!("          restart to apply: systemctl restart {}\n", o.restart_needed.join(" "));
         }
+    }
+    if let Some(e) = &r.emergency {
+        out += &emergency_lines(e);
     }
     out += "tasks:\n";
     for t in &r.tasks {

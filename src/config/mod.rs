@@ -20,6 +20,7 @@ pub struct Config {
     pub swap: SwapConfig,
     pub kernel: KernelConfig,
     pub optimize: OptimizeConfig,
+    pub emergency: EmergencyConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +114,10 @@ pub struct OptimizeConfig {
     pub ollama_num_parallel: Option<u32>,
     pub ollama_max_loaded_models: Option<u32>,
     pub ollama_gpu_layers: Option<u32>,
+    /// The units that read `dask-worker.env` and `ollama.env`: restarted (with `apply`) when
+    /// their file changes; the Dask one also brings retired workers back. `None`: not managed.
+    pub dask_worker_unit: Option<String>,
+    pub ollama_unit: Option<String>,
 }
 
 impl OptimizeConfig {
@@ -127,6 +132,75 @@ impl OptimizeConfig {
             ("optimize.ollama_num_parallel", auto(self.ollama_num_parallel)),
             ("optimize.ollama_max_loaded_models", auto(self.ollama_max_loaded_models)),
             ("optimize.ollama_gpu_layers", auto(self.ollama_gpu_layers)),
+            ("optimize.dask_worker_unit", self.dask_worker_unit.clone().unwrap_or_default()),
+            ("optimize.ollama_unit", self.ollama_unit.clone().unwrap_or_default()),
+        ]
+    }
+}
+
+/// The emergency measures (`[emergency]`): what the optimize task does when CPU, memory or
+/// disk stays over its threshold, and what it is allowed to touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmergencyConfig {
+    /// Off: the measures are decided and logged ("would retire …"), nothing is done.
+    pub act: bool,
+    pub cpu_threshold: u8,
+    pub cpu_sustain: Duration,
+    pub memory_threshold: u8,
+    pub memory_sustain: Duration,
+    pub disk_threshold: u8,
+    pub disk_sustain: Duration,
+    /// Points below a threshold that count as clear (no flapping around the line).
+    pub hysteresis: u8,
+    /// Clear this long: what can be undone is undone.
+    pub calm_period: Duration,
+    /// The least time between two actions of one measure.
+    pub min_interval: Duration,
+    /// The Dask scheduler's HTTP address (its dashboard port); `None`: no Dask measures.
+    pub dask_scheduler: Option<String>,
+    pub dask_min_workers: u32,
+    /// Units whose CPU weight is raised while CPU is over its threshold.
+    pub critical_units: Vec<String>,
+    pub critical_cpu_weight: u64,
+    pub ollama: Option<String>,
+    pub drop_page_cache: bool,
+    /// `journalctl --vacuum-size` to this; `None`: off.
+    pub journal_vacuum_size: Option<u64>,
+    pub pip_cache_dirs: Vec<PathBuf>,
+    pub docker_prune: bool,
+    pub docker_socket: PathBuf,
+    pub temp_dirs: Vec<PathBuf>,
+    pub temp_max_age: Duration,
+}
+
+impl EmergencyConfig {
+    fn entries(&self) -> Vec<(&'static str, String)> {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+        let list = |v: Vec<String>| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
+        let paths = |v: &[PathBuf]| list(v.iter().map(|p| p.display().to_string()).collect());
+        vec![
+            ("emergency.act", self.act.to_string()),
+            ("emergency.cpu_threshold", self.cpu_threshold.to_string()),
+            ("emergency.cpu_sustain", format_duration(self.cpu_sustain)),
+            ("emergency.memory_threshold", self.memory_threshold.to_string()),
+            ("emergency.memory_sustain", format_duration(self.memory_sustain)),
+            ("emergency.disk_threshold", self.disk_threshold.to_string()),
+            ("emergency.disk_sustain", format_duration(self.disk_sustain)),
+            ("emergency.hysteresis", self.hysteresis.to_string()),
+            ("emergency.calm_period", format_duration(self.calm_period)),
+            ("emergency.min_interval", format_duration(self.min_interval)),
+            ("emergency.dask_scheduler", opt(&self.dask_scheduler)),
+            ("emergency.dask_min_workers", self.dask_min_workers.to_string()),
+            ("emergency.critical_units", list(self.critical_units.clone())),
+            ("emergency.critical_cpu_weight", self.critical_cpu_weight.to_string()),
+            ("emergency.ollama", opt(&self.ollama)),
+            ("emergency.drop_page_cache", self.drop_page_cache.to_string()),
+            ("emergency.journal_vacuum_size", self.journal_vacuum_size.map_or("off".into(), format_size)),
+            ("emergency.pip_cache_dirs", paths(&self.pip_cache_dirs)),
+            ("emergency.docker_prune", self.docker_prune.to_string()),
+            ("emergency.docker_socket", self.docker_socket.display().to_string()),
+            ("emergency.temp_dirs", paths(&self.temp_dirs)),
+            ("emergency.temp_max_age", format_duration(self.temp_max_age)),
         ]
     }
 }
@@ -185,6 +259,32 @@ impl Default for Config {
                 ollama_num_parallel: None,
                 ollama_max_loaded_models: None,
                 ollama_gpu_layers: None,
+                dask_worker_unit: Some("dask-worker.service".into()),
+                ollama_unit: Some("ollama.service".into()),
+            },
+            emergency: EmergencyConfig {
+                act: true,
+                cpu_threshold: 90,
+                cpu_sustain: Duration::from_secs(30),
+                memory_threshold: 85,
+                memory_sustain: Duration::from_secs(10),
+                disk_threshold: 90,
+                disk_sustain: Duration::from_secs(60),
+                hysteresis: 5,
+                calm_period: Duration::from_secs(300),
+                min_interval: Duration::from_secs(60),
+                dask_scheduler: Some("http://127.0.0.1:8787".into()),
+                dask_min_workers: 1,
+                critical_units: Vec::new(),
+                critical_cpu_weight: 1000,
+                ollama: Some("http://127.0.0.1:11434".into()),
+                drop_page_cache: false,
+                journal_vacuum_size: None,
+                pip_cache_dirs: Vec::new(),
+                docker_prune: false,
+                docker_socket: PathBuf::from("/var/run/docker.sock"),
+                temp_dirs: Vec::new(),
+                temp_max_age: Duration::from_secs(7 * 86400),
             },
         }
     }
@@ -232,6 +332,7 @@ impl Config {
         out.extend(self.swap.entries());
         out.extend(self.kernel.entries());
         out.extend(self.optimize.entries());
+        out.extend(self.emergency.entries());
         out
     }
 
@@ -324,6 +425,35 @@ struct RawConfig {
     kernel: RawKernel,
     #[serde(default)]
     optimize: RawOptimize,
+    #[serde(default)]
+    emergency: RawEmergency,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEmergency {
+    act: Raw,
+    cpu_threshold: Raw,
+    cpu_sustain: Raw,
+    memory_threshold: Raw,
+    memory_sustain: Raw,
+    disk_threshold: Raw,
+    disk_sustain: Raw,
+    hysteresis: Raw,
+    calm_period: Raw,
+    min_interval: Raw,
+    dask_scheduler: Raw,
+    dask_min_workers: Raw,
+    critical_units: Raw,
+    critical_cpu_weight: Raw,
+    ollama: Raw,
+    drop_page_cache: Raw,
+    journal_vacuum_size: Raw,
+    pip_cache_dirs: Raw,
+    docker_prune: Raw,
+    docker_socket: Raw,
+    temp_dirs: Raw,
+    temp_max_age: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -337,6 +467,8 @@ struct RawOptimize {
     ollama_num_parallel: Raw,
     ollama_max_loaded_models: Raw,
     ollama_gpu_layers: Raw,
+    dask_worker_unit: Raw,
+    ollama_unit: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -518,12 +650,13 @@ impl RawConfig {
         let swap = self.swap.validate(&mut c, d.swap);
         let kernel = self.kernel.validate(&mut c, d.kernel);
         let optimize = self.optimize.validate(&mut c, d.optimize);
+        let emergency = self.emergency.validate(&mut c, d.emergency);
         if !c.problems.is_empty() {
             // In file order, as a reader fixes them.
             c.problems.sort_by_key(|p| (p.line, p.column));
             return Err(c.problems);
         }
-        Ok(Config { log_level, sample_interval, control_socket, swap, kernel, optimize })
+        Ok(Config { log_level, sample_interval, control_socket, swap, kernel, optimize, emergency })
     }
 }
 
@@ -581,6 +714,16 @@ impl RawOptimize {
         );
         let (ollama_gpu_layers, _) =
             c.field("optimize.ollama_gpu_layers", self.ollama_gpu_layers, d.ollama_gpu_layers, auto(count_between(0, 999)));
+        let unit = |v: &toml::Value| {
+            let s = as_text(v, "a unit name such as \"ollama.service\", or \"\" for none")?;
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                unit_name(s).map(Some)
+            }
+        };
+        let (dask_worker_unit, _) = c.field("optimize.dask_worker_unit", self.dask_worker_unit, d.dask_worker_unit, unit);
+        let (ollama_unit, _) = c.field("optimize.ollama_unit", self.ollama_unit, d.ollama_unit, unit);
         OptimizeConfig {
             apply,
             env_dir,
@@ -590,8 +733,107 @@ impl RawOptimize {
             ollama_num_parallel,
             ollama_max_loaded_models,
             ollama_gpu_layers,
+            dask_worker_unit,
+            ollama_unit,
         }
     }
+}
+
+impl RawEmergency {
+    fn validate(self, c: &mut Checker<'_>, d: EmergencyConfig) -> EmergencyConfig {
+        let secs = Duration::from_secs;
+        let (act, _) = c.field("emergency.act", self.act, d.act, boolean);
+        let (cpu_threshold, _) = c.field("emergency.cpu_threshold", self.cpu_threshold, d.cpu_threshold, percent_between(1, 100));
+        let (cpu_sustain, _) = c.field("emergency.cpu_sustain", self.cpu_sustain, d.cpu_sustain, duration_between(secs(0), secs(3600)));
+        let (memory_threshold, _) =
+            c.field("emergency.memory_threshold", self.memory_threshold, d.memory_threshold, percent_between(1, 100));
+        let (memory_sustain, _) =
+            c.field("emergency.memory_sustain", self.memory_sustain, d.memory_sustain, duration_between(secs(0), secs(3600)));
+        let (disk_threshold, _) = c.field("emergency.disk_threshold", self.disk_threshold, d.disk_threshold, percent_between(1, 100));
+        let (disk_sustain, _) = c.field("emergency.disk_sustain", self.disk_sustain, d.disk_sustain, duration_between(secs(0), secs(3600)));
+        let (hysteresis, _) = c.field("emergency.hysteresis", self.hysteresis, d.hysteresis, percent_between(0, 50));
+        let (calm_period, _) = c.field("emergency.calm_period", self.calm_period, d.calm_period, duration_between(secs(0), secs(86400)));
+        let (min_interval, _) =
+            c.field("emergency.min_interval", self.min_interval, d.min_interval, duration_between(secs(1), secs(86400)));
+        let (dask_scheduler, _) = c.field("emergency.dask_scheduler", self.dask_scheduler, d.dask_scheduler, http_url);
+        let (dask_min_workers, _) =
+            c.field("emergency.dask_min_workers", self.dask_min_workers, d.dask_min_workers, count_between(0, 1024));
+        let (critical_units, _) = c.field("emergency.critical_units", self.critical_units, d.critical_units, |v| {
+            list_of(v, "a list of unit names such as [\"ollama.service\"]", unit_name)
+        });
+        let (critical_cpu_weight, _) = c.field("emergency.critical_cpu_weight", self.critical_cpu_weight, d.critical_cpu_weight, |v| {
+            count_between(1, 10000)(v).map(u64::from)
+        });
+        let (ollama, _) = c.field("emergency.ollama", self.ollama, d.ollama, http_url);
+        let (drop_page_cache, _) = c.field("emergency.drop_page_cache", self.drop_page_cache, d.drop_page_cache, boolean);
+        let (journal_vacuum_size, _) = c.field("emergency.journal_vacuum_size", self.journal_vacuum_size, d.journal_vacuum_size, |v| {
+            if v.as_str() == Some("off") {
+                return Ok(None);
+            }
+            size(v).map(Some).map_err(|e| format!("{e}; or \"off\""))
+        });
+        let dirs = |v: &toml::Value| {
+            list_of(v, "a list of absolute paths such as [\"/root/.cache/pip\"]", |s| absolute_path(&toml::Value::String(s.to_string())))
+        };
+        let (pip_cache_dirs, _) = c.field("emergency.pip_cache_dirs", self.pip_cache_dirs, d.pip_cache_dirs, dirs);
+        let (docker_prune, _) = c.field("emergency.docker_prune", self.docker_prune, d.docker_prune, boolean);
+        let (docker_socket, _) = c.field("emergency.docker_socket", self.docker_socket, d.docker_socket, absolute_path);
+        let (temp_dirs, _) = c.field("emergency.temp_dirs", self.temp_dirs, d.temp_dirs, dirs);
+        let (temp_max_age, _) =
+            c.field("emergency.temp_max_age", self.temp_max_age, d.temp_max_age, duration_between(secs(60), secs(3650 * 86400)));
+        EmergencyConfig {
+            act,
+            cpu_threshold,
+            cpu_sustain,
+            memory_threshold,
+            memory_sustain,
+            disk_threshold,
+            disk_sustain,
+            hysteresis,
+            calm_period,
+            min_interval,
+            dask_scheduler,
+            dask_min_workers,
+            critical_units,
+            critical_cpu_weight,
+            ollama,
+            drop_page_cache,
+            journal_vacuum_size,
+            pip_cache_dirs,
+            docker_prune,
+            docker_socket,
+            temp_dirs,
+            temp_max_age,
+        }
+    }
+}
+
+/// An `http://host:port` URL, or `""` for "no such service here".
+fn http_url(v: &toml::Value) -> Result<Option<String>, String> {
+    let s = as_text(v, "an http:// URL such as \"http://127.0.0.1:8787\", or \"\" for none")?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    crate::sys::http::Endpoint::parse_url(s).map_err(|e| format!("{e}; expected e.g. \"http://127.0.0.1:8787\", or \"\" for none"))?;
+    Ok(Some(s.trim_end_matches('/').to_string()))
+}
+
+/// A systemd unit name with its type, such as `ollama.service`.
+fn unit_name(s: &str) -> Result<String, String> {
+    let valid = s.len() <= 256
+        && s.rsplit_once('.').is_some_and(|(n, t)| !n.is_empty() && ["service", "scope", "slice"].contains(&t))
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c));
+    if valid {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a unit name; expected e.g. \"ollama.service\" (a .service, .scope or .slice)"))
+    }
+}
+
+/// A TOML array of strings, each checked by `item`.
+fn list_of<T>(v: &toml::Value, expected: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    let toml::Value::Array(items) = v else { return Err(format!("expected {expected}, found {}", kind(v))) };
+    items.iter().map(|i| item(as_text(i, expected)?)).collect()
 }
 
 impl RawSwap {

@@ -141,7 +141,7 @@ fn bad_values_are_all_reported_with_positions() {
             "6:12: swap.min_size: unknown size unit \"X\" in \"2X\"; expected a size such as 2G, 1.5G, 512M, 1GiB or a number of bytes",
             "7:13: swap.increment: 1.0 KiB is too small; expected at least 1M",
             "8:20: swap.memory_threshold: 100 is out of range; expected a percentage from 1 to 99, such as 80 or \"80%\"",
-            "9:18: swap.check_interval: unknown duration unit \"d\" in \"2d\"; expected a duration such as 500ms, 30s, 5m or 1h",
+            "9:18: swap.check_interval: \"2d\" is out of range; expected between 1s and 1h",
         ]
     );
 }

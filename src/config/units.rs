@@ -37,7 +37,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const EXPECTED: &str = "expected a duration such as 500ms, 30s, 5m or 1h";
+    const EXPECTED: &str = "expected a duration such as 500ms, 30s, 5m, 1h or 7d";
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
@@ -50,6 +50,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         other => return Err(format!("unknown duration unit {other:?} in {text:?}; {EXPECTED}")),
     };
     n.checked_mul(millis_per_unit).map(Duration::from_millis).ok_or_else(|| format!("{text:?} is too large"))
@@ -79,7 +80,7 @@ pub fn human_size(bytes: u64) -> String {
 
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis() as u64;
-    for (per, unit) in [(3_600_000, "h"), (60_000, "m"), (1000, "s")] {
+    for (per, unit) in [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")] {
         if ms >= per && ms % per == 0 {
             return format!("{}{unit}", ms / per);
         }
@@ -116,10 +117,17 @@ mod tests {
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        for bad in ["", "30", "s", "1.5s", "3d", "-1s", "99999999999999999999h"] {
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        for bad in ["", "30", "s", "1.5s", "3w", "-1s", "99999999999999999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
-        for d in [Duration::from_millis(1500), Duration::from_secs(30), Duration::from_secs(300), Duration::from_secs(3600)] {
+        for d in [
+            Duration::from_millis(1500),
+            Duration::from_secs(30),
+            Duration::from_secs(300),
+            Duration::from_secs(3600),
+            Duration::from_secs(7 * 86400),
+        ] {
             assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
         }
     }

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::tasks::{Heartbeat, TaskReport, Tasks};
+use crate::optimize::emergency::{EmergencyReceiver, EmergencyReport, FreeMemoryRequest};
 use crate::optimize::task::{OptimizeReceiver, OptimizeState};
 use crate::sampler::{Snapshot, SnapshotReceiver};
 use crate::swap::{
@@ -42,19 +43,25 @@ pub enum Request {
     Swap(SwapRequest),
     /// The optimize task's latest plan and what became of its env files.
     Optimize,
+    /// The emergency measures: watches, counts, recent actions, peers' problems.
+    Emergency,
+    /// `cluster-ai free-memory`: the memory measures now.
+    FreeMemory,
 }
 
 impl Request {
     fn answer_timeout(&self) -> Duration {
         match self {
-            Request::Status | Request::Optimize => IO_TIMEOUT,
+            Request::Status | Request::Optimize | Request::Emergency => IO_TIMEOUT,
+            // Each Ollama unload has its own deadline; several models may be loaded.
+            Request::FreeMemory => Duration::from_secs(120),
             Request::Swap(r) => swap::task::answer_timeout(r),
         }
     }
 
     /// Whether the request changes something (a lost answer then leaves its outcome unknown).
     fn acts(&self) -> bool {
-        !matches!(self, Request::Status | Request::Optimize | Request::Swap(SwapRequest::Status))
+        !matches!(self, Request::Status | Request::Optimize | Request::Emergency | Request::Swap(SwapRequest::Status))
     }
 }
 
@@ -82,6 +89,8 @@ pub struct StatusReply {
     /// The optimize task's latest plan; absent until it has one.
     #[serde(default)]
     pub optimize: Option<OptimizeState>,
+    #[serde(default)]
+    pub emergency: Option<EmergencyReport>,
 }
 
 /// What the supervisor publishes about the loaded config.
@@ -103,6 +112,8 @@ pub struct ControlState {
     pub config: watch::Receiver<ConfigInfo>,
     pub swap: SwapSender,
     pub optimize: OptimizeReceiver,
+    pub emergency: EmergencyReceiver,
+    pub free_memory: tokio::sync::mpsc::Sender<FreeMemoryRequest>,
 }
 
 impl ControlState {
@@ -124,6 +135,7 @@ impl ControlState {
             snapshot: self.snapshots.borrow().as_deref().cloned(),
             tasks: self.tasks.report(now),
             optimize: self.optimize.borrow().as_deref().cloned(),
+            emergency: Some(self.emergency.borrow().as_ref().clone()),
         }
     }
 }
@@ -227,6 +239,17 @@ async fn serve(stream: UnixStream, state: &ControlState) -> std::io::Result<()> 
             Some(plan) => serde_json::to_value(plan).map_err(std::io::Error::other)?,
             None => serde_json::json!({ "error": "the optimize task has no plan yet" }),
         },
+        Ok(Request::Emergency) => serde_json::to_value(state.emergency.borrow().as_ref()).map_err(std::io::Error::other)?,
+        Ok(Request::FreeMemory) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            match state.free_memory.try_send(tx) {
+                Err(_) => serde_json::json!({ "error": "the emergency task is busy or not running; try again" }),
+                Ok(()) => match rx.await {
+                    Ok(actions) => serde_json::json!({ "actions": actions }),
+                    Err(_) => serde_json::json!({ "error": "the emergency task stopped before answering" }),
+                },
+            }
+        }
         Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
     };
     let mut out = reply.to_string();

@@ -113,6 +113,12 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     set.spawn("optimize", optimize::task::HEARTBEAT_PERIOD, |hb| {
         optimize::task::run(config_rx.clone(), snapshot_rx.clone(), optimize_tx, hb, cancel.clone(), dry_run)
     });
+    let (emergency_tx, emergency_rx) = watch::channel(Arc::new(optimize::emergency::EmergencyReport::default()));
+    let (free_memory_tx, free_memory_rx) = tokio::sync::mpsc::channel(4);
+    let measures = optimize::emergency::Emergency::new(&config_rx.borrow(), Some(swap_tx.clone()), dry_run);
+    set.spawn("emergency", optimize::emergency::HEARTBEAT_PERIOD, |hb| {
+        optimize::emergency::run(config_rx.clone(), snapshot_rx.clone(), measures, free_memory_rx, emergency_tx, hb, cancel.clone())
+    });
     let state = ControlState {
         started,
         dry_run: opts.dry_run,
@@ -121,6 +127,8 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         config: info_rx,
         swap: swap_tx,
         optimize: optimize_rx,
+        emergency: emergency_rx,
+        free_memory: free_memory_tx,
     };
     set.spawn("control", control::HEARTBEAT_PERIOD, |hb| control::run(socket, state, hb, cancel.clone()));
     let set = &mut set.set;

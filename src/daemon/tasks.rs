@@ -114,6 +114,18 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
+    /// Awaits `f` while beating every 10 s, so a long wait on a peer (each with its own
+    /// deadline) does not look like a stuck task.
+    pub async fn during<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(f);
+        loop {
+            tokio::select! {
+                v = &mut f => return v,
+                () = tokio::time::sleep(Duration::from_secs(10)) => self.beat(),
+            }
+        }
+    }
+
     /// Marks the task running; call it once the task is ready to do its work.
     pub fn started(&self) {
         self.beat();

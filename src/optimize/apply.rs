@@ -1,16 +1,17 @@
 //! Writing a plan's env files: each only when its content changes, atomically. Shared by
 //! `cluster-ai optimize` and the optimize task.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::plan::{self, Change, Plan};
+use crate::config::OptimizeConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileOutcome {
     pub path: PathBuf,
-    pub unit: String,
+    pub unit: Option<String>,
     pub changes: Vec<Change>,
     /// "unchanged", "written", "would write" (not asked to write), or "failed: …".
     pub outcome: String,
@@ -24,8 +25,9 @@ impl FileOutcome {
 
 /// Compares each env file of `plan` with the one in `env_dir` and, when `write`, replaces the
 /// ones whose content differs.
-pub fn env_files(plan: &Plan, env_dir: &Path, write: bool) -> Vec<FileOutcome> {
-    plan::env_files(plan)
+pub fn env_files(plan: &Plan, cfg: &OptimizeConfig, write: bool) -> Vec<FileOutcome> {
+    let env_dir = &cfg.env_dir;
+    plan::env_files(plan, cfg)
         .into_iter()
         .map(|file| {
             let path = env_dir.join(&file.name);
@@ -49,5 +51,5 @@ pub fn env_files(plan: &Plan, env_dir: &Path, write: bool) -> Vec<FileOutcome> {
 
 /// Units whose env file differs from the plan (written or about to be): a restart applies it.
 pub fn restart_needed(files: &[FileOutcome]) -> Vec<String> {
-    files.iter().filter(|f| f.outcome != "unchanged" && !f.failed() && !f.changes.is_empty()).map(|f| f.unit.clone()).collect()
+    files.iter().filter(|f| f.outcome != "unchanged" && !f.failed() && !f.changes.is_empty()).filter_map(|f| f.unit.clone()).collect()
 }

@@ -3,6 +3,9 @@
 
 pub mod apply;
 pub mod check;
+pub mod emergency;
+pub mod peers;
 pub mod plan;
 pub mod profile;
 pub mod task;
+pub mod watch;

@@ -91,16 +91,18 @@ pub fn plan(p: &Profile, cfg: &OptimizeConfig) -> Plan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvFile {
     pub name: String,
-    pub unit: String,
+    /// The unit that reads it (`[optimize] dask_worker_unit`, `ollama_unit`); none: nothing
+    /// is restarted when it changes.
+    pub unit: Option<String>,
     pub vars: BTreeMap<String, String>,
 }
 
-pub fn env_files(plan: &Plan) -> Vec<EnvFile> {
+pub fn env_files(plan: &Plan, cfg: &OptimizeConfig) -> Vec<EnvFile> {
     let vars = |pairs: &[(&str, String)]| pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     vec![
         EnvFile {
             name: "dask-worker.env".into(),
-            unit: "dask-worker.service".into(),
+            unit: cfg.dask_worker_unit.clone(),
             vars: vars(&[
                 ("DASK_NWORKERS", plan.dask_workers.value.to_string()),
                 ("DASK_NTHREADS", plan.dask_threads_per_worker.value.to_string()),
@@ -112,7 +114,7 @@ pub fn env_files(plan: &Plan) -> Vec<EnvFile> {
         },
         EnvFile {
             name: "ollama.env".into(),
-            unit: "ollama.service".into(),
+            unit: cfg.ollama_unit.clone(),
             vars: vars(&[
                 ("OLLAMA_NUM_PARALLEL", plan.ollama_num_parallel.value.to_string()),
                 ("OLLAMA_MAX_LOADED_MODELS", plan.ollama_max_loaded_models.value.to_string()),
@@ -124,7 +126,10 @@ pub fn env_files(plan: &Plan) -> Vec<EnvFile> {
 /// The file's text: a header saying who wrote it, then `KEY=value` lines in key order (so the
 /// same plan always gives the same bytes, and "changed" means changed).
 pub fn render(file: &EnvFile) -> String {
-    let mut out = format!("# Written by `cluster-ai optimize` for {}; edits are replaced. Pin values in [optimize].\n", file.unit);
+    let mut out = format!(
+        "# Written by `cluster-ai optimize` for {}; edits are replaced. Pin values in [optimize].\n",
+        file.unit.as_deref().unwrap_or(&file.name)
+    );
     for (k, v) in &file.vars {
         out += &format!("{k}={v}\n");
     }

@@ -1,8 +1,8 @@
 //! The optimize task: plans at start, on every reload and when the machine's memory size
 //! changes (RAM hot-added, a container's limit raised), and, with `[optimize] apply`, writes the
 //! env files whose content changed. Event-driven, no timer of its own beyond the heartbeat.
-//! Restarting the units whose file changed (systemd over D-Bus) is not built yet: the task
-//! logs the restart each change needs.
+//! Each unit whose file it wrote is then restarted through systemd's D-Bus API, exactly once
+//! per change (a file is written only when its content changes).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +36,10 @@ pub struct OptimizeState {
     pub plan: Plan,
     pub files: Vec<FileOutcome>,
     pub restart_needed: Vec<String>,
+    /// What became of each restart: "restarted" or "failed: …" (empty when nothing was
+    /// written).
+    #[serde(default)]
+    pub restarts: Vec<(String, String)>,
 }
 
 pub type OptimizeReceiver = watch::Receiver<Option<Arc<OptimizeState>>>;
@@ -56,8 +60,11 @@ pub async fn run(
         if let Some(reason) = replan.take() {
             let cfg = config.borrow_and_update().clone();
             match heartbeat.blocking(GATHER_TIMEOUT, move || plan_once(&cfg, reason, dry_run)).await {
-                Ok(Ok(s)) => {
+                Ok(Ok(mut s)) => {
                     log(&s);
+                    if s.apply && !s.restart_needed.is_empty() {
+                        s.restarts = heartbeat.during(restart(&s.restart_needed)).await;
+                    }
                     state.send_replace(Some(Arc::new(s)));
                 }
                 Ok(Err(e)) => tracing::error!("optimize: cannot read the hardware: {e}"),
@@ -91,10 +98,35 @@ fn plan_once(cfg: &Config, reason: &str, dry_run: bool) -> Result<OptimizeState,
     let profile = gather(cfg, Path::new("/"), Sources::PLAN)?;
     let plan = plan::plan(&profile, &cfg.optimize);
     let apply = cfg.optimize.apply && !dry_run;
-    let files = apply::env_files(&plan, &cfg.optimize.env_dir, apply);
+    let files = apply::env_files(&plan, &cfg.optimize, apply);
     let restart_needed = apply::restart_needed(&files);
     let planned_at_unix_ms = crate::sys::unix_ms();
-    Ok(OptimizeState { reason: reason.into(), planned_at_unix_ms, apply, plan, files, restart_needed })
+    Ok(OptimizeState { reason: reason.into(), planned_at_unix_ms, apply, plan, files, restart_needed, restarts: Vec::new() })
+}
+
+/// Restarts each unit whose env file was just written, through systemd, one at a time.
+pub async fn restart(units: &[String]) -> Vec<(String, String)> {
+    let systemd = match crate::sys::systemd::Systemd::connect().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(units = ?units, "optimize: cannot restart {}: {e}; restart them yourself to apply the new settings", units.join(", "));
+            return units.iter().map(|u| (u.clone(), format!("failed: {e}"))).collect();
+        }
+    };
+    let mut out = Vec::new();
+    for unit in units {
+        match systemd.restart(unit).await {
+            Ok(()) => {
+                tracing::info!(unit = %unit, "optimize: restarted {unit} to apply its new settings");
+                out.push((unit.clone(), "restarted".into()));
+            }
+            Err(e) => {
+                tracing::error!(unit = %unit, "optimize: restart {unit}: {e}");
+                out.push((unit.clone(), format!("failed: {e}")));
+            }
+        }
+    }
+    out
 }
 
 fn log(s: &OptimizeState) {
@@ -134,12 +166,7 @@ fn log(s: &OptimizeState) {
             failed => tracing::error!(file = %crate::sys::display_path(&f.path), "optimize: {failed}"),
         }
     }
-    if s.apply && !s.restart_needed.is_empty() {
-        tracing::warn!(
-            units = ?s.restart_needed,
-            "optimize: restart {} to apply the new settings (systemctl restart {}); restarts through systemd are not built yet",
-            s.restart_needed.join(", "),
-            s.restart_needed.join(" ")
-        );
+    if !s.apply && !s.restart_needed.is_empty() {
+        tracing::info!(units = ?s.restart_needed, "optimize: with [optimize] apply on, {} would be restarted", s.restart_needed.join(", "));
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod fs;
 pub mod hardware;
+pub mod http;
 pub mod notify;
 pub mod nvml;
 pub mod paths;
@@ -11,7 +12,9 @@ pub mod psi;
 pub mod socket;
 pub mod swap;
 pub mod swap_os;
+pub mod sweep;
 pub mod sysctl;
+pub mod systemd;
 pub mod ticker;
 
 /// Milliseconds since the Unix epoch, for timestamps in `status` and the logs (0 on a clock

@@ -95,6 +95,63 @@ sleep 5   # RestartSec=2s: a restart loop would have shown by now
 [ "$(prop NRestarts)" = "$restarts" ] || fail "restarted $(prop NRestarts) times, expected $restarts"
 journal_has '/etc/cluster-ai/config.toml:1:13: log_level: "loud" is not a level' || fail "no line:col reason in the journal"
 
+step "optimize writes the env file and restarts the unit that reads it, once per change"
+# A stand-in for the Dask worker unit: each start appends the DASK_NWORKERS it was given.
+cat > /etc/systemd/system/dask-worker.service <<'UNIT'
+[Service]
+EnvironmentFile=-/etc/cluster-ai/env/dask-worker.env
+ExecStartPre=/bin/sh -c 'echo "start workers=$${DASK_NWORKERS:-unset}" >> /run/dask-worker.starts'
+ExecStart=/bin/sleep infinity
+UNIT
+systemctl daemon-reload
+systemctl start dask-worker
+starts() { wc -l < /run/dask-worker.starts; }
+last_start() { tail -n1 /run/dask-worker.starts; }
+opt_config() { printf '[optimize]\napply = true\nollama_unit = ""\ndask_workers = %s\n' "$1" > /tmp/opt.toml; }
+opt_config 3
+cluster-ai optimize --config /tmp/opt.toml | tee /tmp/opt.out
+grep -F "dask-worker.service: restarted" /tmp/opt.out >/dev/null || fail "optimize did not restart the unit"
+[ "$(starts)" = 2 ] && [ "$(last_start)" = "start workers=3" ] || fail "after the first change: $(cat /run/dask-worker.starts)"
+cluster-ai optimize --config /tmp/opt.toml > /tmp/opt.out
+grep -F "dask-worker.env: unchanged" /tmp/opt.out >/dev/null || fail "second run: $(cat /tmp/opt.out)"
+[ "$(starts)" = 2 ] || fail "restarted although nothing changed: $(cat /run/dask-worker.starts)"
+opt_config 2
+cluster-ai optimize --config /tmp/opt.toml > /dev/null
+[ "$(starts)" = 3 ] && [ "$(last_start)" = "start workers=2" ] || fail "after the second change: $(cat /run/dask-worker.starts)"
+# The daemon's optimize task does the same on a reload that changes the plan, and nothing on
+# one that does not.
+write_config 'sample_interval = "1s"' '[optimize]' 'apply = true' 'ollama_unit = ""' 'dask_workers = 2' '[emergency]' 'dask_scheduler = ""' 'ollama = ""'
+systemctl restart cluster-ai
+wait_for 10 "STATUS= summary" status_has "mem "
+[ "$(starts)" = 3 ] || fail "the daemon restarted the unit at start although its file matched: $(cat /run/dask-worker.starts)"
+write_config 'sample_interval = "1s"' '[optimize]' 'apply = true' 'ollama_unit = ""' 'dask_workers = 5' '[emergency]' 'dask_scheduler = ""' 'ollama = ""'
+systemctl reload cluster-ai
+wait_for 20 "the daemon's restart of dask-worker" journal_has "optimize: restarted dask-worker.service"
+[ "$(starts)" = 4 ] && [ "$(last_start)" = "start workers=5" ] || fail "after the reload: $(cat /run/dask-worker.starts)"
+write_config 'sample_interval = "1s"' '[optimize]' 'apply = true' 'ollama_unit = ""' 'dask_workers = 5' '[emergency]' 'dask_scheduler = ""' 'ollama = "" '
+systemctl reload cluster-ai
+wait_for 10 "STATUS after reload" status_has "config reloaded"
+sleep 2
+[ "$(starts)" = 4 ] || fail "a reload without a change restarted the unit: $(cat /run/dask-worker.starts)"
+
+step "CPU over its threshold raises a critical unit's CPU weight at run time, and puts it back"
+weight() { systemctl show -p CPUWeight --value dask-worker; }
+before_weight=$(weight)
+emergency='[emergency]\ndask_scheduler = ""\nollama = ""\ncpu_sustain = "0s"\ncalm_period = "0s"\nhysteresis = 0\ncritical_units = ["dask-worker.service"]\ncritical_cpu_weight = 777\n'
+printf "sample_interval = \"1s\"\n$emergency""cpu_threshold = 1\n" > /etc/cluster-ai/config.toml
+timeout 20 sh -c 'while :; do :; done' & burner=$!
+systemctl reload cluster-ai
+weight_is() { [ "$(weight)" = "$1" ]; }
+wait_for 15 "CPUWeight=777 on dask-worker" weight_is 777
+journal_has "dask-worker.service: CPUWeight $before_weight -> 777" || journal_has "CPUWeight unset -> 777" || fail "no CPUWeight line in the journal"
+[ ! -e /etc/systemd/system.control/dask-worker.service.d ] || fail "the weight was persisted, not set at run time"
+kill "$burner"
+printf "sample_interval = \"1s\"\n$emergency""cpu_threshold = 100\n" > /etc/cluster-ai/config.toml
+systemctl reload cluster-ai
+wait_for 15 "CPUWeight back to $before_weight" weight_is "$before_weight"
+cluster-ai status | grep -F "raise_cpu_weight" >/dev/null || fail "status does not count the action: $(cluster-ai status)"
+systemctl stop dask-worker
+
 step "stop: inactive, clean exit in the journal"
 write_config 'sample_interval = "1s"'
 systemctl reset-failed cluster-ai
@@ -112,4 +169,4 @@ cluster-ai swap clean --force
 [ "$(cluster-ai swap status --json | grep -c '"seq"')" = 0 ] || fail "swap clean left managed swap"
 [ -z "$(ls /var/lib/cluster-ai/swap)" ] || fail "swap clean left files: $(ls /var/lib/cluster-ai/swap)"
 
-echo "e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config and stop all behaved"
+echo "e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight and stop all behaved"

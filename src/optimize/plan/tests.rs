@@ -47,10 +47,10 @@ fn pinned_values_win_and_say_so() {
 #[test]
 fn env_files_are_stable_and_diffed_by_key() {
     let p = plan(&machine(4, 8 * GIB), &cfg());
-    let files = env_files(&p);
+    let files = env_files(&p, &cfg());
     assert_eq!(files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["dask-worker.env", "ollama.env"]);
     let text = render(&files[0]);
-    assert_eq!(render(&env_files(&plan(&machine(4, 8 * GIB), &cfg()))[0]), text, "the same plan, the same bytes");
+    assert_eq!(render(&env_files(&plan(&machine(4, 8 * GIB), &cfg()), &cfg())[0]), text, "the same plan, the same bytes");
     assert!(text.starts_with("# Written by `cluster-ai optimize` for dask-worker.service"));
     let lines: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(
