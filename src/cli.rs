@@ -33,6 +33,12 @@ pub enum Command {
     /// Managed swap files: show, add, remove. Asks the running daemon; acts directly (as root)
     /// when none runs.
     Swap(SwapArgs),
+    /// The memory measures now: unload Ollama's models, ask the daemon's swap task to expand,
+    /// drop the page cache if [emergency] drop_page_cache; prints what each freed.
+    FreeMemory(StatusArgs),
+    /// A live view of the running daemon (CPU, memory, swap, disk, pressure, the plan, recent
+    /// emergency actions), refreshed every 2 s until q or Ctrl-C; plain lines when not a terminal.
+    Monitor(StatusArgs),
 }
 
 #[derive(Debug, Args)]

@@ -13,5 +13,7 @@ fn main() -> ExitCode {
         Command::Swap(args) => commands::swap::main(args),
         Command::Check(args) => commands::check::main(args),
         Command::Optimize(args) => commands::optimize::main(args),
+        Command::FreeMemory(args) => commands::free_memory::main(args),
+        Command::Monitor(args) => commands::monitor::main(args),
     }
 }

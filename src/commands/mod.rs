@@ -2,6 +2,8 @@
 
 pub mod check;
 pub mod config_check;
+pub mod free_memory;
+pub mod monitor;
 pub mod optimize;
 pub mod run;
 pub mod status;

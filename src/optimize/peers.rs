@@ -105,7 +105,7 @@ pub async fn ollama_unload(ollama: &Endpoint, model: &str) -> Result<(), PeerErr
     Ok(())
 }
 
-/// What a Docker prune removed.
+/// What a Docker prune removed: images (or layers) deleted, or build cache records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub items: usize,
@@ -124,7 +124,9 @@ pub async fn docker_prune_images(docker: &Endpoint) -> Result<Pruned, PeerError>
     }
     let path = "/images/prune?filters=%7B%22dangling%22%3A%5B%22true%22%5D%7D";
     let r: Reply = json(&checked(request(docker, "POST", path, None, PRUNE_TIMEOUT).await?)?)?;
-    Ok(Pruned { items: r.images_deleted.map_or(0, |v| v.len()), bytes: r.space_reclaimed })
+    // Each entry is {"Untagged": …} or {"Deleted": …}; count what was deleted.
+    let deleted = r.images_deleted.unwrap_or_default().iter().filter(|e| e.get("Deleted").is_some()).count();
+    Ok(Pruned { items: deleted, bytes: r.space_reclaimed })
 }
 
 /// Removes the builder's cache that no image uses (`POST /build/prune`).

@@ -1,0 +1,71 @@
+//! `cluster-ai free-memory`: the memory measures now, with what each freed. Through the
+//! running daemon (whose swap task can expand at once); without one, the same measures in
+//! this process, except the swap expansion, which it says.
+
+use std::process::ExitCode;
+
+use crate::cli::StatusArgs;
+use crate::config::human_size;
+use crate::daemon::client_socket_path;
+use crate::daemon::control::{request, ClientError, Request};
+use crate::optimize::emergency::{Action, Emergency};
+
+pub fn main(args: StatusArgs) -> ExitCode {
+    let config = match super::config_or_exit("free-memory", args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let socket = match args.socket.map_or_else(|| client_socket_path(&config.control_socket), Ok) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cluster-ai free-memory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let actions: Vec<Action> = match request(&socket, &Request::FreeMemory) {
+        Ok(v) => {
+            if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+                eprintln!("cluster-ai free-memory: {e}");
+                return ExitCode::FAILURE;
+            }
+            match serde_json::from_value(v["actions"].clone()) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("cluster-ai free-memory: the daemon's answer is not understood: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Err(ClientError::NotRunning(_)) => {
+            eprintln!("no daemon is running: swap is not expanded (`cluster-ai swap expand` does it); the other measures run here");
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cluster-ai free-memory: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut measures = Emergency::new(&config, None, false);
+            rt.block_on(measures.memory_act("free-memory", "asked by cluster-ai free-memory"))
+        }
+        Err(e) => {
+            eprintln!("cluster-ai free-memory: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&actions).unwrap_or_default());
+    } else if actions.is_empty() {
+        println!("nothing to free: no Ollama model is loaded ([emergency] ollama), drop_page_cache is off");
+    }
+    for a in actions.iter().filter(|_| !args.json) {
+        let freed = a.freed_bytes.map(|b| format!(": freed {}", human_size(b))).unwrap_or_default();
+        let failed = if a.done { "" } else { "failed: " };
+        println!("{failed}{}{freed}", a.detail);
+    }
+    if actions.iter().any(|a| !a.done) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

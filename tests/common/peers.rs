@@ -1,0 +1,396 @@
+//! The cluster's peers for the emergency tests: a real Dask (from the venv `.ci/run` makes), a
+//! real dockerd, a private dbus-daemon with a stand-in for systemd's Manager (the container
+//! test uses the real one), and a fake Ollama that follows its documented API.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::SKIP_PRIVILEGED;
+
+/// The venv with `distributed` (`.ci/run` makes it); `CLUSTER_AI_DASK_VENV` overrides.
+pub fn dask_venv() -> Option<PathBuf> {
+    let v = std::env::var_os("CLUSTER_AI_DASK_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dask-venv"));
+    if v.join("bin/dask").exists() {
+        return Some(v);
+    }
+    if std::env::var(SKIP_PRIVILEGED).as_deref() == Ok("1") {
+        eprintln!("SKIPPED ({SKIP_PRIVILEGED}=1): no Dask venv at {}", v.display());
+        return None;
+    }
+    panic!(
+        "this test needs a real Dask: python3 -m venv {v} && {v}/bin/pip install distributed (as .ci/run does), \
+         or set {SKIP_PRIVILEGED}=1 to skip it",
+        v = v.display()
+    );
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A process the test started, stopped by its pid (its whole process group) when dropped.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        use std::os::unix::process::CommandExt;
+        Proc(cmd.process_group(0).stdin(Stdio::null()).spawn().unwrap())
+    }
+
+    pub fn stop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let pgid = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
+        let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.0.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics naming `what`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; (status, body).
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    Some((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out += &rest[..n];
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A real Dask scheduler on loopback; `api` turns on `distributed.http.scheduler.api`.
+pub struct Scheduler {
+    pub proc: Proc,
+    pub port: u16,
+    pub dashboard: u16,
+}
+
+impl Scheduler {
+    pub fn start(venv: &Path, api: bool, log: &Path) -> Scheduler {
+        let (port, dashboard) = (free_port(), free_port());
+        let mut cmd = Command::new(venv.join("bin/dask"));
+        cmd.args(["scheduler", "--host", "127.0.0.1", "--port", &port.to_string(), "--dashboard-address"])
+            .arg(format!("127.0.0.1:{dashboard}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        if api {
+            cmd.env(
+                "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES",
+                r#"["distributed.http.scheduler.api","distributed.http.scheduler.prometheus","distributed.http.scheduler.info","distributed.http.scheduler.json","distributed.http.health","distributed.http.proxy","distributed.http.statics"]"#,
+            );
+        }
+        let s = Scheduler { proc: Proc::spawn(&mut cmd), port, dashboard };
+        let addr = s.http_addr();
+        wait_until("the Dask scheduler's /health", Duration::from_secs(60), || {
+            http(&addr, "GET", "/health", "").filter(|(st, _)| *st == 200)
+        });
+        s
+    }
+
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.dashboard)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr())
+    }
+
+    /// `dask worker` with `n` worker processes of one thread each.
+    pub fn worker_command(venv: &Path, port: u16, n: u32) -> Command {
+        let mut cmd = Command::new(venv.join("bin/dask"));
+        cmd.args(["worker", &format!("tcp://127.0.0.1:{port}"), "--host", "127.0.0.1", "--nworkers", &n.to_string()])
+            .args(["--nthreads", "1", "--memory-limit", "512MiB", "--dashboard-address", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    }
+
+    /// Workers as `/json/counts.json` (always on) reports them.
+    pub fn workers(&self) -> Option<u64> {
+        let (_, body) = http(&self.http_addr(), "GET", "/json/counts.json", "")?;
+        serde_json::from_str::<serde_json::Value>(&body).ok()?["workers"].as_u64()
+    }
+}
+
+/// A private D-Bus bus (`dbus-daemon`) for a stand-in of systemd's Manager.
+pub struct Bus {
+    pub proc: Proc,
+    pub address: String,
+}
+
+impl Bus {
+    pub fn start(dir: &Path) -> Bus {
+        let sock = dir.join("bus");
+        let address = format!("unix:path={}", sock.display());
+        let Ok(bin) = which("dbus-daemon") else {
+            panic!("this test needs dbus-daemon (apt-get install dbus-daemon, as .ci/run does)");
+        };
+        let proc = Proc::spawn(Command::new(bin).args(["--session", "--nofork", "--nopidfile"]).arg(format!("--address={address}")));
+        wait_until("the private bus socket", Duration::from_secs(10), || sock.exists().then_some(()));
+        Bus { proc, address }
+    }
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    ["/usr/bin", "/bin", "/usr/sbin", "/sbin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()).ok_or(())
+}
+
+/// systemd's Manager, as far as cluster-ai uses it, on a private bus: `RestartUnit` of the one
+/// unit it knows runs `restart` (stop the old process, start a new one) and then sends
+/// `JobRemoved` with "done"; other units are "not found".
+pub struct FakeSystemd {
+    pub restarts: Arc<Mutex<Vec<String>>>,
+}
+
+struct Manager {
+    unit: String,
+    restart: Arc<Mutex<Box<dyn FnMut() + Send>>>,
+    restarts: Arc<Mutex<Vec<String>>>,
+    next_job: u32,
+}
+
+#[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
+impl Manager {
+    fn subscribe(&self) {}
+
+    async fn restart_unit(
+        &mut self,
+        name: String,
+        _mode: String,
+        #[zbus(signal_emitter)] emitter: zbus::object_server::SignalEmitter<'_>,
+    ) -> zbus::fdo::Result<zbus::zvariant::OwnedObjectPath> {
+        if name != self.unit {
+            return Err(zbus::fdo::Error::Failed(format!("Unit {name} not found.")));
+        }
+        self.next_job += 1;
+        let id = self.next_job;
+        let job = zbus::zvariant::OwnedObjectPath::try_from(format!("/org/freedesktop/systemd1/job/{id}")).unwrap();
+        let restart = self.restart.clone();
+        tokio::task::spawn_blocking(move || (restart.lock().unwrap())()).await.unwrap();
+        self.restarts.lock().unwrap().push(name.clone());
+        Manager::job_removed(&emitter, id, job.clone(), name, "done".into()).await?;
+        Ok(job)
+    }
+
+    #[zbus(signal)]
+    async fn job_removed(
+        emitter: &zbus::object_server::SignalEmitter<'_>,
+        id: u32,
+        job: zbus::zvariant::OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
+}
+
+impl FakeSystemd {
+    pub fn serve(bus: &Bus, unit: &str, restart: impl FnMut() + Send + 'static) -> FakeSystemd {
+        let restarts = Arc::new(Mutex::new(Vec::new()));
+        let manager =
+            Manager { unit: unit.into(), restart: Arc::new(Mutex::new(Box::new(restart))), restarts: restarts.clone(), next_job: 0 };
+        let address = bus.address.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let conn = zbus::connection::Builder::address(address.as_str())
+                    .unwrap()
+                    .name("org.freedesktop.systemd1")
+                    .unwrap()
+                    .serve_at("/org/freedesktop/systemd1", manager)
+                    .unwrap()
+                    .build()
+                    .await;
+                tx.send(conn.as_ref().map(|_| ()).map_err(|e| e.to_string())).unwrap();
+                let _conn = conn;
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        FakeSystemd { restarts }
+    }
+}
+
+/// A fake Ollama on loopback: `GET /api/version`, `GET /api/ps`, `POST /api/generate` with
+/// `keep_alive: 0` (unloads; unknown model → 404). `broken` makes every answer a 500.
+pub struct OllamaFake {
+    pub addr: String,
+    pub loaded: Arc<Mutex<Vec<(String, u64)>>>,
+    pub unloads: Arc<Mutex<Vec<(String, Instant)>>>,
+    pub broken: Arc<Mutex<bool>>,
+}
+
+impl OllamaFake {
+    pub fn start(models: &[(&str, u64)]) -> OllamaFake {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let fake = OllamaFake {
+            addr: listener.local_addr().unwrap().to_string(),
+            loaded: Arc::new(Mutex::new(models.iter().map(|(n, s)| (n.to_string(), *s)).collect())),
+            unloads: Arc::new(Mutex::new(Vec::new())),
+            broken: Arc::new(Mutex::new(false)),
+        };
+        let (loaded, unloads, broken) = (fake.loaded.clone(), fake.unloads.clone(), fake.broken.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = serve_ollama(stream, &loaded, &unloads, &broken);
+            }
+        });
+        fake
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn serve_ollama(
+    stream: TcpStream,
+    loaded: &Mutex<Vec<(String, u64)>>,
+    unloads: &Mutex<Vec<(String, Instant)>>,
+    broken: &Mutex<bool>,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut r = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body)?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, reply) = if *broken.lock().unwrap() {
+        (500, r#"{"error":"internal"}"#.to_string())
+    } else {
+        match (method, path) {
+            ("GET", "/") => (200, "Ollama is running".to_string()),
+            ("GET", "/api/version") => (200, r#"{"version":"0.33.0"}"#.to_string()),
+            ("GET", "/api/ps") => {
+                let models: Vec<serde_json::Value> = loaded
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(n, s)| serde_json::json!({"name": n, "model": n, "size": s, "digest": "0", "details": {}, "expires_at": "2026-11-23T12:00:00Z", "size_vram": 0, "context_length": 4096}))
+                    .collect();
+                (200, serde_json::json!({ "models": models }).to_string())
+            }
+            ("POST", "/api/generate") => {
+                let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let model = req["model"].as_str().unwrap_or("").to_string();
+                let mut l = loaded.lock().unwrap();
+                if req["keep_alive"] != serde_json::json!(0) {
+                    (400, r#"{"error":"this fake only unloads"}"#.to_string())
+                } else if let Some(i) = l.iter().position(|(n, _)| *n == model) {
+                    l.remove(i);
+                    unloads.lock().unwrap().push((model.clone(), Instant::now()));
+                    (200, serde_json::json!({"model": model, "created_at": "2026-11-23T12:00:00Z", "response": "", "done": true, "done_reason": "unload"}).to_string())
+                } else {
+                    (404, serde_json::json!({"error": format!("model '{model}' not found")}).to_string())
+                }
+            }
+            _ => (404, "404 page not found".to_string()),
+        }
+    };
+    let mut s = stream;
+    write!(
+        s,
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+        reply.len()
+    )?;
+    s.flush()
+}
+
+/// A real dockerd with its own data root and socket under `dir`.
+pub struct Dockerd {
+    pub proc: Proc,
+    pub socket: PathBuf,
+}
+
+impl Dockerd {
+    pub fn start(dir: &Path) -> Dockerd {
+        let Ok(bin) = which("dockerd") else {
+            panic!("this test needs a real dockerd: apt-get install docker.io (as .ci/run does)");
+        };
+        let socket = dir.join("docker.sock");
+        let proc = Proc::spawn(
+            Command::new(bin)
+                .arg("--data-root")
+                .arg(dir.join("data"))
+                .arg("--exec-root")
+                .arg(dir.join("exec"))
+                .arg("--pidfile")
+                .arg(dir.join("docker.pid"))
+                .arg("-H")
+                .arg(format!("unix://{}", socket.display()))
+                .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("dockerd.log")).unwrap()),
+        );
+        let d = Dockerd { proc, socket };
+        wait_until("dockerd's /_ping", Duration::from_secs(30), || d.cli(&["version"]).status.success().then_some(()));
+        d
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker").arg("-H").arg(format!("unix://{}", self.socket.display())).args(args).output().unwrap()
+    }
+}

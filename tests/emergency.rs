@@ -1,0 +1,243 @@
+//! The emergency measures against the real things: a real Dask scheduler and workers (retired
+//! through its HTTP API, brought back through a systemd stand-in on a private bus), a real
+//! dockerd (dangling images pruned), a fake Ollama that follows its documented API, and real
+//! swap. The daemon is the real binary; thresholds are set low so the condition holds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "common/peers.rs"]
+mod peers;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{daemon, require_root};
+use peers::{dask_venv, wait_until, Bus, Dockerd, FakeSystemd, OllamaFake, Proc, Scheduler};
+
+/// Keeps both cores busy until dropped (a test process of its own, stopped by its pid).
+struct Burn {
+    _loops: Vec<Proc>,
+}
+
+fn burn() -> Burn {
+    Burn { _loops: (0..2).map(|_| Proc::spawn(Command::new("sh").args(["-c", "while :; do :; done"]))).collect() }
+}
+
+fn emergency_status(d: &common::Daemon) -> serde_json::Value {
+    d.status_json()["emergency"].clone()
+}
+
+#[test]
+fn memory_pressure_expands_swap_and_unloads_ollama_models_largest_first() {
+    if !require_root("the memory measure test (it expands real swap)") {
+        return;
+    }
+    let ollama = OllamaFake::start(&[("small:1b", 1 << 30), ("big:70b", 40 << 30), ("mid:8b", 5 << 30)]);
+    let b = daemon();
+    let swap_dir = b.swap_dir();
+    let d = b
+        .config(&format!(
+            "sample_interval = \"1s\"\n[swap]\ndir = \"{}\"\nmin_size = \"0\"\nmax_size = \"64M\"\nincrement = \"64M\"\n\
+             [emergency]\nmemory_threshold = 1\nmemory_sustain = \"0s\"\nmin_interval = \"1s\"\ndask_scheduler = \"\"\nollama = \"{}\"\n",
+            swap_dir.display(),
+            ollama.url()
+        ))
+        .spawn();
+    // One model per step, the largest first, then the rest as the pressure stays.
+    wait_until("all three models unloaded", Duration::from_secs(30), || (ollama.unloads.lock().unwrap().len() == 3).then_some(()));
+    let order: Vec<String> = ollama.unloads.lock().unwrap().iter().map(|(m, _)| m.clone()).collect();
+    assert_eq!(order, ["big:70b", "mid:8b", "small:1b"]);
+    let gaps: Vec<Duration> = ollama.unloads.lock().unwrap().windows(2).map(|w| w[1].1 - w[0].1).collect();
+    assert!(gaps.iter().all(|g| *g >= Duration::from_millis(900)), "rate limit of 1 s not kept: {gaps:?}");
+    // The swap task was told to expand now: a real 64M file in the test's directory.
+    wait_until("the emergency swap file", Duration::from_secs(20), || (!common::swaps_under(&swap_dir).is_empty()).then_some(()));
+    let log = d.wait_log("unloaded Ollama model big:70b", Duration::from_secs(5));
+    assert!(log.contains("freed 40.0 GiB"), "{log}");
+    assert!(log.contains("asked the swap task to expand now"), "{log}");
+    let e = emergency_status(&d);
+    assert_eq!(e["counts"]["unload_ollama_model"], 3, "{e}");
+    assert!(e["counts"]["expand_swap"].as_u64().unwrap() >= 1, "{e}");
+    let text = String::from_utf8(d.status(&[]).stdout).unwrap();
+    assert!(text.contains("unload_ollama_model x3"), "{text}");
+}
+
+#[test]
+fn an_ollama_that_fails_is_logged_once_and_retried_and_free_memory_unloads_everything() {
+    let ollama = OllamaFake::start(&[("a:1b", 1 << 30), ("b:7b", 4 << 30)]);
+    *ollama.broken.lock().unwrap() = true;
+    let d = daemon()
+        .config(&format!(
+            "sample_interval = \"1s\"\n[emergency]\nmemory_threshold = 1\nmemory_sustain = \"0s\"\nmin_interval = \"1s\"\n\
+             dask_scheduler = \"\"\nollama = \"{}\"\n",
+            ollama.url()
+        ))
+        .arg("--dry-run")
+        .spawn();
+    d.wait_log("answered 500", Duration::from_secs(20));
+    // Several failed steps later: still one line, and the daemon answers.
+    std::thread::sleep(Duration::from_secs(4));
+    let log = d.log_text();
+    assert_eq!(log.matches("answered 500").count(), 1, "{log}");
+    let e = emergency_status(&d);
+    assert!(e["problems"]["ollama"].as_str().unwrap().contains("answered 500"), "{e}");
+    *ollama.broken.lock().unwrap() = false;
+    d.wait_log("ollama answers again", Duration::from_secs(20));
+    // --dry-run: decided and logged, nothing unloaded.
+    d.wait_log("would: unload Ollama model b:7b", Duration::from_secs(10));
+    assert!(ollama.unloads.lock().unwrap().is_empty());
+    drop(d);
+
+    // free-memory through a daemon that acts: every model, each with what it freed.
+    let d = daemon().config(&format!("[emergency]\ndask_scheduler = \"\"\nollama = \"{}\"\n", ollama.url())).spawn();
+    d.wait_log("ready", Duration::from_secs(20));
+    let out = Command::new(common::BIN).args(["free-memory", "--socket"]).arg(d.socket()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("unloaded Ollama model b:7b: freed 4.0 GiB"), "{text}");
+    assert!(text.contains("unloaded Ollama model a:1b: freed 1.0 GiB"), "{text}");
+    assert!(ollama.loaded.lock().unwrap().is_empty());
+
+    // monitor, not on a terminal: one plain line per refresh, and Ctrl-C ends it cleanly.
+    let m = Command::new(common::BIN).args(["monitor", "--socket"]).arg(d.socket()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(4500));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(m.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = m.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?} {text}", out.status);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!((2..=4).contains(&lines.len()), "{text}");
+    assert!(lines.iter().all(|l| l.contains(" mem=") && l.contains(" measures=")), "{text}");
+    assert!(lines[0].contains("last=\"unloaded Ollama model a:1b\""), "{text}");
+}
+
+#[test]
+fn cpu_load_retires_real_dask_workers_one_by_one_and_calm_brings_them_back() {
+    let Some(venv) = dask_venv() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let scheduler = Scheduler::start(&venv, true, &tmp.path().join("scheduler.log"));
+    // The worker "unit": three worker processes; a restart replaces them with three new ones.
+    let mut workers = Some(Proc::spawn(&mut Scheduler::worker_command(&venv, scheduler.port, 3)));
+    let (v, port) = (venv.clone(), scheduler.port);
+    let holder = std::sync::Arc::new(std::sync::Mutex::new(workers.take()));
+    let h = holder.clone();
+    let bus = Bus::start(tmp.path());
+    let systemd = FakeSystemd::serve(&bus, "dask-test-worker.service", move || {
+        let mut slot = h.lock().unwrap();
+        if let Some(mut old) = slot.take() {
+            old.stop();
+        }
+        *slot = Some(Proc::spawn(&mut Scheduler::worker_command(&v, port, 3)));
+    });
+    wait_until("three workers", Duration::from_secs(60), || (scheduler.workers() == Some(3)).then_some(()));
+
+    let d = daemon()
+        .config(&format!(
+            "sample_interval = \"1s\"\n[optimize]\ndask_worker_unit = \"dask-test-worker.service\"\nollama_unit = \"\"\n\
+             [emergency]\ncpu_threshold = 60\ncpu_sustain = \"2s\"\nmin_interval = \"3s\"\nhysteresis = 10\ncalm_period = \"3s\"\n\
+             dask_scheduler = \"{}\"\ndask_min_workers = 1\nollama = \"\"\n",
+            scheduler.url()
+        ))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .spawn();
+    d.wait_log("ready", Duration::from_secs(20));
+    let load = burn();
+    // Read back from the scheduler: 3, then 2, then 1, never below the minimum.
+    let mut seen = vec![3];
+    wait_until("the worker count to reach the minimum", Duration::from_secs(90), || {
+        let n = scheduler.workers()?;
+        if *seen.last().unwrap() != n {
+            seen.push(n);
+        }
+        (n == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(6)); // two more steps' worth of load
+    assert_eq!(scheduler.workers(), Some(1), "went below dask_min_workers");
+    assert_eq!(seen, [3, 2, 1], "not one worker per step");
+    let log = d.log_text();
+    assert_eq!(log.matches("retired Dask worker").count(), 2, "{log}");
+    assert!(log.contains("Dask has 1 workers, the minimum (1); none retired"), "{log}");
+    drop(load);
+    // Calm: the worker unit is restarted through "systemd" and the count comes back.
+    wait_until("the workers to come back", Duration::from_secs(90), || (scheduler.workers() == Some(3)).then_some(()));
+    assert_eq!(*systemd.restarts.lock().unwrap(), ["dask-test-worker.service"]);
+    let log = d.wait_log("restarted dask-test-worker.service to bring back 2 retired Dask worker(s)", Duration::from_secs(5));
+    assert!(log.contains("measure=\"cpu\"") || log.contains("measure=cpu"), "no structured fields: {log}");
+    let e = emergency_status(&d);
+    assert_eq!((e["counts"]["retire_dask_worker"].as_u64(), e["counts"]["restart_dask_workers"].as_u64()), (Some(2), Some(1)), "{e}");
+    drop(d);
+    let last = holder.lock().unwrap().take();
+    if let Some(mut w) = last {
+        w.stop();
+    }
+}
+
+#[test]
+fn a_scheduler_without_its_api_route_is_named_clearly_and_nothing_fails() {
+    let Some(venv) = dask_venv() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let scheduler = Scheduler::start(&venv, false, &tmp.path().join("scheduler.log"));
+    let d = daemon()
+        .config(&format!(
+            "sample_interval = \"1s\"\n[emergency]\ncpu_threshold = 1\ncpu_sustain = \"0s\"\nmin_interval = \"1s\"\n\
+             dask_scheduler = \"{}\"\nollama = \"\"\n",
+            scheduler.url()
+        ))
+        .spawn();
+    d.wait_log("the scheduler's HTTP API is off", Duration::from_secs(30));
+    let _load = burn();
+    std::thread::sleep(Duration::from_secs(4));
+    let log = d.log_text();
+    assert_eq!(log.matches("the scheduler's HTTP API is off").count(), 1, "{log}");
+    assert!(log.contains("distributed.http.scheduler.api"), "{log}");
+    let text = String::from_utf8(d.status(&[]).stdout).unwrap();
+    assert!(text.contains("dask: ") && text.contains("HTTP API is off"), "{text}");
+    assert!(d.status_json()["tasks"].as_array().unwrap().iter().all(|t| t["state"] == "running"));
+}
+
+#[test]
+fn disk_over_threshold_prunes_dangling_docker_images_and_old_temp_files_only() {
+    if !require_root("the disk measure test (it runs dockerd)") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let docker = Dockerd::start(tmp.path());
+    // A dangling image, built offline: FROM scratch with 8 MiB of data, untagged.
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY blob /blob\n").unwrap();
+    std::fs::write(ctx.join("blob"), vec![7u8; 8 << 20]).unwrap();
+    let built = docker.cli(&["build", "-q", ctx.to_str().unwrap()]);
+    assert!(built.status.success(), "docker build: {}", String::from_utf8_lossy(&built.stderr));
+    let dangling = |d: &Dockerd| String::from_utf8(d.cli(&["images", "-q", "--filter", "dangling=true"]).stdout).unwrap();
+    assert!(!dangling(&docker).trim().is_empty(), "no dangling image to prune");
+    // A temp dir with an old file, a new file and a symlink to a file outside.
+    let temp = tmp.path().join("jobs");
+    std::fs::create_dir(&temp).unwrap();
+    std::fs::write(temp.join("old.out"), vec![1u8; 1 << 20]).unwrap();
+    let week_ago = std::time::SystemTime::now() - Duration::from_secs(8 * 86400);
+    std::fs::File::options().write(true).open(temp.join("old.out")).unwrap().set_modified(week_ago).unwrap();
+    std::fs::write(temp.join("new.out"), b"new").unwrap();
+    std::fs::write(tmp.path().join("precious"), b"outside").unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("precious"), temp.join("link")).unwrap();
+
+    let d = daemon()
+        .config(&format!(
+            "sample_interval = \"1s\"\n[emergency]\ndisk_threshold = 1\ndisk_sustain = \"0s\"\nmin_interval = \"1h\"\n\
+             dask_scheduler = \"\"\nollama = \"\"\ndocker_prune = true\ndocker_socket = \"{}\"\ntemp_dirs = [\"{}\"]\n",
+            docker.socket.display(),
+            temp.display()
+        ))
+        .spawn();
+    let log = d.wait_log("dangling Docker image(s)", Duration::from_secs(60));
+    let line = log.lines().find(|l| l.contains("dangling Docker image(s)")).unwrap();
+    assert!(!line.contains("pruned 0 "), "{line}");
+    assert!(line.contains("freed 8.0 MiB"), "{line}");
+    assert!(dangling(&docker).trim().is_empty(), "the dangling image is still there");
+    assert!(log.contains(&format!("removed 1 files older than 7d under {}", temp.display())), "{log}");
+    assert!(!temp.join("old.out").exists() && temp.join("new.out").exists() && temp.join("link").is_symlink());
+    assert_eq!(std::fs::read(tmp.path().join("precious")).unwrap(), b"outside");
+    let e = emergency_status(&d);
+    assert_eq!((e["counts"]["docker_prune_images"].as_u64(), e["counts"]["clean_temp_dir"].as_u64()), (Some(1), Some(1)), "{e}");
+    drop(d);
+    drop(docker);
+}
