@@ -6,21 +6,13 @@ use std::process::ExitCode;
 
 use crate::cli::StatusArgs;
 use crate::config::human_size;
-use crate::daemon::client_socket_path;
 use crate::daemon::control::{request, ClientError, Request};
 use crate::optimize::emergency::{Action, Emergency};
 
 pub fn main(args: StatusArgs) -> ExitCode {
-    let config = match super::config_or_exit("free-memory", args.config.as_deref()) {
-        Ok(c) => c,
+    let (config, socket) = match super::config_and_socket("free-memory", &args) {
+        Ok(v) => v,
         Err(code) => return code,
-    };
-    let socket = match args.socket.map_or_else(|| client_socket_path(&config.control_socket), Ok) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cluster-ai free-memory: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     let actions: Vec<Action> = match request(&socket, &Request::FreeMemory) {
         Ok(v) => {

@@ -9,6 +9,24 @@ pub mod run;
 pub mod status;
 pub mod swap;
 
+/// The config and the daemon's control socket for a command that talks to the daemon
+/// (`--socket`, else the config's `control_socket`); on an error, the message printed and the
+/// exit status to return.
+pub fn config_and_socket(
+    command: &str,
+    args: &crate::cli::StatusArgs,
+) -> Result<(crate::config::Config, std::path::PathBuf), std::process::ExitCode> {
+    let config = config_or_exit(command, args.config.as_deref())?;
+    let socket = match &args.socket {
+        Some(s) => s.clone(),
+        None => crate::daemon::client_socket_path(&config.control_socket).map_err(|e| {
+            eprintln!("cluster-ai {command}: {e}");
+            std::process::ExitCode::FAILURE
+        })?,
+    };
+    Ok((config, socket))
+}
+
 /// The config a one-shot command runs on (`--config`, or the default file, or the built-in
 /// defaults when that is absent); on an invalid one, the error printed and exit status 78.
 pub fn config_or_exit(command: &str, explicit: Option<&std::path::Path>) -> Result<crate::config::Config, std::process::ExitCode> {

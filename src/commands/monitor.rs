@@ -12,7 +12,6 @@ use nix::sys::termios::{self, LocalFlags, SetArg};
 
 use crate::cli::StatusArgs;
 use crate::config::human_size;
-use crate::daemon::client_socket_path;
 use crate::daemon::control::{request, Request, StatusReply};
 
 const REFRESH: Duration = Duration::from_secs(2);
@@ -23,16 +22,9 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 pub fn main(args: StatusArgs) -> ExitCode {
-    let config = match super::config_or_exit("monitor", args.config.as_deref()) {
-        Ok(c) => c,
+    let (_, socket) = match super::config_and_socket("monitor", &args) {
+        Ok(v) => v,
         Err(code) => return code,
-    };
-    let socket = match args.socket.map_or_else(|| client_socket_path(&config.control_socket), Ok) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cluster-ai monitor: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     let handler = nix::sys::signal::SigHandler::Handler(on_signal);
     let action = nix::sys::signal::SigAction::new(handler, nix::sys::signal::SaFlags::empty(), nix::sys::signal::SigSet::empty());
