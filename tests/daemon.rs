@@ -400,3 +400,24 @@ fn the_optimize_task_plans_at_start_and_on_reload_and_writes_env_files_only_with
     let human = String::from_utf8(d.status(&[]).stdout).unwrap();
     assert!(human.contains("optimize: Dask 5 x") && human.contains("dask-worker.service failed: cannot reach systemd"), "{human}");
 }
+
+#[test]
+fn a_cpu_coming_or_going_makes_the_optimize_task_plan_again_once_per_burst() {
+    // The kernel's own uevent, synthesised through sysfs (it changes nothing: no CPU goes
+    // online), as a hot-plugged GPU or CPU would send it.
+    if !common::require_root("synthesising a kernel uevent (writing /sys/devices/system/cpu/cpu0/uevent)") {
+        return;
+    }
+    let b = daemon();
+    let env = b.dir().join("env");
+    let d = b.config(&format!("[optimize]\nenv_dir = \"{}\"\n", env.display())).spawn();
+    d.wait_log("optimize (start)", T);
+    for _ in 0..3 {
+        std::fs::write("/sys/devices/system/cpu/cpu0/uevent", "online").unwrap();
+    }
+    let log = d.wait_log("optimize (hardware changed: CPU cpu0 online)", T);
+    assert_eq!(d.status_json()["optimize"]["reason"], "hardware changed: CPU cpu0 online", "{log}");
+    // Three events within the settle time: one plan.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(d.log_text().matches("optimize (hardware changed").count(), 1, "{}", d.log_text());
+}

@@ -1,5 +1,6 @@
-//! The optimize task: plans at start, on every reload and when the machine's memory size
-//! changes (RAM hot-added, a container's limit raised), and, with `[optimize] apply`, writes the
+//! The optimize task: plans at start, on every reload, when the machine's memory size changes
+//! (RAM hot-added, a container's limit raised) and when the kernel says a GPU, a memory block
+//! or a CPU came or went (a uevent), and, with `[optimize] apply`, writes the
 //! env files whose content changed. Event-driven, no timer of its own beyond the heartbeat.
 //! Each unit whose file it wrote is then restarted through systemd's D-Bus API, exactly once
 //! per change (a file is written only when its content changes).
@@ -19,16 +20,21 @@ use crate::config::{human_size, Config};
 use crate::daemon::tasks::Heartbeat;
 use crate::sampler::SnapshotReceiver;
 use crate::sys::ticker::Ticker;
+use crate::sys::uevent::{hardware_change, Uevent, Uevents};
 
 /// The task is idle between events; it beats this often so a wedged runtime shows.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
 const GATHER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A device arriving is a burst of events (PCI device, driver bound, DRM nodes): the task
+/// re-plans once, this long after the first.
+pub const HARDWARE_SETTLE: Duration = Duration::from_secs(2);
 
 /// The latest plan and what became of its files; `cluster-ai status` and the control socket's
 /// `{"command":"optimize"}` show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimizeState {
-    /// What made it plan: "start", "config reloaded", "memory size changed".
+    /// What made it plan: "start", "config reloaded", "memory size changed", "hardware
+    /// changed: GPU card1 add".
     pub reason: String,
     pub planned_at_unix_ms: u64,
     /// `[optimize] apply` (and not a dry run): the files are written.
@@ -55,11 +61,20 @@ pub async fn run(
     let mut ticker = Ticker::new(HEARTBEAT_PERIOD)?;
     heartbeat.started();
     let mut memory_total: Option<u64> = None;
-    let mut replan = Some("start");
+    let mut replan = Some("start".to_string());
+    let mut uevents = match Uevents::open() {
+        Ok(u) => Some(u),
+        Err(e) => {
+            tracing::warn!("optimize: cannot listen for the kernel's device events ({e}): a GPU or CPU that comes or goes is planned for at the next reload");
+            None
+        }
+    };
+    // The first hardware change of a burst, and when the burst is over.
+    let mut settling: Option<(String, tokio::time::Instant)> = None;
     loop {
         if let Some(reason) = replan.take() {
             let cfg = config.borrow_and_update().clone();
-            match heartbeat.blocking(GATHER_TIMEOUT, move || plan_once(&cfg, reason, dry_run)).await {
+            match heartbeat.blocking(GATHER_TIMEOUT, move || plan_once(&cfg, &reason, dry_run)).await {
                 Ok(Ok(mut s)) => {
                     log(&s);
                     if s.apply && !s.restart_needed.is_empty() {
@@ -79,18 +94,47 @@ pub async fn run(
             }
             changed = config.changed() => {
                 if changed.is_err() { return Ok(()); }
-                replan = Some("config reloaded");
+                replan = Some("config reloaded".into());
+            }
+            event = next_event(&uevents) => match event {
+                Ok(e) => if let Some(what) = hardware_change(&e) {
+                    tracing::debug!(action = %e.action, devpath = %e.devpath, subsystem = %e.subsystem, "optimize: {what}");
+                    settling.get_or_insert_with(|| (what, tokio::time::Instant::now() + HARDWARE_SETTLE));
+                },
+                Err(e) => {
+                    tracing::warn!("optimize: device events stopped ({e}): a GPU or CPU that comes or goes is planned for at the next reload");
+                    uevents = None;
+                }
+            },
+            _ = sleep_until(settling.as_ref().map(|s| s.1)), if settling.is_some() => {
+                if let Some((what, _)) = settling.take() {
+                    replan = Some(format!("hardware changed: {what}"));
+                }
             }
             changed = snapshots.changed() => {
                 if changed.is_err() { return Ok(()); }
                 let total = snapshots.borrow_and_update().as_ref().map(|s| s.memory_total_bytes);
                 if memory_total.is_some() && total.is_some() && total != memory_total {
-                    replan = Some("memory size changed");
+                    replan = Some("memory size changed".into());
                 }
                 memory_total = total.or(memory_total);
                 heartbeat.beat();
             }
         }
+    }
+}
+
+async fn next_event(uevents: &Option<Uevents>) -> std::io::Result<Uevent> {
+    match uevents {
+        Some(u) => u.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
