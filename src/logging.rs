@@ -4,14 +4,15 @@
 
 use std::os::fd::AsRawFd;
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter, Registry};
+use tracing_subscriber::{reload, Registry};
 
 use crate::config::LogLevel;
 
 pub struct LogHandle {
-    filter: reload::Handle<EnvFilter, Registry>,
+    filter: reload::Handle<Targets, Registry>,
     from_env: bool,
 }
 
@@ -20,7 +21,7 @@ impl LogHandle {
         if self.from_env {
             return;
         }
-        if let Err(e) = self.filter.reload(EnvFilter::new(level.as_str())) {
+        if let Err(e) = self.filter.reload(targets(level)) {
             tracing::warn!(error = %e, "cannot change the log level");
         }
     }
@@ -40,10 +41,18 @@ pub fn stderr_is_journal() -> bool {
     dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
 }
 
+/// Every target at `level`.
+fn targets(level: LogLevel) -> Targets {
+    level.as_str().parse().unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
+}
+
+/// `RUST_LOG` takes a level (`debug`) or per-module levels (`cluster_ai=debug,zbus=warn`): the
+/// directives of tracing's `Targets` filter, without span or field filters (which would cost the
+/// binary a regex engine).
 pub fn init(level: LogLevel) -> LogHandle {
-    let env = std::env::var("RUST_LOG").ok().and_then(|v| EnvFilter::try_new(v).ok());
+    let env = std::env::var("RUST_LOG").ok().and_then(|v| v.parse::<Targets>().ok());
     let from_env = env.is_some();
-    let (filter, handle) = reload::Layer::new(env.unwrap_or_else(|| EnvFilter::new(level.as_str())));
+    let (filter, handle) = reload::Layer::new(env.unwrap_or_else(|| targets(level)));
     let journald = stderr_is_journal().then(|| tracing_journald::layer().ok()).flatten();
     let text = journald.is_none().then(|| {
         tracing_subscriber::fmt::layer()
@@ -53,4 +62,23 @@ pub fn init(level: LogLevel) -> LogHandle {
     });
     let _ = tracing_subscriber::registry().with(filter).with(journald).with(text).try_init();
     LogHandle { filter: handle, from_env }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use tracing_subscriber::filter::Targets;
+
+    use super::*;
+
+    #[test]
+    fn each_log_level_and_rust_log_directives_filter_as_documented() {
+        let t = targets(LogLevel::Warn);
+        assert!(t.would_enable("cluster_ai::swap", &Level::WARN));
+        assert!(!t.would_enable("cluster_ai::swap", &Level::INFO));
+        assert!(targets(LogLevel::Trace).would_enable("zbus", &Level::TRACE));
+        let env: Targets = "info,zbus=warn".parse().unwrap();
+        assert!(env.would_enable("cluster_ai", &Level::INFO));
+        assert!(!env.would_enable("zbus::connection", &Level::INFO));
+    }
 }
