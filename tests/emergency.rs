@@ -61,6 +61,38 @@ fn memory_pressure_expands_swap_and_unloads_ollama_models_largest_first() {
     assert!(text.contains("unload_ollama_model x3"), "{text}");
 }
 
+/// How many bytes of `path` are in the page cache (util-linux fincore).
+fn cached_bytes(path: &std::path::Path) -> u64 {
+    let out =
+        Command::new("fincore").args(["--bytes", "--noheadings", "--output", "RES"]).arg(path).output().expect("fincore (util-linux)");
+    assert!(out.status.success(), "fincore: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn the_opt_in_page_cache_drop_empties_the_cache_of_a_file_read_before() {
+    if !require_root("the page cache test (it writes /proc/sys/vm/drop_caches)") {
+        return;
+    }
+    let b = daemon();
+    let file = b.dir().join("cached.bin");
+    std::fs::write(&file, vec![3u8; 64 << 20]).unwrap();
+    let _ = std::fs::read(&file).unwrap();
+    assert!(cached_bytes(&file) >= 32 << 20, "the file was not cached to begin with");
+    let swap_dir = b.swap_dir();
+    let d = b
+        .config(&format!(
+            "sample_interval = \"1s\"\n[swap]\ndir = \"{}\"\nmin_size = \"0\"\nmax_size = \"64M\"\nincrement = \"64M\"\n\
+             [emergency]\nmemory_threshold = 1\nmemory_sustain = \"0s\"\nmin_interval = \"1h\"\ndask_scheduler = \"\"\nollama = \"\"\n\
+             drop_page_cache = true\n",
+            swap_dir.display()
+        ))
+        .spawn();
+    let log = d.wait_log("dropped the clean page cache", Duration::from_secs(30));
+    assert!(cached_bytes(&file) < 1 << 20, "still cached after the drop ({} bytes)\n{log}", cached_bytes(&file));
+    assert_eq!(emergency_status(&d)["counts"]["drop_page_cache"], 1, "min_interval 1h: once");
+}
+
 #[test]
 fn an_ollama_that_fails_is_logged_once_and_retried_and_free_memory_unloads_everything() {
     let ollama = OllamaFake::start(&[("a:1b", 1 << 30), ("b:7b", 4 << 30)]);
@@ -195,7 +227,7 @@ fn a_scheduler_without_its_api_route_is_named_clearly_and_nothing_fails() {
 }
 
 #[test]
-fn disk_over_threshold_prunes_dangling_docker_images_and_old_temp_files_only() {
+fn disk_over_threshold_prunes_dangling_docker_images_pip_caches_and_old_temp_files_only() {
     if !require_root("the disk measure test (it runs dockerd)") {
         return;
     }
@@ -219,13 +251,21 @@ fn disk_over_threshold_prunes_dangling_docker_images_and_old_temp_files_only() {
     std::fs::write(temp.join("new.out"), b"new").unwrap();
     std::fs::write(tmp.path().join("precious"), b"outside").unwrap();
     std::os::unix::fs::symlink(tmp.path().join("precious"), temp.join("link")).unwrap();
+    // A pip cache (its layout: http-v2/ for downloads, wheels/ for built wheels): all of it goes.
+    let pip = tmp.path().join("pip-cache");
+    for (sub, len) in [("http-v2/a/b", 3 << 20), ("wheels/c/d", 1 << 20)] {
+        std::fs::create_dir_all(pip.join(sub)).unwrap();
+        std::fs::write(pip.join(sub).join("entry"), vec![2u8; len]).unwrap();
+    }
 
     let d = daemon()
         .config(&format!(
             "sample_interval = \"1s\"\n[emergency]\ndisk_threshold = 1\ndisk_sustain = \"0s\"\nmin_interval = \"1h\"\n\
-             dask_scheduler = \"\"\nollama = \"\"\ndocker_prune = true\ndocker_socket = \"{}\"\ntemp_dirs = [\"{}\"]\n",
+             dask_scheduler = \"\"\nollama = \"\"\ndocker_prune = true\ndocker_socket = \"{}\"\ntemp_dirs = [\"{}\"]\n\
+             pip_cache_dirs = [\"{}\"]\n",
             docker.socket.display(),
-            temp.display()
+            temp.display(),
+            pip.display()
         ))
         .spawn();
     let log = d.wait_log("dangling Docker image(s)", Duration::from_secs(60));
@@ -236,8 +276,13 @@ fn disk_over_threshold_prunes_dangling_docker_images_and_old_temp_files_only() {
     assert!(log.contains(&format!("removed 1 files older than 7d under {}", temp.display())), "{log}");
     assert!(!temp.join("old.out").exists() && temp.join("new.out").exists() && temp.join("link").is_symlink());
     assert_eq!(std::fs::read(tmp.path().join("precious")).unwrap(), b"outside");
+    let pip_line =
+        log.lines().find(|l| l.contains("clean_pip_cache") || l.contains(&format!("files under {}", pip.display()))).unwrap_or("");
+    assert!(pip_line.contains(&format!("removed 2 files under {}", pip.display())) && pip_line.contains("freed 4.0 MiB"), "{log}");
+    assert!(!pip.join("http-v2/a/b/entry").exists() && !pip.join("wheels/c/d/entry").exists());
     let e = emergency_status(&d);
     assert_eq!((e["counts"]["docker_prune_images"].as_u64(), e["counts"]["clean_temp_dir"].as_u64()), (Some(1), Some(1)), "{e}");
+    assert_eq!(e["counts"]["clean_pip_cache"].as_u64(), Some(1), "{e}");
     drop(d);
     drop(docker);
 }

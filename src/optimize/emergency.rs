@@ -506,7 +506,12 @@ impl Emergency {
             Err(_) => Err("journalctl did not finish within 60 s".to_string()),
             Ok(Err(e)) => Err(format!("cannot run journalctl: {e}")),
             Ok(Ok(o)) if !o.status.success() => Err(format!("journalctl {arg}: {}", String::from_utf8_lossy(&o.stderr).trim())),
-            Ok(Ok(_)) => Ok(()),
+            // journalctl reports a file it could not delete (a read-only /var/log under a
+            // sandboxed unit) on stderr and still exits 0.
+            Ok(Ok(o)) => match vacuum_failure(&String::from_utf8_lossy(&o.stderr)) {
+                Some(e) => Err(format!("journalctl {arg}: {e}")),
+                None => Ok(()),
+            },
         };
         let after = tokio::task::spawn_blocking(usage).await.unwrap_or(before);
         match outcome {
@@ -534,6 +539,18 @@ impl Emergency {
             Err(e) => self.record("disk", action, why, format!("{shown}: {e}"), None, false),
         }
     }
+}
+
+/// The first "Failed to …" line of `journalctl --vacuum-size`'s stderr, with a hint where the
+/// cause is the unit's read-only view of the journal.
+fn vacuum_failure(stderr: &str) -> Option<String> {
+    let line = stderr.lines().map(str::trim).find(|l| l.starts_with("Failed to"))?;
+    let hint = if line.contains("Read-only file system") {
+        " (the unit needs ReadWritePaths=-/var/log/journal -/run/log/journal, as the shipped one has)"
+    } else {
+        ""
+    };
+    Some(format!("{line}{hint}"))
 }
 
 fn fmt(d: Duration) -> String {
@@ -603,5 +620,20 @@ pub async fn run(
             }
         }
         state.send_replace(Arc::new(emergency.report(Instant::now())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vacuum_failure;
+
+    #[test]
+    fn a_vacuum_that_could_not_delete_is_a_failure_with_its_reason() {
+        let ok = "Vacuuming done, freed 24.0M of archived journals from /var/log/journal/abc.\n";
+        assert_eq!(vacuum_failure(ok), None);
+        let ro = "Failed to delete archived journal file /var/log/journal/abc/system@x.journal: Read-only file system\n\
+                  Vacuuming done, freed 0B of archived journals from /var/log/journal/abc.\n";
+        let e = vacuum_failure(ro).unwrap();
+        assert!(e.starts_with("Failed to delete archived journal file") && e.contains("ReadWritePaths=-/var/log/journal"), "{e}");
     }
 }

@@ -152,6 +152,24 @@ wait_for 15 "CPUWeight back to $before_weight" weight_is "$before_weight"
 cluster-ai status | grep -F "raise_cpu_weight" >/dev/null || fail "status does not count the action: $(cluster-ai status)"
 systemctl stop dask-worker
 
+step "disk over its threshold vacuums the journal to its configured size, and says what it freed"
+# Archived journal files to vacuum (a vacuum removes archived files only): lines, then a rotation.
+for _ in 1 2 3; do
+  seq 2000 | sed 's/^/filler line /' | systemd-cat -t filler
+  journalctl --rotate
+done
+journal_bytes() { du -sb /var/log/journal /run/log/journal 2>/dev/null | awk '{s += $1} END {print s}'; }
+before=$(journal_bytes)
+write_config 'sample_interval = "1s"' '[emergency]' 'dask_scheduler = ""' 'ollama = ""' 'disk_threshold = 1' 'disk_sustain = "0s"' 'min_interval = "1h"' 'journal_vacuum_size = "1M"'
+systemctl reload cluster-ai
+wait_for 30 "the journal vacuum" journal_has "journalctl --vacuum-size=1048576"
+after=$(journal_bytes)
+line=$(journalctl -b -u cluster-ai -o cat --no-pager | grep -F "journalctl --vacuum-size=1048576" | tail -n 1)
+case "$line" in *", freed "*) ;; *) fail "the vacuum does not say what it freed: $line" ;; esac
+case "$line" in *"freed 0 B"*|*"failed"*) fail "nothing vacuumed: $line" ;; esac
+[ "$after" -lt "$before" ] || fail "the journal did not shrink: $before -> $after bytes ($line)"
+cluster-ai status | grep -F "vacuum_journal x1" >/dev/null || fail "status does not count the vacuum: $(cluster-ai status)"
+
 step "stop: inactive, clean exit in the journal"
 write_config 'sample_interval = "1s"'
 systemctl reset-failed cluster-ai
@@ -169,4 +187,4 @@ cluster-ai swap clean --force
 [ "$(cluster-ai swap status --json | grep -c '"seq"')" = 0 ] || fail "swap clean left managed swap"
 [ -z "$(ls /var/lib/cluster-ai/swap)" ] || fail "swap clean left files: $(ls /var/lib/cluster-ai/swap)"
 
-echo "e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight and stop all behaved"
+echo "e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight, journal vacuum and stop all behaved"
