@@ -25,6 +25,8 @@ use crate::sys::procfs::ProcFs;
 use crate::sys::swap_os::RealSwapOs;
 use crate::sys::unix_ms;
 
+/// How long after READY=1 the start-up mappings are trimmed.
+const TRIM_AFTER: Duration = Duration::from_secs(5);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -148,6 +150,7 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     tracing::info!(pid = std::process::id(), "ready");
     // Also without systemd: it is what logs a task that stopped beating.
     tokio::spawn(report::run(tasks.clone(), notifier.clone(), snapshot_rx, note_rx, cancel.clone()));
+    tokio::spawn(trim_after_start(cancel.clone()));
 
     let failure = loop {
         tokio::select! {
@@ -166,6 +169,19 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         }
     };
     stop(&notifier, &cancel, &tasks, set, &mut signals, failure).await
+}
+
+/// Once start-up's one-off work is over (first plan, baseline swap file), unmaps the read-only
+/// file pages it touched: see `sys::trim`.
+async fn trim_after_start(cancel: CancellationToken) {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = tokio::time::sleep(TRIM_AFTER) => match tokio::task::spawn_blocking(crate::sys::trim::file_mappings).await {
+            Ok(Ok(bytes)) => tracing::info!(bytes, "start-up done: unmapped {} of read-only file pages (they stay in the page cache)", crate::config::human_size(bytes)),
+            Ok(Err(e)) => tracing::debug!("cannot read /proc/self/smaps to trim start-up mappings: {e}"),
+            Err(e) => tracing::debug!("trim start-up mappings: {e}"),
+        },
+    }
 }
 
 /// The daemon's tasks: each registered for the watchdog and spawned under one name.

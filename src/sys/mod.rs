@@ -16,6 +16,7 @@ pub mod sweep;
 pub mod sysctl;
 pub mod systemd;
 pub mod ticker;
+pub mod trim;
 pub mod uevent;
 
 /// Milliseconds since the Unix epoch, for timestamps in `status` and the logs (0 on a clock
