@@ -1,6 +1,7 @@
 //! The configuration file: a raw serde layer that keeps every value's position, validated into
 //! a [`Config`] with no `Option`s. Every error names `PATH:LINE:COL: key: what is wrong`.
 
+mod health;
 mod units;
 
 use std::ops::Range;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use health::{HealthConfig, Probe, RestartPolicy, ServiceConfig};
 pub use units::{format_duration, format_size, human_size, parse_duration, parse_size};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +23,7 @@ pub struct Config {
     pub kernel: KernelConfig,
     pub optimize: OptimizeConfig,
     pub emergency: EmergencyConfig,
+    pub health: HealthConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +289,7 @@ impl Default for Config {
                 temp_dirs: Vec::new(),
                 temp_max_age: Duration::from_secs(7 * 86400),
             },
+            health: HealthConfig::default(),
         }
     }
 }
@@ -333,6 +337,7 @@ impl Config {
         out.extend(self.kernel.entries());
         out.extend(self.optimize.entries());
         out.extend(self.emergency.entries());
+        out.extend(self.health.entries());
         out
     }
 
@@ -427,6 +432,8 @@ struct RawConfig {
     optimize: RawOptimize,
     #[serde(default)]
     emergency: RawEmergency,
+    #[serde(default)]
+    health: health::RawHealth,
 }
 
 #[derive(Deserialize, Default)]
@@ -651,12 +658,13 @@ impl RawConfig {
         let kernel = self.kernel.validate(&mut c, d.kernel);
         let optimize = self.optimize.validate(&mut c, d.optimize);
         let emergency = self.emergency.validate(&mut c, d.emergency);
+        let health = self.health.validate(&mut c, d.health);
         if !c.problems.is_empty() {
             // In file order, as a reader fixes them.
             c.problems.sort_by_key(|p| (p.line, p.column));
             return Err(c.problems);
         }
-        Ok(Config { log_level, sample_interval, control_socket, swap, kernel, optimize, emergency })
+        Ok(Config { log_level, sample_interval, control_socket, swap, kernel, optimize, emergency, health })
     }
 }
 

@@ -1,0 +1,419 @@
+//! `[health]` and its `[[health.service]]` entries: what the health task checks, how, and how it
+//! restarts. Without any `[[health.service]]` the seed's four services are checked (Docker,
+//! the Dask scheduler, Ollama, Open WebUI); one that is not installed is shown as such and never
+//! probed, so the defaults are safe on any node.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{absolute_path, as_text, boolean, count_between, duration_between, format_duration, kind, unit_name, Checker, Raw};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Off: no health task at all.
+    pub enabled: bool,
+    /// The wait before the second restart of an incident (the first is at once), doubling
+    /// up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// More than `flap_restarts` restarts within `flap_window`: the service is flapping; it is
+    /// not restarted for `flap_hold` (one alert), then tried again.
+    pub flap_restarts: u32,
+    pub flap_window: Duration,
+    pub flap_hold: Duration,
+    /// Healthy this long: the backoff starts again from `backoff_initial`.
+    pub reset_after: Duration,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// The systemd unit that runs it: its state is followed over D-Bus and it is what a restart
+    /// restarts. `None`: probed only, never restarted.
+    pub unit: Option<String>,
+    /// What proves it answers; `None`: the unit's state alone.
+    pub probe: Option<Probe>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Failed probes in a row that make it unhealthy, and passed ones that make it healthy.
+    pub fail_after: u32,
+    pub pass_after: u32,
+    pub restart: RestartPolicy,
+    /// A Dask scheduler's workers (from `/json/identity.json` at the probe's address): fewer
+    /// than this is an incident that names the workers that left. `None`: not checked.
+    pub min_workers: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// GET `url`; healthy when the status is `status` and the body contains `body`.
+    Http { url: String, status: u16, body: Option<String> },
+    /// A TCP connect to `host:port`.
+    Tcp { addr: String },
+    /// Docker Engine's `GET /_ping` on its unix socket → `OK`.
+    Docker { socket: PathBuf },
+}
+
+impl std::fmt::Display for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Probe::Http { url, .. } => write!(f, "{url}"),
+            Probe::Tcp { addr } => write!(f, "tcp://{addr}"),
+            Probe::Docker { socket } => write!(f, "docker:{}", socket.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// When its unit fails, or its probe keeps failing while the unit is active; not when
+    /// someone stopped it.
+    OnFailure,
+    /// Also when its unit is stopped.
+    Always,
+    /// Alert only.
+    Never,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Always => "always",
+            RestartPolicy::Never => "never",
+        }
+    }
+}
+
+impl ServiceConfig {
+    fn seed(name: &str, unit: &str, probe: Probe) -> ServiceConfig {
+        ServiceConfig {
+            name: name.into(),
+            unit: Some(unit.into()),
+            probe: Some(probe),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            fail_after: 3,
+            pass_after: 2,
+            restart: RestartPolicy::OnFailure,
+            min_workers: None,
+        }
+    }
+
+    /// One line that holds every setting, for `Config::entries` (a reload logs what changed).
+    fn summary(&self) -> String {
+        let probe = match &self.probe {
+            Some(Probe::Http { url, status, body }) => {
+                format!("{url} {status}{}", body.as_ref().map(|b| format!(" {b:?}")).unwrap_or_default())
+            }
+            Some(p) => p.to_string(),
+            None => "unit only".into(),
+        };
+        format!(
+            "{} (unit {}, probe {probe}, every {}, timeout {}, {} fail / {} pass, restart {}{})",
+            self.name,
+            self.unit.as_deref().unwrap_or("none"),
+            format_duration(self.interval),
+            format_duration(self.timeout),
+            self.fail_after,
+            self.pass_after,
+            self.restart.as_str(),
+            self.min_workers.map(|n| format!(", min {n} workers")).unwrap_or_default()
+        )
+    }
+}
+
+impl Default for HealthConfig {
+    /// The seed's four services on their usual units and ports.
+    fn default() -> Self {
+        let http = |url: &str, body: Option<&str>| Probe::Http { url: url.into(), status: 200, body: body.map(Into::into) };
+        let mut dask = ServiceConfig::seed("dask-scheduler", "dask-scheduler.service", http("http://127.0.0.1:8787/health", Some("ok")));
+        dask.min_workers = Some(1);
+        HealthConfig {
+            enabled: true,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            flap_restarts: 5,
+            flap_window: Duration::from_secs(600),
+            flap_hold: Duration::from_secs(900),
+            reset_after: Duration::from_secs(300),
+            services: vec![
+                ServiceConfig::seed("docker", "docker.service", Probe::Docker { socket: "/var/run/docker.sock".into() }),
+                dask,
+                ServiceConfig::seed("ollama", "ollama.service", http("http://127.0.0.1:11434/api/version", None)),
+                ServiceConfig::seed("open-webui", "open-webui.service", http("http://127.0.0.1:8080/health", Some("\"status\":true"))),
+            ],
+        }
+    }
+}
+
+impl HealthConfig {
+    pub(super) fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("health.enabled", self.enabled.to_string()),
+            ("health.backoff_initial", format_duration(self.backoff_initial)),
+            ("health.backoff_max", format_duration(self.backoff_max)),
+            ("health.flap_restarts", self.flap_restarts.to_string()),
+            ("health.flap_window", format_duration(self.flap_window)),
+            ("health.flap_hold", format_duration(self.flap_hold)),
+            ("health.reset_after", format_duration(self.reset_after)),
+            ("health.service", self.services.iter().map(ServiceConfig::summary).collect::<Vec<_>>().join("; ")),
+        ]
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    enabled: Raw,
+    backoff_initial: Raw,
+    backoff_max: Raw,
+    flap_restarts: Raw,
+    flap_window: Raw,
+    flap_hold: Raw,
+    reset_after: Raw,
+    service: Option<Spanned<Vec<RawService>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Raw,
+    unit: Raw,
+    probe: Raw,
+    expect_status: Raw,
+    expect_body: Raw,
+    interval: Raw,
+    timeout: Raw,
+    fail_after: Raw,
+    pass_after: Raw,
+    restart: Raw,
+    min_workers: Raw,
+}
+
+impl RawHealth {
+    pub(super) fn validate(self, c: &mut Checker<'_>, d: HealthConfig) -> HealthConfig {
+        let secs = Duration::from_secs;
+        let (enabled, _) = c.field("health.enabled", self.enabled, d.enabled, boolean);
+        let (backoff_initial, _) = c.field(
+            "health.backoff_initial",
+            self.backoff_initial,
+            d.backoff_initial,
+            duration_between(Duration::from_millis(100), secs(3600)),
+        );
+        let (backoff_max, max_span) =
+            c.field("health.backoff_max", self.backoff_max, d.backoff_max, duration_between(secs(1), secs(86400)));
+        let (flap_restarts, _) = c.field("health.flap_restarts", self.flap_restarts, d.flap_restarts, count_between(1, 1000));
+        let (flap_window, _) = c.field("health.flap_window", self.flap_window, d.flap_window, duration_between(secs(1), secs(86400)));
+        let (flap_hold, _) = c.field("health.flap_hold", self.flap_hold, d.flap_hold, duration_between(secs(1), secs(7 * 86400)));
+        let (reset_after, _) = c.field("health.reset_after", self.reset_after, d.reset_after, duration_between(secs(1), secs(86400)));
+        if backoff_max < backoff_initial {
+            c.report(
+                max_span,
+                "health.backoff_max",
+                format!(
+                    "{} is below health.backoff_initial {}; expected backoff_max >= backoff_initial",
+                    format_duration(backoff_max),
+                    format_duration(backoff_initial)
+                ),
+            );
+        }
+        let services = match self.service {
+            None => d.services,
+            Some(list) => {
+                let span = list.span();
+                let mut out: Vec<ServiceConfig> = Vec::new();
+                for raw in list.into_inner() {
+                    let Some(s) = raw.validate(c, span.clone()) else { continue };
+                    if out.iter().any(|o| o.name == s.name) {
+                        c.report(
+                            Some(span.clone()),
+                            "health.service.name",
+                            format!("{:?} is named twice; each service needs its own name", s.name),
+                        );
+                        continue;
+                    }
+                    out.push(s);
+                }
+                out
+            }
+        };
+        HealthConfig { enabled, backoff_initial, backoff_max, flap_restarts, flap_window, flap_hold, reset_after, services }
+    }
+}
+
+impl RawService {
+    /// `None` when the entry is unusable (reported); the other entries are still checked.
+    fn validate(self, c: &mut Checker<'_>, table: std::ops::Range<usize>) -> Option<ServiceConfig> {
+        let secs = Duration::from_secs;
+        let Some(raw_name) = self.name else {
+            c.report(Some(table), "health.service", "an entry without a name; add name = \"...\" (e.g. \"ollama\")".into());
+            return None;
+        };
+        let (name, _) = c.field("health.service.name", Some(raw_name), None, |v| {
+            let s = as_text(v, "a name in quotes such as \"ollama\"")?;
+            let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            ok.then(|| Some(s.to_string()))
+                .ok_or_else(|| format!("{s:?} is not a service name; expected letters, digits, - _ . (at most 64)"))
+        });
+        let name = name?;
+        let (unit, _) = c.field("health.service.unit", self.unit, None, |v| {
+            let s = as_text(v, "a unit name such as \"ollama.service\", or \"\" for none")?;
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                unit_name(s).map(Some)
+            }
+        });
+        let (status, _) =
+            c.field("health.service.expect_status", self.expect_status, 200u16, |v| count_between(100, 599)(v).map(|n| n as u16));
+        let (body, _) = c.field("health.service.expect_body", self.expect_body, None, |v| {
+            as_text(v, "text the answer must contain, such as \"ok\"").map(|s| Some(s.to_string()))
+        });
+        let probe_span = self.probe.as_ref().map(|p| p.span());
+        let (probe, _) = c.field("health.service.probe", self.probe, None, |v| probe(v, status, body.clone()));
+        let (interval, _) = c.field("health.service.interval", self.interval, secs(30), duration_between(secs(1), secs(3600)));
+        let (timeout, timeout_span) =
+            c.field("health.service.timeout", self.timeout, secs(5), duration_between(Duration::from_millis(100), secs(600)));
+        let (fail_after, _) = c.field("health.service.fail_after", self.fail_after, 3, count_between(1, 100));
+        let (pass_after, _) = c.field("health.service.pass_after", self.pass_after, 2, count_between(1, 100));
+        let (restart, _) = c.field("health.service.restart", self.restart, RestartPolicy::OnFailure, |v| {
+            match as_text(v, "\"on-failure\", \"always\" or \"never\"")? {
+                "on-failure" => Ok(RestartPolicy::OnFailure),
+                "always" => Ok(RestartPolicy::Always),
+                "never" => Ok(RestartPolicy::Never),
+                s => Err(format!("{s:?} is not a restart policy; expected \"on-failure\", \"always\" or \"never\"")),
+            }
+        });
+        let workers_span = self.min_workers.as_ref().map(|w| w.span());
+        let (min_workers, _) = c.field("health.service.min_workers", self.min_workers, None, |v| count_between(0, 100_000)(v).map(Some));
+        if unit.is_none() && probe.is_none() {
+            c.report(
+                probe_span.or(Some(table)),
+                "health.service",
+                format!("{name:?} has neither a unit nor a probe; give it at least one"),
+            );
+            return None;
+        }
+        if timeout > interval {
+            c.report(
+                timeout_span,
+                "health.service.timeout",
+                format!(
+                    "{} is longer than its interval {}; expected timeout <= interval",
+                    format_duration(timeout),
+                    format_duration(interval)
+                ),
+            );
+        }
+        if min_workers.is_some() && !matches!(probe, Some(Probe::Http { .. })) {
+            c.report(
+                workers_span,
+                "health.service.min_workers",
+                "needs an http:// probe of the Dask scheduler (its dashboard address)".into(),
+            );
+        }
+        Some(ServiceConfig { name, unit, probe, interval, timeout, fail_after, pass_after, restart, min_workers })
+    }
+}
+
+/// `http://host:port/path`, `tcp://host:port`, `docker:/path/to/docker.sock`.
+fn probe(v: &toml::Value, status: u16, body: Option<String>) -> Result<Option<Probe>, String> {
+    const EXPECTED: &str =
+        "\"http://127.0.0.1:8787/health\", \"tcp://127.0.0.1:5432\", \"docker:/var/run/docker.sock\", or \"\" for the unit's state only";
+    let s = v.as_str().ok_or_else(|| format!("expected a probe such as {EXPECTED}, found {}", kind(v)))?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.starts_with("http://") {
+        crate::sys::http::Endpoint::parse_url(s).map_err(|e| format!("{e}; expected e.g. {EXPECTED}"))?;
+        return Ok(Some(Probe::Http { url: s.to_string(), status, body }));
+    }
+    if let Some(addr) = s.strip_prefix("tcp://") {
+        let ok = addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        return ok
+            .then(|| Some(Probe::Tcp { addr: addr.to_string() }))
+            .ok_or_else(|| format!("{s:?} has no host:port; expected e.g. {EXPECTED}"));
+    }
+    if let Some(path) = s.strip_prefix("docker:") {
+        let socket = absolute_path(&toml::Value::String(path.to_string()))
+            .map_err(|_| format!("{s:?}: expected docker: and an absolute socket path"))?;
+        return Ok(Some(Probe::Docker { socket }));
+    }
+    Err(format!("{s:?} is not a probe; expected {EXPECTED}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        Config::parse(text).unwrap_err().iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn the_seed_services_are_the_default_and_a_list_replaces_them() {
+        let d = Config::parse("").unwrap().health;
+        let names: Vec<&str> = d.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["docker", "dask-scheduler", "ollama", "open-webui"]);
+        let c = Config::parse(
+            r#"
+[health]
+backoff_max = "2m"
+[[health.service]]
+name = "api"
+unit = "api.service"
+probe = "http://127.0.0.1:9000/ready"
+expect_status = 204
+expect_body = "yes"
+interval = "5s"
+timeout = "1s"
+fail_after = 2
+pass_after = 1
+restart = "always"
+[[health.service]]
+name = "db"
+probe = "tcp://127.0.0.1:5432"
+restart = "never"
+"#,
+        )
+        .unwrap()
+        .health;
+        assert_eq!(c.backoff_max, Duration::from_secs(120));
+        assert_eq!(c.services.len(), 2);
+        let api = &c.services[0];
+        assert_eq!(api.probe, Some(Probe::Http { url: "http://127.0.0.1:9000/ready".into(), status: 204, body: Some("yes".into()) }));
+        assert_eq!((api.interval, api.timeout, api.fail_after, api.pass_after), (Duration::from_secs(5), Duration::from_secs(1), 2, 1));
+        assert_eq!(api.restart, RestartPolicy::Always);
+        assert_eq!(c.services[1].probe, Some(Probe::Tcp { addr: "127.0.0.1:5432".into() }));
+        assert_eq!(c.services[1].unit, None);
+    }
+
+    #[test]
+    fn bad_entries_name_the_key_and_the_fix() {
+        let p = problems("[[health.service]]\nname = \"x\"\nprobe = \"ftp://a\"\n");
+        assert!(p[0].starts_with("3:9: health.service.probe: \"ftp://a\" is not a probe"), "{p:?}");
+        let p = problems("[[health.service]]\nname = \"x\"\n");
+        assert!(p[0].contains("\"x\" has neither a unit nor a probe"), "{p:?}");
+        let p = problems("[[health.service]]\nunit = \"a.service\"\n");
+        assert!(p[0].contains("an entry without a name"), "{p:?}");
+        let p =
+            problems("[[health.service]]\nname = \"a\"\nunit = \"a.service\"\n[[health.service]]\nname = \"a\"\nunit = \"b.service\"\n");
+        assert!(p[0].contains("\"a\" is named twice"), "{p:?}");
+        let p = problems("[[health.service]]\nname = \"a\"\nprobe = \"tcp://h:1\"\ninterval = \"2s\"\ntimeout = \"5s\"\n");
+        assert!(p[0].starts_with("5:11: health.service.timeout: 5s is longer than its interval 2s"), "{p:?}");
+        let p = problems("[[health.service]]\nname = \"a\"\nprobe = \"tcp://h:1\"\nmin_workers = 2\n");
+        assert!(p[0].contains("min_workers: needs an http:// probe"), "{p:?}");
+        let p = problems("[[health.service]]\nname = \"a\"\nunit = \"a.service\"\nrestart = \"sometimes\"\n");
+        assert!(p[0].contains("\"sometimes\" is not a restart policy"), "{p:?}");
+        let p = problems("[[health.service]]\nname = \"a\"\nunit = \"a.service\"\nintervall = \"5s\"\n");
+        assert!(p[0].contains("unknown key `intervall`; did you mean `interval`?"), "{p:?}");
+        let p = problems("[health]\nbackoff_initial = \"2m\"\nbackoff_max = \"1m\"\n");
+        assert!(p[0].contains("backoff_max: 1m is below health.backoff_initial 2m"), "{p:?}");
+    }
+}
