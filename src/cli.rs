@@ -36,6 +36,9 @@ pub enum Command {
     /// The memory measures now: unload Ollama's models, ask the daemon's swap task to expand,
     /// drop the page cache if [emergency] drop_page_cache; prints what each freed.
     FreeMemory(StatusArgs),
+    /// Every service the health task watches: state and since when, the last probe, restarts,
+    /// backoff, open incidents. Exit 1 when one is unhealthy. Without a daemon, one look from here.
+    Health(StatusArgs),
     /// A live view of the running daemon (CPU, memory, swap, disk, pressure, the plan, recent
     /// emergency actions), refreshed every 2 s until q or Ctrl-C; plain lines when not a terminal.
     Monitor(StatusArgs),

@@ -11,6 +11,8 @@
 //!   publishes the latest [`sampler::Snapshot`] on a watch channel for the other tasks.
 //! - [`swap`]: auto-expanding swap files (policy, engine, task).
 //! - [`optimize`]: the hardware profile and the resource checker (`cluster-ai check`).
+//! - [`health`]: follows the cluster's services (systemd units, probes), restarts them with a
+//!   backoff and a flap guard.
 //! - [`commands`]: one-shot subcommands; they never start the daemon.
 //!
 //! [`sys`] is the only module that touches the operating system.
@@ -20,6 +22,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod fault;
+pub mod health;
 pub mod logging;
 pub mod optimize;
 pub mod sampler;

@@ -15,5 +15,6 @@ fn main() -> ExitCode {
         Command::Optimize(args) => commands::optimize::main(args),
         Command::FreeMemory(args) => commands::free_memory::main(args),
         Command::Monitor(args) => commands::monitor::main(args),
+        Command::Health(args) => commands::health::main(args),
     }
 }

@@ -54,7 +54,7 @@ fn under_real_systemd() {
         out.status,
         std::fs::read_to_string(&console).unwrap_or_default()
     );
-    assert!(stdout.contains("e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight, journal vacuum and stop all behaved"));
+    assert!(stdout.contains("e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight, journal vacuum, health restarts and stop all behaved"));
     let left: Vec<_> = std::fs::read_dir(swap.0.path()).unwrap().flatten().map(|e| e.path()).collect();
     assert!(left.is_empty(), "swap clean inside the container left {left:?}");
 }

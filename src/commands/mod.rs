@@ -3,6 +3,7 @@
 pub mod check;
 pub mod config_check;
 pub mod free_memory;
+pub mod health;
 pub mod monitor;
 pub mod optimize;
 pub mod run;

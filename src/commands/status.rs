@@ -149,6 +149,9 @@ pub fn render(r: &StatusReply) -> String {
     if let Some(e) = &r.emergency {
         out += &emergency_lines(e);
     }
+    if let Some(h) = &r.health {
+        out += &format!("{} (cluster-ai health shows each)\n", h.summary());
+    }
     out += "tasks:\n";
     for t in &r.tasks {
         out += &format!("  {:<10} {:<10} heartbeat {} ago\n", t.name, t.state, ago(t.last_heartbeat_seconds_ago));

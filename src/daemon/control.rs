@@ -47,12 +47,14 @@ pub enum Request {
     Emergency,
     /// `cluster-ai free-memory`: the memory measures now.
     FreeMemory,
+    /// The health task's view of every service.
+    Health,
 }
 
 impl Request {
     fn answer_timeout(&self) -> Duration {
         match self {
-            Request::Status | Request::Optimize | Request::Emergency => IO_TIMEOUT,
+            Request::Status | Request::Optimize | Request::Emergency | Request::Health => IO_TIMEOUT,
             // Each Ollama unload has its own deadline; several models may be loaded.
             Request::FreeMemory => Duration::from_secs(120),
             Request::Swap(r) => swap::task::answer_timeout(r),
@@ -61,7 +63,7 @@ impl Request {
 
     /// Whether the request changes something (a lost answer then leaves its outcome unknown).
     fn acts(&self) -> bool {
-        !matches!(self, Request::Status | Request::Optimize | Request::Emergency | Request::Swap(SwapRequest::Status))
+        !matches!(self, Request::Status | Request::Optimize | Request::Emergency | Request::Health | Request::Swap(SwapRequest::Status))
     }
 }
 
@@ -91,6 +93,8 @@ pub struct StatusReply {
     pub optimize: Option<OptimizeState>,
     #[serde(default)]
     pub emergency: Option<EmergencyReport>,
+    #[serde(default)]
+    pub health: Option<crate::health::HealthReport>,
 }
 
 /// What the supervisor publishes about the loaded config.
@@ -114,6 +118,7 @@ pub struct ControlState {
     pub optimize: OptimizeReceiver,
     pub emergency: EmergencyReceiver,
     pub free_memory: tokio::sync::mpsc::Sender<FreeMemoryRequest>,
+    pub health: crate::health::task::HealthReceiver,
 }
 
 impl ControlState {
@@ -136,6 +141,7 @@ impl ControlState {
             tasks: self.tasks.report(now),
             optimize: self.optimize.borrow().as_deref().cloned(),
             emergency: Some(self.emergency.borrow().as_ref().clone()),
+            health: Some(self.health.borrow().as_ref().clone()),
         }
     }
 }
@@ -240,6 +246,7 @@ async fn serve(stream: UnixStream, state: &ControlState) -> std::io::Result<()> 
             None => serde_json::json!({ "error": "the optimize task has no plan yet" }),
         },
         Ok(Request::Emergency) => serde_json::to_value(state.emergency.borrow().as_ref()).map_err(std::io::Error::other)?,
+        Ok(Request::Health) => serde_json::to_value(state.health.borrow().as_ref()).map_err(std::io::Error::other)?,
         Ok(Request::FreeMemory) => {
             let (tx, rx) = tokio::sync::oneshot::channel();
             match state.free_memory.try_send(tx) {

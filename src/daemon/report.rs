@@ -26,6 +26,7 @@ pub async fn run(
     notifier: Arc<dyn Notifier>,
     mut snapshots: SnapshotReceiver,
     mut note: watch::Receiver<String>,
+    mut health: crate::health::task::HealthReceiver,
     cancel: CancellationToken,
 ) {
     // Every half watchdog interval; without a watchdog (no systemd) still every 15 s, so a
@@ -43,6 +44,8 @@ pub async fn run(
             _ = ticker.tick() => true,
             changed = snapshots.changed() => { if changed.is_err() { return; } false }
             changed = note.changed() => { if changed.is_err() { return; } urgent = true; false }
+            // A service going down or coming back shows at once.
+            changed = health.changed() => { if changed.is_err() { return; } urgent = true; false }
         };
         let now = Instant::now();
         let stuck = tasks.stale(now);
@@ -58,7 +61,10 @@ pub async fn run(
         if watchdog_due && watchdog.is_some() && stuck.is_empty() {
             notifier.send(&[Notice::Watchdog]);
         }
-        let text = status_text(&snapshots, &note.borrow(), &stuck);
+        let down = down_text(&health.borrow_and_update());
+        let text = status_text(&snapshots, &note.borrow(), &stuck, &down);
+        // Health reports change with every probe; only a change of what is down is urgent.
+        let urgent = urgent && (text != last_status);
         let spaced = last_sent.is_none_or(|t| now.duration_since(t) >= MIN_STATUS_GAP);
         if text != last_status && (urgent || spaced) {
             notifier.send(&[Notice::Status(text.clone())]);
@@ -68,10 +74,21 @@ pub async fn run(
     }
 }
 
-fn status_text(snapshots: &SnapshotReceiver, note: &str, stuck: &[&str]) -> String {
+/// "down: ollama, dask-scheduler workers 1/2", or nothing when every service is well.
+fn down_text(h: &crate::health::HealthReport) -> String {
+    if h.down().is_empty() {
+        return String::new();
+    }
+    h.summary().split_once("down: ").map(|(_, d)| format!("down: {d}")).unwrap_or_default()
+}
+
+fn status_text(snapshots: &SnapshotReceiver, note: &str, stuck: &[&str], down: &str) -> String {
     let mut parts = Vec::new();
     if !stuck.is_empty() {
         parts.push(format!("stuck: {} (watchdog withheld)", stuck.join(", ")));
+    }
+    if !down.is_empty() {
+        parts.push(down.to_string());
     }
     if let Some(s) = snapshots.borrow().as_ref() {
         parts.push(s.summary());
@@ -117,7 +134,8 @@ mod tests {
         let (_snap_tx, snap_rx) = watch::channel(None);
         let (note_tx, note_rx) = watch::channel(String::new());
         let cancel = CancellationToken::new();
-        let handle = tokio::spawn(run(tasks.clone(), rec.clone(), snap_rx, note_rx, cancel.clone()));
+        let (_health_tx, health_rx) = watch::channel(Arc::new(crate::health::HealthReport::default()));
+        let handle = tokio::spawn(run(tasks.clone(), rec.clone(), snap_rx, note_rx, health_rx, cancel.clone()));
 
         // Healthy: the task beats every second, the loop pings every second (2 s / 2).
         for _ in 0..10 {

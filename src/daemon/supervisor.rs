@@ -121,6 +121,10 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     set.spawn("emergency", optimize::emergency::HEARTBEAT_PERIOD, |hb| {
         optimize::emergency::run(config_rx.clone(), snapshot_rx.clone(), measures, free_memory_rx, emergency_tx, hb, cancel.clone())
     });
+    let (health_tx, health_rx) = watch::channel(Arc::new(crate::health::HealthReport::default()));
+    set.spawn("health", crate::health::task::HEARTBEAT_PERIOD, |hb| {
+        crate::health::task::run(config_rx.clone(), health_tx, hb, cancel.clone(), dry_run)
+    });
     let state = ControlState {
         started,
         dry_run: opts.dry_run,
@@ -131,6 +135,7 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         optimize: optimize_rx,
         emergency: emergency_rx,
         free_memory: free_memory_tx,
+        health: health_rx.clone(),
     };
     set.spawn("control", control::HEARTBEAT_PERIOD, |hb| control::run(socket, state, hb, cancel.clone()));
     let set = &mut set.set;
@@ -149,7 +154,7 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     notifier.send(&[Notice::Ready, Notice::Status("started".into())]);
     tracing::info!(pid = std::process::id(), "ready");
     // Also without systemd: it is what logs a task that stopped beating.
-    tokio::spawn(report::run(tasks.clone(), notifier.clone(), snapshot_rx, note_rx, cancel.clone()));
+    tokio::spawn(report::run(tasks.clone(), notifier.clone(), snapshot_rx, note_rx, health_rx, cancel.clone()));
     tokio::spawn(trim_after_start(cancel.clone()));
 
     let failure = loop {

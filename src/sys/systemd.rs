@@ -1,5 +1,6 @@
-//! systemd's D-Bus API, for the few calls the optimize task makes: restart a unit and wait for
-//! its job, and set a unit's CPU weight at run time (and put it back). The system bus is
+//! systemd's D-Bus API, for the few calls the daemon makes: restart a unit and wait for its job,
+//! set a unit's CPU weight at run time (and put it back), and follow a unit's state as systemd
+//! announces it (no polling). The system bus is
 //! `DBUS_SYSTEM_BUS_ADDRESS` when set (zbus honours it), else `/run/dbus/system_bus_socket`.
 
 use std::time::Duration;
@@ -27,7 +28,18 @@ trait Manager {
     fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
 }
 
+#[zbus::proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
+trait Unit {
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn sub_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::Result<String>;
+}
+
 /// A connection to systemd, made when first needed.
+#[derive(Clone)]
 pub struct Systemd {
     manager: ManagerProxy<'static>,
 }
@@ -42,10 +54,20 @@ impl Systemd {
         Ok(Systemd { manager })
     }
 
+    /// Asks systemd to send its signals to this connection. Once per connection is enough;
+    /// systemd 252 answers a second call with `AlreadySubscribed`, which is success here.
+    async fn subscribe(&self) -> Result<(), String> {
+        match self.manager.subscribe().await {
+            Ok(()) => Ok(()),
+            Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// `systemctl restart UNIT`, waiting for the job to finish; `Ok` only when it ended "done".
     pub async fn restart(&self, unit: &str) -> Result<(), String> {
         let call = async {
-            self.manager.subscribe().await.map_err(|e| e.to_string())?;
+            self.subscribe().await?;
             let mut removed = self.manager.receive_job_removed().await.map_err(|e| e.to_string())?;
             let job = self.manager.restart_unit(unit, "replace").await.map_err(|e| describe(&e))?;
             while let Some(signal) = removed.next().await {
@@ -60,6 +82,36 @@ impl Systemd {
             Err("the bus connection closed".to_string())
         };
         tokio::time::timeout(JOB_TIMEOUT, call).await.map_err(|_| format!("its restart did not finish within {JOB_TIMEOUT:?}"))?
+    }
+
+    /// A unit to follow, or `None` when systemd has no such unit (`LoadState` "not-found").
+    /// Subscribes first, so systemd sends its property changes.
+    pub async fn unit(&self, name: &str) -> Result<Option<UnitWatch>, String> {
+        let call = async {
+            self.subscribe().await?;
+            let path = self.manager.load_unit(name).await.map_err(|e| describe(&e))?;
+            let unit = UnitProxy::builder(self.manager.inner().connection())
+                .path(path.clone())
+                .map_err(|e| e.to_string())?
+                .cache_properties(zbus::proxy::CacheProperties::No)
+                .build()
+                .await
+                .map_err(|e| e.to_string())?;
+            if unit.load_state().await.map_err(|e| e.to_string())? == "not-found" {
+                return Ok(None);
+            }
+            let props = zbus::fdo::PropertiesProxy::builder(self.manager.inner().connection())
+                .destination("org.freedesktop.systemd1")
+                .map_err(|e| e.to_string())?
+                .path(path)
+                .map_err(|e| e.to_string())?
+                .build()
+                .await
+                .map_err(|e| e.to_string())?;
+            let changes = props.receive_properties_changed().await.map_err(|e| e.to_string())?;
+            Ok(Some(UnitWatch { unit, props, changes }))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| "systemd did not answer within 10 s".to_string())?
     }
 
     /// The unit's `CPUWeight` (`CPU_WEIGHT_UNSET` when not set).
@@ -91,6 +143,61 @@ impl Systemd {
             .map_err(|_| "systemd did not answer within 10 s".to_string())?
             .map_err(|e| describe(&e))
     }
+}
+
+/// A unit whose state changes arrive as systemd's `PropertiesChanged` signals.
+pub struct UnitWatch {
+    unit: UnitProxy<'static>,
+    props: zbus::fdo::PropertiesProxy<'static>,
+    changes: zbus::fdo::PropertiesChangedStream,
+}
+
+impl UnitWatch {
+    /// Whether the unit has a `Restart=` of its own (a service whose `Restart` is not "no"):
+    /// systemd then restarts it after a failure, and nobody else should.
+    pub async fn restarts_itself(&self) -> bool {
+        let Ok(iface) = zbus::names::InterfaceName::try_from("org.freedesktop.systemd1.Service") else { return false };
+        match tokio::time::timeout(CALL_TIMEOUT, self.props.get(iface, "Restart")).await {
+            Ok(Ok(v)) => String::try_from(v).is_ok_and(|r| r != "no"),
+            _ => false,
+        }
+    }
+
+    /// `(ActiveState, SubState)` now.
+    pub async fn state(&self) -> Result<(String, String), String> {
+        let call = async {
+            let active = self.unit.active_state().await.map_err(|e| e.to_string())?;
+            let sub = self.unit.sub_state().await.map_err(|e| e.to_string())?;
+            Ok((active, sub))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| "systemd did not answer within 10 s".to_string())?
+    }
+
+    /// Waits for the next change of the unit's state and returns the new one; `Err` when the
+    /// bus connection is gone.
+    pub async fn changed(&mut self) -> Result<(String, String), String> {
+        loop {
+            let signal = self.changes.next().await.ok_or_else(|| "the bus connection closed".to_string())?;
+            let Ok(args) = signal.args() else { continue };
+            if args.interface_name.as_str() != "org.freedesktop.systemd1.Unit" {
+                continue;
+            }
+            let text = |key: &str| args.changed_properties.get(key).and_then(|v| String::try_from(v.try_clone().ok()?).ok());
+            match (text("ActiveState"), text("SubState")) {
+                (Some(a), Some(s)) => return Ok((a, s)),
+                (None, None) if !args.invalidated_properties.iter().any(|p| *p == "ActiveState" || *p == "SubState") => continue,
+                _ => return self.state().await,
+            }
+        }
+    }
+}
+
+/// Whether a unit file of that name is installed where systemd looks for them (for when systemd
+/// itself cannot be asked).
+pub fn unit_file_exists(name: &str) -> bool {
+    ["/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"]
+        .iter()
+        .any(|d| std::path::Path::new(d).join(name).exists())
 }
 
 /// The D-Bus interface that carries a unit's cgroup properties.

@@ -222,11 +222,16 @@ impl DaemonBuilder {
     }
 }
 
-/// Writes a config whose swap stays in `dir` unless the text has a `[swap]` table of its own.
+/// Writes a config whose swap stays in `dir` unless the text has a `[swap]` table of its own,
+/// and whose health task watches nothing unless the text says what (the seed's services are
+/// this machine's, not the test's: a test never restarts a service it did not start).
 fn write_config(path: &Path, dir: &Path, text: &str) {
     let mut text = text.to_string();
     if !text.contains("[swap]") {
         text += &format!("\n[swap]\ndir = \"{}\"\nmin_size = \"0\"\n", dir.join("swap").display());
+    }
+    if !text.contains("[health") {
+        text += "\n[health]\nenabled = false\n";
     }
     std::fs::write(path, text).unwrap();
 }

@@ -170,6 +170,52 @@ case "$line" in *"freed 0 B"*|*"failed"*) fail "nothing vacuumed: $line" ;; esac
 [ "$after" -lt "$before" ] || fail "the journal did not shrink: $before -> $after bytes ($line)"
 cluster-ai status | grep -F "vacuum_journal x1" >/dev/null || fail "status does not count the vacuum: $(cluster-ai status)"
 
+step "health: a crashed unit is restarted by cluster-ai, one systemd restarts is left to it, a hung one is restarted, a flapping one is held off once"
+mkdir -p /srv/www && echo ok > /srv/www/health
+unit() { printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\n%s\n' "$2" > "/etc/systemd/system/$1.service"; }
+unit crashy 'ExecStart=/bin/sleep infinity'
+unit selfheal $'ExecStart=/bin/sleep infinity\nRestart=on-failure\nRestartSec=1'
+unit web 'ExecStart=/bin/busybox httpd -f -p 127.0.0.1:8099 -h /srv/www'
+unit flappy $'ExecStart=/bin/sh -c "sleep 0.2; exit 1"'
+systemctl daemon-reload
+systemctl start crashy selfheal web
+write_config 'sample_interval = "1s"' '[emergency]' 'dask_scheduler = ""' 'ollama = ""' \
+  '[health]' 'flap_restarts = 3' 'flap_window = "1m"' 'flap_hold = "6s"' \
+  '[[health.service]]' 'name = "crashy"' 'unit = "crashy.service"' \
+  '[[health.service]]' 'name = "selfheal"' 'unit = "selfheal.service"' \
+  '[[health.service]]' 'name = "web"' 'unit = "web.service"' 'probe = "http://127.0.0.1:8099/health"' 'expect_body = "ok"' \
+  'interval = "1s"' 'timeout = "500ms"' 'fail_after = 2' \
+  '[[health.service]]' 'name = "flappy"' 'unit = "flappy.service"' \
+  '[[health.service]]' 'name = "absent"' 'unit = "no-such-thing.service"'
+systemctl reload cluster-ai
+healthy() { cluster-ai health > /tmp/health.out; }
+wait_for 20 "every service healthy (flappy is stopped: down but not restarted)" sh -c 'cluster-ai health | grep -F "crashy" | grep -F healthy && cluster-ai health | grep -F "web " | grep -F healthy'
+{ cluster-ai health || true; } | grep -E "^absent +not installed" >/dev/null || fail "absent is not 'not installed': $(cluster-ai health)"
+# Crash of a unit without Restart=: cluster-ai restarts it, through systemd.
+systemctl kill -s KILL crashy
+wait_for 10 "cluster-ai's restart of crashy" journal_has "health: restarted crashy.service"
+wait_for 10 "crashy active again" sh -c '[ "$(systemctl is-active crashy)" = active ]'
+# Crash of a unit with Restart=on-failure: systemd's own restart, not ours too.
+systemctl kill -s KILL selfheal
+wait_for 10 "systemd's restart of selfheal" sh -c '[ "$(systemctl show -p NRestarts --value selfheal)" = 1 ] && [ "$(systemctl is-active selfheal)" = active ]'
+wait_for 10 "selfheal healthy again" journal_has "health: selfheal is healthy again"
+journal_has "health: restarting selfheal.service" && fail "cluster-ai restarted selfheal although systemd was already doing it"
+# Hung: the process lives (SIGSTOP) and its HTTP endpoint never answers.
+systemctl kill -s STOP web
+wait_for 15 "cluster-ai's restart of the hung web" journal_has "health: restarting web.service (attempt 1): not answering: no answer within 500ms"
+wait_for 15 "web healthy again" journal_has "health: web is healthy again"
+# Flapping: fails at every start; three restarts (at once, 1 s, 2 s), then one flapping line, and
+# the unit's STATUS names it; after the 6 s hold it is tried again.
+systemctl start flappy
+wait_for 20 "the flap guard" journal_has "health: flappy is flapping: 3 restarts within 1m"
+wait_for 5 "STATUS naming flappy" status_has "down: flappy"
+[ "$(journalctl -b -u cluster-ai -o cat --no-pager | grep -c 'health: flappy is flapping')" = 1 ] || fail "more than one flapping line"
+wait_for 15 "the hold's end" journal_has "health: flappy: the flap hold is over"
+wait_for 5 "a restart after the hold" journal_has "health: restarting flappy.service (attempt 4)"
+{ cluster-ai health --json || true; } | grep -F '"name": "flappy"' >/dev/null || fail "health --json lacks flappy"
+cluster-ai health > /tmp/health.out && fail "health exits 0 while flappy is down: $(cat /tmp/health.out)"
+systemctl stop flappy crashy selfheal web
+
 step "stop: inactive, clean exit in the journal"
 write_config 'sample_interval = "1s"'
 systemctl reset-failed cluster-ai
@@ -187,4 +233,4 @@ cluster-ai swap clean --force
 [ "$(cluster-ai swap status --json | grep -c '"seq"')" = 0 ] || fail "swap clean left managed swap"
 [ -z "$(ls /var/lib/cluster-ai/swap)" ] || fail "swap clean left files: $(ls /var/lib/cluster-ai/swap)"
 
-echo "e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight, journal vacuum and stop all behaved"
+echo "e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight, journal vacuum, health restarts and stop all behaved"

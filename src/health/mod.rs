@@ -1,0 +1,92 @@
+//! The health task: follows each configured service's systemd unit as systemd announces its
+//! state (D-Bus `PropertiesChanged`, no polling), probes what a unit's state cannot show (a
+//! process alive but hung), restarts through systemd with a backoff and a flap guard
+//! ([`policy`]), and publishes a [`HealthReport`] for `cluster-ai health` and `status`.
+
+pub mod policy;
+pub mod probe;
+pub mod task;
+
+use serde::{Deserialize, Serialize};
+
+pub use probe::ProbeResult;
+
+/// What `cluster-ai health` shows and `{"command":"health"}` returns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub enabled: bool,
+    /// "connected", or why systemd cannot be asked (units are then not followed or restarted).
+    pub systemd: String,
+    pub services: Vec<ServiceReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceReport {
+    pub name: String,
+    pub unit: Option<String>,
+    /// The probe, as configured ("http://127.0.0.1:8787/health").
+    pub probe: Option<String>,
+    /// "healthy", "unhealthy", "starting" (not known yet), "not installed".
+    pub state: String,
+    /// The unit's state as systemd reports it ("active", "failed", "auto-restart", …).
+    pub unit_state: String,
+    /// Since when `state` holds.
+    pub since_unix_ms: u64,
+    pub last_probe: Option<ProbeResult>,
+    /// Why it is unhealthy (the open incident).
+    pub reason: Option<String>,
+    pub restarts: u64,
+    /// The wait before the next restart, while an incident is open.
+    pub backoff_seconds: f64,
+    /// Restarts are held off until then (the flap guard).
+    pub held_until_unix_ms: Option<u64>,
+    /// A Dask scheduler's workers, when `min_workers` is set.
+    pub workers: Option<WorkersReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkersReport {
+    pub count: usize,
+    pub min: u32,
+    pub names: Vec<String>,
+    /// Workers seen before that are gone now (while the count is below `min`).
+    pub left: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl HealthReport {
+    /// Services that are installed and not healthy.
+    pub fn down(&self) -> Vec<&ServiceReport> {
+        self.services.iter().filter(|s| s.state == "unhealthy" || s.workers.as_ref().is_some_and(WorkersReport::short)).collect()
+    }
+
+    /// One line for `status` and the unit's STATUS=: "health: 3 ok, down: ollama" or "health:
+    /// all 2 ok (2 not installed)".
+    pub fn summary(&self) -> String {
+        if !self.enabled {
+            return "health: off".into();
+        }
+        let installed = self.services.iter().filter(|s| s.state != "not installed").count();
+        let absent = self.services.len() - installed;
+        let absent = if absent > 0 { format!(" ({absent} not installed)") } else { String::new() };
+        let down: Vec<String> = self
+            .down()
+            .iter()
+            .map(|s| match &s.workers {
+                Some(w) if w.short() && s.state != "unhealthy" => format!("{} workers {}/{}", s.name, w.count, w.min),
+                _ => s.name.clone(),
+            })
+            .collect();
+        if down.is_empty() {
+            format!("health: all {installed} ok{absent}")
+        } else {
+            format!("health: {} ok, down: {}{absent}", installed.saturating_sub(down.len()), down.join(", "))
+        }
+    }
+}
+
+impl WorkersReport {
+    pub fn short(&self) -> bool {
+        self.error.is_none() && self.count < self.min as usize
+    }
+}

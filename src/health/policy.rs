@@ -1,0 +1,503 @@
+//! One service's health and restart decisions, as a pure state machine over explicit times:
+//! failed and passed probes in a row, the unit's state as systemd reports it, incidents that
+//! open and close once, restarts with a doubling backoff, and the flap guard that holds off
+//! restarting (once, with one event) and then tries again. The task feeds it and carries out
+//! what it returns; unit tests drive it with made-up times.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::config::{HealthConfig, RestartPolicy, ServiceConfig};
+
+/// A unit's state from its `ActiveState` and `SubState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitState {
+    /// No unit, or not heard from systemd yet.
+    Unknown,
+    Active,
+    Activating,
+    /// systemd's own `Restart=` is about to start it again: left to systemd.
+    AutoRestart,
+    Deactivating,
+    Inactive,
+    Failed,
+}
+
+impl UnitState {
+    pub fn from_systemd(active: &str, sub: &str) -> UnitState {
+        match (active, sub) {
+            (_, "auto-restart") => UnitState::AutoRestart,
+            ("active" | "reloading", _) => UnitState::Active,
+            ("activating", _) => UnitState::Activating,
+            ("deactivating", _) => UnitState::Deactivating,
+            ("inactive", _) => UnitState::Inactive,
+            ("failed", _) => UnitState::Failed,
+            _ => UnitState::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Unknown => "unknown",
+            UnitState::Active => "active",
+            UnitState::Activating => "activating",
+            UnitState::AutoRestart => "auto-restart",
+            UnitState::Deactivating => "deactivating",
+            UnitState::Inactive => "inactive",
+            UnitState::Failed => "failed",
+        }
+    }
+
+    /// systemd is starting or stopping it: not a moment to restart it ourselves.
+    fn in_transition(self) -> bool {
+        matches!(self, UnitState::Activating | UnitState::AutoRestart | UnitState::Deactivating)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An incident opened: the service is down or not answering.
+    Down { reason: String },
+    /// The incident closed after this long.
+    Up { after: Duration },
+    /// Restart the unit now.
+    Restart { attempt: u32, reason: String },
+    /// More than `flap_restarts` restarts within `flap_window`: not restarted until `hold` has
+    /// passed.
+    Flapping { restarts: usize, window: Duration, hold: Duration },
+    /// The hold is over: restarts are tried again.
+    HoldOver,
+}
+
+#[derive(Debug, Clone)]
+pub struct Incident {
+    pub since: Instant,
+    pub reason: String,
+}
+
+/// After a unit with a `Restart=` of its own fails, how long systemd has to say it is
+/// restarting it (systemd 252 reports "failed" first, then "auto-restart") before we do.
+pub const SYSTEMD_GRACE: Duration = Duration::from_millis(500);
+/// A service judged by its unit alone (no probe) is healthy again once its unit has stayed
+/// active this long: a unit that dies right after each start is one incident, not many.
+pub const UNIT_SETTLE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    restart: RestartPolicy,
+    /// The unit has `Restart=` of its own: a failure is systemd's to handle first.
+    pub unit_restarts_itself: bool,
+    has_unit: bool,
+    has_probe: bool,
+    fail_after: u32,
+    pass_after: u32,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    flap_restarts: u32,
+    flap_window: Duration,
+    flap_hold: Duration,
+    reset_after: Duration,
+}
+
+impl Policy {
+    /// For a single look (`cluster-ai health` without the daemon): one failed probe is down,
+    /// one passed probe is up.
+    /// Without systemd nothing can be restarted: watch and report only.
+    pub fn no_restarts(&mut self) {
+        self.restart = RestartPolicy::Never;
+    }
+
+    pub fn one_look(&mut self) {
+        self.fail_after = 1;
+        self.pass_after = 1;
+    }
+
+    pub fn new(h: &HealthConfig, s: &ServiceConfig) -> Policy {
+        Policy {
+            restart: s.restart,
+            unit_restarts_itself: false,
+            has_unit: s.unit.is_some(),
+            has_probe: s.probe.is_some(),
+            fail_after: s.fail_after,
+            pass_after: s.pass_after,
+            backoff_initial: h.backoff_initial,
+            backoff_max: h.backoff_max,
+            flap_restarts: h.flap_restarts,
+            flap_window: h.flap_window,
+            flap_hold: h.flap_hold,
+            reset_after: h.reset_after,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub policy: Policy,
+    pub unit: UnitState,
+    pub fails: u32,
+    pub passes: u32,
+    pub incident: Option<Incident>,
+    /// Healthy since (no incident, and the probe or the unit said so).
+    pub healthy_since: Option<Instant>,
+    pub restarts_total: u64,
+    /// Restarts of this incident so far.
+    attempt: u32,
+    /// Restarts within the flap window.
+    recent: VecDeque<Instant>,
+    /// The wait after the latest restart before the next may come (zero before the first of
+    /// an episode, which comes at once).
+    pub backoff: Duration,
+    pub next_restart: Option<Instant>,
+    pub held_until: Option<Instant>,
+    /// When the unit last became active.
+    active_since: Option<Instant>,
+}
+
+impl Machine {
+    pub fn new(policy: Policy) -> Machine {
+        Machine {
+            policy,
+            unit: UnitState::Unknown,
+            fails: 0,
+            passes: 0,
+            incident: None,
+            healthy_since: None,
+            restarts_total: 0,
+            attempt: 0,
+            recent: VecDeque::new(),
+            backoff: Duration::ZERO,
+            next_restart: None,
+            held_until: None,
+            active_since: None,
+        }
+    }
+
+    /// A probe's result.
+    pub fn probe(&mut self, ok: bool, detail: &str, now: Instant) -> Vec<Event> {
+        let mut out = Vec::new();
+        if ok {
+            self.fails = 0;
+            self.passes = self.passes.saturating_add(1);
+            let unit_ok = !self.policy.has_unit || matches!(self.unit, UnitState::Active | UnitState::Unknown);
+            if unit_ok && self.passes >= self.policy.pass_after {
+                self.close(now, &mut out);
+            }
+        } else {
+            self.passes = 0;
+            self.fails = self.fails.saturating_add(1);
+            if self.fails >= self.policy.fail_after {
+                self.open(format!("not answering: {detail}"), now, &mut out);
+            }
+        }
+        self.step(now, &mut out);
+        out
+    }
+
+    /// The unit's new state, from systemd.
+    pub fn unit_changed(&mut self, unit: UnitState, now: Instant) -> Vec<Event> {
+        let mut out = Vec::new();
+        let was = std::mem::replace(&mut self.unit, unit);
+        match unit {
+            UnitState::Failed => {
+                self.open("its unit failed".into(), now, &mut out);
+                if self.policy.unit_restarts_itself && was != UnitState::Failed {
+                    let grace = now + SYSTEMD_GRACE;
+                    self.next_restart = Some(self.next_restart.map_or(grace, |t| t.max(grace)));
+                }
+            }
+            UnitState::Inactive => self.open("its unit is stopped".into(), now, &mut out),
+            UnitState::AutoRestart => self.open("its unit failed; systemd is restarting it".into(), now, &mut out),
+            UnitState::Active => {
+                // A fresh start: the probe counts again from here.
+                if was != UnitState::Active {
+                    self.fails = 0;
+                    self.active_since = Some(now);
+                }
+                // Without a probe, healthy once it has stayed up a moment (see `step`); at
+                // once when nothing was wrong.
+                if !self.policy.has_probe && self.incident.is_none() {
+                    self.close(now, &mut out);
+                }
+            }
+            UnitState::Unknown | UnitState::Activating | UnitState::Deactivating => {}
+        }
+        self.step(now, &mut out);
+        out
+    }
+
+    /// Time passing: the backoff, the flap hold, the reset of the backoff.
+    pub fn tick(&mut self, now: Instant) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.step(now, &mut out);
+        out
+    }
+
+    /// When `tick` next has something to do (a restart waiting for its backoff, a hold ending).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let restart = self.incident.as_ref().and(self.next_restart);
+        [restart, self.held_until, self.settled_at()].into_iter().flatten().min()
+    }
+
+    /// When a unit-only service in an incident will have stayed active for `UNIT_SETTLE`.
+    fn settled_at(&self) -> Option<Instant> {
+        let waiting = !self.policy.has_probe && self.incident.is_some() && self.unit == UnitState::Active;
+        self.active_since.filter(|_| waiting).map(|t| t + UNIT_SETTLE)
+    }
+
+    fn open(&mut self, reason: String, now: Instant, out: &mut Vec<Event>) {
+        self.healthy_since = None;
+        self.passes = 0;
+        match &mut self.incident {
+            Some(i) => i.reason = reason,
+            None => {
+                self.incident = Some(Incident { since: now, reason: reason.clone() });
+                self.attempt = 0;
+                out.push(Event::Down { reason });
+            }
+        }
+    }
+
+    fn close(&mut self, now: Instant, out: &mut Vec<Event>) {
+        // The backoff outlives the incident (a service that fails again soon waits for it); it
+        // starts again only after `reset_after` healthy.
+        if let Some(i) = self.incident.take() {
+            out.push(Event::Up { after: now.saturating_duration_since(i.since) });
+        }
+        self.healthy_since.get_or_insert(now);
+    }
+
+    /// Whether the policy restarts for what is wrong now.
+    fn wants_restart(&self) -> bool {
+        if !self.policy.has_unit || self.unit.in_transition() {
+            return false;
+        }
+        match (self.policy.restart, self.unit) {
+            (RestartPolicy::Never, _) => false,
+            (_, UnitState::Failed) => true,
+            (RestartPolicy::Always, UnitState::Inactive) => true,
+            (_, UnitState::Inactive) => false,
+            // Active (or not known) and not answering: hung.
+            _ => self.fails >= self.policy.fail_after,
+        }
+    }
+
+    fn step(&mut self, now: Instant, out: &mut Vec<Event>) {
+        if self.settled_at().is_some_and(|t| now >= t) {
+            self.close(now, out);
+        }
+        let p = &self.policy;
+        if let Some(since) = self.healthy_since {
+            if now.saturating_duration_since(since) >= p.reset_after && self.backoff != Duration::ZERO {
+                self.backoff = Duration::ZERO;
+                self.next_restart = None;
+                self.recent.clear();
+            }
+        }
+        if let Some(until) = self.held_until {
+            if now < until {
+                return;
+            }
+            self.held_until = None;
+            self.recent.clear();
+            out.push(Event::HoldOver);
+        }
+        if self.incident.is_none() || !self.wants_restart() || self.next_restart.is_some_and(|t| now < t) {
+            return;
+        }
+        while self.recent.front().is_some_and(|t| now.saturating_duration_since(*t) > p.flap_window) {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= p.flap_restarts as usize {
+            out.push(Event::Flapping { restarts: self.recent.len(), window: p.flap_window, hold: p.flap_hold });
+            self.held_until = Some(now + p.flap_hold);
+            return;
+        }
+        self.recent.push_back(now);
+        self.attempt += 1;
+        self.restarts_total += 1;
+        self.fails = 0;
+        self.backoff = if self.backoff == Duration::ZERO { p.backoff_initial } else { (self.backoff * 2).min(p.backoff_max) };
+        self.next_restart = Some(now + self.backoff);
+        let reason = self.incident.as_ref().map(|i| i.reason.clone()).unwrap_or_default();
+        out.push(Event::Restart { attempt: self.attempt, reason });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn machine(restart: RestartPolicy, probe: bool) -> Machine {
+        let mut h = Config::default().health;
+        h.flap_restarts = 3;
+        h.flap_window = Duration::from_secs(60);
+        h.flap_hold = Duration::from_secs(300);
+        let mut s = h.services[2].clone();
+        s.restart = restart;
+        if !probe {
+            s.probe = None;
+        }
+        Machine::new(Policy::new(&h, &s))
+    }
+
+    fn secs(t0: Instant, s: u64) -> Instant {
+        t0 + Duration::from_secs(s)
+    }
+
+    fn restarts(events: &[Event]) -> usize {
+        events.iter().filter(|e| matches!(e, Event::Restart { .. })).count()
+    }
+
+    #[test]
+    fn a_failed_unit_is_restarted_at_once_then_with_a_doubling_backoff() {
+        let t0 = Instant::now();
+        let mut m = machine(RestartPolicy::OnFailure, true);
+        m.unit_changed(UnitState::Active, t0);
+        let e = m.unit_changed(UnitState::Failed, t0);
+        assert_eq!(e[0], Event::Down { reason: "its unit failed".into() });
+        assert_eq!(e[1], Event::Restart { attempt: 1, reason: "its unit failed".into() });
+        // It fails again at once: the second restart waits 1 s, the third 2 s more.
+        m.unit_changed(UnitState::Activating, t0);
+        assert!(m.unit_changed(UnitState::Failed, t0).is_empty(), "within the backoff");
+        assert_eq!(m.next_deadline(), Some(secs(t0, 1)));
+        assert_eq!(restarts(&m.tick(secs(t0, 1))), 1);
+        m.unit_changed(UnitState::Failed, secs(t0, 1));
+        assert_eq!(m.next_deadline(), Some(secs(t0, 3)));
+        assert!(m.tick(secs(t0, 2)).is_empty());
+        assert_eq!(restarts(&m.tick(secs(t0, 3))), 1);
+        // Running and answering again: one Up, with the incident's length.
+        m.unit_changed(UnitState::Active, secs(t0, 4));
+        m.probe(true, "200", secs(t0, 5));
+        let e = m.probe(true, "200", secs(t0, 6));
+        assert_eq!(e, vec![Event::Up { after: Duration::from_secs(6) }]);
+        assert_eq!(m.restarts_total, 3);
+    }
+
+    #[test]
+    fn a_hung_service_is_restarted_after_fail_after_probes_and_not_while_systemd_restarts_it() {
+        let t0 = Instant::now();
+        let mut m = machine(RestartPolicy::OnFailure, true);
+        m.unit_changed(UnitState::Active, t0);
+        assert!(m.probe(false, "timed out after 5s", secs(t0, 30)).is_empty());
+        assert!(m.probe(false, "timed out after 5s", secs(t0, 60)).is_empty());
+        let e = m.probe(false, "timed out after 5s", secs(t0, 90));
+        assert_eq!(e[0], Event::Down { reason: "not answering: timed out after 5s".into() });
+        assert!(matches!(e[1], Event::Restart { attempt: 1, .. }));
+        // systemd restarting it on its own: left alone, however long it takes.
+        let mut m = machine(RestartPolicy::OnFailure, true);
+        m.unit_changed(UnitState::Active, t0);
+        let e = m.unit_changed(UnitState::AutoRestart, t0);
+        assert_eq!(e, vec![Event::Down { reason: "its unit failed; systemd is restarting it".into() }]);
+        assert!(m.tick(secs(t0, 100)).is_empty());
+        m.unit_changed(UnitState::Activating, secs(t0, 101));
+        m.unit_changed(UnitState::Active, secs(t0, 102));
+        m.probe(true, "", secs(t0, 103));
+        assert!(matches!(m.probe(true, "", secs(t0, 104))[..], [Event::Up { .. }]));
+        assert_eq!(m.restarts_total, 0, "never both");
+    }
+
+    #[test]
+    fn a_unit_with_its_own_restart_gets_a_grace_to_say_so_before_we_restart_it() {
+        let t0 = Instant::now();
+        let mut m = machine(RestartPolicy::OnFailure, true);
+        m.policy.unit_restarts_itself = true;
+        m.unit_changed(UnitState::Active, t0);
+        // systemd 252 says "failed", then "auto-restart" a moment later.
+        assert_eq!(restarts(&m.unit_changed(UnitState::Failed, t0)), 0);
+        assert_eq!(m.next_deadline(), Some(t0 + SYSTEMD_GRACE));
+        m.unit_changed(UnitState::AutoRestart, t0 + Duration::from_millis(5));
+        assert!(m.tick(t0 + SYSTEMD_GRACE).is_empty(), "systemd is restarting it");
+        // A failure it does not restart (Restart=on-abnormal and a clean exit code): ours after the grace.
+        let mut m = machine(RestartPolicy::OnFailure, true);
+        m.policy.unit_restarts_itself = true;
+        m.unit_changed(UnitState::Active, t0);
+        m.unit_changed(UnitState::Failed, t0);
+        assert_eq!(restarts(&m.tick(t0 + SYSTEMD_GRACE)), 1);
+    }
+
+    #[test]
+    fn a_stopped_unit_is_restarted_only_with_always_and_never_means_never() {
+        let t0 = Instant::now();
+        let mut m = machine(RestartPolicy::OnFailure, true);
+        m.unit_changed(UnitState::Active, t0);
+        assert_eq!(m.unit_changed(UnitState::Inactive, t0), vec![Event::Down { reason: "its unit is stopped".into() }]);
+        assert!(m.tick(secs(t0, 600)).is_empty());
+        let mut m = machine(RestartPolicy::Always, true);
+        m.unit_changed(UnitState::Active, t0);
+        assert_eq!(restarts(&m.unit_changed(UnitState::Inactive, t0)), 1);
+        let mut m = machine(RestartPolicy::Never, true);
+        m.unit_changed(UnitState::Active, t0);
+        assert_eq!(restarts(&m.unit_changed(UnitState::Failed, t0)), 0);
+    }
+
+    #[test]
+    fn flapping_holds_off_with_one_event_then_tries_again() {
+        let t0 = Instant::now();
+        let mut m = machine(RestartPolicy::OnFailure, false);
+        let mut all = Vec::new();
+        let mut t = t0;
+        // It fails again at each restart; the backoff is 1, 2, 4 s; the fourth restart within
+        // 60 s is one too many (flap_restarts = 3).
+        all.extend(m.unit_changed(UnitState::Failed, t));
+        for _ in 0..20 {
+            t += Duration::from_secs(1);
+            all.extend(m.tick(t));
+        }
+        assert_eq!(restarts(&all), 3);
+        let flaps: Vec<_> = all.iter().filter(|e| matches!(e, Event::Flapping { .. })).collect();
+        assert_eq!(flaps, vec![&Event::Flapping { restarts: 3, window: Duration::from_secs(60), hold: Duration::from_secs(300) }]);
+        assert!(m.held_until.is_some());
+        // After the hold: tried again, never given up for good.
+        let e = m.tick(m.held_until.unwrap());
+        assert_eq!(e[0], Event::HoldOver);
+        assert_eq!(restarts(&e), 1);
+    }
+
+    #[test]
+    fn a_unit_that_dies_right_after_each_start_is_one_incident_with_a_growing_backoff() {
+        let t0 = Instant::now();
+        let mut m = machine(RestartPolicy::OnFailure, false);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut all = m.unit_changed(UnitState::Failed, t0);
+        for start in [20, 1020, 3020] {
+            all.extend(m.unit_changed(UnitState::Active, ms(start)));
+            all.extend(m.unit_changed(UnitState::Failed, ms(start + 200)));
+            all.extend(m.tick(ms(start + 1000 - 20)));
+            all.extend(m.tick(ms(start + 2000 - 20)));
+        }
+        assert_eq!(all.iter().filter(|e| matches!(e, Event::Down { .. })).count(), 1, "{all:?}");
+        assert!(!all.iter().any(|e| matches!(e, Event::Up { .. })), "never up: {all:?}");
+        let attempts: Vec<u32> =
+            all.iter().filter_map(|e| if let Event::Restart { attempt, .. } = e { Some(*attempt) } else { None }).collect();
+        assert_eq!(attempts, [1, 2, 3], "at once, after 1 s, after 2 s more");
+    }
+
+    #[test]
+    fn the_backoff_starts_again_after_a_healthy_while() {
+        let t0 = Instant::now();
+        let mut m = machine(RestartPolicy::OnFailure, false);
+        m.unit_changed(UnitState::Failed, t0);
+        m.unit_changed(UnitState::Failed, t0);
+        m.tick(secs(t0, 1));
+        assert_eq!(m.backoff, Duration::from_secs(2));
+        m.unit_changed(UnitState::Active, secs(t0, 2));
+        assert!(m.incident.is_some(), "a unit-only service is healthy once it has stayed up UNIT_SETTLE");
+        assert!(matches!(m.tick(secs(t0, 5))[..], [Event::Up { .. }]));
+        m.tick(secs(t0, 5 + 299));
+        assert_eq!(m.backoff, Duration::from_secs(2), "not healthy for reset_after yet");
+        m.tick(secs(t0, 5 + 300));
+        assert_eq!(m.backoff, Duration::ZERO);
+        let e = m.unit_changed(UnitState::Failed, secs(t0, 400));
+        assert_eq!(restarts(&e), 1, "the first restart of a new episode is at once");
+    }
+
+    #[test]
+    fn systemd_states_map_as_documented() {
+        assert_eq!(UnitState::from_systemd("activating", "auto-restart"), UnitState::AutoRestart);
+        assert_eq!(UnitState::from_systemd("activating", "start"), UnitState::Activating);
+        assert_eq!(UnitState::from_systemd("active", "running"), UnitState::Active);
+        assert_eq!(UnitState::from_systemd("failed", "failed"), UnitState::Failed);
+        assert_eq!(UnitState::from_systemd("inactive", "dead"), UnitState::Inactive);
+    }
+}

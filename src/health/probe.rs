@@ -1,0 +1,113 @@
+//! The probes: an HTTP GET with an expected status and body, a TCP connect, Docker's `/_ping`,
+//! and the Dask scheduler's list of workers. Each has a deadline; none blocks the runtime.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Probe;
+use crate::sys::http::{self, Endpoint};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub ok: bool,
+    /// "200 ok", "no answer within 5s", "cannot connect: Connection refused".
+    pub detail: String,
+    pub latency_ms: f64,
+    pub at_unix_ms: u64,
+}
+
+pub async fn run(probe: &Probe, timeout: Duration) -> ProbeResult {
+    let start = Instant::now();
+    let outcome = match probe {
+        Probe::Http { url, status, body } => http_probe(url, *status, body.as_deref(), timeout).await,
+        Probe::Tcp { addr } => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str())).await {
+            Err(_) => Err(format!("no connection within {}", crate::config::format_duration(timeout))),
+            Ok(Err(e)) => Err(format!("cannot connect: {e}")),
+            Ok(Ok(_)) => Ok("connected".to_string()),
+        },
+        Probe::Docker { socket } => match http::request(&Endpoint::Unix(socket.clone()), "GET", "/_ping", None, timeout).await {
+            Ok(r) if r.status == 200 && &r.body[..] == b"OK" => Ok("OK".to_string()),
+            Ok(r) => Err(format!("{} {}", r.status, r.snippet())),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let at_unix_ms = crate::sys::unix_ms();
+    match outcome {
+        Ok(detail) => ProbeResult { ok: true, detail, latency_ms, at_unix_ms },
+        Err(detail) => ProbeResult { ok: false, detail, latency_ms, at_unix_ms },
+    }
+}
+
+async fn http_probe(url: &str, status: u16, body: Option<&str>, timeout: Duration) -> Result<String, String> {
+    let ep = Endpoint::parse_url(url)?;
+    let path = match &ep {
+        Endpoint::Tcp { prefix, .. } if prefix.is_empty() => "/",
+        _ => "",
+    };
+    let r = http::request(&ep, "GET", path, None, timeout).await.map_err(|e| e.to_string())?;
+    if r.status != status {
+        return Err(format!("status {} (expected {status}): {}", r.status, r.snippet()));
+    }
+    if let Some(want) = body {
+        if !String::from_utf8_lossy(&r.body).contains(want) {
+            return Err(format!("the answer does not contain {want:?}: {}", r.snippet()));
+        }
+    }
+    Ok(format!("{} {}", r.status, r.snippet().chars().take(40).collect::<String>()))
+}
+
+/// The scheduler's workers, name by address, from `/json/identity.json` (always served).
+pub async fn dask_workers(url: &str, timeout: Duration) -> Result<BTreeMap<String, String>, String> {
+    let Endpoint::Tcp { authority, .. } = Endpoint::parse_url(url)? else { return Err("not an http:// URL".into()) };
+    let origin = Endpoint::Tcp { authority, prefix: String::new() };
+    let r = http::request(&origin, "GET", "/json/identity.json", None, timeout).await.map_err(|e| e.to_string())?;
+    if !r.ok() {
+        return Err(format!("/json/identity.json: status {}: {}", r.status, r.snippet()));
+    }
+    parse_identity(&r.body)
+}
+
+#[derive(Deserialize)]
+struct Identity {
+    #[serde(default)]
+    workers: BTreeMap<String, WorkerIdentity>,
+}
+
+#[derive(Deserialize)]
+struct WorkerIdentity {
+    #[serde(default)]
+    name: Option<serde_json::Value>,
+}
+
+fn parse_identity(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    let id: Identity = serde_json::from_slice(body).map_err(|e| format!("/json/identity.json is not what a Dask scheduler sends: {e}"))?;
+    Ok(id
+        .workers
+        .into_iter()
+        .map(|(addr, w)| {
+            let name = match w.name {
+                Some(serde_json::Value::String(s)) => s,
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                _ => addr.clone(),
+            };
+            (addr, name)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dask_identity_names_workers_by_address() {
+        let body = br#"{"type":"Scheduler","id":"Scheduler-1","address":"tcp://127.0.0.1:8786","workers":{
+            "tcp://127.0.0.1:40001":{"type":"Worker","id":"w1","host":"127.0.0.1","name":"w1","nthreads":1,"memory_limit":1073741824},
+            "tcp://127.0.0.1:40002":{"type":"Worker","id":"x","host":"127.0.0.1","name":0,"nthreads":1}}}"#;
+        let w = super::parse_identity(body).unwrap();
+        assert_eq!(w["tcp://127.0.0.1:40001"], "w1");
+        assert_eq!(w["tcp://127.0.0.1:40002"], "0");
+        assert!(super::parse_identity(b"<html>").unwrap_err().contains("not what a Dask scheduler sends"));
+    }
+}

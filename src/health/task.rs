@@ -1,0 +1,523 @@
+//! The health task. Units are followed by one small tokio task each (a D-Bus signal stream),
+//! probes and restarts run as tasks of their own and report back on a channel, so the loop
+//! never waits on a peer. Regular probes ride one timerfd tick (all services on a 30 s interval
+//! cost one wakeup per 30 s); while something is wrong the service is probed every second and
+//! the backoff's deadlines wake the loop exactly when due.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::policy::{Event, Machine, Policy, UnitState};
+use super::probe::{self, ProbeResult};
+use super::{HealthReport, ServiceReport, WorkersReport};
+use crate::config::{format_duration, Config, Probe, ServiceConfig};
+use crate::daemon::tasks::Heartbeat;
+use crate::sys::systemd::{unit_file_exists, Systemd};
+use crate::sys::ticker::Ticker;
+
+/// The task beats at least this often (its tick is never longer).
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
+/// How often a service is probed while it is not healthy (or just restarted).
+pub const FAST_PROBE: Duration = Duration::from_secs(1);
+
+pub type HealthReceiver = watch::Receiver<Arc<HealthReport>>;
+
+/// What the helper tasks report back; each carries the config generation it was started under.
+enum Msg {
+    Installed(usize, bool),
+    /// The unit has a `Restart=` of its own.
+    RestartsItself(usize, bool),
+    Unit(usize, Result<UnitState, String>),
+    Probe(usize, ProbeResult),
+    Workers(usize, Result<BTreeMap<String, String>, String>),
+    Restarted(usize, Result<(), String>),
+}
+
+struct Svc {
+    cfg: ServiceConfig,
+    machine: Machine,
+    /// `None` until systemd (or the unit files) said.
+    installed: Option<bool>,
+    state: &'static str,
+    since_unix_ms: u64,
+    last_probe: Option<ProbeResult>,
+    next_probe: Instant,
+    /// Probing every second (something is wrong, or the unit just started).
+    fast: bool,
+    probing: bool,
+    restarting: bool,
+    workers: Option<Workers>,
+}
+
+struct Workers {
+    min: u32,
+    /// Whether the scheduler has been asked yet.
+    read: bool,
+    /// Every worker seen while the count was at or over the minimum: address → name.
+    known: BTreeMap<String, String>,
+    now: BTreeMap<String, String>,
+    short: bool,
+    error: Option<String>,
+}
+
+pub async fn run(
+    mut config: watch::Receiver<Arc<Config>>,
+    state: watch::Sender<Arc<HealthReport>>,
+    heartbeat: Heartbeat,
+    cancel: CancellationToken,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    heartbeat.started();
+    let (tx, mut rx) = mpsc::channel::<(u64, Msg)>(64);
+    let mut generation = 0u64;
+    loop {
+        generation += 1;
+        let cfg = config.borrow_and_update().clone();
+        let helpers = cancel.child_token();
+        let h = &cfg.health;
+        let tick = h.services.iter().map(|s| s.interval).min().unwrap_or(HEARTBEAT_PERIOD).min(HEARTBEAT_PERIOD);
+        let mut ticker = Ticker::new(tick)?;
+        let now = Instant::now();
+        let mut svcs: Vec<Svc> = h
+            .services
+            .iter()
+            .map(|s| Svc {
+                cfg: s.clone(),
+                machine: Machine::new(Policy::new(h, s)),
+                installed: None,
+                state: "starting",
+                since_unix_ms: crate::sys::unix_ms(),
+                last_probe: None,
+                next_probe: now,
+                fast: false,
+                probing: false,
+                restarting: false,
+                workers: s.min_workers.map(|min| Workers {
+                    min,
+                    read: false,
+                    known: BTreeMap::new(),
+                    now: BTreeMap::new(),
+                    short: false,
+                    error: None,
+                }),
+            })
+            .collect();
+        let mut systemd_text = "not needed".to_string();
+        let mut systemd: Option<Systemd> = None;
+        if h.enabled {
+            if svcs.iter().any(|s| s.cfg.unit.is_some()) {
+                match heartbeat.during(Systemd::connect()).await {
+                    Ok(s) => {
+                        systemd_text = "connected".into();
+                        systemd = Some(s);
+                    }
+                    Err(e) => {
+                        tracing::warn!("health: {e}; units are judged by their unit files and probes, and nothing can be restarted");
+                        systemd_text = e;
+                    }
+                }
+            }
+            for (i, s) in svcs.iter_mut().enumerate() {
+                match (&s.cfg.unit, &systemd) {
+                    (Some(unit), Some(sd)) => {
+                        tokio::spawn(follow(sd.clone(), unit.clone(), i, generation, tx.clone(), helpers.clone()));
+                    }
+                    (Some(unit), None) => {
+                        s.installed = Some(unit_file_exists(unit));
+                        s.machine.policy.no_restarts();
+                    }
+                    (None, _) => {
+                        s.installed = Some(match &s.cfg.probe {
+                            Some(Probe::Docker { socket }) => socket.exists(),
+                            _ => true,
+                        })
+                    }
+                }
+            }
+        }
+        let publish = |svcs: &[Svc], systemd_text: &str| {
+            state.send_replace(Arc::new(report(h.enabled, systemd_text, svcs)));
+        };
+        publish(&svcs, &systemd_text);
+        loop {
+            let now = Instant::now();
+            if h.enabled {
+                for (i, s) in svcs.iter_mut().enumerate() {
+                    for e in s.machine.tick(now) {
+                        act(i, s, e, generation, &systemd, &tx, dry_run);
+                    }
+                }
+            }
+            let wake = svcs.iter().filter_map(|s| s.machine.next_deadline().into_iter().chain(s.fast.then_some(s.next_probe)).min()).min();
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    helpers.cancel();
+                    return Ok(());
+                }
+                changed = config.changed() => {
+                    helpers.cancel();
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    break;
+                }
+                t = ticker.tick() => {
+                    t?;
+                    heartbeat.beat();
+                    if h.enabled {
+                        probe_due(&mut svcs, generation, &tx, tick / 2);
+                    }
+                }
+                _ = sleep_until(wake) => {
+                    probe_due(&mut svcs, generation, &tx, Duration::ZERO);
+                }
+                Some((g, msg)) = rx.recv() => {
+                    if g != generation {
+                        continue;
+                    }
+                    handle(&mut svcs, msg, generation, &systemd, &tx, dry_run);
+                    probe_due(&mut svcs, generation, &tx, Duration::ZERO);
+                }
+            }
+            for s in svcs.iter_mut() {
+                let st = state_of(s);
+                if st != s.state {
+                    s.state = st;
+                    s.since_unix_ms = crate::sys::unix_ms();
+                }
+            }
+            publish(&svcs, &systemd_text);
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Follows one unit for as long as the config generation lives.
+async fn follow(systemd: Systemd, unit: String, i: usize, generation: u64, tx: mpsc::Sender<(u64, Msg)>, cancel: CancellationToken) {
+    let send = |m: Msg| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send((generation, m)).await;
+        }
+    };
+    let mut watch = match systemd.unit(&unit).await {
+        Ok(Some(w)) => w,
+        Ok(None) => return send(Msg::Installed(i, false)).await,
+        Err(e) => {
+            // Cannot tell: judge by the unit file, and say why the state is unknown.
+            send(Msg::Installed(i, unit_file_exists(&unit))).await;
+            return send(Msg::Unit(i, Err(e))).await;
+        }
+    };
+    send(Msg::Installed(i, true)).await;
+    send(Msg::RestartsItself(i, watch.restarts_itself().await)).await;
+    let first = watch.state().await.map(|(a, s)| UnitState::from_systemd(&a, &s));
+    send(Msg::Unit(i, first)).await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = watch.changed() => {
+                let end = changed.is_err();
+                send(Msg::Unit(i, changed.map(|(a, s)| UnitState::from_systemd(&a, &s)))).await;
+                if end {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Starts the probes that are due (within `slack`) and not already running.
+fn probe_due(svcs: &mut [Svc], generation: u64, tx: &mpsc::Sender<(u64, Msg)>, slack: Duration) {
+    let now = Instant::now();
+    for (i, s) in svcs.iter_mut().enumerate() {
+        let Some(p) = s.cfg.probe.clone() else { continue };
+        let unit_up = matches!(s.machine.unit, UnitState::Active | UnitState::Unknown);
+        if s.installed != Some(true) || s.probing || !unit_up || s.next_probe > now + slack {
+            continue;
+        }
+        s.probing = true;
+        let (tx, timeout, workers) = (tx.clone(), s.cfg.timeout, s.workers.is_some());
+        tokio::spawn(async move {
+            let r = probe::run(&p, timeout).await;
+            let ok = r.ok;
+            let _ = tx.send((generation, Msg::Probe(i, r))).await;
+            if let (true, true, Probe::Http { url, .. }) = (ok, workers, &p) {
+                let w = probe::dask_workers(url, timeout).await;
+                let _ = tx.send((generation, Msg::Workers(i, w))).await;
+            }
+        });
+    }
+}
+
+fn handle(svcs: &mut [Svc], msg: Msg, generation: u64, systemd: &Option<Systemd>, tx: &mpsc::Sender<(u64, Msg)>, dry_run: bool) {
+    let now = Instant::now();
+    let (i, events) = match msg {
+        Msg::Installed(i, installed) => {
+            let s = &mut svcs[i];
+            s.installed = Some(installed);
+            if !installed {
+                tracing::info!(service = %s.cfg.name, "health: {} is not installed here (no {}): not checked", s.cfg.name, s.cfg.unit.as_deref().unwrap_or("unit"));
+            }
+            (i, Vec::new())
+        }
+        Msg::RestartsItself(i, yes) => {
+            svcs[i].machine.policy.unit_restarts_itself = yes;
+            (i, Vec::new())
+        }
+        Msg::Unit(i, Ok(u)) => {
+            let s = &mut svcs[i];
+            tracing::debug!(service = %s.cfg.name, unit_state = u.as_str(), "health: {} unit {}", s.cfg.name, u.as_str());
+            if u == UnitState::Active && s.machine.unit != UnitState::Active {
+                // Just started: see whether it answers, at once and then every second.
+                s.next_probe = now;
+                s.fast = true;
+            }
+            (i, s.machine.unit_changed(u, now))
+        }
+        Msg::Unit(i, Err(e)) => {
+            tracing::warn!(service = %svcs[i].cfg.name, "health: cannot follow {}: {e}", svcs[i].cfg.unit.as_deref().unwrap_or(""));
+            (i, svcs[i].machine.unit_changed(UnitState::Unknown, now))
+        }
+        Msg::Probe(i, r) => {
+            let s = &mut svcs[i];
+            s.probing = false;
+            if !r.ok {
+                tracing::debug!(service = %s.cfg.name, "health: {} probe failed: {}", s.cfg.name, r.detail);
+            }
+            let events = s.machine.probe(r.ok, &r.detail, now);
+            s.fast = s.machine.incident.is_some() || s.machine.fails > 0 || (r.ok && s.machine.passes < s.cfg.pass_after && s.fast);
+            s.next_probe = now + if s.fast { FAST_PROBE } else { s.cfg.interval };
+            s.last_probe = Some(r);
+            (i, events)
+        }
+        Msg::Workers(i, w) => {
+            workers(&mut svcs[i], w);
+            (i, Vec::new())
+        }
+        Msg::Restarted(i, r) => {
+            let s = &mut svcs[i];
+            s.restarting = false;
+            let unit = s.cfg.unit.as_deref().unwrap_or("");
+            match r {
+                Ok(()) => tracing::info!(service = %s.cfg.name, unit, "health: restarted {unit}"),
+                Err(e) => tracing::error!(service = %s.cfg.name, unit, "health: restart of {unit} failed: {e}"),
+            }
+            s.next_probe = now;
+            s.fast = true;
+            (i, Vec::new())
+        }
+    };
+    let s = &mut svcs[i];
+    for e in events {
+        act(i, s, e, generation, systemd, tx, dry_run);
+    }
+}
+
+fn workers(s: &mut Svc, w: Result<BTreeMap<String, String>, String>) {
+    let name = s.cfg.name.clone();
+    let Some(ws) = s.workers.as_mut() else { return };
+    match w {
+        Err(e) => {
+            if ws.error.is_none() {
+                tracing::warn!(service = %name, "health: {name}: cannot read its workers: {e}");
+            }
+            ws.error = Some(e);
+        }
+        Ok(now) => {
+            ws.read = true;
+            ws.error = None;
+            let short = now.len() < ws.min as usize;
+            if short && !ws.short {
+                let left: Vec<&str> = ws.known.iter().filter(|(a, _)| !now.contains_key(*a)).map(|(_, n)| n.as_str()).collect();
+                let left = if left.is_empty() { String::new() } else { format!("; left: {}", left.join(", ")) };
+                tracing::warn!(service = %name, workers = now.len(), min = ws.min, "health: {name} has {} worker(s), fewer than {}{left}", now.len(), ws.min);
+            } else if !short && ws.short {
+                tracing::info!(service = %name, workers = now.len(), "health: {name} has {} worker(s) again", now.len());
+            }
+            if !short {
+                ws.known.clone_from(&now);
+            }
+            ws.short = short;
+            ws.now = now;
+        }
+    }
+}
+
+/// Carries out one decision of the policy: logs it and, for a restart, starts it.
+fn act(i: usize, s: &mut Svc, e: Event, generation: u64, systemd: &Option<Systemd>, tx: &mpsc::Sender<(u64, Msg)>, dry_run: bool) {
+    let name = &s.cfg.name;
+    let unit = s.cfg.unit.clone().unwrap_or_default();
+    match e {
+        Event::Down { reason } => tracing::warn!(service = %name, reason = %reason, "health: {name} is down: {reason}"),
+        Event::Up { after } => {
+            tracing::info!(service = %name, down_seconds = after.as_secs_f64(), "health: {name} is healthy again after {}", format_duration(after))
+        }
+        Event::Flapping { restarts, window, hold } => tracing::error!(
+            service = %name,
+            restarts,
+            "health: {name} is flapping: {restarts} restarts within {}; not restarted for {}, then tried again",
+            format_duration(window),
+            format_duration(hold)
+        ),
+        Event::HoldOver => tracing::info!(service = %name, "health: {name}: the flap hold is over; restarting it again when needed"),
+        Event::Restart { attempt, reason } => {
+            if dry_run {
+                tracing::info!(service = %name, unit = %unit, attempt, "health: would restart {unit} (attempt {attempt}): {reason}");
+                return;
+            }
+            if s.restarting {
+                return;
+            }
+            tracing::warn!(service = %name, unit = %unit, attempt, "health: restarting {unit} (attempt {attempt}): {reason}");
+            s.restarting = true;
+            let (systemd, tx) = (systemd.clone(), tx.clone());
+            tokio::spawn(async move {
+                let r = match systemd {
+                    Some(sd) => sd.restart(&unit).await,
+                    None => Err("systemd cannot be reached".to_string()),
+                };
+                let _ = tx.send((generation, Msg::Restarted(i, r))).await;
+            });
+        }
+    }
+}
+
+fn state_of(s: &Svc) -> &'static str {
+    match s.installed {
+        Some(false) => "not installed",
+        _ if s.machine.incident.is_some() => "unhealthy",
+        _ if s.machine.healthy_since.is_some() => "healthy",
+        _ => "starting",
+    }
+}
+
+fn report(enabled: bool, systemd: &str, svcs: &[Svc]) -> HealthReport {
+    let services = svcs
+        .iter()
+        .map(|s| {
+            let m = &s.machine;
+            let held_until_unix_ms =
+                m.held_until.map(|t| crate::sys::unix_ms() + t.saturating_duration_since(Instant::now()).as_millis() as u64);
+            ServiceReport {
+                name: s.cfg.name.clone(),
+                unit: s.cfg.unit.clone(),
+                probe: s.cfg.probe.as_ref().map(ToString::to_string),
+                state: state_of(s).into(),
+                unit_state: if s.cfg.unit.is_some() { m.unit.as_str().into() } else { "no unit".into() },
+                since_unix_ms: s.since_unix_ms,
+                last_probe: s.last_probe.clone(),
+                reason: m.incident.as_ref().map(|i| i.reason.clone()),
+                restarts: m.restarts_total,
+                backoff_seconds: if m.incident.is_some() { m.backoff.as_secs_f64() } else { 0.0 },
+                held_until_unix_ms,
+                workers: s.workers.as_ref().filter(|w| s.installed == Some(true) && (w.read || w.error.is_some())).map(|w| {
+                    let shown = if w.short { &w.now } else { &w.known };
+                    WorkersReport {
+                        count: w.now.len(),
+                        min: w.min,
+                        names: shown.values().cloned().collect(),
+                        left: if w.short {
+                            w.known.iter().filter(|(a, _)| !w.now.contains_key(*a)).map(|(_, n)| n.clone()).collect()
+                        } else {
+                            Vec::new()
+                        },
+                        error: w.error.clone(),
+                    }
+                }),
+            }
+        })
+        .collect();
+    HealthReport { enabled, systemd: systemd.to_string(), services }
+}
+
+/// One look at every service, without the daemon (`cluster-ai health` when none runs): the
+/// unit's state from systemd where it can be asked, each installed service's probe once, all
+/// at the same time.
+pub async fn check_once(cfg: &Config) -> HealthReport {
+    let h = Arc::new(cfg.health.clone());
+    if !h.enabled {
+        return HealthReport { enabled: false, systemd: "not needed".into(), services: Vec::new() };
+    }
+    let (systemd, systemd_text) = if h.services.iter().any(|s| s.unit.is_some()) {
+        match Systemd::connect().await {
+            Ok(s) => (Some(s), "connected".to_string()),
+            Err(e) => (None, e),
+        }
+    } else {
+        (None, "not needed".to_string())
+    };
+    let mut looks = tokio::task::JoinSet::new();
+    for (i, s) in h.services.iter().enumerate() {
+        looks.spawn(look(i, h.clone(), s.clone(), systemd.clone()));
+    }
+    let mut svcs: Vec<(usize, Svc)> = looks.join_all().await;
+    svcs.sort_by_key(|(i, _)| *i);
+    let svcs: Vec<Svc> = svcs.into_iter().map(|(_, s)| s).collect();
+    report(true, &systemd_text, &svcs)
+}
+
+async fn look(i: usize, h: Arc<crate::config::HealthConfig>, s: ServiceConfig, systemd: Option<Systemd>) -> (usize, Svc) {
+    let now = Instant::now();
+    let mut policy = Policy::new(&h, &s);
+    // One look decides: the thresholds in a row are for the daemon's watch.
+    policy.one_look();
+    let mut svc = Svc {
+        machine: Machine::new(policy),
+        installed: None,
+        state: "starting",
+        since_unix_ms: crate::sys::unix_ms(),
+        last_probe: None,
+        next_probe: now,
+        fast: false,
+        probing: false,
+        restarting: false,
+        workers: s.min_workers.map(|min| Workers {
+            min,
+            read: false,
+            known: BTreeMap::new(),
+            now: BTreeMap::new(),
+            short: false,
+            error: None,
+        }),
+        cfg: s,
+    };
+    let s = svc.cfg.clone();
+    svc.installed = Some(match (&s.unit, &systemd, &s.probe) {
+        (Some(unit), Some(sd), _) => match sd.unit(unit).await {
+            Ok(Some(w)) => {
+                if let Ok((a, sub)) = w.state().await {
+                    svc.machine.unit_changed(UnitState::from_systemd(&a, &sub), now);
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(_) => unit_file_exists(unit),
+        },
+        (Some(unit), None, _) => unit_file_exists(unit),
+        (None, _, Some(Probe::Docker { socket })) => socket.exists(),
+        (None, _, _) => true,
+    });
+    let unit_up = matches!(svc.machine.unit, UnitState::Active | UnitState::Unknown);
+    if let (Some(true), Some(p), true) = (svc.installed, &s.probe, unit_up) {
+        let r = probe::run(p, s.timeout).await;
+        svc.machine.probe(r.ok, &r.detail, now);
+        if let (true, Probe::Http { url, .. }) = (r.ok && svc.workers.is_some(), p) {
+            let w = probe::dask_workers(url, s.timeout).await;
+            workers(&mut svc, w);
+        }
+        svc.last_probe = Some(r);
+    }
+    svc.state = state_of(&svc);
+    (i, svc)
+}
