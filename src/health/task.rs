@@ -21,8 +21,11 @@ use crate::sys::ticker::Ticker;
 
 /// The task beats at least this often (its tick is never longer).
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
-/// How often a service is probed while it is not healthy (or just restarted).
+/// How often a service is probed while something is wrong with it (or it just restarted)...
 pub const FAST_PROBE: Duration = Duration::from_secs(1);
+/// ...for this long after the last such event; a service that stays down is then probed at
+/// its interval again, so a node with a service that is simply off stays idle.
+pub const FAST_FOR: Duration = Duration::from_secs(30);
 
 pub type HealthReceiver = watch::Receiver<Arc<HealthReport>>;
 
@@ -46,8 +49,8 @@ struct Svc {
     since_unix_ms: u64,
     last_probe: Option<ProbeResult>,
     next_probe: Instant,
-    /// Probing every second (something is wrong, or the unit just started).
-    fast: bool,
+    /// Probing every second until then (something went wrong, or the unit just started).
+    fast_until: Option<Instant>,
     probing: bool,
     restarting: bool,
     workers: Option<Workers>,
@@ -93,7 +96,7 @@ pub async fn run(
                 since_unix_ms: crate::sys::unix_ms(),
                 last_probe: None,
                 next_probe: now,
-                fast: false,
+                fast_until: None,
                 probing: false,
                 restarting: false,
                 workers: s.min_workers.map(|min| Workers {
@@ -152,7 +155,10 @@ pub async fn run(
                     }
                 }
             }
-            let wake = svcs.iter().filter_map(|s| s.machine.next_deadline().into_iter().chain(s.fast.then_some(s.next_probe)).min()).min();
+            let wake = svcs
+                .iter()
+                .filter_map(|s| s.machine.next_deadline().into_iter().chain(s.fast_until.filter(|t| *t > now).map(|_| s.next_probe)).min())
+                .min();
             tokio::select! {
                 _ = cancel.cancelled() => {
                     helpers.cancel();
@@ -281,7 +287,7 @@ fn handle(svcs: &mut [Svc], msg: Msg, generation: u64, systemd: &Option<Systemd>
             if u == UnitState::Active && s.machine.unit != UnitState::Active {
                 // Just started: see whether it answers, at once and then every second.
                 s.next_probe = now;
-                s.fast = true;
+                s.fast_until = Some(now + FAST_FOR);
             }
             (i, s.machine.unit_changed(u, now))
         }
@@ -296,8 +302,14 @@ fn handle(svcs: &mut [Svc], msg: Msg, generation: u64, systemd: &Option<Systemd>
                 tracing::debug!(service = %s.cfg.name, "health: {} probe failed: {}", s.cfg.name, r.detail);
             }
             let events = s.machine.probe(r.ok, &r.detail, now);
-            s.fast = s.machine.incident.is_some() || s.machine.fails > 0 || (r.ok && s.machine.passes < s.cfg.pass_after && s.fast);
-            s.next_probe = now + if s.fast { FAST_PROBE } else { s.cfg.interval };
+            let opened = events.iter().any(|e| matches!(e, Event::Down { .. }));
+            if (!r.ok && s.machine.fails == 1) || opened {
+                s.fast_until = Some(now + FAST_FOR);
+            }
+            // Fast while it matters: confirming a failure, waiting for a recovery to settle.
+            let unsettled = s.machine.fails > 0 || s.machine.incident.is_some() || s.machine.passes < s.cfg.pass_after;
+            let fast = unsettled && s.fast_until.is_some_and(|t| now < t);
+            s.next_probe = now + if fast { FAST_PROBE } else { s.cfg.interval };
             s.last_probe = Some(r);
             (i, events)
         }
@@ -314,7 +326,7 @@ fn handle(svcs: &mut [Svc], msg: Msg, generation: u64, systemd: &Option<Systemd>
                 Err(e) => tracing::error!(service = %s.cfg.name, unit, "health: restart of {unit} failed: {e}"),
             }
             s.next_probe = now;
-            s.fast = true;
+            s.fast_until = Some(now + FAST_FOR);
             (i, Vec::new())
         }
     };
@@ -393,6 +405,11 @@ fn act(i: usize, s: &mut Svc, e: Event, generation: u64, systemd: &Option<System
     }
 }
 
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
 fn state_of(s: &Svc) -> &'static str {
     match s.installed {
         Some(false) => "not installed",
@@ -426,9 +443,9 @@ fn report(enabled: bool, systemd: &str, svcs: &[Svc]) -> HealthReport {
                     WorkersReport {
                         count: w.now.len(),
                         min: w.min,
-                        names: shown.values().cloned().collect(),
+                        names: sorted(shown.values().cloned().collect()),
                         left: if w.short {
-                            w.known.iter().filter(|(a, _)| !w.now.contains_key(*a)).map(|(_, n)| n.clone()).collect()
+                            sorted(w.known.iter().filter(|(a, _)| !w.now.contains_key(*a)).map(|(_, n)| n.clone()).collect())
                         } else {
                             Vec::new()
                         },
@@ -479,7 +496,7 @@ async fn look(i: usize, h: Arc<crate::config::HealthConfig>, s: ServiceConfig, s
         since_unix_ms: crate::sys::unix_ms(),
         last_probe: None,
         next_probe: now,
-        fast: false,
+        fast_until: None,
         probing: false,
         restarting: false,
         workers: s.min_workers.map(|min| Workers {
