@@ -67,6 +67,32 @@ struct Workers {
     error: Option<String>,
 }
 
+impl Svc {
+    fn new(cfg: ServiceConfig, policy: Policy, now: Instant) -> Svc {
+        let workers = cfg.min_workers.map(|min| Workers {
+            min,
+            read: false,
+            known: BTreeMap::new(),
+            now: BTreeMap::new(),
+            short: false,
+            error: None,
+        });
+        Svc {
+            cfg,
+            machine: Machine::new(policy),
+            installed: None,
+            state: "starting",
+            since_unix_ms: crate::sys::unix_ms(),
+            last_probe: None,
+            next_probe: now,
+            fast_until: None,
+            probing: false,
+            restarting: false,
+            workers,
+        }
+    }
+}
+
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
     state: watch::Sender<Arc<HealthReport>>,
@@ -85,30 +111,7 @@ pub async fn run(
         let tick = h.services.iter().map(|s| s.interval).min().unwrap_or(HEARTBEAT_PERIOD).min(HEARTBEAT_PERIOD);
         let mut ticker = Ticker::new(tick)?;
         let now = Instant::now();
-        let mut svcs: Vec<Svc> = h
-            .services
-            .iter()
-            .map(|s| Svc {
-                cfg: s.clone(),
-                machine: Machine::new(Policy::new(h, s)),
-                installed: None,
-                state: "starting",
-                since_unix_ms: crate::sys::unix_ms(),
-                last_probe: None,
-                next_probe: now,
-                fast_until: None,
-                probing: false,
-                restarting: false,
-                workers: s.min_workers.map(|min| Workers {
-                    min,
-                    read: false,
-                    known: BTreeMap::new(),
-                    now: BTreeMap::new(),
-                    short: false,
-                    error: None,
-                }),
-            })
-            .collect();
+        let mut svcs: Vec<Svc> = h.services.iter().map(|s| Svc::new(s.clone(), Policy::new(h, s), now)).collect();
         let mut systemd_text = "not needed".to_string();
         let mut systemd: Option<Systemd> = None;
         if h.enabled {
@@ -489,27 +492,7 @@ async fn look(i: usize, h: Arc<crate::config::HealthConfig>, s: ServiceConfig, s
     let mut policy = Policy::new(&h, &s);
     // One look decides: the thresholds in a row are for the daemon's watch.
     policy.one_look();
-    let mut svc = Svc {
-        machine: Machine::new(policy),
-        installed: None,
-        state: "starting",
-        since_unix_ms: crate::sys::unix_ms(),
-        last_probe: None,
-        next_probe: now,
-        fast_until: None,
-        probing: false,
-        restarting: false,
-        workers: s.min_workers.map(|min| Workers {
-            min,
-            read: false,
-            known: BTreeMap::new(),
-            now: BTreeMap::new(),
-            short: false,
-            error: None,
-        }),
-        cfg: s,
-    };
-    let s = svc.cfg.clone();
+    let mut svc = Svc::new(s.clone(), policy, now);
     svc.installed = Some(match (&s.unit, &systemd, &s.probe) {
         (Some(unit), Some(sd), _) => match sd.unit(unit).await {
             Ok(Some(w)) => {

@@ -54,6 +54,18 @@ impl Systemd {
         Ok(Systemd { manager })
     }
 
+    /// The standard Properties interface of one of systemd's objects.
+    async fn properties(&self, path: OwnedObjectPath) -> Result<zbus::fdo::PropertiesProxy<'static>, String> {
+        zbus::fdo::PropertiesProxy::builder(self.manager.inner().connection())
+            .destination("org.freedesktop.systemd1")
+            .map_err(|e| e.to_string())?
+            .path(path)
+            .map_err(|e| e.to_string())?
+            .build()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Asks systemd to send its signals to this connection. Once per connection is enough;
     /// systemd 252 answers a second call with `AlreadySubscribed`, which is success here.
     async fn subscribe(&self) -> Result<(), String> {
@@ -100,14 +112,7 @@ impl Systemd {
             if unit.load_state().await.map_err(|e| e.to_string())? == "not-found" {
                 return Ok(None);
             }
-            let props = zbus::fdo::PropertiesProxy::builder(self.manager.inner().connection())
-                .destination("org.freedesktop.systemd1")
-                .map_err(|e| e.to_string())?
-                .path(path)
-                .map_err(|e| e.to_string())?
-                .build()
-                .await
-                .map_err(|e| e.to_string())?;
+            let props = self.properties(path).await?;
             let changes = props.receive_properties_changed().await.map_err(|e| e.to_string())?;
             Ok(Some(UnitWatch { unit, props, changes }))
         };
@@ -118,14 +123,7 @@ impl Systemd {
     pub async fn cpu_weight(&self, unit: &str) -> Result<u64, String> {
         let call = async {
             let path = self.manager.load_unit(unit).await.map_err(|e| describe(&e))?;
-            let props = zbus::fdo::PropertiesProxy::builder(self.manager.inner().connection())
-                .destination("org.freedesktop.systemd1")
-                .map_err(|e| e.to_string())?
-                .path(path)
-                .map_err(|e| e.to_string())?
-                .build()
-                .await
-                .map_err(|e| e.to_string())?;
+            let props = self.properties(path).await?;
             let iface = unit_interface(unit)?;
             let iface = zbus::names::InterfaceName::try_from(iface).map_err(|e| e.to_string())?;
             let v = props.get(iface, "CPUWeight").await.map_err(|e| e.to_string())?;
