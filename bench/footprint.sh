@@ -16,16 +16,44 @@ BIN=target/release/cluster-ai
 WORK=$(mktemp -d)
 PID=
 LISTENER=
+STANDINS=
 cleanup() {
   set +e   # every step runs, whatever the one before returned
   [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
   [ -n "$LISTENER" ] && kill "$LISTENER" 2>/dev/null && wait "$LISTENER" 2>/dev/null
+  [ -n "$STANDINS" ] && kill "$STANDINS" 2>/dev/null && wait "$STANDINS" 2>/dev/null
   for f in "$WORK"/swap/*; do [ -f "$f" ] && { swapoff "$f" 2>/dev/null; rm -f "$f"; }; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-# The built-in defaults, but swap.dir in the tempdir: a benchmark never touches /var/lib.
+# The built-in defaults, but swap.dir in the tempdir (a benchmark never touches /var/lib), and
+# the health task watching four services probed over HTTP every 30 s (the seed's four are
+# replaced by four local stand-ins that answer, so the figure is that of a healthy node; no
+# unit, so nothing is restarted). SERVICES=0 keeps the built-in list instead.
+SERVICES=${SERVICES:-4}
 printf '[swap]\ndir = "%s/swap"\n' "$WORK" > "$WORK/config.toml"
+if [ "$SERVICES" -gt 0 ]; then
+  python3 -c '
+import http.server, socketserver, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("content-length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+servers = [socketserver.TCPServer(("127.0.0.1", 0), H) for _ in range(int(sys.argv[1]))]
+with open(sys.argv[2], "w") as f:
+    f.write(" ".join(str(s.server_address[1]) for s in servers))
+for s in servers[1:]:
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+servers[0].serve_forever()
+' "$SERVICES" "$WORK/ports.tmp" &
+  STANDINS=$!
+  for _ in $(seq 50); do [ -s "$WORK/ports.tmp" ] && break; sleep 0.1; done
+  n=0
+  for port in $(cat "$WORK/ports.tmp"); do
+    n=$((n + 1))
+    printf '[[health.service]]\nname = "service-%s"\nprobe = "http://127.0.0.1:%s/health"\nexpect_body = "ok"\n' "$n" "$port" >> "$WORK/config.toml"
+  done
+fi
 # systemd's side of sd_notify: a datagram socket whose messages are written, one per line.
 python3 -c '
 import socket, sys
@@ -82,6 +110,7 @@ awk -v c="$((c1 - c0))" -v t="$((t1 - t0))" -v hz="$HZ" -v w="$((w1 - w0))" -v s
   printf "  CPU            %6.3f s/h   (goal <= 0.4 s/h; schedstat on-CPU time; utime+stime: %d ticks of 1/%d s)\n", c / 1e9 / el * 3600, t, hz
   printf "  wakeups        %6.3f /s    (goal <= 1/s; %d voluntary context switches)\n", w / el, w
 }'
+echo "  health         $SERVICES service(s) probed every 30 s: $(grep -c 'health: service-[0-9]* is down' "$WORK/log" || true) went down while measured"
 echo "  RSS by mapping $split"
 awk -v p="$pss" -v u="$uss" 'BEGIN {printf "  PSS            %6.2f MiB   USS (private) %.2f MiB\n", p / 1024, u / 1024}'
 echo "  notify         $((n1 - n0)) datagrams in the window, $wd of them WATCHDOG=1 (WATCHDOG_USEC=30 s: one per 15 s)"

@@ -36,6 +36,9 @@ pub enum Command {
     /// The memory measures now: unload Ollama's models, ask the daemon's swap task to expand,
     /// drop the page cache if [emergency] drop_page_cache; prints what each freed.
     FreeMemory(StatusArgs),
+    /// Alert channels ([alerts]): `alert test` sends a test alert through each.
+    #[command(subcommand)]
+    Alert(AlertCommand),
     /// Every service the health task watches: state and since when, the last probe, restarts,
     /// backoff, open incidents. Exit 1 when one is unhealthy. Without a daemon, one look from here.
     Health(StatusArgs),
@@ -124,6 +127,20 @@ pub struct StatusArgs {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Config file to read control_socket from [default: /etc/cluster-ai/config.toml].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertCommand {
+    /// Send a test alert through every configured channel now and report each result. Exit 1
+    /// when one failed or none is configured.
+    Test(AlertTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AlertTestArgs {
+    /// Config file with the [alerts] table [default: /etc/cluster-ai/config.toml].
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 }

@@ -17,6 +17,7 @@
 //!
 //! [`sys`] is the only module that touches the operating system.
 
+pub mod alerts;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cluster_ai::cli::{Cli, Command, ConfigCommand};
+use cluster_ai::cli::{AlertCommand, Cli, Command, ConfigCommand};
 use cluster_ai::commands;
 
 fn main() -> ExitCode {
@@ -16,5 +16,6 @@ fn main() -> ExitCode {
         Command::FreeMemory(args) => commands::free_memory::main(args),
         Command::Monitor(args) => commands::monitor::main(args),
         Command::Health(args) => commands::health::main(args),
+        Command::Alert(AlertCommand::Test(args)) => commands::alert::test(args),
     }
 }

@@ -1,5 +1,6 @@
 //! One-shot subcommands, one file each. None of them starts the daemon.
 
+pub mod alert;
 pub mod check;
 pub mod config_check;
 pub mod free_memory;

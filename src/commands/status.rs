@@ -85,6 +85,29 @@ pub fn emergency_lines(e: &EmergencyReport) -> String {
     out
 }
 
+/// "alerts: webhook 3 sent, 1 queued (cannot connect: …); 1 firing" or "alerts: no channel".
+fn alert_line(a: &crate::alerts::task::AlertsReport) -> String {
+    if a.channels.is_empty() {
+        return "alerts:   no channel configured ([alerts] webhook, alertmanager)\n".into();
+    }
+    let channels: Vec<String> = a
+        .channels
+        .iter()
+        .map(|c| {
+            let mut t = format!("{} {} sent", c.channel, c.sent);
+            if c.queued > 0 {
+                t += &format!(", {} queued", c.queued);
+            }
+            if let Some(e) = &c.last_error {
+                t += &format!(" (last failure: {e})");
+            }
+            t
+        })
+        .collect();
+    let dropped = if a.dropped > 0 { format!("; {} dropped (queue full)", a.dropped) } else { String::new() };
+    format!("alerts:   {}; {} firing{dropped}\n", channels.join("; "), a.firing.len())
+}
+
 pub fn render(r: &StatusReply) -> String {
     let mut out =
         format!("cluster-ai {} (pid {}), up {}{}\n", r.version, r.pid, ago(r.uptime_seconds), if r.dry_run { ", dry run" } else { "" });
@@ -151,6 +174,9 @@ pub fn render(r: &StatusReply) -> String {
     }
     if let Some(h) = &r.health {
         out += &format!("{} (cluster-ai health shows each)\n", h.summary());
+    }
+    if let Some(a) = &r.alerts {
+        out += &alert_line(a);
     }
     out += "tasks:\n";
     for t in &r.tasks {

@@ -1,6 +1,7 @@
 //! The configuration file: a raw serde layer that keeps every value's position, validated into
 //! a [`Config`] with no `Option`s. Every error names `PATH:LINE:COL: key: what is wrong`.
 
+mod alerts;
 mod health;
 mod units;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use alerts::AlertsConfig;
 pub use health::{HealthConfig, Probe, RestartPolicy, ServiceConfig};
 pub use units::{format_duration, format_size, human_size, parse_duration, parse_size};
 
@@ -24,6 +26,7 @@ pub struct Config {
     pub optimize: OptimizeConfig,
     pub emergency: EmergencyConfig,
     pub health: HealthConfig,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,6 +293,7 @@ impl Default for Config {
                 temp_max_age: Duration::from_secs(7 * 86400),
             },
             health: HealthConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -338,6 +342,7 @@ impl Config {
         out.extend(self.optimize.entries());
         out.extend(self.emergency.entries());
         out.extend(self.health.entries());
+        out.extend(self.alerts.entries());
         out
     }
 
@@ -434,6 +439,8 @@ struct RawConfig {
     emergency: RawEmergency,
     #[serde(default)]
     health: health::RawHealth,
+    #[serde(default)]
+    alerts: alerts::RawAlerts,
 }
 
 #[derive(Deserialize, Default)]
@@ -659,12 +666,13 @@ impl RawConfig {
         let optimize = self.optimize.validate(&mut c, d.optimize);
         let emergency = self.emergency.validate(&mut c, d.emergency);
         let health = self.health.validate(&mut c, d.health);
+        let alerts = self.alerts.validate(&mut c, d.alerts);
         if !c.problems.is_empty() {
             // In file order, as a reader fixes them.
             c.problems.sort_by_key(|p| (p.line, p.column));
             return Err(c.problems);
         }
-        Ok(Config { log_level, sample_interval, control_socket, swap, kernel, optimize, emergency, health })
+        Ok(Config { log_level, sample_interval, control_socket, swap, kernel, optimize, emergency, health, alerts })
     }
 }
 

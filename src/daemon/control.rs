@@ -49,12 +49,14 @@ pub enum Request {
     FreeMemory,
     /// The health task's view of every service.
     Health,
+    /// The alert channels: sent, failed, queued, what is firing.
+    Alerts,
 }
 
 impl Request {
     fn answer_timeout(&self) -> Duration {
         match self {
-            Request::Status | Request::Optimize | Request::Emergency | Request::Health => IO_TIMEOUT,
+            Request::Status | Request::Optimize | Request::Emergency | Request::Health | Request::Alerts => IO_TIMEOUT,
             // Each Ollama unload has its own deadline; several models may be loaded.
             Request::FreeMemory => Duration::from_secs(120),
             Request::Swap(r) => swap::task::answer_timeout(r),
@@ -63,7 +65,15 @@ impl Request {
 
     /// Whether the request changes something (a lost answer then leaves its outcome unknown).
     fn acts(&self) -> bool {
-        !matches!(self, Request::Status | Request::Optimize | Request::Emergency | Request::Health | Request::Swap(SwapRequest::Status))
+        !matches!(
+            self,
+            Request::Status
+                | Request::Optimize
+                | Request::Emergency
+                | Request::Health
+                | Request::Alerts
+                | Request::Swap(SwapRequest::Status)
+        )
     }
 }
 
@@ -95,6 +105,8 @@ pub struct StatusReply {
     pub emergency: Option<EmergencyReport>,
     #[serde(default)]
     pub health: Option<crate::health::HealthReport>,
+    #[serde(default)]
+    pub alerts: Option<crate::alerts::task::AlertsReport>,
 }
 
 /// What the supervisor publishes about the loaded config.
@@ -119,6 +131,7 @@ pub struct ControlState {
     pub emergency: EmergencyReceiver,
     pub free_memory: tokio::sync::mpsc::Sender<FreeMemoryRequest>,
     pub health: crate::health::task::HealthReceiver,
+    pub alerts: watch::Receiver<std::sync::Arc<crate::alerts::task::AlertsReport>>,
 }
 
 impl ControlState {
@@ -142,6 +155,7 @@ impl ControlState {
             optimize: self.optimize.borrow().as_deref().cloned(),
             emergency: Some(self.emergency.borrow().as_ref().clone()),
             health: Some(self.health.borrow().as_ref().clone()),
+            alerts: Some(self.alerts.borrow().as_ref().clone()),
         }
     }
 }
@@ -247,6 +261,7 @@ async fn serve(stream: UnixStream, state: &ControlState) -> std::io::Result<()> 
         },
         Ok(Request::Emergency) => serde_json::to_value(state.emergency.borrow().as_ref()).map_err(std::io::Error::other)?,
         Ok(Request::Health) => serde_json::to_value(state.health.borrow().as_ref()).map_err(std::io::Error::other)?,
+        Ok(Request::Alerts) => serde_json::to_value(state.alerts.borrow().as_ref()).map_err(std::io::Error::other)?,
         Ok(Request::FreeMemory) => {
             let (tx, rx) = tokio::sync::oneshot::channel();
             match state.free_memory.try_send(tx) {

@@ -121,9 +121,15 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     set.spawn("emergency", optimize::emergency::HEARTBEAT_PERIOD, |hb| {
         optimize::emergency::run(config_rx.clone(), snapshot_rx.clone(), measures, free_memory_rx, emergency_tx, hb, cancel.clone())
     });
+    let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(crate::alerts::task::INBOX);
+    let (alerts_tx, alerts_rx) = watch::channel(Arc::new(crate::alerts::task::AlertsReport::default()));
+    set.spawn("alerts", crate::alerts::task::HEARTBEAT_PERIOD, |hb| {
+        crate::alerts::task::run(config_rx.clone(), alert_rx, alerts_tx, hb, cancel.clone(), dry_run)
+    });
     let (health_tx, health_rx) = watch::channel(Arc::new(crate::health::HealthReport::default()));
+    let alerts = Some(alert_tx.clone());
     set.spawn("health", crate::health::task::HEARTBEAT_PERIOD, |hb| {
-        crate::health::task::run(config_rx.clone(), health_tx, hb, cancel.clone(), dry_run)
+        crate::health::task::run(config_rx.clone(), health_tx, alerts, hb, cancel.clone(), dry_run)
     });
     let state = ControlState {
         started,
@@ -136,6 +142,7 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         emergency: emergency_rx,
         free_memory: free_memory_tx,
         health: health_rx.clone(),
+        alerts: alerts_rx,
     };
     set.spawn("control", control::HEARTBEAT_PERIOD, |hb| control::run(socket, state, hb, cancel.clone()));
     let set = &mut set.set;

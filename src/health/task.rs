@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::policy::{Event, Machine, Policy, UnitState};
 use super::probe::{self, ProbeResult};
 use super::{HealthReport, ServiceReport, WorkersReport};
+use crate::alerts::task::{raise, AlertSender};
+use crate::alerts::Alert;
 use crate::config::{format_duration, Config, Probe, ServiceConfig};
 use crate::daemon::tasks::Heartbeat;
 use crate::sys::systemd::{unit_file_exists, Systemd};
@@ -40,8 +42,19 @@ enum Msg {
     Restarted(usize, Result<(), String>),
 }
 
+/// What carrying out a decision needs besides the service.
+struct Ctx<'a> {
+    generation: u64,
+    systemd: &'a Option<Systemd>,
+    tx: &'a mpsc::Sender<(u64, Msg)>,
+    alerts: &'a Option<AlertSender>,
+    dry_run: bool,
+}
+
 struct Svc {
     cfg: ServiceConfig,
+    /// A flapping alert is firing (resolved when the service is healthy again).
+    flapping: bool,
     machine: Machine,
     /// `None` until systemd (or the unit files) said.
     installed: Option<bool>,
@@ -79,6 +92,7 @@ impl Svc {
         });
         Svc {
             cfg,
+            flapping: false,
             machine: Machine::new(policy),
             installed: None,
             state: "starting",
@@ -96,6 +110,7 @@ impl Svc {
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
     state: watch::Sender<Arc<HealthReport>>,
+    alerts: Option<AlertSender>,
     heartbeat: Heartbeat,
     cancel: CancellationToken,
     dry_run: bool,
@@ -149,12 +164,13 @@ pub async fn run(
             state.send_replace(Arc::new(report(h.enabled, systemd_text, svcs)));
         };
         publish(&svcs, &systemd_text);
+        let ctx = Ctx { generation, systemd: &systemd, tx: &tx, alerts: &alerts, dry_run };
         loop {
             let now = Instant::now();
             if h.enabled {
                 for (i, s) in svcs.iter_mut().enumerate() {
                     for e in s.machine.tick(now) {
-                        act(i, s, e, generation, &systemd, &tx, dry_run);
+                        act(i, s, e, &ctx);
                     }
                 }
             }
@@ -188,7 +204,7 @@ pub async fn run(
                     if g != generation {
                         continue;
                     }
-                    handle(&mut svcs, msg, generation, &systemd, &tx, dry_run);
+                    handle(&mut svcs, msg, &ctx);
                     probe_due(&mut svcs, generation, &tx, Duration::ZERO);
                 }
             }
@@ -269,7 +285,7 @@ fn probe_due(svcs: &mut [Svc], generation: u64, tx: &mpsc::Sender<(u64, Msg)>, s
     }
 }
 
-fn handle(svcs: &mut [Svc], msg: Msg, generation: u64, systemd: &Option<Systemd>, tx: &mpsc::Sender<(u64, Msg)>, dry_run: bool) {
+fn handle(svcs: &mut [Svc], msg: Msg, ctx: &Ctx<'_>) {
     let now = Instant::now();
     let (i, events) = match msg {
         Msg::Installed(i, installed) => {
@@ -317,7 +333,7 @@ fn handle(svcs: &mut [Svc], msg: Msg, generation: u64, systemd: &Option<Systemd>
             (i, events)
         }
         Msg::Workers(i, w) => {
-            workers(&mut svcs[i], w);
+            workers(&mut svcs[i], w, ctx.alerts);
             (i, Vec::new())
         }
         Msg::Restarted(i, r) => {
@@ -335,11 +351,11 @@ fn handle(svcs: &mut [Svc], msg: Msg, generation: u64, systemd: &Option<Systemd>
     };
     let s = &mut svcs[i];
     for e in events {
-        act(i, s, e, generation, systemd, tx, dry_run);
+        act(i, s, e, ctx);
     }
 }
 
-fn workers(s: &mut Svc, w: Result<BTreeMap<String, String>, String>) {
+fn workers(s: &mut Svc, w: Result<BTreeMap<String, String>, String>, alerts: &Option<AlertSender>) {
     let name = s.cfg.name.clone();
     let Some(ws) = s.workers.as_mut() else { return };
     match w {
@@ -356,9 +372,13 @@ fn workers(s: &mut Svc, w: Result<BTreeMap<String, String>, String>) {
             if short && !ws.short {
                 let left: Vec<&str> = ws.known.iter().filter(|(a, _)| !now.contains_key(*a)).map(|(_, n)| n.as_str()).collect();
                 let left = if left.is_empty() { String::new() } else { format!("; left: {}", left.join(", ")) };
-                tracing::warn!(service = %name, workers = now.len(), min = ws.min, "health: {name} has {} worker(s), fewer than {}{left}", now.len(), ws.min);
+                let text = format!("{name} has {} worker(s), fewer than {}{left}", now.len(), ws.min);
+                tracing::warn!(service = %name, workers = now.len(), min = ws.min, "health: {text}");
+                raise(alerts, Alert::firing(format!("workers/{name}"), "warning", text).label("service", &name));
             } else if !short && ws.short {
-                tracing::info!(service = %name, workers = now.len(), "health: {name} has {} worker(s) again", now.len());
+                let text = format!("{name} has {} worker(s) again", now.len());
+                tracing::info!(service = %name, workers = now.len(), "health: {text}");
+                raise(alerts, Alert::resolved(format!("workers/{name}"), "warning", text, 0).label("service", &name));
             }
             if !short {
                 ws.known.clone_from(&now);
@@ -369,25 +389,41 @@ fn workers(s: &mut Svc, w: Result<BTreeMap<String, String>, String>) {
     }
 }
 
-/// Carries out one decision of the policy: logs it and, for a restart, starts it.
-fn act(i: usize, s: &mut Svc, e: Event, generation: u64, systemd: &Option<Systemd>, tx: &mpsc::Sender<(u64, Msg)>, dry_run: bool) {
-    let name = &s.cfg.name;
+/// Carries out one decision of the policy: logs it, raises or resolves its alert, and, for a
+/// restart, starts it.
+fn act(i: usize, s: &mut Svc, e: Event, ctx: &Ctx<'_>) {
+    let name = s.cfg.name.clone();
     let unit = s.cfg.unit.clone().unwrap_or_default();
+    let alert = |a: Alert| {
+        let a = a.label("service", &name);
+        raise(ctx.alerts, if unit.is_empty() { a } else { a.label("unit", &unit) });
+    };
     match e {
-        Event::Down { reason } => tracing::warn!(service = %name, reason = %reason, "health: {name} is down: {reason}"),
-        Event::Up { after } => {
-            tracing::info!(service = %name, down_seconds = after.as_secs_f64(), "health: {name} is healthy again after {}", format_duration(after))
+        Event::Down { reason } => {
+            tracing::warn!(service = %name, reason = %reason, "health: {name} is down: {reason}");
+            alert(Alert::firing(format!("service/{name}"), "critical", format!("{name} is down: {reason}")));
         }
-        Event::Flapping { restarts, window, hold } => tracing::error!(
-            service = %name,
-            restarts,
-            "health: {name} is flapping: {restarts} restarts within {}; not restarted for {}, then tried again",
-            format_duration(window),
-            format_duration(hold)
-        ),
+        Event::Up { after } => {
+            let text = format!("{name} is healthy again after {}", format_duration(after));
+            tracing::info!(service = %name, down_seconds = after.as_secs_f64(), "health: {text}");
+            alert(Alert::resolved(format!("service/{name}"), "critical", text.clone(), 0));
+            if std::mem::take(&mut s.flapping) {
+                alert(Alert::resolved(format!("flapping/{name}"), "critical", text, 0));
+            }
+        }
+        Event::Flapping { restarts, window, hold } => {
+            let text = format!(
+                "{name} is flapping: {restarts} restarts within {}; not restarted for {}, then tried again",
+                format_duration(window),
+                format_duration(hold)
+            );
+            tracing::error!(service = %name, restarts, "health: {text}");
+            s.flapping = true;
+            alert(Alert::firing(format!("flapping/{name}"), "critical", text));
+        }
         Event::HoldOver => tracing::info!(service = %name, "health: {name}: the flap hold is over; restarting it again when needed"),
         Event::Restart { attempt, reason } => {
-            if dry_run {
+            if ctx.dry_run {
                 tracing::info!(service = %name, unit = %unit, attempt, "health: would restart {unit} (attempt {attempt}): {reason}");
                 return;
             }
@@ -396,7 +432,7 @@ fn act(i: usize, s: &mut Svc, e: Event, generation: u64, systemd: &Option<System
             }
             tracing::warn!(service = %name, unit = %unit, attempt, "health: restarting {unit} (attempt {attempt}): {reason}");
             s.restarting = true;
-            let (systemd, tx) = (systemd.clone(), tx.clone());
+            let (systemd, tx, generation) = (ctx.systemd.clone(), ctx.tx.clone(), ctx.generation);
             tokio::spawn(async move {
                 let r = match systemd {
                     Some(sd) => sd.restart(&unit).await,
@@ -514,7 +550,7 @@ async fn look(i: usize, h: Arc<crate::config::HealthConfig>, s: ServiceConfig, s
         svc.machine.probe(r.ok, &r.detail, now);
         if let (true, Probe::Http { url, .. }) = (r.ok && svc.workers.is_some(), p) {
             let w = probe::dask_workers(url, s.timeout).await;
-            workers(&mut svc, w);
+            workers(&mut svc, w, &None);
         }
         svc.last_probe = Some(r);
     }

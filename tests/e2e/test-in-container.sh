@@ -171,7 +171,15 @@ case "$line" in *"freed 0 B"*|*"failed"*) fail "nothing vacuumed: $line" ;; esac
 cluster-ai status | grep -F "vacuum_journal x1" >/dev/null || fail "status does not count the vacuum: $(cluster-ai status)"
 
 step "health: a crashed unit is restarted by cluster-ai, one systemd restarts is left to it, a hung one is restarted, a flapping one is held off once"
-mkdir -p /srv/www && echo ok > /srv/www/health
+mkdir -p /srv/www/cgi-bin && echo ok > /srv/www/health
+# The webhook sink: a CGI script of the same busybox httpd appends each alert's body, one a line.
+cat > /srv/www/cgi-bin/hook <<'CGI'
+#!/bin/sh
+head -c "${CONTENT_LENGTH:-0}" >> /run/hook.log
+echo >> /run/hook.log
+printf 'Content-Type: text/plain\r\n\r\nok'
+CGI
+chmod 755 /srv/www/cgi-bin/hook
 unit() { printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\n%s\n' "$2" > "/etc/systemd/system/$1.service"; }
 unit crashy 'ExecStart=/bin/sleep infinity'
 unit selfheal $'ExecStart=/bin/sleep infinity\nRestart=on-failure\nRestartSec=1'
@@ -186,7 +194,8 @@ write_config 'sample_interval = "1s"' '[emergency]' 'dask_scheduler = ""' 'ollam
   '[[health.service]]' 'name = "web"' 'unit = "web.service"' 'probe = "http://127.0.0.1:8099/health"' 'expect_body = "ok"' \
   'interval = "1s"' 'timeout = "500ms"' 'fail_after = 2' \
   '[[health.service]]' 'name = "flappy"' 'unit = "flappy.service"' \
-  '[[health.service]]' 'name = "absent"' 'unit = "no-such-thing.service"'
+  '[[health.service]]' 'name = "absent"' 'unit = "no-such-thing.service"' \
+  '[alerts]' 'node = "citest"' 'webhook = "http://127.0.0.1:8099/cgi-bin/hook"'
 systemctl reload cluster-ai
 healthy() { cluster-ai health > /tmp/health.out; }
 wait_for 20 "every service healthy (flappy is stopped: down but not restarted)" sh -c 'cluster-ai health | grep -F "crashy" | grep -F healthy && cluster-ai health | grep -F "web " | grep -F healthy'
@@ -210,6 +219,13 @@ systemctl start flappy
 wait_for 20 "the flap guard" journal_has "health: flappy is flapping: 3 restarts within 1m"
 wait_for 5 "STATUS naming flappy" status_has "down: flappy"
 [ "$(journalctl -b -u cluster-ai -o cat --no-pager | grep -c 'health: flappy is flapping')" = 1 ] || fail "more than one flapping line"
+hook_count() { grep -c "$1" /run/hook.log || true; }
+# (The webhook shares busybox httpd with "web": alerts raised while it was stopped waited in the
+# queue and were retried.)
+wait_for 40 "the flapping alert at the webhook" sh -c 'grep -F "[citest] CRITICAL flappy is flapping" /run/hook.log'
+[ "$(hook_count 'flappy is flapping')" = 1 ] || fail "not exactly one flapping alert: $(cat /run/hook.log)"
+[ "$(hook_count 'CRITICAL flappy is down')" = 1 ] || fail "flappy's one incident alerted other than once: $(cat /run/hook.log)"
+grep -F '[citest] CRITICAL crashy is down: its unit failed' /run/hook.log >/dev/null || fail "no alert for crashy: $(cat /run/hook.log)"
 wait_for 15 "the hold's end" journal_has "health: flappy: the flap hold is over"
 wait_for 5 "a restart after the hold" journal_has "health: restarting flappy.service (attempt 4)"
 { cluster-ai health --json || true; } | grep -F '"name": "flappy"' >/dev/null || fail "health --json lacks flappy"

@@ -1,0 +1,129 @@
+//! The channels an alert is delivered to, each one HTTP request with a deadline.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{rfc3339, Alert, AlertState};
+use crate::config::AlertsConfig;
+use crate::sys::http::{self, Endpoint};
+
+/// A delivery that takes longer than this has failed (and is retried).
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Webhook,
+    Alertmanager,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Webhook => "webhook",
+            Channel::Alertmanager => "alertmanager",
+        }
+    }
+
+    /// The configured channels.
+    pub fn configured(cfg: &AlertsConfig) -> Vec<Channel> {
+        let mut out = Vec::new();
+        if cfg.webhook.is_some() {
+            out.push(Channel::Webhook);
+        }
+        if cfg.alertmanager.is_some() {
+            out.push(Channel::Alertmanager);
+        }
+        out
+    }
+
+    /// The channel's address, as configured.
+    pub fn url(self, cfg: &AlertsConfig) -> Option<&str> {
+        match self {
+            Channel::Webhook => cfg.webhook.as_deref(),
+            Channel::Alertmanager => cfg.alertmanager.as_deref(),
+        }
+    }
+}
+
+/// Sends one alert; `Ok` with the answer's status line when the channel took it.
+pub async fn deliver(channel: Channel, cfg: &AlertsConfig, alert: &Alert) -> Result<String, String> {
+    let url = channel.url(cfg).ok_or_else(|| format!("{} is not configured", channel.as_str()))?;
+    let (endpoint, path, body) = match channel {
+        Channel::Webhook => (Endpoint::parse_url(url)?, "", webhook_body(alert)),
+        Channel::Alertmanager => (Endpoint::parse_url(url)?, "/api/v2/alerts", alertmanager_body(alert)),
+    };
+    let path = match (&endpoint, path) {
+        (Endpoint::Tcp { prefix, .. }, "") if prefix.is_empty() => "/",
+        _ => path,
+    };
+    let r = http::request(&endpoint, "POST", path, Some(&body), DELIVERY_TIMEOUT).await.map_err(|e| e.to_string())?;
+    if r.ok() {
+        Ok(format!("{}", r.status))
+    } else {
+        Err(format!("answered {}: {}", r.status, r.snippet()))
+    }
+}
+
+/// `{"text": …}` (what Slack's incoming webhooks read) and the alert's fields beside it.
+pub fn webhook_body(a: &Alert) -> serde_json::Value {
+    json!({
+        "text": a.text(),
+        "node": a.node,
+        "key": a.key,
+        "state": a.state,
+        "severity": a.severity,
+        "summary": a.summary,
+        "starts_at": rfc3339(a.starts_at_unix_ms),
+        "ends_at": a.ends_at_unix_ms.map(rfc3339),
+        "labels": a.labels,
+    })
+}
+
+/// Alertmanager's API v2: a list of alerts, identified by their labels. A firing alert has no
+/// `endsAt` (Alertmanager resolves it if it stops being sent); a resolved one has its end; a
+/// notice ends when it starts.
+pub fn alertmanager_body(a: &Alert) -> serde_json::Value {
+    let mut labels = a.labels.clone();
+    labels.insert("alertname".into(), a.alertname());
+    labels.insert("node".into(), a.node.clone());
+    labels.insert("severity".into(), a.severity.clone());
+    labels.insert("key".into(), a.key.clone());
+    let mut alert = json!({
+        "labels": labels,
+        "annotations": {"summary": a.summary},
+        "startsAt": rfc3339(a.starts_at_unix_ms),
+    });
+    let ends = match a.state {
+        AlertState::Firing => None,
+        AlertState::Resolved => a.ends_at_unix_ms,
+        AlertState::Notice => Some(a.starts_at_unix_ms + 1000),
+    };
+    if let Some(end) = ends {
+        alert["endsAt"] = json!(rfc3339(end));
+    }
+    json!([alert])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_follow_each_api() {
+        let mut a = Alert::resolved("service/ollama", "critical", "ollama is healthy again after 42s", 1_000).label("service", "ollama");
+        a.node = "gpu-1".into();
+        let w = webhook_body(&a);
+        assert_eq!(w["text"], "[gpu-1] RESOLVED ollama is healthy again after 42s");
+        assert_eq!(w["state"], "resolved");
+        let am = alertmanager_body(&a);
+        assert_eq!(am[0]["labels"]["alertname"], "ClusterAiServiceDown");
+        assert_eq!(am[0]["labels"]["service"], "ollama");
+        assert_eq!(am[0]["startsAt"], "1970-01-01T00:00:01.000Z");
+        assert!(am[0]["endsAt"].is_string());
+        let f = Alert::firing("service/ollama", "critical", "down");
+        assert!(alertmanager_body(&f)[0].get("endsAt").is_none(), "firing: no end");
+    }
+}

@@ -1,0 +1,157 @@
+//! Alerts: what the other tasks say is worth waking someone for, delivered to every configured
+//! channel (a JSON webhook, Prometheus Alertmanager), deduplicated, rate-limited per channel,
+//! and never lost to a channel that is down: each delivery waits in a bounded queue that is
+//! kept in the state directory and retried with a backoff, across daemon restarts.
+
+pub mod channel;
+pub mod queue;
+pub mod task;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What an alert says about its incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// An incident started.
+    Firing,
+    /// It ended (`ends_at_unix_ms` set).
+    Resolved,
+    /// Something happened that has no end (an emergency measure taken, a test).
+    Notice,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// What the alert is about, unique per incident kind: "service/ollama", "flapping/ollama",
+    /// "workers/dask-scheduler", "emergency/memory", "test".
+    pub key: String,
+    pub state: AlertState,
+    /// "critical", "warning" or "info".
+    pub severity: String,
+    pub summary: String,
+    /// Filled in by the alert task (`[alerts] node`, else the hostname).
+    #[serde(default)]
+    pub node: String,
+    pub starts_at_unix_ms: u64,
+    #[serde(default)]
+    pub ends_at_unix_ms: Option<u64>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Alert {
+    pub fn firing(key: impl Into<String>, severity: &str, summary: impl Into<String>) -> Alert {
+        Alert {
+            key: key.into(),
+            state: AlertState::Firing,
+            severity: severity.into(),
+            summary: summary.into(),
+            node: String::new(),
+            starts_at_unix_ms: crate::sys::unix_ms(),
+            ends_at_unix_ms: None,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    pub fn resolved(key: impl Into<String>, severity: &str, summary: impl Into<String>, started_unix_ms: u64) -> Alert {
+        let mut a = Alert::firing(key, severity, summary);
+        a.state = AlertState::Resolved;
+        a.starts_at_unix_ms = started_unix_ms;
+        a.ends_at_unix_ms = Some(crate::sys::unix_ms());
+        a
+    }
+
+    pub fn notice(key: impl Into<String>, severity: &str, summary: impl Into<String>) -> Alert {
+        let mut a = Alert::firing(key, severity, summary);
+        a.state = AlertState::Notice;
+        a
+    }
+
+    pub fn label(mut self, k: &str, v: &str) -> Alert {
+        self.labels.insert(k.into(), v.into());
+        self
+    }
+
+    /// One line for a chat message: "[gpu-1] RESOLVED ollama is healthy again after 42s".
+    pub fn text(&self) -> String {
+        let tag = match self.state {
+            AlertState::Firing => self.severity.to_uppercase(),
+            AlertState::Resolved => "RESOLVED".into(),
+            AlertState::Notice => self.severity.to_uppercase(),
+        };
+        format!("[{}] {tag} {}", self.node, self.summary)
+    }
+
+    /// Alertmanager's `alertname`: from the key's kind ("service/…" → ClusterAiServiceDown).
+    pub fn alertname(&self) -> String {
+        let kind = self.key.split('/').next().unwrap_or("");
+        match kind {
+            "service" => "ClusterAiServiceDown".into(),
+            "flapping" => "ClusterAiServiceFlapping".into(),
+            "workers" => "ClusterAiWorkersLow".into(),
+            "emergency" => "ClusterAiEmergencyMeasure".into(),
+            "task" => "ClusterAiTaskFailed".into(),
+            "test" => "ClusterAiTest".into(),
+            other => {
+                let mut name = "ClusterAi".to_string();
+                let mut up = true;
+                for c in other.chars().filter(char::is_ascii_alphanumeric) {
+                    name.push(if up { c.to_ascii_uppercase() } else { c });
+                    up = false;
+                }
+                name
+            }
+        }
+    }
+}
+
+/// `2026-11-23T14:05:09.123Z` from milliseconds since the epoch (UTC), as Alertmanager and
+/// webhooks expect timestamps.
+pub fn rfc3339(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, unix_ms % 1000)
+}
+
+/// This machine's name, for alerts when `[alerts] node` is not set.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_441_872_223), "2026-11-23T13:51:12.223Z");
+    }
+
+    #[test]
+    fn alert_names_and_text() {
+        let mut a = Alert::firing("service/ollama", "critical", "ollama is down: its unit failed");
+        a.node = "gpu-1".into();
+        assert_eq!(a.alertname(), "ClusterAiServiceDown");
+        assert_eq!(a.text(), "[gpu-1] CRITICAL ollama is down: its unit failed");
+        assert_eq!(Alert::notice("swap/max", "warning", "x").alertname(), "ClusterAiSwap");
+    }
+}

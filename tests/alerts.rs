@@ -1,0 +1,210 @@
+//! Alerts against the real things: a real Prometheus Alertmanager (Debian's
+//! prometheus-alertmanager) receives an incident and sees it resolved, read back through its
+//! API; a webhook sink that is down while the alert is raised, and across a daemon restart,
+//! receives it once it is up; `cluster-ai alert test` reports each channel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "common/peers.rs"]
+mod peers;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::daemon;
+use peers::{free_port, http, wait_until, Proc};
+
+const T: Duration = Duration::from_secs(40);
+
+/// An HTTP service whose `/health` answers 200 `ok` (mode 0) or 500 (mode 1).
+fn service(mode: Arc<Mutex<u8>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let _ = read_request(&mut s);
+            let answer: &[u8] = if *mode.lock().unwrap() == 0 {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+            } else {
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\nfail"
+            };
+            let _ = s.write_all(answer);
+        }
+    });
+    addr
+}
+
+fn read_request(s: &mut std::net::TcpStream) -> std::io::Result<String> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut line = String::new();
+    let mut length = 0;
+    r.read_line(&mut line)?;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body)?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A webhook sink on `port`: every body it receives, in order.
+fn sink(port: u16) -> Arc<Mutex<Vec<serde_json::Value>>> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            if let Ok(body) = read_request(&mut s) {
+                g.lock().unwrap().push(serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)));
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            }
+        }
+    });
+    got
+}
+
+fn web_config(addr: &str, alerts: &str) -> String {
+    format!(
+        "[[health.service]]\nname = \"web\"\nprobe = \"http://{addr}/health\"\nexpect_body = \"ok\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+         fail_after = 2\npass_after = 1\n[alerts]\nnode = \"test-node\"\n{alerts}"
+    )
+}
+
+struct Alertmanager {
+    _proc: Proc,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    fn start() -> Alertmanager {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("am.yml"), "route:\n  receiver: quiet\nreceivers:\n  - name: quiet\n").unwrap();
+        let port = free_port();
+        let proc = Proc::spawn(
+            Command::new("prometheus-alertmanager")
+                .arg(format!("--config.file={}", dir.path().join("am.yml").display()))
+                .arg(format!("--storage.path={}", dir.path().join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address=")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("am.log")).unwrap()),
+        );
+        wait_until("Alertmanager's API", Duration::from_secs(30), || {
+            http(&format!("127.0.0.1:{port}"), "GET", "/api/v2/status", "").filter(|(s, _)| *s == 200)
+        });
+        Alertmanager { _proc: proc, port, _dir: dir }
+    }
+
+    /// The alerts it holds as active (resolved ones are not listed).
+    fn alerts(&self) -> Vec<serde_json::Value> {
+        let (_, body) = http(&format!("127.0.0.1:{}", self.port), "GET", "/api/v2/alerts", "").unwrap();
+        serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
+    }
+}
+
+#[test]
+fn a_real_alertmanager_receives_the_incident_and_sees_it_resolved() {
+    let am = Alertmanager::start();
+    let mode = Arc::new(Mutex::new(0u8));
+    let addr = service(mode.clone());
+    let d = daemon().config(&web_config(&addr, &format!("alertmanager = \"http://127.0.0.1:{}\"\n", am.port))).spawn();
+    d.wait_log("ready", T);
+    *mode.lock().unwrap() = 1;
+    let firing = wait_until("the alert in Alertmanager", T, || {
+        am.alerts().into_iter().find(|a| a["labels"]["alertname"] == "ClusterAiServiceDown" && a["labels"]["service"] == "web")
+    });
+    assert_eq!(firing["labels"]["node"], "test-node", "{firing}");
+    assert_eq!(firing["labels"]["severity"], "critical");
+    assert_eq!(firing["status"]["state"], "active");
+    assert!(firing["annotations"]["summary"].as_str().unwrap().starts_with("web is down: not answering: status 500"), "{firing}");
+    *mode.lock().unwrap() = 0;
+    wait_until("the alert resolved in Alertmanager", T, || {
+        (!am.alerts().iter().any(|a| a["labels"]["alertname"] == "ClusterAiServiceDown")).then_some(())
+    });
+    let log = d.wait_log("alerts: sent to alertmanager", T);
+    assert!(log.contains("RESOLVED web is healthy again"), "{log}");
+    let status = String::from_utf8(d.status(&[]).stdout).unwrap();
+    assert!(status.contains("alerts:   alertmanager 2 sent; 0 firing"), "{status}");
+}
+
+#[test]
+fn a_webhook_that_is_down_gets_every_queued_alert_once_up_also_across_a_daemon_restart() {
+    let mode = Arc::new(Mutex::new(1u8));
+    let addr = service(mode.clone());
+    let port = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = web_config(&addr, &format!("webhook = \"http://127.0.0.1:{port}/hook\"\n"));
+    let d = daemon().config(&cfg).env("STATE_DIRECTORY", state.path().to_str().unwrap()).spawn();
+    d.wait_log("alerts: webhook did not take service/web", T);
+    let queue = state.path().join("alerts-queue.json");
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&queue).unwrap()).unwrap();
+    assert_eq!(kept.as_array().unwrap().len(), 1, "{kept}");
+    assert_eq!(kept[0]["alert"]["key"], "service/web");
+    drop(d);
+
+    // The service is well again and the sink is up: the new daemon finds the queued alert and
+    // delivers it; nothing new happened, so that is all it sends.
+    *mode.lock().unwrap() = 0;
+    let got = sink(port);
+    let d = daemon().config(&cfg).env("STATE_DIRECTORY", state.path().to_str().unwrap()).spawn();
+    d.wait_log("1 undelivered alert(s) from before the restart", T);
+    let first = wait_until("the queued alert at the sink", T, || got.lock().unwrap().first().cloned());
+    assert_eq!(first["key"], "service/web", "{first}");
+    assert_eq!(first["state"], "firing");
+    assert!(first["text"].as_str().unwrap().starts_with("[test-node] CRITICAL web is down: not answering"), "{first}");
+    d.wait_log("alerts: sent to webhook", T);
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&queue).unwrap()).unwrap();
+    assert_eq!(kept, serde_json::json!([]), "delivered: the queue is empty");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(got.lock().unwrap().len(), 1, "nothing else to send: {:?}", got.lock().unwrap());
+
+    // Down and up again with the sink up: one firing, one resolved, in order.
+    *mode.lock().unwrap() = 1;
+    wait_until("the firing alert", T, || (got.lock().unwrap().len() == 2).then_some(()));
+    *mode.lock().unwrap() = 0;
+    wait_until("the resolved alert", T, || (got.lock().unwrap().len() == 3).then_some(()));
+    let states: Vec<String> = got.lock().unwrap().iter().map(|a| a["state"].as_str().unwrap().to_string()).collect();
+    assert_eq!(states, ["firing", "firing", "resolved"]);
+    let resolved = got.lock().unwrap()[2].clone();
+    assert!(resolved["ends_at"].is_string() && resolved["text"].as_str().unwrap().contains("RESOLVED web is healthy again"), "{resolved}");
+}
+
+#[test]
+fn alert_test_reports_each_channel() {
+    let port = free_port();
+    let got = sink(port);
+    let dead = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("[alerts]\nnode = \"n1\"\nwebhook = \"http://127.0.0.1:{port}\"\nalertmanager = \"http://127.0.0.1:{dead}\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(common::BIN).args(["alert", "test", "--config"]).arg(&cfg).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("webhook http://127.0.0.1:{port}: delivered (200)")), "{text}");
+    assert!(text.contains(&format!("alertmanager http://127.0.0.1:{dead}: failed: cannot connect")), "{text}");
+    let body = got.lock().unwrap()[0].clone();
+    assert_eq!(body["text"], "[n1] INFO test alert from cluster-ai alert test");
+    // No channel: a clear error.
+    std::fs::write(&cfg, "").unwrap();
+    let out = Command::new(common::BIN).args(["alert", "test", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no alert channel is configured"));
+}
