@@ -91,6 +91,8 @@ struct Alertmanager {
 
 impl Alertmanager {
     fn start() -> Alertmanager {
+        let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("prometheus-alertmanager").exists()));
+        assert!(found, "this test needs prometheus-alertmanager (Debian's package; .ci/run installs it)");
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("am.yml"), "route:\n  receiver: quiet\nreceivers:\n  - name: quiet\n").unwrap();
         let port = free_port();
