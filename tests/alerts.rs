@@ -210,3 +210,31 @@ fn alert_test_reports_each_channel() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no alert channel is configured"));
 }
+
+#[test]
+fn an_emergency_measure_taken_is_a_notice_at_the_webhook() {
+    if !common::require_root("the emergency alert test (the memory measure expands real swap)") {
+        return;
+    }
+    let ollama = peers::OllamaFake::start(&[("big:70b", 40 << 30)]);
+    let port = free_port();
+    let got = sink(port);
+    let b = daemon();
+    let swap_dir = b.swap_dir();
+    let d = b
+        .config(&format!(
+            "sample_interval = \"1s\"\n[swap]\ndir = \"{}\"\nmin_size = \"0\"\nmax_size = \"64M\"\nincrement = \"64M\"\n\
+             [emergency]\nmemory_threshold = 1\nmemory_sustain = \"0s\"\nmin_interval = \"1h\"\ndask_scheduler = \"\"\nollama = \"{}\"\n\
+             [alerts]\nnode = \"n2\"\nwebhook = \"http://127.0.0.1:{port}\"\n",
+            swap_dir.display(),
+            ollama.url()
+        ))
+        .spawn();
+    let notice =
+        wait_until("the emergency notice", T, || got.lock().unwrap().iter().find(|a| a["key"] == "emergency/unload_ollama_model").cloned());
+    assert_eq!(notice["state"], "notice", "{notice}");
+    assert_eq!(notice["labels"]["measure"], "memory");
+    assert!(notice["text"].as_str().unwrap().starts_with("[n2] WARNING emergency (memory"), "{notice}");
+    assert!(notice["text"].as_str().unwrap().contains("unloaded Ollama model big:70b, freed 40.0 GiB"), "{notice}");
+    drop(d);
+}

@@ -105,9 +105,12 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
             task.await
         }
     });
+    // Where every task's alerts go (the alerts task, spawned below).
+    let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(crate::alerts::task::INBOX);
     let (swap_tx, swap_rx) = tokio::sync::mpsc::channel(8);
     let swap_os = RealSwapOs::new(ProcFs::default(), crate::sys::paths::state_dir());
-    let engine = Engine::new(&config_rx.borrow(), Box::new(swap_os), opts.dry_run);
+    let mut engine = Engine::new(&config_rx.borrow(), Box::new(swap_os), opts.dry_run);
+    engine.alerts = Some(alert_tx.clone());
     let check_interval = config_rx.borrow().swap.check_interval;
     set.spawn("swap", check_interval, |hb| swap::task::run(engine, config_rx.clone(), snapshot_rx.clone(), swap_rx, hb, cancel.clone()));
     let (optimize_tx, optimize_rx) = watch::channel(None);
@@ -117,11 +120,11 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     });
     let (emergency_tx, emergency_rx) = watch::channel(Arc::new(optimize::emergency::EmergencyReport::default()));
     let (free_memory_tx, free_memory_rx) = tokio::sync::mpsc::channel(4);
-    let measures = optimize::emergency::Emergency::new(&config_rx.borrow(), Some(swap_tx.clone()), dry_run);
+    let mut measures = optimize::emergency::Emergency::new(&config_rx.borrow(), Some(swap_tx.clone()), dry_run);
+    measures.alerts = Some(alert_tx.clone());
     set.spawn("emergency", optimize::emergency::HEARTBEAT_PERIOD, |hb| {
         optimize::emergency::run(config_rx.clone(), snapshot_rx.clone(), measures, free_memory_rx, emergency_tx, hb, cancel.clone())
     });
-    let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(crate::alerts::task::INBOX);
     let (alerts_tx, alerts_rx) = watch::channel(Arc::new(crate::alerts::task::AlertsReport::default()));
     set.spawn("alerts", crate::alerts::task::HEARTBEAT_PERIOD, |hb| {
         crate::alerts::task::run(config_rx.clone(), alert_rx, alerts_tx, hb, cancel.clone(), dry_run)

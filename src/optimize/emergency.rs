@@ -89,6 +89,8 @@ pub struct Emergency {
     recent: VecDeque<Action>,
     /// The actions of the current `free-memory` request.
     collected: Option<Vec<Action>>,
+    /// Each measure taken is also an alert (a notice: it has no end).
+    pub alerts: Option<crate::alerts::task::AlertSender>,
 }
 
 fn limits(threshold: u8, sustain: Duration, c: &EmergencyConfig) -> Limits {
@@ -121,6 +123,7 @@ impl Emergency {
             report: EmergencyReport::default(),
             recent: VecDeque::new(),
             collected: None,
+            alerts: None,
         };
         e.report.act = e.act;
         e
@@ -210,6 +213,11 @@ impl Emergency {
             "would: "
         };
         tracing::warn!(measure, action, why, freed_bytes = freed_bytes.unwrap_or(0), done, "emergency ({why}): {verb}{detail}{freed}");
+        if self.act {
+            let alert =
+                crate::alerts::Alert::notice(format!("emergency/{action}"), "warning", format!("emergency ({why}): {verb}{detail}{freed}"));
+            crate::alerts::task::raise(&self.alerts, alert.label("measure", measure));
+        }
         if done {
             *self.report.counts.entry(action.to_string()).or_default() += 1;
         }

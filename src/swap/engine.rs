@@ -81,6 +81,10 @@ pub struct Engine {
     /// How long to wait for the lock on swap.dir held by another cluster-ai.
     pub lock_wait: Duration,
     guard_active: bool,
+    /// Swap is at `max_size` while memory still wants more (an alert is firing).
+    max_active: bool,
+    /// Where the disk guard's and max_size's episodes are raised as alerts.
+    pub alerts: Option<crate::alerts::task::AlertSender>,
     last_logged: Option<Decision>,
     /// The last error logged, so a condition that lasts is logged once per episode.
     last_error: Option<String>,
@@ -109,6 +113,8 @@ impl Engine {
             // starts monitoring only, naming who holds it, rather than not at all.
             lock_wait: Duration::from_secs(5),
             guard_active: false,
+            max_active: false,
+            alerts: None,
             last_logged: None,
             last_error: None,
             looks: 0,
@@ -261,14 +267,30 @@ impl Engine {
 
     /// The disk guard warns once per episode, with the numbers; only when it is what keeps
     /// swap from growing (not while monitoring only or paused).
+    /// Both episodes (disk guard, max_size reached while memory wants more) are alerts too.
     fn note_guard(&mut self, d: &Decision) {
-        let blocked = self.mode == Mode::Managing && matches!(d, Decision::Hold { why: Hold::DiskGuard { .. } });
+        use crate::alerts::{task::raise, Alert};
+        let managing = self.mode == Mode::Managing;
+        let blocked = managing && matches!(d, Decision::Hold { why: Hold::DiskGuard { .. } });
         if blocked && !self.guard_active {
-            tracing::warn!(dir = %display_path(&self.cfg.dir), "swap cannot grow: {}", d.describe());
+            let text = format!("swap cannot grow: {}", d.describe());
+            tracing::warn!(dir = %display_path(&self.cfg.dir), "{text}");
+            raise(&self.alerts, Alert::firing("swap/disk-guard", "warning", text));
         } else if !blocked && self.guard_active {
             tracing::info!("disk guard released");
+            raise(&self.alerts, Alert::resolved("swap/disk-guard", "warning", "swap may grow again: the disk guard released", 0));
         }
         self.guard_active = blocked;
+        let at_max = managing && matches!(d, Decision::Hold { why: Hold::AtMax { .. } });
+        if at_max && !self.max_active {
+            raise(
+                &self.alerts,
+                Alert::firing("swap/max", "warning", format!("swap is at swap.max_size and memory is still high: {}", d.describe())),
+            );
+        } else if !at_max && self.max_active {
+            raise(&self.alerts, Alert::resolved("swap/max", "warning", "swap is below swap.max_size or memory is calm again", 0));
+        }
+        self.max_active = at_max;
     }
 
     /// At stop: what stays active, and how to remove it. Swap stays on purpose (taking it away

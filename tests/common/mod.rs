@@ -107,11 +107,26 @@ fn swap_table() -> Vec<cluster_ai::sys::swap::SwapEntry> {
     cluster_ai::sys::swap::parse_swaps(&text).expect("/proc/swaps as the kernel writes it")
 }
 
-/// swapoff every swap area whose path lies under `dir` (only what a test made there).
+/// swapoff every swap area whose path lies under `dir` (only what a test made there), and
+/// every swap file in `dir` itself, by its path here: a file that a container switched on
+/// through a bind mount is listed in /proc/swaps under the container's path (or a path relative
+/// to the mount, "/cluster-ai-000001.swap"), which names nothing here, and the kernel refuses to
+/// unlink an active swap file, so the tempdir would stay behind with the swap on.
 pub fn swapoff_under(dir: &Path) {
     for e in swap_table().into_iter().filter(|e| e.path.starts_with(dir)) {
         let st = Command::new("swapoff").arg(&e.path).status();
         eprintln!("cleanup: swapoff {} -> {st:?}", e.path.display());
+    }
+    let listed = swap_table().len();
+    let files = [dir.to_path_buf(), dir.join("swap")]
+        .into_iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path()));
+    for f in files {
+        let is_swap = f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("cluster-ai-") && n.ends_with(".swap"));
+        if is_swap && listed > 0 {
+            // Fails harmlessly (EINVAL) for a file that is not active swap.
+            let _ = Command::new("swapoff").arg(&f).stderr(std::process::Stdio::null()).status();
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Boots ROOTDIR under systemd-nspawn (real systemd as the container's PID 1), binds PAYLOADDIR
-# read-only at /ci, runs /ci/test-in-container.sh inside, powers the container off.
+# read-only at /ci, runs /ci/$NS_SCRIPT (default test-in-container.sh) inside, powers the
+# container off.
 # Exit status is the test's. Root only. Boot to "running" takes about 0.5 s.
 # usage: ns-run.sh ROOTDIR PAYLOADDIR        (console log: $NS_CONSOLE_LOG, default /tmp/ns-console.log)
 # Adapted from ../shared/systemd-harness: the root is booted --volatile=overlay, so every run
@@ -36,7 +37,7 @@ for _ in $(seq 600); do
   case "$S" in running|degraded) break ;; esac; sleep 0.1
 done
 echo "container is $S"
-$IN /ci/test-in-container.sh; RC=$?
+$IN /ci/"${NS_SCRIPT:-test-in-container.sh}"; RC=$?
 trap - EXIT
 $IN systemctl poweroff >/dev/null 2>&1 || kill -s RTMIN+4 $LP; wait
 for h in systemd unified; do rmdir /sys/fs/cgroup/$h/nspawn-ci 2>/dev/null; done
