@@ -202,3 +202,52 @@ fn an_http_service_that_fails_or_hangs_is_down_and_one_look_works_without_a_daem
     assert_eq!(log.matches("health: open-webui is down").count(), 2, "{log}");
     assert_eq!(log.matches("health: open-webui is healthy again").count(), 2, "{log}");
 }
+
+#[test]
+fn a_container_that_dies_is_restarted_through_the_docker_api() {
+    if !require_root("the container health test (it runs dockerd)") {
+        return;
+    }
+    let busybox = std::path::Path::new("/bin/busybox");
+    assert!(busybox.exists(), "this test needs a static /bin/busybox for its image (Debian's busybox-static; .ci/run installs it)");
+    let tmp = tempfile::tempdir().unwrap();
+    let docker = Dockerd::start(tmp.path());
+    // An image made offline: FROM scratch with a static busybox that sleeps.
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(busybox, ctx.join("busybox")).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY busybox /busybox\nCMD [\"/busybox\", \"sleep\", \"3600\"]\n").unwrap();
+    let built = docker.cli(&["build", "-q", "-t", "cluster-ai-test-sleeper", ctx.to_str().unwrap()]);
+    assert!(built.status.success(), "docker build: {}", String::from_utf8_lossy(&built.stderr));
+    let run = docker.cli(&["run", "-d", "--name", "sleeper", "--network", "none", "cluster-ai-test-sleeper"]);
+    assert!(run.status.success(), "docker run: {}", String::from_utf8_lossy(&run.stderr));
+    let started =
+        |d: &Dockerd| String::from_utf8(d.cli(&["inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}", "sleeper"]).stdout).unwrap();
+    let before = started(&docker);
+    assert!(before.starts_with("true "), "{before}");
+    let d = daemon()
+        .config(&format!(
+            "[[health.service]]\nname = \"sleeper\"\nprobe = \"container:sleeper\"\ndocker_socket = \"{}\"\ninterval = \"1s\"\ntimeout = \"1s\"\nfail_after = 2\npass_after = 1\n",
+            docker.socket.display()
+        ))
+        .spawn();
+    let deadline = std::time::Instant::now() + T;
+    while health(&d.socket()).0 != 0 {
+        assert!(std::time::Instant::now() < deadline, "not healthy: {}\n{}", health(&d.socket()).1, d.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, v) = health(&d.socket());
+    assert_eq!(service(&v, "sleeper")["last_probe"]["detail"], "running", "{v}");
+    let killed = docker.cli(&["kill", "sleeper"]);
+    assert!(killed.status.success());
+    d.wait_log("health: sleeper is down: not answering: container sleeper is exited", T);
+    d.wait_log("health: restarted container sleeper", T);
+    d.wait_log("health: sleeper is healthy again", T);
+    let after = started(&docker);
+    assert!(after.starts_with("true ") && after != before, "not running again: {before} -> {after}");
+    // A container that does not exist is down, not "not installed" (the socket is there).
+    drop(d);
+    let rm = docker.cli(&["rm", "-f", "sleeper"]);
+    assert!(rm.status.success());
+    drop(docker);
+}

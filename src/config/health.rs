@@ -56,6 +56,10 @@ pub enum Probe {
     Tcp { addr: String },
     /// Docker Engine's `GET /_ping` on its unix socket → `OK`.
     Docker { socket: PathBuf },
+    /// A container, through the Docker Engine API on `socket`: running, and not "unhealthy" by
+    /// its own health check. A service without a unit whose probe is a container is restarted
+    /// through the same API.
+    Container { name: String, socket: PathBuf },
 }
 
 impl std::fmt::Display for Probe {
@@ -64,6 +68,7 @@ impl std::fmt::Display for Probe {
             Probe::Http { url, .. } => write!(f, "{url}"),
             Probe::Tcp { addr } => write!(f, "tcp://{addr}"),
             Probe::Docker { socket } => write!(f, "docker:{}", socket.display()),
+            Probe::Container { name, .. } => write!(f, "container:{name}"),
         }
     }
 }
@@ -193,6 +198,7 @@ struct RawService {
     pass_after: Raw,
     restart: Raw,
     min_workers: Raw,
+    docker_socket: Raw,
 }
 
 impl RawHealth {
@@ -274,8 +280,9 @@ impl RawService {
         let (body, _) = c.field("health.service.expect_body", self.expect_body, None, |v| {
             as_text(v, "text the answer must contain, such as \"ok\"").map(|s| Some(s.to_string()))
         });
+        let (socket, _) = c.field("health.service.docker_socket", self.docker_socket, PathBuf::from("/var/run/docker.sock"), absolute_path);
         let probe_span = self.probe.as_ref().map(|p| p.span());
-        let (probe, _) = c.field("health.service.probe", self.probe, None, |v| probe(v, status, body.clone()));
+        let (probe, _) = c.field("health.service.probe", self.probe, None, |v| probe(v, status, body.clone(), &socket));
         let (interval, _) = c.field("health.service.interval", self.interval, secs(30), duration_between(secs(1), secs(3600)));
         let (timeout, timeout_span) =
             c.field("health.service.timeout", self.timeout, secs(5), duration_between(Duration::from_millis(100), secs(600)));
@@ -321,10 +328,10 @@ impl RawService {
     }
 }
 
-/// `http://host:port/path`, `tcp://host:port`, `docker:/path/to/docker.sock`.
-fn probe(v: &toml::Value, status: u16, body: Option<String>) -> Result<Option<Probe>, String> {
-    const EXPECTED: &str =
-        "\"http://127.0.0.1:8787/health\", \"tcp://127.0.0.1:5432\", \"docker:/var/run/docker.sock\", or \"\" for the unit's state only";
+/// `http://host:port/path`, `tcp://host:port`, `docker:/path/to/docker.sock`,
+/// `container:NAME` (through `socket`).
+fn probe(v: &toml::Value, status: u16, body: Option<String>, socket: &std::path::Path) -> Result<Option<Probe>, String> {
+    const EXPECTED: &str = "\"http://127.0.0.1:8787/health\", \"tcp://127.0.0.1:5432\", \"docker:/var/run/docker.sock\", \"container:open-webui\", or \"\" for the unit's state only";
     let s = v.as_str().ok_or_else(|| format!("expected a probe such as {EXPECTED}, found {}", kind(v)))?;
     if s.is_empty() {
         return Ok(None);
@@ -338,6 +345,12 @@ fn probe(v: &toml::Value, status: u16, body: Option<String>) -> Result<Option<Pr
         return ok
             .then(|| Some(Probe::Tcp { addr: addr.to_string() }))
             .ok_or_else(|| format!("{s:?} has no host:port; expected e.g. {EXPECTED}"));
+    }
+    if let Some(name) = s.strip_prefix("container:") {
+        let ok = !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        return ok
+            .then(|| Some(Probe::Container { name: name.to_string(), socket: socket.to_path_buf() }))
+            .ok_or_else(|| format!("{s:?}: expected container: and a container's name or id such as \"container:open-webui\""));
     }
     if let Some(path) = s.strip_prefix("docker:") {
         let socket = absolute_path(&toml::Value::String(path.to_string()))

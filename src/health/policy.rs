@@ -116,7 +116,8 @@ impl Policy {
         Policy {
             restart: s.restart,
             unit_restarts_itself: false,
-            has_unit: s.unit.is_some(),
+            // A container is restarted through Docker as a unit is through systemd.
+            has_unit: s.unit.is_some() || matches!(s.probe, Some(crate::config::Probe::Container { .. })),
             has_probe: s.probe.is_some(),
             fail_after: s.fail_after,
             pass_after: s.pass_after,
@@ -151,6 +152,8 @@ pub struct Machine {
     pub held_until: Option<Instant>,
     /// When the unit last became active.
     active_since: Option<Instant>,
+    /// A restart was asked for and has not finished: no other is decided meanwhile.
+    pub restart_in_flight: bool,
 }
 
 impl Machine {
@@ -169,7 +172,16 @@ impl Machine {
             next_restart: None,
             held_until: None,
             active_since: None,
+            restart_in_flight: false,
         }
+    }
+
+    /// The restart asked for has finished (whatever its result): the probe counts again from
+    /// here, and the next restart may be decided once the backoff has passed.
+    pub fn restart_finished(&mut self, now: Instant) -> Vec<Event> {
+        self.restart_in_flight = false;
+        self.fails = 0;
+        self.tick(now)
     }
 
     /// A probe's result.
@@ -301,7 +313,7 @@ impl Machine {
             self.recent.clear();
             out.push(Event::HoldOver);
         }
-        if self.incident.is_none() || !self.wants_restart() || self.next_restart.is_some_and(|t| now < t) {
+        if self.restart_in_flight || self.incident.is_none() || !self.wants_restart() || self.next_restart.is_some_and(|t| now < t) {
             return;
         }
         while self.recent.front().is_some_and(|t| now.saturating_duration_since(*t) > p.flap_window) {
@@ -315,7 +327,7 @@ impl Machine {
         self.recent.push_back(now);
         self.attempt += 1;
         self.restarts_total += 1;
-        self.fails = 0;
+        self.restart_in_flight = true;
         self.backoff = if self.backoff == Duration::ZERO { p.backoff_initial } else { (self.backoff * 2).min(p.backoff_max) };
         self.next_restart = Some(now + self.backoff);
         let reason = self.incident.as_ref().map(|i| i.reason.clone()).unwrap_or_default();
@@ -328,7 +340,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn machine(restart: RestartPolicy, probe: bool) -> Machine {
+    fn machine(restart: RestartPolicy, probe: bool) -> Auto {
         let mut h = Config::default().health;
         h.flap_restarts = 3;
         h.flap_window = Duration::from_secs(60);
@@ -338,7 +350,7 @@ mod tests {
         if !probe {
             s.probe = None;
         }
-        Machine::new(Policy::new(&h, &s))
+        Auto(Machine::new(Policy::new(&h, &s)))
     }
 
     fn secs(t0: Instant, s: u64) -> Instant {
@@ -347,6 +359,49 @@ mod tests {
 
     fn restarts(events: &[Event]) -> usize {
         events.iter().filter(|e| matches!(e, Event::Restart { .. })).count()
+    }
+
+    /// A machine whose every restart is carried out at once (the task reports each restart's
+    /// end; here it ends as it is decided).
+    struct Auto(Machine);
+
+    impl std::ops::Deref for Auto {
+        type Target = Machine;
+        fn deref(&self) -> &Machine {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Auto {
+        fn deref_mut(&mut self) -> &mut Machine {
+            &mut self.0
+        }
+    }
+
+    impl Auto {
+        fn finish(&mut self, now: Instant, mut out: Vec<Event>) -> Vec<Event> {
+            let mut i = 0;
+            while i < out.len() {
+                if matches!(out[i], Event::Restart { .. }) {
+                    let more = self.0.restart_finished(now);
+                    out.extend(more);
+                }
+                i += 1;
+            }
+            out
+        }
+        fn unit_changed(&mut self, u: UnitState, now: Instant) -> Vec<Event> {
+            let e = self.0.unit_changed(u, now);
+            self.finish(now, e)
+        }
+        fn tick(&mut self, now: Instant) -> Vec<Event> {
+            let e = self.0.tick(now);
+            self.finish(now, e)
+        }
+        fn probe(&mut self, ok: bool, detail: &str, now: Instant) -> Vec<Event> {
+            let e = self.0.probe(ok, detail, now);
+            self.finish(now, e)
+        }
     }
 
     #[test]
@@ -414,6 +469,27 @@ mod tests {
         m.unit_changed(UnitState::Active, t0);
         m.unit_changed(UnitState::Failed, t0);
         assert_eq!(restarts(&m.tick(t0 + SYSTEMD_GRACE)), 1);
+    }
+
+    #[test]
+    fn no_restart_is_decided_while_one_is_in_flight() {
+        let t0 = Instant::now();
+        let mut m = machine(RestartPolicy::OnFailure, true).0;
+        m.unit_changed(UnitState::Active, t0);
+        for s in 1..=3 {
+            m.probe(false, "no answer", secs(t0, s));
+        }
+        assert!(m.restart_in_flight, "the hang's restart was decided");
+        // systemd is slow to finish it; the probe keeps failing, the backoff passes: nothing more.
+        for s in 4..=60 {
+            assert_eq!(restarts(&m.probe(false, "no answer", secs(t0, s))), 0);
+        }
+        assert_eq!(m.restarts_total, 1);
+        // Finished, and still hung: counted again from here, three more failures, one restart.
+        m.restart_finished(secs(t0, 61));
+        assert_eq!(m.fails, 0);
+        let n: usize = (62..=64).map(|s| restarts(&m.probe(false, "no answer", secs(t0, s)))).sum();
+        assert_eq!(n, 1);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub async fn run(probe: &Probe, timeout: Duration) -> ProbeResult {
             Ok(r) => Err(format!("{} {}", r.status, r.snippet())),
             Err(e) => Err(e.to_string()),
         },
+        Probe::Container { name, socket } => container(socket, name, timeout).await,
     };
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     let at_unix_ms = crate::sys::unix_ms();
@@ -57,6 +58,45 @@ async fn http_probe(url: &str, status: u16, body: Option<&str>, timeout: Duratio
         }
     }
     Ok(format!("{} {}", r.status, r.snippet().chars().take(40).collect::<String>()))
+}
+
+/// A container's state from `GET /containers/NAME/json`: ok when running and not "unhealthy"
+/// by its own health check ("starting" counts as ok: its check has not decided yet).
+async fn container(socket: &std::path::Path, name: &str, timeout: Duration) -> Result<String, String> {
+    let ep = Endpoint::Unix(socket.to_path_buf());
+    let r = http::request(&ep, "GET", &format!("/containers/{name}/json"), None, timeout).await.map_err(|e| e.to_string())?;
+    if r.status == 404 {
+        return Err(format!("no container named {name}"));
+    }
+    if !r.ok() {
+        return Err(format!("{} {}", r.status, r.snippet()));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| format!("not Docker's answer: {e}"))?;
+    let state = &v["State"];
+    let status = state["Status"].as_str().unwrap_or("unknown");
+    let health = state["Health"]["Status"].as_str();
+    let text = match health {
+        Some(h) => format!("{status}, health {h}"),
+        None => status.to_string(),
+    };
+    if state["Running"].as_bool() == Some(true) && health != Some("unhealthy") {
+        Ok(text)
+    } else {
+        Err(format!("container {name} is {text}"))
+    }
+}
+
+/// `POST /containers/NAME/restart` (Docker stops it, waiting up to 10 s, and starts it).
+pub async fn restart_container(socket: &std::path::Path, name: &str) -> Result<(), String> {
+    let ep = Endpoint::Unix(socket.to_path_buf());
+    let r = http::request(&ep, "POST", &format!("/containers/{name}/restart?t=10"), None, Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.ok() {
+        Ok(())
+    } else {
+        Err(format!("{} {}", r.status, r.snippet()))
+    }
 }
 
 /// The scheduler's workers, name by address, from `/json/identity.json` (always served).

@@ -65,7 +65,6 @@ struct Svc {
     /// Probing every second until then (something went wrong, or the unit just started).
     fast_until: Option<Instant>,
     probing: bool,
-    restarting: bool,
     workers: Option<Workers>,
 }
 
@@ -81,6 +80,19 @@ struct Workers {
 }
 
 impl Svc {
+    /// A service without a unit whose probe is a container: restarted through Docker.
+    fn container(&self) -> Option<(String, std::path::PathBuf)> {
+        match &self.cfg.probe {
+            Some(Probe::Container { name, socket }) if self.cfg.unit.is_none() => Some((name.clone(), socket.clone())),
+            _ => None,
+        }
+    }
+
+    /// What a restart restarts, for the log: "ollama.service", "container open-webui", "".
+    fn restart_target(&self) -> String {
+        self.cfg.unit.clone().or_else(|| self.container().map(|(n, _)| format!("container {n}"))).unwrap_or_default()
+    }
+
     fn new(cfg: ServiceConfig, policy: Policy, now: Instant) -> Svc {
         let workers = cfg.min_workers.map(|min| Workers {
             min,
@@ -101,7 +113,6 @@ impl Svc {
             next_probe: now,
             fast_until: None,
             probing: false,
-            restarting: false,
             workers,
         }
     }
@@ -153,7 +164,7 @@ pub async fn run(
                     }
                     (None, _) => {
                         s.installed = Some(match &s.cfg.probe {
-                            Some(Probe::Docker { socket }) => socket.exists(),
+                            Some(Probe::Docker { socket } | Probe::Container { socket, .. }) => socket.exists(),
                             _ => true,
                         })
                     }
@@ -338,15 +349,15 @@ fn handle(svcs: &mut [Svc], msg: Msg, ctx: &Ctx<'_>) {
         }
         Msg::Restarted(i, r) => {
             let s = &mut svcs[i];
-            s.restarting = false;
-            let unit = s.cfg.unit.as_deref().unwrap_or("");
+            let unit = s.restart_target();
+            let unit = unit.as_str();
             match r {
                 Ok(()) => tracing::info!(service = %s.cfg.name, unit, "health: restarted {unit}"),
                 Err(e) => tracing::error!(service = %s.cfg.name, unit, "health: restart of {unit} failed: {e}"),
             }
             s.next_probe = now;
             s.fast_until = Some(now + FAST_FOR);
-            (i, Vec::new())
+            (i, s.machine.restart_finished(now))
         }
     };
     let s = &mut svcs[i];
@@ -393,7 +404,8 @@ fn workers(s: &mut Svc, w: Result<BTreeMap<String, String>, String>, alerts: &Op
 /// restart, starts it.
 fn act(i: usize, s: &mut Svc, e: Event, ctx: &Ctx<'_>) {
     let name = s.cfg.name.clone();
-    let unit = s.cfg.unit.clone().unwrap_or_default();
+    let container = s.container();
+    let unit = s.restart_target();
     let alert = |a: Alert| {
         let a = a.label("service", &name);
         raise(ctx.alerts, if unit.is_empty() { a } else { a.label("unit", &unit) });
@@ -425,18 +437,17 @@ fn act(i: usize, s: &mut Svc, e: Event, ctx: &Ctx<'_>) {
         Event::Restart { attempt, reason } => {
             if ctx.dry_run {
                 tracing::info!(service = %name, unit = %unit, attempt, "health: would restart {unit} (attempt {attempt}): {reason}");
-                return;
-            }
-            if s.restarting {
+                // Nothing runs: the restart is over as soon as it is decided.
+                s.machine.restart_finished(Instant::now());
                 return;
             }
             tracing::warn!(service = %name, unit = %unit, attempt, "health: restarting {unit} (attempt {attempt}): {reason}");
-            s.restarting = true;
             let (systemd, tx, generation) = (ctx.systemd.clone(), ctx.tx.clone(), ctx.generation);
             tokio::spawn(async move {
-                let r = match systemd {
-                    Some(sd) => sd.restart(&unit).await,
-                    None => Err("systemd cannot be reached".to_string()),
+                let r = match (container, systemd) {
+                    (Some((name, socket)), _) => probe::restart_container(&socket, &name).await,
+                    (None, Some(sd)) => sd.restart(&unit).await,
+                    (None, None) => Err("systemd cannot be reached".to_string()),
                 };
                 let _ = tx.send((generation, Msg::Restarted(i, r))).await;
             });
@@ -526,8 +537,9 @@ pub async fn check_once(cfg: &Config) -> HealthReport {
 async fn look(i: usize, h: Arc<crate::config::HealthConfig>, s: ServiceConfig, systemd: Option<Systemd>) -> (usize, Svc) {
     let now = Instant::now();
     let mut policy = Policy::new(&h, &s);
-    // One look decides: the thresholds in a row are for the daemon's watch.
+    // One look decides: the thresholds in a row are for the daemon's watch; it restarts nothing.
     policy.one_look();
+    policy.no_restarts();
     let mut svc = Svc::new(s.clone(), policy, now);
     svc.installed = Some(match (&s.unit, &systemd, &s.probe) {
         (Some(unit), Some(sd), _) => match sd.unit(unit).await {
@@ -541,7 +553,7 @@ async fn look(i: usize, h: Arc<crate::config::HealthConfig>, s: ServiceConfig, s
             Err(_) => unit_file_exists(unit),
         },
         (Some(unit), None, _) => unit_file_exists(unit),
-        (None, _, Some(Probe::Docker { socket })) => socket.exists(),
+        (None, _, Some(Probe::Docker { socket } | Probe::Container { socket, .. })) => socket.exists(),
         (None, _, _) => true,
     });
     let unit_up = matches!(svc.machine.unit, UnitState::Active | UnitState::Unknown);
