@@ -246,7 +246,10 @@ impl Machine {
 
     /// When `tick` next has something to do (a restart waiting for its backoff, a hold ending).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let restart = self.incident.as_ref().and(self.next_restart);
+        // Only a restart that `step` would decide once its backoff has passed: never one in
+        // flight, nor one the policy does not want (a deadline in the past would spin the loop).
+        let pending = self.incident.is_some() && !self.restart_in_flight && self.held_until.is_none() && self.wants_restart();
+        let restart = self.next_restart.filter(|_| pending);
         [restart, self.held_until, self.settled_at()].into_iter().flatten().min()
     }
 
@@ -469,6 +472,22 @@ mod tests {
         m.unit_changed(UnitState::Active, t0);
         m.unit_changed(UnitState::Failed, t0);
         assert_eq!(restarts(&m.tick(t0 + SYSTEMD_GRACE)), 1);
+    }
+
+    #[test]
+    fn no_deadline_is_left_in_the_past_while_nothing_can_happen() {
+        let t0 = Instant::now();
+        let mut m = machine(RestartPolicy::OnFailure, true).0;
+        m.unit_changed(UnitState::Active, t0);
+        m.unit_changed(UnitState::Failed, t0);
+        assert!(m.restart_in_flight);
+        // The restart job is slow: its backoff passes while it runs; no deadline to wake for.
+        assert_eq!(m.next_deadline(), None);
+        m.restart_finished(secs(t0, 5));
+        // Then someone stops the unit: on-failure does not restart it, nothing to wake for.
+        m.unit_changed(UnitState::Inactive, secs(t0, 6));
+        assert!(m.incident.is_some());
+        assert_eq!(m.next_deadline(), None);
     }
 
     #[test]

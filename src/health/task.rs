@@ -88,6 +88,14 @@ impl Svc {
         }
     }
 
+    /// When the next fast probe is to start: only while fast probing lasts and a probe could
+    /// start (installed, the unit up, none in flight), so the loop never wakes for nothing.
+    fn fast_probe_at(&self, now: Instant) -> Option<Instant> {
+        let fast = self.fast_until.is_some_and(|t| t > now);
+        let unit_up = matches!(self.machine.unit, UnitState::Active | UnitState::Unknown);
+        (fast && !self.probing && unit_up && self.installed == Some(true) && self.cfg.probe.is_some()).then_some(self.next_probe)
+    }
+
     /// What a restart restarts, for the log: "ollama.service", "container open-webui", "".
     fn restart_target(&self) -> String {
         self.cfg.unit.clone().or_else(|| self.container().map(|(n, _)| format!("container {n}"))).unwrap_or_default()
@@ -185,10 +193,7 @@ pub async fn run(
                     }
                 }
             }
-            let wake = svcs
-                .iter()
-                .filter_map(|s| s.machine.next_deadline().into_iter().chain(s.fast_until.filter(|t| *t > now).map(|_| s.next_probe)).min())
-                .min();
+            let wake = svcs.iter().filter_map(|s| s.machine.next_deadline().into_iter().chain(s.fast_probe_at(now)).min()).min();
             tokio::select! {
                 _ = cancel.cancelled() => {
                     helpers.cancel();
