@@ -238,3 +238,175 @@ fn an_emergency_measure_taken_is_a_notice_at_the_webhook() {
     assert!(notice["text"].as_str().unwrap().contains("unloaded Ollama model big:70b, freed 40.0 GiB"), "{notice}");
     drop(d);
 }
+
+/// A real SMTP server (aiosmtpd, Debian's python3-aiosmtpd) that files each mail in a maildir.
+struct SmtpSink {
+    _proc: Proc,
+    port: u16,
+    maildir: std::path::PathBuf,
+}
+
+impl SmtpSink {
+    fn start(dir: &std::path::Path, tls: &[&str]) -> SmtpSink {
+        let python = "/usr/bin/python3";
+        let ok = Command::new(python).args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
+        assert!(ok, "this test needs Debian's python3-aiosmtpd for {python} (.ci/run installs it)");
+        let port = free_port();
+        let maildir = dir.join(format!("maildir-{port}"));
+        let proc = Proc::spawn(
+            Command::new(python)
+                .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+                .args(tls)
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(&maildir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.join(format!("smtp-{port}.log"))).unwrap()),
+        );
+        wait_until("the SMTP server", Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+        SmtpSink { _proc: proc, port, maildir }
+    }
+
+    fn mails(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.maildir.join("new"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn email_reaches_a_real_smtp_server_plain_and_over_starttls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    // Plain, as to a relay on this machine: `alert test`, then an incident through the daemon.
+    let plain = SmtpSink::start(dir.path(), &[]);
+    let cfg = dir.path().join("plain.toml");
+    let email = |port: u16, security: &str, extra: &str| {
+        format!(
+            "[alerts]\nnode = \"n3\"\nsmtp_server = \"127.0.0.1:{port}\"\nsmtp_security = \"{security}\"\nsmtp_from = \"cluster-ai@n3.example\"\n\
+             smtp_to = [\"ops@example.org\", \"oncall@example.org\"]\n{extra}"
+        )
+    };
+    std::fs::write(&cfg, email(plain.port, "none", "")).unwrap();
+    let out = Command::new(common::BIN).args(["alert", "test", "--config"]).arg(&cfg).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success() && text.contains(&format!("email 127.0.0.1:{}: delivered (250", plain.port)), "{text}");
+    let mail = wait_until("the test mail", T, || plain.mails().into_iter().next());
+    assert!(mail.contains("Subject: [n3] INFO test alert from cluster-ai alert test"), "{mail}");
+    assert!(mail.contains("To: ops@example.org, oncall@example.org") && mail.contains("From: cluster-ai@n3.example"), "{mail}");
+
+    let mode = Arc::new(Mutex::new(1u8));
+    let addr = service(mode.clone());
+    let d = daemon()
+        .config(
+            &web_config(&addr, "").replace("[alerts]\nnode = \"test-node\"\n", &email(plain.port, "none", "").replace("n3", "test-node")),
+        )
+        .spawn();
+    let down = wait_until("the incident mail", T, || plain.mails().into_iter().find(|m| m.contains("CRITICAL web is down")));
+    assert!(down.contains("Subject: [test-node] CRITICAL web is down: not answering: status 500"), "{down}");
+    assert!(down.contains("key: service/web") && down.contains("service: web"), "{down}");
+    *mode.lock().unwrap() = 0;
+    wait_until("the resolved mail", T, || plain.mails().into_iter().find(|m| m.contains("RESOLVED web is healthy again")));
+    drop(d);
+
+    // STARTTLS required, the server's certificate signed by a private CA the config names.
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cluster-ai test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(dir.path().join("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        .unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+    let (leaf, key) = (dir.path().join("leaf.pem"), dir.path().join("leaf.key"));
+    let tls = SmtpSink::start(dir.path(), &["--tlscert", leaf.to_str().unwrap(), "--tlskey", key.to_str().unwrap()]);
+    let ca = dir.path().join("ca.pem");
+    // Without the CA the server is not trusted: a clear failure, nothing sent.
+    std::fs::write(&cfg, email(tls.port, "starttls", "")).unwrap();
+    let out = Command::new(common::BIN).args(["alert", "test", "--config"]).arg(&cfg).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("failed:"), "{text}");
+    // With it, and with credentials in a root-only file: refused while others may read the file.
+    let creds = dir.path().join("smtp-credentials");
+    std::fs::write(&creds, "alerts:secret\n").unwrap();
+    std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(
+        &cfg,
+        email(tls.port, "starttls", &format!("smtp_ca_file = \"{}\"\nsmtp_credentials_file = \"{}\"\n", ca.display(), creds.display())),
+    )
+    .unwrap();
+    let out = Command::new(common::BIN).args(["alert", "test", "--config"]).arg(&cfg).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("may be read by others (mode 644") && !text.contains("secret"), "{text}");
+    // (aiosmtpd offers no AUTH without an authenticator: send without credentials.)
+    std::fs::write(&cfg, email(tls.port, "starttls", &format!("smtp_ca_file = \"{}\"\n", ca.display()))).unwrap();
+    let out = Command::new(common::BIN).args(["alert", "test", "--config"]).arg(&cfg).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let mail = wait_until("the mail over STARTTLS", T, || tls.mails().into_iter().next());
+    assert!(mail.contains("Subject: [n3] INFO test alert"), "{mail}");
+}

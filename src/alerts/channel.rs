@@ -17,6 +17,7 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Channel {
     Webhook,
     Alertmanager,
+    Email,
 }
 
 impl Channel {
@@ -24,6 +25,7 @@ impl Channel {
         match self {
             Channel::Webhook => "webhook",
             Channel::Alertmanager => "alertmanager",
+            Channel::Email => "email",
         }
     }
 
@@ -36,6 +38,9 @@ impl Channel {
         if cfg.alertmanager.is_some() {
             out.push(Channel::Alertmanager);
         }
+        if cfg.smtp_server.is_some() {
+            out.push(Channel::Email);
+        }
         out
     }
 
@@ -44,6 +49,7 @@ impl Channel {
         match self {
             Channel::Webhook => cfg.webhook.as_deref(),
             Channel::Alertmanager => cfg.alertmanager.as_deref(),
+            Channel::Email => cfg.smtp_server.as_deref(),
         }
     }
 }
@@ -54,6 +60,7 @@ pub async fn deliver(channel: Channel, cfg: &AlertsConfig, alert: &Alert) -> Res
     let (endpoint, path, body) = match channel {
         Channel::Webhook => (Endpoint::parse_url(url)?, "", webhook_body(alert)),
         Channel::Alertmanager => (Endpoint::parse_url(url)?, "/api/v2/alerts", alertmanager_body(alert)),
+        Channel::Email => return super::email::send(cfg, alert).await,
     };
     let path = match (&endpoint, path) {
         (Endpoint::Tcp { prefix, .. }, "") if prefix.is_empty() => "/",

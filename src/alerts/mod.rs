@@ -1,9 +1,10 @@
 //! Alerts: what the other tasks say is worth waking someone for, delivered to every configured
-//! channel (a JSON webhook, Prometheus Alertmanager), deduplicated, rate-limited per channel,
+//! channel (a JSON webhook, Prometheus Alertmanager, email), deduplicated, rate-limited per channel,
 //! and never lost to a channel that is down: each delivery waits in a bounded queue that is
 //! kept in the state directory and retried with a backoff, across daemon restarts.
 
 pub mod channel;
+pub mod email;
 pub mod queue;
 pub mod task;
 

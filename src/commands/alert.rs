@@ -11,7 +11,7 @@ pub fn test(args: AlertTestArgs) -> ExitCode {
         Err(code) => return code,
     };
     if !config.alerts.any() {
-        eprintln!("cluster-ai alert test: no alert channel is configured: set [alerts] webhook or alertmanager");
+        eprintln!("cluster-ai alert test: no alert channel is configured: set [alerts] webhook, alertmanager or smtp_server");
         return ExitCode::FAILURE;
     }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

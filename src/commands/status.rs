@@ -88,7 +88,7 @@ pub fn emergency_lines(e: &EmergencyReport) -> String {
 /// "alerts: webhook 3 sent, 1 queued (cannot connect: …); 1 firing" or "alerts: no channel".
 fn alert_line(a: &crate::alerts::task::AlertsReport) -> String {
     if a.channels.is_empty() {
-        return "alerts:   no channel configured ([alerts] webhook, alertmanager)\n".into();
+        return "alerts:   no channel configured ([alerts] webhook, alertmanager, smtp_server)\n".into();
     }
     let channels: Vec<String> = a
         .channels

@@ -1,11 +1,12 @@
 //! `[alerts]`: where alerts go (each channel optional, several at once) and how hard the daemon
 //! tries: a bounded queue in the state directory, retried with a backoff, across restarts.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{as_text, count_between, duration_between, format_duration, Checker, Raw};
+use super::{absolute_path, as_text, count_between, duration_between, format_duration, list_of, Checker, Raw};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertsConfig {
@@ -24,6 +25,43 @@ pub struct AlertsConfig {
     pub retry_max: Duration,
     /// Per channel: at most this many messages a minute; the rest wait their turn.
     pub per_minute: u32,
+    /// Email: the SMTP server as `host` or `host:port`; `None`: no email.
+    pub smtp_server: Option<String>,
+    pub smtp_security: SmtpSecurity,
+    pub smtp_from: Option<String>,
+    pub smtp_to: Vec<String>,
+    /// `user:password` (one line), in a file only root may read; never in this file.
+    pub smtp_credentials_file: Option<PathBuf>,
+    /// A PEM file of certificate authorities to trust besides the built-in ones (a private CA).
+    pub smtp_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which must succeed (port 587 by default).
+    StartTls,
+    /// TLS from the first byte (port 465 by default).
+    Tls,
+    /// No TLS at all: a relay on this machine (port 25 by default).
+    None,
+}
+
+impl SmtpSecurity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmtpSecurity::StartTls => "starttls",
+            SmtpSecurity::Tls => "tls",
+            SmtpSecurity::None => "none",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpSecurity::StartTls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::None => 25,
+        }
+    }
 }
 
 impl Default for AlertsConfig {
@@ -36,6 +74,12 @@ impl Default for AlertsConfig {
             queue_max: 1000,
             retry_max: Duration::from_secs(300),
             per_minute: 20,
+            smtp_server: None,
+            smtp_security: SmtpSecurity::StartTls,
+            smtp_from: None,
+            smtp_to: Vec::new(),
+            smtp_credentials_file: None,
+            smtp_ca_file: None,
         }
     }
 }
@@ -51,12 +95,18 @@ impl AlertsConfig {
             ("alerts.queue_max", self.queue_max.to_string()),
             ("alerts.retry_max", format_duration(self.retry_max)),
             ("alerts.per_minute", self.per_minute.to_string()),
+            ("alerts.smtp_server", opt(&self.smtp_server)),
+            ("alerts.smtp_security", self.smtp_security.as_str().into()),
+            ("alerts.smtp_from", opt(&self.smtp_from)),
+            ("alerts.smtp_to", format!("[{}]", self.smtp_to.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", "))),
+            ("alerts.smtp_credentials_file", self.smtp_credentials_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+            ("alerts.smtp_ca_file", self.smtp_ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
         ]
     }
 
     /// Whether any channel is configured.
     pub fn any(&self) -> bool {
-        self.webhook.is_some() || self.alertmanager.is_some()
+        self.webhook.is_some() || self.alertmanager.is_some() || self.smtp_server.is_some()
     }
 }
 
@@ -70,6 +120,12 @@ pub(super) struct RawAlerts {
     queue_max: Raw,
     retry_max: Raw,
     per_minute: Raw,
+    smtp_server: Raw,
+    smtp_security: Raw,
+    smtp_from: Raw,
+    smtp_to: Raw,
+    smtp_credentials_file: Raw,
+    smtp_ca_file: Raw,
 }
 
 impl RawAlerts {
@@ -89,7 +145,60 @@ impl RawAlerts {
         let (queue_max, _) = c.field("alerts.queue_max", self.queue_max, d.queue_max, count_between(1, 100_000));
         let (retry_max, _) = c.field("alerts.retry_max", self.retry_max, d.retry_max, duration_between(secs(5), secs(86400)));
         let (per_minute, _) = c.field("alerts.per_minute", self.per_minute, d.per_minute, count_between(1, 10_000));
-        AlertsConfig { node, webhook, alertmanager, alertmanager_resend, queue_max, retry_max, per_minute }
+        let (smtp_server, server_span) = c.field("alerts.smtp_server", self.smtp_server, d.smtp_server, |v| {
+            let s = as_text(v, "an SMTP server as \"host\" or \"host:port\", or \"\" for no email")?;
+            if s.is_empty() {
+                return Ok(None);
+            }
+            let (host, port) = s.rsplit_once(':').map_or((s, None), |(h, p)| (h, Some(p)));
+            let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c));
+            if !host_ok || port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+                return Err(format!("{s:?} is not host or host:port; expected e.g. \"mail.example.org:587\""));
+            }
+            Ok(Some(s.to_string()))
+        });
+        let (smtp_security, _) = c.field("alerts.smtp_security", self.smtp_security, d.smtp_security, |v| {
+            match as_text(v, "\"starttls\", \"tls\" or \"none\"")? {
+                "starttls" => Ok(SmtpSecurity::StartTls),
+                "tls" => Ok(SmtpSecurity::Tls),
+                "none" => Ok(SmtpSecurity::None),
+                s => Err(format!("{s:?} is not one of \"starttls\", \"tls\", \"none\"")),
+            }
+        });
+        let address = |s: &str| {
+            s.parse::<lettre::message::Mailbox>().map(|_| s.to_string()).map_err(|e| format!("{s:?} is not an email address ({e})"))
+        };
+        let (smtp_from, _) = c.field("alerts.smtp_from", self.smtp_from, d.smtp_from, |v| {
+            let s = as_text(v, "an address such as \"cluster-ai@example.org\"")?;
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                address(s).map(Some)
+            }
+        });
+        let (smtp_to, _) = c
+            .field("alerts.smtp_to", self.smtp_to, d.smtp_to, |v| list_of(v, "a list of addresses such as [\"ops@example.org\"]", address));
+        let file = |v: &toml::Value| if v.as_str() == Some("") { Ok(None) } else { absolute_path(v).map(Some) };
+        let (smtp_credentials_file, _) = c.field("alerts.smtp_credentials_file", self.smtp_credentials_file, d.smtp_credentials_file, file);
+        let (smtp_ca_file, _) = c.field("alerts.smtp_ca_file", self.smtp_ca_file, d.smtp_ca_file, file);
+        if smtp_server.is_some() && (smtp_from.is_none() || smtp_to.is_empty()) {
+            c.report(server_span, "alerts.smtp_server", "email needs alerts.smtp_from and at least one address in alerts.smtp_to".into());
+        }
+        AlertsConfig {
+            node,
+            webhook,
+            alertmanager,
+            alertmanager_resend,
+            queue_max,
+            retry_max,
+            per_minute,
+            smtp_server,
+            smtp_security,
+            smtp_from,
+            smtp_to,
+            smtp_credentials_file,
+            smtp_ca_file,
+        }
     }
 }
 
@@ -111,5 +220,15 @@ mod tests {
         let e = Config::parse("[alerts]\nwebhook = \"ftp://x\"\n").unwrap_err();
         assert!(e[0].to_string().starts_with("2:11: alerts.webhook: \"ftp://x\" is not an http:// URL"), "{e:?}");
         assert!(!Config::parse("").unwrap().alerts.any(), "no channel by default");
+        let e = Config::parse("[alerts]\nsmtp_server = \"mail:587\"\n").unwrap_err();
+        assert!(e[0].to_string().contains("email needs alerts.smtp_from and at least one address in alerts.smtp_to"), "{e:?}");
+        let e = Config::parse("[alerts]\nsmtp_server = \"mail\"\nsmtp_from = \"a@b\"\nsmtp_to = [\"not an address\"]\n").unwrap_err();
+        assert!(e.iter().any(|p| p.to_string().contains("alerts.smtp_to: \"not an address\" is not an email address")), "{e:?}");
+        let ok = Config::parse(
+            "[alerts]\nsmtp_server = \"127.0.0.1:2525\"\nsmtp_security = \"none\"\nsmtp_from = \"n@x.org\"\nsmtp_to = [\"ops@x.org\"]\n",
+        )
+        .unwrap()
+        .alerts;
+        assert_eq!(ok.smtp_security, super::SmtpSecurity::None);
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use alerts::AlertsConfig;
+pub use alerts::{AlertsConfig, SmtpSecurity};
 pub use health::{HealthConfig, Probe, RestartPolicy, ServiceConfig};
 pub use units::{format_duration, format_size, human_size, parse_duration, parse_size};
 

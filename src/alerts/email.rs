@@ -1,0 +1,126 @@
+//! Email over SMTP with lettre: STARTTLS (required, not opportunistic), implicit TLS, or plain
+//! for a relay on this machine; TLS through rustls with the built-in Mozilla roots plus an
+//! optional CA file. Credentials come from a file that only its owner may read, never from the
+//! main config, and never appear in a log line.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::{rfc3339, Alert, AlertState};
+use crate::config::{AlertsConfig, SmtpSecurity};
+
+/// Sends `alert` to every `smtp_to` address; `Ok` with the server's answer.
+pub async fn send(cfg: &AlertsConfig, alert: &Alert) -> Result<String, String> {
+    let server = cfg.smtp_server.as_deref().ok_or("email is not configured")?;
+    let (host, port) = match server.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|e| format!("{server}: {e}"))?),
+        None => (server, cfg.smtp_security.default_port()),
+    };
+    let mut builder =
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(port).timeout(Some(super::channel::DELIVERY_TIMEOUT));
+    if cfg.smtp_security != SmtpSecurity::None {
+        let mut params = TlsParameters::builder(host.to_string());
+        if let Some(ca) = &cfg.smtp_ca_file {
+            for cert in certificates(ca)? {
+                params = params.add_root_certificate(cert);
+            }
+        }
+        let params = params.build_rustls().map_err(|e| format!("TLS for {host}: {e}"))?;
+        builder = builder.tls(match cfg.smtp_security {
+            SmtpSecurity::Tls => Tls::Wrapper(params),
+            _ => Tls::Required(params),
+        });
+    }
+    if let Some(file) = &cfg.smtp_credentials_file {
+        let (user, password) = credentials(file)?;
+        builder = builder.credentials(Credentials::new(user, password));
+    }
+    let message = message(cfg, alert)?;
+    let answer = builder.build().send(message).await.map_err(|e| format!("{server}: {e}"))?;
+    let text = answer.message().next().unwrap_or("accepted").to_string();
+    Ok(format!("{} {text}", answer.code()))
+}
+
+fn message(cfg: &AlertsConfig, alert: &Alert) -> Result<Message, String> {
+    let parse = |s: &str| s.parse::<Mailbox>().map_err(|e| format!("{s:?}: {e}"));
+    let mut m = Message::builder().from(parse(cfg.smtp_from.as_deref().ok_or("alerts.smtp_from is not set")?)?);
+    for to in &cfg.smtp_to {
+        m = m.to(parse(to)?);
+    }
+    let mut body = format!(
+        "{}\n\nnode: {}\nkey: {}\nseverity: {}\nstarted: {}\n",
+        alert.summary,
+        alert.node,
+        alert.key,
+        alert.severity,
+        rfc3339(alert.starts_at_unix_ms)
+    );
+    if let (AlertState::Resolved, Some(end)) = (alert.state, alert.ends_at_unix_ms) {
+        body += &format!("ended: {}\n", rfc3339(end));
+    }
+    for (k, v) in &alert.labels {
+        body += &format!("{k}: {v}\n");
+    }
+    m.subject(alert.text()).header(ContentType::TEXT_PLAIN).body(body).map_err(|e| format!("cannot build the message: {e}"))
+}
+
+/// `user:password` from a file that only its owner may read (mode 0600 or 0400) and that root or
+/// this process's user owns: a password readable by others is refused, with the fix.
+fn credentials(path: &Path) -> Result<(String, String), String> {
+    let shown = crate::sys::display_path(path);
+    let meta = std::fs::metadata(path).map_err(|e| format!("alerts.smtp_credentials_file {shown}: {e}"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.mode() & 0o077 != 0 || (meta.uid() != 0 && meta.uid() != me) {
+        return Err(format!(
+            "alerts.smtp_credentials_file {shown} may be read by others (mode {:o}, owner {}); chmod 600 it, owned by root",
+            meta.mode() & 0o777,
+            meta.uid()
+        ));
+    }
+    let bytes = crate::sys::fs::read_regular_file(path, 64 << 10).map_err(|e| format!("alerts.smtp_credentials_file {shown}: {e}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("alerts.smtp_credentials_file {shown} is not UTF-8"))?;
+    let line = text.lines().next().unwrap_or("").trim_end();
+    let (user, password) =
+        line.split_once(':').ok_or_else(|| format!("alerts.smtp_credentials_file {shown}: expected one line user:password"))?;
+    Ok((user.to_string(), password.to_string()))
+}
+
+fn certificates(path: &Path) -> Result<Vec<Certificate>, String> {
+    let shown = crate::sys::display_path(path);
+    let bytes = crate::sys::fs::read_regular_file(path, 1 << 20).map_err(|e| format!("alerts.smtp_ca_file {shown}: {e}"))?;
+    let text = String::from_utf8_lossy(&bytes);
+    const END: &str = "-----END CERTIFICATE-----";
+    let certs: Vec<Certificate> = text
+        .split_inclusive(END)
+        .filter(|block| block.contains(END))
+        .map(|block| Certificate::from_pem(block.trim().as_bytes()).map_err(|e| format!("alerts.smtp_ca_file {shown}: {e}")))
+        .collect::<Result<_, _>>()?;
+    if certs.is_empty() {
+        return Err(format!("alerts.smtp_ca_file {shown} holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn credentials_readable_by_others_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("smtp");
+        std::fs::write(&f, "alerts@example.org:s3cret:with:colons\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = super::credentials(&f).unwrap_err();
+        assert!(e.contains("may be read by others (mode 644") && e.contains("chmod 600"), "{e}");
+        assert!(!e.contains("s3cret"), "the password never shows");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(super::credentials(&f).unwrap(), ("alerts@example.org".into(), "s3cret:with:colons".into()));
+    }
+}
