@@ -75,6 +75,9 @@ for _ in $(seq 50); do [ -S "$WORK/run/control.sock" ] && break; sleep 0.1; done
 # five seconds after READY (sys/trim.rs): measure the steady state.
 for _ in $(seq 150); do grep -q 'start-up done' "$WORK/log" && break; sleep 0.1; done
 grep -q 'start-up done' "$WORK/log" || { echo "no 'start-up done' (the trim) in the log:"; cat "$WORK/log"; exit 1; }
+# Then one whole 30 s cycle (swap check, probes, heartbeats), so every periodic path has run once
+# and faulted its code back in: what follows is the idle steady state.
+sleep "${SETTLE:-30}"
 # ...once the blocking thread that made the baseline has gone (its counters would vanish
 # from the sum mid-measurement).
 for _ in $(seq 50); do [ "$(awk '$1 == "Threads:" {print $2}' /proc/$PID/status)" = 1 ] && break; sleep 0.2; done
