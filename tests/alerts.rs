@@ -8,7 +8,7 @@ mod common;
 #[path = "common/peers.rs"]
 mod peers;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -38,26 +38,7 @@ fn service(mode: Arc<Mutex<u8>>) -> String {
 }
 
 fn read_request(s: &mut std::net::TcpStream) -> std::io::Result<String> {
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut r = BufReader::new(s.try_clone()?);
-    let mut line = String::new();
-    let mut length = 0;
-    r.read_line(&mut line)?;
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h)?;
-        if h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    r.read_exact(&mut body)?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    peers::read_request(s).map(|(_, body)| String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A webhook sink on `port`: every body it receives, in order.
@@ -278,8 +259,9 @@ impl SmtpSink {
     }
 }
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+/// `openssl` with these space-separated arguments, in `dir`.
+fn openssl(dir: &std::path::Path, args: &str) {
+    let out = Command::new("openssl").current_dir(dir).args(args.split_whitespace()).output().unwrap();
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -318,69 +300,11 @@ fn email_reaches_a_real_smtp_server_plain_and_over_starttls_with_a_private_ca() 
     drop(d);
 
     // STARTTLS required, the server's certificate signed by a private CA the config names.
-    openssl(
-        dir.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=cluster-ai test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
-    openssl(
-        dir.path(),
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "leaf.key",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
+    openssl(dir.path(), "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=cluster-ai-test-CA -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign");
+    openssl(dir.path(), "req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1");
     std::fs::write(dir.path().join("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
         .unwrap();
-    openssl(
-        dir.path(),
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
+    openssl(dir.path(), "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile leaf.ext");
     let (leaf, key) = (dir.path().join("leaf.pem"), dir.path().join("leaf.key"));
     let tls = SmtpSink::start(dir.path(), &["--tlscert", leaf.to_str().unwrap(), "--tlskey", key.to_str().unwrap()]);
     let ca = dir.path().join("ca.pem");

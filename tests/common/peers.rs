@@ -291,12 +291,8 @@ impl OllamaFake {
     }
 }
 
-fn serve_ollama(
-    stream: TcpStream,
-    loaded: &Mutex<Vec<(String, u64)>>,
-    unloads: &Mutex<Vec<(String, Instant)>>,
-    broken: &Mutex<bool>,
-) -> std::io::Result<()> {
+/// One HTTP/1.1 request from `stream` (5 s to arrive): its request line and its body.
+pub fn read_request(stream: &TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut r = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
@@ -316,6 +312,16 @@ fn serve_ollama(
     }
     let mut body = vec![0; length];
     r.read_exact(&mut body)?;
+    Ok((line, body))
+}
+
+fn serve_ollama(
+    stream: TcpStream,
+    loaded: &Mutex<Vec<(String, u64)>>,
+    unloads: &Mutex<Vec<(String, Instant)>>,
+    broken: &Mutex<bool>,
+) -> std::io::Result<()> {
+    let (line, body) = read_request(&stream)?;
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, reply) = if *broken.lock().unwrap() {
