@@ -109,12 +109,26 @@ impl Queue {
         before - self.items.len()
     }
 
-    /// Writes the queue to its file (0600, atomically).
-    pub fn save(&self) -> std::io::Result<()> {
-        let Some(p) = &self.path else { return Ok(()) };
-        let text = serde_json::to_vec(&self.items).map_err(std::io::Error::other)?;
-        crate::sys::fs::write_atomic(p, &text, 0o600)
+    /// The file and what to write to it, for a writer off the runtime (`None`: kept in memory
+    /// only).
+    pub fn serialized(&self) -> Option<(PathBuf, std::io::Result<Vec<u8>>)> {
+        let p = self.path.clone()?;
+        Some((p, serde_json::to_vec(&self.items).map_err(std::io::Error::other)))
     }
+
+    /// Writes the queue to its file (0600, atomically). Blocking: the task calls it through
+    /// `spawn_blocking`.
+    pub fn save(&self) -> std::io::Result<()> {
+        match self.serialized() {
+            None => Ok(()),
+            Some((p, bytes)) => write(&p, bytes),
+        }
+    }
+}
+
+/// Writes serialized queue bytes to `path` (0600, atomically).
+pub fn write(path: &std::path::Path, bytes: std::io::Result<Vec<u8>>) -> std::io::Result<()> {
+    crate::sys::fs::write_atomic(path, &bytes?, 0o600)
 }
 
 #[cfg(test)]

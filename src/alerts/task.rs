@@ -65,6 +65,8 @@ struct State {
     /// Sends of the last minute, per channel (the rate limit).
     recent: BTreeMap<Channel, VecDeque<Instant>>,
     full_logged: bool,
+    /// The queue changed since it was last written to its file.
+    dirty: bool,
 }
 
 pub async fn run(
@@ -86,7 +88,16 @@ pub async fn run(
         tracing::info!(queued = queue.len(), "alerts: {} undelivered alert(s) from before the restart", queue.len());
     }
     let node = cfg.node.clone().unwrap_or_else(super::hostname);
-    let mut st = State { cfg, node, queue, firing: BTreeMap::new(), sent: BTreeMap::new(), recent: BTreeMap::new(), full_logged: false };
+    let mut st = State {
+        cfg,
+        node,
+        queue,
+        firing: BTreeMap::new(),
+        sent: BTreeMap::new(),
+        recent: BTreeMap::new(),
+        full_logged: false,
+        dirty: false,
+    };
     st.forget_unconfigured();
     let mut ticker = Ticker::new(HEARTBEAT_PERIOD.min(st.cfg.alertmanager_resend))?;
     let mut last_resend = Instant::now();
@@ -117,6 +128,7 @@ pub async fn run(
         if !dry_run {
             heartbeat.during(st.deliver_due()).await;
         }
+        heartbeat.during(st.flush()).await;
     }
 }
 
@@ -170,12 +182,21 @@ impl State {
                 }
             }
         }
-        self.save();
+        self.dirty = true;
     }
 
-    fn save(&self) {
-        if let Err(e) = self.queue.save() {
-            tracing::error!("alerts: cannot keep the queue: {e}");
+    /// Writes the queue to its file if it changed, off the runtime (an fsync on a busy disk must
+    /// not hold up the swap task).
+    async fn flush(&mut self) {
+        if !std::mem::take(&mut self.dirty) {
+            return;
+        }
+        let Some((path, bytes)) = self.queue.serialized() else { return };
+        let written = tokio::task::spawn_blocking(move || super::queue::write(&path, bytes)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("alerts: cannot keep the queue: {e}"),
+            Err(e) => tracing::error!("alerts: cannot keep the queue: {e}"),
         }
     }
 
@@ -183,7 +204,7 @@ impl State {
         let dropped = self.queue.keep_channels(&Channel::configured(&self.cfg));
         if dropped > 0 {
             tracing::warn!("alerts: {dropped} queued deliveries to channels no longer configured were dropped");
-            self.save();
+            self.dirty = true;
         }
     }
 
@@ -227,7 +248,7 @@ impl State {
                         tracing::info!(channel = channel.as_str(), key = %d.alert.key, "alerts: sent to {} ({status}): {}", channel.as_str(), d.alert.text());
                         self.queue.remove(i);
                         self.full_logged = false;
-                        self.save();
+                        self.dirty = true;
                     }
                     Err(e) => {
                         counts.1 += 1;
@@ -236,7 +257,7 @@ impl State {
                         }
                         counts.2 = Some(e.clone());
                         self.queue.failed(i, e, crate::sys::unix_ms(), self.cfg.retry_max);
-                        self.save();
+                        self.dirty = true;
                         break;
                     }
                 }
