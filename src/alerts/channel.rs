@@ -62,11 +62,9 @@ pub async fn deliver(channel: Channel, cfg: &AlertsConfig, alert: &Alert) -> Res
         Channel::Alertmanager => (Endpoint::parse_url(url)?, "/api/v2/alerts", alertmanager_body(alert)),
         Channel::Email => return super::email::send(cfg, alert).await,
     };
-    let path = match (&endpoint, path) {
-        (Endpoint::Tcp { prefix, .. }, "") if prefix.is_empty() => "/",
-        _ => path,
-    };
-    let r = http::request(&endpoint, "POST", path, Some(&body), DELIVERY_TIMEOUT).await.map_err(|e| e.to_string())?;
+    let r = http::request_trusting(&endpoint, "POST", path, Some(&body), DELIVERY_TIMEOUT, cfg.ca_file.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
     if r.ok() {
         Ok(format!("{}", r.status))
     } else {

@@ -26,7 +26,7 @@ pub async fn send(cfg: &AlertsConfig, alert: &Alert) -> Result<String, String> {
         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(port).timeout(Some(super::channel::DELIVERY_TIMEOUT));
     if cfg.smtp_security != SmtpSecurity::None {
         let mut params = TlsParameters::builder(host.to_string());
-        if let Some(ca) = &cfg.smtp_ca_file {
+        if let Some(ca) = &cfg.ca_file {
             for cert in certificates(ca)? {
                 params = params.add_root_certificate(cert);
             }
@@ -93,16 +93,16 @@ fn credentials(path: &Path) -> Result<(String, String), String> {
 
 fn certificates(path: &Path) -> Result<Vec<Certificate>, String> {
     let shown = crate::sys::display_path(path);
-    let bytes = crate::sys::fs::read_regular_file(path, 1 << 20).map_err(|e| format!("alerts.smtp_ca_file {shown}: {e}"))?;
+    let bytes = crate::sys::fs::read_regular_file(path, 1 << 20).map_err(|e| format!("alerts.ca_file {shown}: {e}"))?;
     let text = String::from_utf8_lossy(&bytes);
     const END: &str = "-----END CERTIFICATE-----";
     let certs: Vec<Certificate> = text
         .split_inclusive(END)
         .filter(|block| block.contains(END))
-        .map(|block| Certificate::from_pem(block.trim().as_bytes()).map_err(|e| format!("alerts.smtp_ca_file {shown}: {e}")))
+        .map(|block| Certificate::from_pem(block.trim().as_bytes()).map_err(|e| format!("alerts.ca_file {shown}: {e}")))
         .collect::<Result<_, _>>()?;
     if certs.is_empty() {
-        return Err(format!("alerts.smtp_ca_file {shown} holds no PEM certificate"));
+        return Err(format!("alerts.ca_file {shown} holds no PEM certificate"));
     }
     Ok(certs)
 }

@@ -32,8 +32,9 @@ pub struct AlertsConfig {
     pub smtp_to: Vec<String>,
     /// `user:password` (one line), in a file only root may read; never in this file.
     pub smtp_credentials_file: Option<PathBuf>,
-    /// A PEM file of certificate authorities to trust besides the built-in ones (a private CA).
-    pub smtp_ca_file: Option<PathBuf>,
+    /// A PEM file of certificate authorities to trust besides the system's (a private CA), for
+    /// every channel over TLS: an https:// webhook or Alertmanager, and SMTP.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +80,7 @@ impl Default for AlertsConfig {
             smtp_from: None,
             smtp_to: Vec::new(),
             smtp_credentials_file: None,
-            smtp_ca_file: None,
+            ca_file: None,
         }
     }
 }
@@ -100,7 +101,7 @@ impl AlertsConfig {
             ("alerts.smtp_from", opt(&self.smtp_from)),
             ("alerts.smtp_to", format!("[{}]", self.smtp_to.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", "))),
             ("alerts.smtp_credentials_file", self.smtp_credentials_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
-            ("alerts.smtp_ca_file", self.smtp_ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+            ("alerts.ca_file", self.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
         ]
     }
 
@@ -125,7 +126,7 @@ pub(super) struct RawAlerts {
     smtp_from: Raw,
     smtp_to: Raw,
     smtp_credentials_file: Raw,
-    smtp_ca_file: Raw,
+    ca_file: Raw,
 }
 
 impl RawAlerts {
@@ -180,7 +181,7 @@ impl RawAlerts {
             .field("alerts.smtp_to", self.smtp_to, d.smtp_to, |v| list_of(v, "a list of addresses such as [\"ops@example.org\"]", address));
         let file = |v: &toml::Value| if v.as_str() == Some("") { Ok(None) } else { absolute_path(v).map(Some) };
         let (smtp_credentials_file, _) = c.field("alerts.smtp_credentials_file", self.smtp_credentials_file, d.smtp_credentials_file, file);
-        let (smtp_ca_file, _) = c.field("alerts.smtp_ca_file", self.smtp_ca_file, d.smtp_ca_file, file);
+        let (ca_file, _) = c.field("alerts.ca_file", self.ca_file, d.ca_file, file);
         if smtp_server.is_some() && (smtp_from.is_none() || smtp_to.is_empty()) {
             c.report(server_span, "alerts.smtp_server", "email needs alerts.smtp_from and at least one address in alerts.smtp_to".into());
         }
@@ -197,7 +198,7 @@ impl RawAlerts {
             smtp_from,
             smtp_to,
             smtp_credentials_file,
-            smtp_ca_file,
+            ca_file,
         }
     }
 }
@@ -218,7 +219,7 @@ mod tests {
         assert_eq!(c.queue_max, 10);
         assert!(c.any());
         let e = Config::parse("[alerts]\nwebhook = \"ftp://x\"\n").unwrap_err();
-        assert!(e[0].to_string().starts_with("2:11: alerts.webhook: \"ftp://x\" is not an http:// URL"), "{e:?}");
+        assert!(e[0].to_string().starts_with("2:11: alerts.webhook: \"ftp://x\" is not an http:// or https:// URL"), "{e:?}");
         assert!(!Config::parse("").unwrap().alerts.any(), "no channel by default");
         let e = Config::parse("[alerts]\nsmtp_server = \"mail:587\"\n").unwrap_err();
         assert!(e[0].to_string().contains("email needs alerts.smtp_from and at least one address in alerts.smtp_to"), "{e:?}");

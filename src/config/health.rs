@@ -46,6 +46,10 @@ pub struct ServiceConfig {
     /// A Dask scheduler's workers (from `/json/identity.json` at the probe's address): fewer
     /// than this is an incident that names the workers that left. `None`: not checked.
     pub min_workers: Option<u32>,
+    /// A Dask scheduler's probe also proves that a worker of this node (its address one of this
+    /// machine's, or its name the hostname) is among the scheduler's workers; on a worker node,
+    /// with the worker's unit, a worker that lost its scheduler is restarted.
+    pub local_worker: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +110,7 @@ impl ServiceConfig {
             pass_after: 2,
             restart: RestartPolicy::OnFailure,
             min_workers: None,
+            local_worker: false,
         }
     }
 
@@ -128,6 +133,7 @@ impl ServiceConfig {
             self.pass_after,
             self.restart.as_str(),
             self.min_workers.map(|n| format!(", min {n} workers")).unwrap_or_default()
+                + if self.local_worker { ", this node's worker" } else { "" }
         )
     }
 }
@@ -198,6 +204,7 @@ struct RawService {
     pass_after: Raw,
     restart: Raw,
     min_workers: Raw,
+    local_worker: Raw,
     docker_socket: Raw,
 }
 
@@ -298,6 +305,8 @@ impl RawService {
         });
         let workers_span = self.min_workers.as_ref().map(|w| w.span());
         let (min_workers, _) = c.field("health.service.min_workers", self.min_workers, None, |v| count_between(0, 100_000)(v).map(Some));
+        let local_span = self.local_worker.as_ref().map(|w| w.span());
+        let (local_worker, _) = c.field("health.service.local_worker", self.local_worker, false, super::boolean);
         if unit.is_none() && probe.is_none() {
             c.report(
                 probe_span.or(Some(table)),
@@ -324,11 +333,18 @@ impl RawService {
                 "needs an http:// probe of the Dask scheduler (its dashboard address)".into(),
             );
         }
-        Some(ServiceConfig { name, unit, probe, interval, timeout, fail_after, pass_after, restart, min_workers })
+        if local_worker && !matches!(probe, Some(Probe::Http { .. })) {
+            c.report(
+                local_span,
+                "health.service.local_worker",
+                "needs an http:// probe of the Dask scheduler (its dashboard address)".into(),
+            );
+        }
+        Some(ServiceConfig { name, unit, probe, interval, timeout, fail_after, pass_after, restart, min_workers, local_worker })
     }
 }
 
-/// `http://host:port/path`, `tcp://host:port`, `docker:/path/to/docker.sock`,
+/// `http://host:port/path` (or `https://`), `tcp://host:port`, `docker:/path/to/docker.sock`,
 /// `container:NAME` (through `socket`).
 fn probe(v: &toml::Value, status: u16, body: Option<String>, socket: &std::path::Path) -> Result<Option<Probe>, String> {
     const EXPECTED: &str = "\"http://127.0.0.1:8787/health\", \"tcp://127.0.0.1:5432\", \"docker:/var/run/docker.sock\", \"container:open-webui\", or \"\" for the unit's state only";
@@ -336,7 +352,7 @@ fn probe(v: &toml::Value, status: u16, body: Option<String>, socket: &std::path:
     if s.is_empty() {
         return Ok(None);
     }
-    if s.starts_with("http://") {
+    if s.starts_with("http://") || s.starts_with("https://") {
         crate::sys::http::Endpoint::parse_url(s).map_err(|e| format!("{e}; expected e.g. {EXPECTED}"))?;
         return Ok(Some(Probe::Http { url: s.to_string(), status, body }));
     }
@@ -422,6 +438,8 @@ restart = "never"
         assert!(p[0].starts_with("5:11: health.service.timeout: 5s is longer than its interval 2s"), "{p:?}");
         let p = problems("[[health.service]]\nname = \"a\"\nprobe = \"tcp://h:1\"\nmin_workers = 2\n");
         assert!(p[0].contains("min_workers: needs an http:// probe"), "{p:?}");
+        let p = problems("[[health.service]]\nname = \"a\"\nprobe = \"tcp://h:1\"\nlocal_worker = true\n");
+        assert!(p[0].contains("local_worker: needs an http:// probe"), "{p:?}");
         let p = problems("[[health.service]]\nname = \"a\"\nunit = \"a.service\"\nrestart = \"sometimes\"\n");
         assert!(p[0].contains("\"sometimes\" is not a restart policy"), "{p:?}");
         let p = problems("[[health.service]]\nname = \"a\"\nunit = \"a.service\"\nintervall = \"5s\"\n");

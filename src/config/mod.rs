@@ -824,9 +824,9 @@ impl RawEmergency {
     }
 }
 
-/// An `http://host:port` URL, or `""` for "no such service here".
+/// An `http://host:port` (or `https://`) URL, or `""` for "no such service here".
 fn http_url(v: &toml::Value) -> Result<Option<String>, String> {
-    let s = as_text(v, "an http:// URL such as \"http://127.0.0.1:8787\", or \"\" for none")?;
+    let s = as_text(v, "an http:// or https:// URL such as \"http://127.0.0.1:8787\", or \"\" for none")?;
     if s.is_empty() {
         return Ok(None);
     }

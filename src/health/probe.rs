@@ -44,11 +44,7 @@ pub async fn run(probe: &Probe, timeout: Duration) -> ProbeResult {
 
 async fn http_probe(url: &str, status: u16, body: Option<&str>, timeout: Duration) -> Result<String, String> {
     let ep = Endpoint::parse_url(url)?;
-    let path = match &ep {
-        Endpoint::Tcp { prefix, .. } if prefix.is_empty() => "/",
-        _ => "",
-    };
-    let r = http::request(&ep, "GET", path, None, timeout).await.map_err(|e| e.to_string())?;
+    let r = http::request(&ep, "GET", "", None, timeout).await.map_err(|e| e.to_string())?;
     if r.status != status {
         return Err(format!("status {} (expected {status}): {}", r.status, r.snippet()));
     }
@@ -86,6 +82,69 @@ async fn container(socket: &std::path::Path, name: &str, timeout: Duration) -> R
     }
 }
 
+/// A service's probe, and what the scheduler says of its workers when `workers` (min_workers)
+/// or `local_worker` asks: a scheduler that answers but lists no worker of this node fails the
+/// probe (so the policy restarts the service's unit: the worker, on a worker node).
+pub async fn run_with_workers(
+    probe: &Probe,
+    timeout: Duration,
+    workers: bool,
+    local_worker: bool,
+) -> (ProbeResult, Option<Result<BTreeMap<String, String>, String>>) {
+    let mut r = run(probe, timeout).await;
+    let Probe::Http { url, .. } = probe else { return (r, None) };
+    if !r.ok || !(workers || local_worker) {
+        return (r, None);
+    }
+    let w = dask_workers(url, timeout).await;
+    if local_worker {
+        let verdict = match &w {
+            Ok(all) if all.iter().any(|(addr, name)| ThisNode::read().has(addr, name)) => None,
+            Ok(all) => Some(format!("no worker of this node among the scheduler's {} worker(s)", all.len())),
+            Err(e) => Some(format!("cannot read the scheduler's workers: {e}")),
+        };
+        if let Some(detail) = verdict {
+            r.ok = false;
+            r.detail = detail;
+        }
+    }
+    (r, workers.then_some(w))
+}
+
+/// This machine as a Dask worker's address may name it: every interface's address, and the
+/// hostname.
+pub struct ThisNode {
+    addrs: Vec<std::net::IpAddr>,
+    hostname: String,
+}
+
+impl ThisNode {
+    pub fn read() -> ThisNode {
+        let mut addrs = Vec::new();
+        for ifa in nix::ifaddrs::getifaddrs().into_iter().flatten() {
+            let Some(a) = ifa.address else { continue };
+            if let Some(v4) = a.as_sockaddr_in() {
+                addrs.push(std::net::IpAddr::V4(v4.ip()));
+            } else if let Some(v6) = a.as_sockaddr_in6() {
+                addrs.push(std::net::IpAddr::V6(v6.ip()));
+            }
+        }
+        ThisNode { addrs, hostname: crate::alerts::hostname() }
+    }
+
+    /// Whether the worker at `address` ("tcp://10.0.0.5:40001") named `name` runs here.
+    pub fn has(&self, address: &str, name: &str) -> bool {
+        let rest = address.split_once("://").map_or(address, |(_, r)| r);
+        let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+        let short = |h: &str| h.split('.').next().unwrap_or(h).to_string();
+        let by_address = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => self.addrs.contains(&ip),
+            Err(_) => !host.is_empty() && short(host) == short(&self.hostname),
+        };
+        by_address || (!name.is_empty() && name == self.hostname)
+    }
+}
+
 /// `POST /containers/NAME/restart` (Docker stops it, waiting up to 10 s, and starts it).
 pub async fn restart_container(socket: &std::path::Path, name: &str) -> Result<(), String> {
     let ep = Endpoint::Unix(socket.to_path_buf());
@@ -101,8 +160,7 @@ pub async fn restart_container(socket: &std::path::Path, name: &str) -> Result<(
 
 /// The scheduler's workers, name by address, from `/json/identity.json` (always served).
 pub async fn dask_workers(url: &str, timeout: Duration) -> Result<BTreeMap<String, String>, String> {
-    let Endpoint::Tcp { authority, .. } = Endpoint::parse_url(url)? else { return Err("not an http:// URL".into()) };
-    let origin = Endpoint::Tcp { authority, prefix: String::new() };
+    let origin = Endpoint::parse_url(url)?.origin();
     let r = http::request(&origin, "GET", "/json/identity.json", None, timeout).await.map_err(|e| e.to_string())?;
     if !r.ok() {
         return Err(format!("/json/identity.json: status {}: {}", r.status, r.snippet()));
@@ -140,6 +198,18 @@ fn parse_identity(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_worker_of_this_node_by_address_or_name() {
+        let here = super::ThisNode { addrs: vec!["10.0.0.5".parse().unwrap(), "::1".parse().unwrap()], hostname: "gpu-1".into() };
+        assert!(here.has("tcp://10.0.0.5:40001", "w"));
+        assert!(here.has("tls://[::1]:40001", "w"));
+        assert!(here.has("tcp://gpu-1.lan:40001", "w"));
+        assert!(here.has("tcp://10.0.0.9:40001", "gpu-1"));
+        assert!(!here.has("tcp://10.0.0.9:40001", "gpu-2"));
+        assert!(!here.has("tcp://gpu-2:40001", "w"));
+        assert!(super::ThisNode::read().has("tcp://127.0.0.1:1", ""), "loopback is this machine's");
+    }
+
     #[test]
     fn dask_identity_names_workers_by_address() {
         let body = br#"{"type":"Scheduler","id":"Scheduler-1","address":"tcp://127.0.0.1:8786","workers":{
