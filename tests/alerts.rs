@@ -138,7 +138,11 @@ fn a_webhook_that_is_down_gets_every_queued_alert_once_up_also_across_a_daemon_r
     // Written off the runtime right after the failed attempt.
     let kept = wait_until("the queue file with the alert", T, || read_queue().filter(|k| k.as_array().is_some_and(|a| a.len() == 1)));
     assert_eq!(kept[0]["alert"]["key"], "service/web");
-    drop(d);
+    // A clean stop (SIGTERM, as systemctl restart sends): the queue stays, and the next start has
+    // no unclean stop to report.
+    let mut d = d;
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit(T), Some(0), "{}", d.log_text());
 
     // The service is well again and the sink is up: the new daemon finds the queued alert and
     // delivers it; nothing new happened, so that is all it sends.
@@ -153,7 +157,8 @@ fn a_webhook_that_is_down_gets_every_queued_alert_once_up_also_across_a_daemon_r
     d.wait_log("alerts: sent to webhook", T);
     wait_until("delivered: the queue file empty", T, || read_queue().filter(|k| *k == serde_json::json!([])));
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(got.lock().unwrap().len(), 1, "nothing else to send: {:?}", got.lock().unwrap());
+    let all = got.lock().unwrap().clone();
+    assert_eq!(all.len(), 1, "nothing else to send: {all:?}");
 
     // Down and up again with the sink up: one firing, one resolved, in order.
     *mode.lock().unwrap() = 1;
@@ -265,6 +270,89 @@ fn openssl(dir: &std::path::Path, args: &str) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A private CA and a certificate it signed for 127.0.0.1: (ca.pem, leaf.pem, leaf.key).
+fn private_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    openssl(dir, "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=cluster-ai-test-CA -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign");
+    openssl(dir, "req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1");
+    std::fs::write(dir.join("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    openssl(dir, "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile leaf.ext");
+    (dir.join("ca.pem"), dir.join("leaf.pem"), dir.join("leaf.key"))
+}
+
+#[test]
+fn an_https_webhook_is_trusted_through_ca_file_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, leaf, key) = private_ca(dir.path());
+    // An HTTPS webhook sink (Python's ssl and http.server): each POST body, one per line.
+    let port = free_port();
+    let bodies = dir.path().join("bodies");
+    let _sink = Proc::spawn(Command::new("/usr/bin/python3").arg("-c").arg(HTTPS_SINK).arg(port.to_string()).args([&leaf, &key, &bodies]));
+    wait_until("the HTTPS sink", Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    let cfg = dir.path().join("c.toml");
+    let hook = format!("https://127.0.0.1:{port}/hook");
+    std::fs::write(&cfg, format!("[alerts]\nnode = \"n4\"\nwebhook = \"{hook}\"\n")).unwrap();
+    let out = Command::new(common::BIN).args(["alert", "test", "--config"]).arg(&cfg).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "a server no known CA vouches for: {text}");
+    assert!(text.contains(&format!("webhook {hook}: failed: TLS: invalid peer certificate: UnknownIssuer")), "{text}");
+    assert!(!bodies.exists(), "nothing was sent in the clear");
+    std::fs::write(&cfg, format!("[alerts]\nnode = \"n4\"\nwebhook = \"{hook}\"\nca_file = \"{}\"\n", ca.display())).unwrap();
+    let out = Command::new(common::BIN).args(["alert", "test", "--config"]).arg(&cfg).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success() && text.contains(&format!("webhook {hook}: delivered (200)")), "{text}");
+    let got = std::fs::read_to_string(&bodies).unwrap();
+    let body: serde_json::Value = serde_json::from_str(got.lines().next().unwrap()).unwrap();
+    assert_eq!(body["text"], "[n4] INFO test alert from cluster-ai alert test");
+}
+
+const HTTPS_SINK: &str = r#"
+import http.server, ssl, sys
+port, cert, key, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        with open(out, "ab") as f:
+            f.write(body + b"\n")
+        self.send_response(200); self.send_header("content-length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", port), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#;
+
+#[test]
+fn a_task_that_fails_is_alerted_and_so_is_the_restart_after_it() {
+    common::require_faults();
+    let port = free_port();
+    let got = sink(port);
+    let state = tempfile::tempdir().unwrap();
+    let cfg = format!("sample_interval = \"1s\"\n[alerts]\nnode = \"n5\"\nwebhook = \"http://127.0.0.1:{port}/hook\"\n");
+    let mut d =
+        daemon().config(&cfg).env("STATE_DIRECTORY", state.path().to_str().unwrap()).env("CLUSTER_AI_FAULT", "sampler:error").spawn();
+    assert_eq!(d.wait_exit(T), Some(1), "{}", d.log_text());
+    let failed = wait_until("the task-failed notice", T, || got.lock().unwrap().iter().find(|a| a["key"] == "task/failed").cloned());
+    assert_eq!(failed["text"], "[n5] CRITICAL task sampler failed: injected fault at sampler; cluster-ai stops (systemd restarts it)");
+    assert!(std::fs::read_to_string(state.path().join("running")).unwrap().contains("reason: task sampler failed"));
+    // The restart (as systemd would) says the last run did not stop cleanly, and why.
+    let mut d = daemon().config(&cfg).env("STATE_DIRECTORY", state.path().to_str().unwrap()).spawn();
+    let again = wait_until("the restart notice", T, || got.lock().unwrap().iter().find(|a| a["key"] == "task/unclean-stop").cloned());
+    assert_eq!(
+        again["text"],
+        "[n5] CRITICAL cluster-ai restarted; its last run did not stop cleanly: task sampler failed: injected fault at sampler"
+    );
+    // A clean stop leaves no marker, and the next start says nothing.
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit(T), Some(0), "{}", d.log_text());
+    assert!(!state.path().join("running").exists(), "a clean stop removes the marker");
+    let d = daemon().config(&cfg).env("STATE_DIRECTORY", state.path().to_str().unwrap()).spawn();
+    d.wait_log("ready", T);
+    std::thread::sleep(Duration::from_secs(2));
+    let all = got.lock().unwrap().clone();
+    assert_eq!(all.len(), 2, "{all:?}");
+}
+
 #[test]
 fn email_reaches_a_real_smtp_server_plain_and_over_starttls_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
@@ -300,14 +388,8 @@ fn email_reaches_a_real_smtp_server_plain_and_over_starttls_with_a_private_ca() 
     drop(d);
 
     // STARTTLS required, the server's certificate signed by a private CA the config names.
-    openssl(dir.path(), "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=cluster-ai-test-CA -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign");
-    openssl(dir.path(), "req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1");
-    std::fs::write(dir.path().join("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-        .unwrap();
-    openssl(dir.path(), "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile leaf.ext");
-    let (leaf, key) = (dir.path().join("leaf.pem"), dir.path().join("leaf.key"));
+    let (ca, leaf, key) = private_ca(dir.path());
     let tls = SmtpSink::start(dir.path(), &["--tlscert", leaf.to_str().unwrap(), "--tlskey", key.to_str().unwrap()]);
-    let ca = dir.path().join("ca.pem");
     // Without the CA the server is not trusted: a clear failure, nothing sent.
     std::fs::write(&cfg, email(tls.port, "starttls", "")).unwrap();
     let out = Command::new(common::BIN).args(["alert", "test", "--config"]).arg(&cfg).output().unwrap();
@@ -320,14 +402,14 @@ fn email_reaches_a_real_smtp_server_plain_and_over_starttls_with_a_private_ca() 
     std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::write(
         &cfg,
-        email(tls.port, "starttls", &format!("smtp_ca_file = \"{}\"\nsmtp_credentials_file = \"{}\"\n", ca.display(), creds.display())),
+        email(tls.port, "starttls", &format!("ca_file = \"{}\"\nsmtp_credentials_file = \"{}\"\n", ca.display(), creds.display())),
     )
     .unwrap();
     let out = Command::new(common::BIN).args(["alert", "test", "--config"]).arg(&cfg).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("may be read by others (mode 644") && !text.contains("secret"), "{text}");
     // (aiosmtpd offers no AUTH without an authenticator: send without credentials.)
-    std::fs::write(&cfg, email(tls.port, "starttls", &format!("smtp_ca_file = \"{}\"\n", ca.display()))).unwrap();
+    std::fs::write(&cfg, email(tls.port, "starttls", &format!("ca_file = \"{}\"\n", ca.display()))).unwrap();
     let out = Command::new(common::BIN).args(["alert", "test", "--config"]).arg(&cfg).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));

@@ -21,6 +21,9 @@ use crate::sys::ticker::Ticker;
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
 /// Alerts waiting for the task (it takes them at once; this only absorbs a burst).
 pub const INBOX: usize = 256;
+/// As the daemon stops, alerts raised at the last moment get this long to go out (they stay
+/// queued in the file either way).
+const STOP_DELIVERY: Duration = Duration::from_secs(2);
 
 pub type AlertSender = mpsc::Sender<Alert>;
 
@@ -105,7 +108,20 @@ pub async fn run(
         report.send_replace(Arc::new(st.report()));
         let wake = st.next_wake();
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
+            _ = cancel.cancelled() => {
+                // What was raised as the daemon stops (a task that failed) is queued and kept
+                // in the file, with one short try to deliver it now.
+                let mut raised = false;
+                while let Ok(alert) = inbox.try_recv() {
+                    st.accept(alert, dry_run);
+                    raised = true;
+                }
+                if raised && !dry_run {
+                    let _ = tokio::time::timeout(STOP_DELIVERY, st.deliver_due()).await;
+                }
+                st.flush().await;
+                return Ok(());
+            }
             changed = config.changed() => {
                 if changed.is_err() {
                     return Ok(());

@@ -1,6 +1,7 @@
 //! The daemon: a supervisor that owns sd_notify and signals, and the tasks it runs.
 
 pub mod control;
+pub mod marker;
 pub mod report;
 mod supervisor;
 pub mod tasks;

@@ -76,7 +76,8 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     if opts.dry_run {
         tracing::info!("dry run: every decision is logged, nothing on the system is changed");
     }
-    install_panic_hook();
+    let marker = super::marker::Marker::new((!opts.dry_run).then(crate::sys::paths::state_dir).as_deref());
+    install_panic_hook(marker.clone());
     let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier::from_env());
     let mut signals = Signals::new().map_err(|e| DaemonError::Startup(format!("cannot watch signals: {e}")))?;
     let socket_file = socket_path(&config.control_socket).map_err(DaemonError::Startup)?;
@@ -129,6 +130,11 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     set.spawn("alerts", crate::alerts::task::HEARTBEAT_PERIOD, |hb| {
         crate::alerts::task::run(config_rx.clone(), alert_rx, alerts_tx, hb, cancel.clone(), dry_run)
     });
+    if let Some(why) = marker.begin() {
+        let text = format!("cluster-ai restarted; its last run did not stop cleanly: {why}");
+        tracing::warn!("{text}");
+        crate::alerts::task::raise(&Some(alert_tx.clone()), crate::alerts::Alert::notice("task/unclean-stop", "critical", text));
+    }
     let (health_tx, health_rx) = watch::channel(Arc::new(crate::health::HealthReport::default()));
     let alerts = Some(alert_tx.clone());
     set.spawn("health", crate::health::task::HEARTBEAT_PERIOD, |hb| {
@@ -154,11 +160,11 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         _ = tasks.all_started() => {}
         Some(Ok(joined)) = set.join_next() => {
             let failure = failure_of(&tasks, joined, false);
-            return stop(&notifier, &cancel, &tasks, set, &mut signals, failure).await;
+            return stop(&notifier, &cancel, &tasks, set, &mut signals, failure, &marker).await;
         }
         _ = tokio::time::sleep(START_TIMEOUT) => {
             let failure = DaemonError::Startup(format!("tasks did not start within {START_TIMEOUT:?}"));
-            return stop(&notifier, &cancel, &tasks, set, &mut signals, Some(failure)).await;
+            return stop(&notifier, &cancel, &tasks, set, &mut signals, Some(failure), &marker).await;
         }
     }
     notifier.send(&[Notice::Ready, Notice::Status("started".into())]);
@@ -183,7 +189,11 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
             Some(Ok(joined)) = set.join_next() => break failure_of(&tasks, joined, false),
         }
     };
-    stop(&notifier, &cancel, &tasks, set, &mut signals, failure).await
+    if let Some(f) = &failure {
+        let text = format!("{f}; cluster-ai stops (systemd restarts it)");
+        crate::alerts::task::raise(&Some(alert_tx.clone()), crate::alerts::Alert::notice("task/failed", "critical", text));
+    }
+    stop(&notifier, &cancel, &tasks, set, &mut signals, failure, &marker).await
 }
 
 /// Once start-up's one-off work is over (first plan, baseline swap file), unmaps the read-only
@@ -250,8 +260,26 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown payload".into())
 }
 
-/// STOPPING=1, cancel every task, wait for them (bounded); a second signal exits at once.
+/// STOPPING=1, cancel every task, wait for them (bounded); a second signal exits at once. The
+/// marker says how it ended (see `marker`).
 async fn stop(
+    notifier: &Arc<dyn Notifier>,
+    cancel: &CancellationToken,
+    tasks: &Tasks,
+    set: &mut JoinSet<Joined>,
+    signals: &mut Signals,
+    failure: Option<DaemonError>,
+    marker: &super::marker::Marker,
+) -> Result<(), DaemonError> {
+    let result = stop_tasks(notifier, cancel, tasks, set, signals, failure).await;
+    match &result {
+        Ok(()) => marker.end(),
+        Err(e) => marker.failed(&e.to_string()),
+    }
+    result
+}
+
+async fn stop_tasks(
     notifier: &Arc<dyn Notifier>,
     cancel: &CancellationToken,
     tasks: &Tasks,
@@ -348,11 +376,12 @@ async fn reload(
     }
 }
 
-fn install_panic_hook() {
+fn install_panic_hook(marker: super::marker::Marker) {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let task = TASK_NAME.try_with(|n| *n).unwrap_or("main");
         tracing::error!(task, "task {task} panicked: {info}");
+        marker.failed(&format!("task {task} panicked: {info}"));
         default(info);
     }));
 }
