@@ -41,13 +41,15 @@ fn a_real_dask_scheduler_hung_or_killed_is_unhealthy_and_a_worker_that_left_is_n
     let Some(venv) = dask_venv() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let mut scheduler = Scheduler::start(&venv, false, &tmp.path().join("scheduler.log"));
-    let _w1 = worker(&venv, scheduler.port, "w1");
+    let mut w1 = worker(&venv, scheduler.port, "w1");
     let mut w2 = worker(&venv, scheduler.port, "w2");
     wait_until("two workers", Duration::from_secs(60), || (scheduler.workers() == Some(2)).then_some(()));
     let d = daemon()
         .config(&format!(
-            "[[health.service]]\nname = \"dask-scheduler\"\nprobe = \"{}/health\"\nexpect_body = \"ok\"\ninterval = \"1s\"\n\
-             timeout = \"500ms\"\nfail_after = 2\npass_after = 1\nmin_workers = 2\n",
+            "[[health.service]]\nname = \"dask-scheduler\"\nprobe = \"{0}/health\"\nexpect_body = \"ok\"\ninterval = \"1s\"\n\
+             timeout = \"500ms\"\nfail_after = 2\npass_after = 1\nmin_workers = 2\n\
+             [[health.service]]\nname = \"worker-here\"\nprobe = \"{0}/health\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+             fail_after = 2\npass_after = 1\nlocal_worker = true\n",
             scheduler.url()
         ))
         .spawn();
@@ -69,8 +71,14 @@ fn a_real_dask_scheduler_hung_or_killed_is_unhealthy_and_a_worker_that_left_is_n
     assert_eq!(service(&v, "dask-scheduler")["workers"]["left"], serde_json::json!(["w2"]), "{v}");
     assert!(d.log_text().contains("dask-scheduler has 1 worker(s), fewer than 2; left: w2"), "{}", d.log_text());
     let text = String::from_utf8(Command::new(common::BIN).args(["health", "--socket"]).arg(d.socket()).output().unwrap().stdout).unwrap();
-    assert!(text.starts_with("health: 0 ok, down: dask-scheduler workers 1/2"), "{text}");
+    assert!(text.starts_with("health: 1 ok, down: dask-scheduler workers 1/2"), "{text}");
     assert!(text.contains("left: w2"), "{text}");
+
+    // This node's own worker: there while w1 (on 127.0.0.1, one of this machine's addresses)
+    // is among the scheduler's workers; gone with it.
+    assert_eq!(service(&v, "worker-here")["state"], "healthy", "{v}");
+    w1.stop();
+    d.wait_log("health: worker-here is down: not answering: no worker of this node among the scheduler's 0 worker(s)", T);
 
     // Hung: the process lives (SIGSTOP) but never answers.
     let pid = Pid::from_raw(scheduler.proc.0.id() as i32);
@@ -227,7 +235,8 @@ fn a_container_that_dies_is_restarted_through_the_docker_api() {
     assert!(before.starts_with("true "), "{before}");
     let d = daemon()
         .config(&format!(
-            "[[health.service]]\nname = \"sleeper\"\nprobe = \"container:sleeper\"\ndocker_socket = \"{}\"\ninterval = \"1s\"\ntimeout = \"1s\"\nfail_after = 2\npass_after = 1\n",
+            // A long interval: the death is seen through Docker's event stream, not a probe.
+            "[[health.service]]\nname = \"sleeper\"\nprobe = \"container:sleeper\"\ndocker_socket = \"{}\"\ninterval = \"5m\"\ntimeout = \"1s\"\nfail_after = 2\npass_after = 1\n",
             docker.socket.display()
         ))
         .spawn();

@@ -40,6 +40,9 @@ enum Msg {
     Probe(usize, ProbeResult),
     Workers(usize, Result<BTreeMap<String, String>, String>),
     Restarted(usize, Result<(), String>),
+    /// Docker said something happened to the service's container (it died, stopped, started,
+    /// changed health): probe it now.
+    ContainerEvent(usize, String),
 }
 
 /// What carrying out a decision needs besides the service.
@@ -177,6 +180,10 @@ pub async fn run(
                         })
                     }
                 }
+                if let Some(Probe::Container { name, socket }) = s.cfg.probe.as_ref().filter(|_| s.installed != Some(false)) {
+                    let (name, socket) = (name.clone(), socket.clone());
+                    tokio::spawn(follow_container(socket, name, i, generation, tx.clone(), helpers.clone()));
+                }
             }
         }
         let publish = |svcs: &[Svc], systemd_text: &str| {
@@ -278,6 +285,59 @@ async fn follow(systemd: Systemd, unit: String, i: usize, generation: u64, tx: m
     }
 }
 
+/// Docker's event stream is opened again this long after it ended (dockerd stopped or
+/// restarted; its own probe says so meanwhile).
+const EVENTS_RETRY: Duration = Duration::from_secs(30);
+
+/// Follows a container through Docker's event stream (`GET /events`, filtered to that container
+/// and the events that change whether it runs or is healthy), so a container that dies is
+/// probed at once rather than at its next interval. One idle connection; no polling.
+async fn follow_container(
+    socket: std::path::PathBuf,
+    name: String,
+    i: usize,
+    generation: u64,
+    tx: mpsc::Sender<(u64, Msg)>,
+    cancel: CancellationToken,
+) {
+    let filters = serde_json::json!({
+        "type": ["container"],
+        "container": [name],
+        "event": ["die", "kill", "oom", "stop", "start", "restart", "pause", "unpause", "health_status"],
+    });
+    let path = format!("/events?filters={}", percent_encode(&filters.to_string()));
+    loop {
+        let opened = tokio::select! {
+            _ = cancel.cancelled() => return,
+            s = crate::sys::http::stream_lines(&socket, &path, Duration::from_secs(5)) => s,
+        };
+        match opened {
+            Ok(mut lines) => loop {
+                let line = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    l = lines.next_line() => l,
+                };
+                let Ok(Some(line)) = line else { break };
+                let event: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
+                let action = event["Action"].as_str().or(event["status"].as_str()).unwrap_or("an event").to_string();
+                let _ = tx.send((generation, Msg::ContainerEvent(i, action))).await;
+            },
+            Err(e) => tracing::debug!("health: Docker's events for container {name}: {e}"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(EVENTS_RETRY) => {}
+        }
+    }
+}
+
+/// A query string's value: everything but unreserved characters as %XX.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
 /// Starts the probes that are due (within `slack`) and not already running.
 fn probe_due(svcs: &mut [Svc], generation: u64, tx: &mpsc::Sender<(u64, Msg)>, slack: Duration) {
     let now = Instant::now();
@@ -288,13 +348,11 @@ fn probe_due(svcs: &mut [Svc], generation: u64, tx: &mpsc::Sender<(u64, Msg)>, s
             continue;
         }
         s.probing = true;
-        let (tx, timeout, workers) = (tx.clone(), s.cfg.timeout, s.workers.is_some());
+        let (tx, timeout, workers, local) = (tx.clone(), s.cfg.timeout, s.workers.is_some(), s.cfg.local_worker);
         tokio::spawn(async move {
-            let r = probe::run(&p, timeout).await;
-            let ok = r.ok;
+            let (r, w) = probe::run_with_workers(&p, timeout, workers, local).await;
             let _ = tx.send((generation, Msg::Probe(i, r))).await;
-            if let (true, true, Probe::Http { url, .. }) = (ok, workers, &p) {
-                let w = probe::dask_workers(url, timeout).await;
+            if let Some(w) = w {
                 let _ = tx.send((generation, Msg::Workers(i, w))).await;
             }
         });
@@ -350,6 +408,13 @@ fn handle(svcs: &mut [Svc], msg: Msg, ctx: &Ctx<'_>) {
         }
         Msg::Workers(i, w) => {
             workers(&mut svcs[i], w, ctx.alerts);
+            (i, Vec::new())
+        }
+        Msg::ContainerEvent(i, action) => {
+            let s = &mut svcs[i];
+            tracing::debug!(service = %s.cfg.name, "health: {}: Docker says {action}", s.cfg.name);
+            s.next_probe = now;
+            s.fast_until = Some(now + FAST_FOR);
             (i, Vec::new())
         }
         Msg::Restarted(i, r) => {
@@ -563,10 +628,9 @@ async fn look(i: usize, h: Arc<crate::config::HealthConfig>, s: ServiceConfig, s
     });
     let unit_up = matches!(svc.machine.unit, UnitState::Active | UnitState::Unknown);
     if let (Some(true), Some(p), true) = (svc.installed, &s.probe, unit_up) {
-        let r = probe::run(p, s.timeout).await;
+        let (r, w) = probe::run_with_workers(p, s.timeout, svc.workers.is_some(), s.local_worker).await;
         svc.machine.probe(r.ok, &r.detail, now);
-        if let (true, Probe::Http { url, .. }) = (r.ok && svc.workers.is_some(), p) {
-            let w = probe::dask_workers(url, s.timeout).await;
+        if let Some(w) = w {
             workers(&mut svc, w, &None);
         }
         svc.last_probe = Some(r);
