@@ -31,7 +31,9 @@ trap cleanup EXIT
 # replaced by four local stand-ins that answer, so the figure is that of a healthy node; no
 # unit, so nothing is restarted). SERVICES=0 keeps the built-in list instead.
 SERVICES=${SERVICES:-4}
-printf '[swap]\ndir = "%s/swap"\n' "$WORK" > "$WORK/config.toml"
+# /metrics served (on a port of its own: two of these may run side by side); scraped only
+# after the idle window, to measure what a scrape costs.
+printf '[swap]\ndir = "%s/swap"\n[metrics]\nlisten = "127.0.0.1:0"\n' "$WORK" > "$WORK/config.toml"
 if [ "$SERVICES" -gt 0 ]; then
   python3 -c '
 import http.server, socketserver, sys, threading
@@ -105,6 +107,20 @@ split=$(awk '
 pss=$(awk '$1 == "Pss:" {print $2}' "/proc/$PID/smaps_rollup")
 uss=$(awk '$1 == "Private_Clean:" || $1 == "Private_Dirty:" {s += $2} END {print s}' "/proc/$PID/smaps_rollup")
 kill -0 "$PID" || { echo "daemon died:"; cat "$WORK/log"; exit 1; }
+# What a scrape costs: 200 GETs of /metrics (the daemon's on-CPU time for them, per scrape).
+MURL=$(grep -o 'metrics: serving http://[0-9.:]*/metrics' "$WORK/log" | head -1 | sed 's/metrics: serving //')
+scrape=""
+if [ -n "$MURL" ]; then
+  m0=$(cpu_ns)
+  python3 -c '
+import sys, urllib.request
+for _ in range(200):
+    urllib.request.urlopen(sys.argv[1]).read()
+' "$MURL"
+  m1=$(cpu_ns)
+  scrape=$(awk -v c="$((m1 - m0))" -v b="$(python3 -c 'import sys, urllib.request; print(len(urllib.request.urlopen(sys.argv[1]).read()))' "$MURL")" \
+    'BEGIN {printf "%.0f us of CPU per scrape (200 scrapes, %d bytes each)", c / 200 / 1000, b}')
+fi
 awk -v c="$((c1 - c0))" -v t="$((t1 - t0))" -v hz="$HZ" -v w="$((w1 - w0))" -v s0="$s0" -v s1="$s1" -v rss="$rss" -v hwm="$hwm" -v th="$threads" 'BEGIN {
   el = s1 - s0
   printf "footprint over %.1f s (release build, built-in defaults, %d thread(s))\n", el, th
@@ -116,6 +132,7 @@ awk -v c="$((c1 - c0))" -v t="$((t1 - t0))" -v hz="$HZ" -v w="$((w1 - w0))" -v s
 echo "  health         $SERVICES service(s) probed every 30 s: $(grep -c 'health: service-[0-9]* is down' "$WORK/log" || true) went down while measured"
 echo "  RSS by mapping $split"
 awk -v p="$pss" -v u="$uss" 'BEGIN {printf "  PSS            %6.2f MiB   USS (private) %.2f MiB\n", p / 1024, u / 1024}'
+[ -n "$scrape" ] && echo "  /metrics       $scrape"
 echo "  notify         $((n1 - n0)) datagrams in the window, $wd of them WATCHDOG=1 (WATCHDOG_USEC=30 s: one per 15 s)"
 grep -q 'sd_notify failed' "$WORK/log" && { echo "  sd_notify failed while measuring:"; grep 'sd_notify failed' "$WORK/log" | head -3; }
 true

@@ -45,6 +45,29 @@ pub enum Command {
     /// A live view of the running daemon (CPU, memory, swap, disk, pressure, the plan, recent
     /// emergency actions), refreshed every 2 s until q or Ctrl-C; plain lines when not a terminal.
     Monitor(StatusArgs),
+    /// The whole cluster, as the Prometheus server that scrapes every node sees it.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// One line per node the Prometheus server scrapes: up, memory, swap, services down, last
+    /// seen, firing alerts. Exit 1 when a node is down, has a service down or an alert firing.
+    Status(ClusterStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterStatusArgs {
+    /// The Prometheus server, e.g. http://prometheus.lan:9090.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: String,
+    /// The scrape job of the cluster-ai nodes.
+    #[arg(long, value_name = "NAME", default_value = "cluster-ai")]
+    pub job: String,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

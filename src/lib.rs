@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod fault;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod optimize;
 pub mod sampler;
 pub mod swap;

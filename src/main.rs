@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cluster_ai::cli::{AlertCommand, Cli, Command, ConfigCommand};
+use cluster_ai::cli::{AlertCommand, Cli, ClusterCommand, Command, ConfigCommand};
 use cluster_ai::commands;
 
 fn main() -> ExitCode {
@@ -17,5 +17,6 @@ fn main() -> ExitCode {
         Command::Monitor(args) => commands::monitor::main(args),
         Command::Health(args) => commands::health::main(args),
         Command::Alert(AlertCommand::Test(args)) => commands::alert::test(args),
+        Command::Cluster(ClusterCommand::Status(args)) => commands::cluster::status(args),
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::daemon;
-use peers::{free_port, http, wait_until, Proc};
+use peers::{free_port, wait_until, Alertmanager, Proc};
 
 const T: Duration = Duration::from_secs(40);
 
@@ -62,41 +62,6 @@ fn web_config(addr: &str, alerts: &str) -> String {
         "[[health.service]]\nname = \"web\"\nprobe = \"http://{addr}/health\"\nexpect_body = \"ok\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
          fail_after = 2\npass_after = 1\n[alerts]\nnode = \"test-node\"\n{alerts}"
     )
-}
-
-struct Alertmanager {
-    _proc: Proc,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Alertmanager {
-    fn start() -> Alertmanager {
-        let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("prometheus-alertmanager").exists()));
-        assert!(found, "this test needs prometheus-alertmanager (Debian's package; .ci/run installs it)");
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("am.yml"), "route:\n  receiver: quiet\nreceivers:\n  - name: quiet\n").unwrap();
-        let port = free_port();
-        let proc = Proc::spawn(
-            Command::new("prometheus-alertmanager")
-                .arg(format!("--config.file={}", dir.path().join("am.yml").display()))
-                .arg(format!("--storage.path={}", dir.path().join("data").display()))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--cluster.listen-address=")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(dir.path().join("am.log")).unwrap()),
-        );
-        wait_until("Alertmanager's API", Duration::from_secs(30), || {
-            http(&format!("127.0.0.1:{port}"), "GET", "/api/v2/status", "").filter(|(s, _)| *s == 200)
-        });
-        Alertmanager { _proc: proc, port, _dir: dir }
-    }
-
-    /// The alerts it holds as active (resolved ones are not listed).
-    fn alerts(&self) -> Vec<serde_json::Value> {
-        let (_, body) = http(&format!("127.0.0.1:{}", self.port), "GET", "/api/v2/alerts", "").unwrap();
-        serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
-    }
 }
 
 #[test]

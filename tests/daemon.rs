@@ -109,7 +109,7 @@ fn status_reports_the_live_snapshot() {
     }
     assert_eq!(s["pid"].as_u64(), Some(d.pid() as u64));
     let names: Vec<_> = s["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
-    assert_eq!(names, ["alerts", "control", "emergency", "health", "optimize", "sampler", "swap"]);
+    assert_eq!(names, ["alerts", "control", "emergency", "health", "metrics", "optimize", "sampler", "swap"]);
 
     let human = String::from_utf8(d.status(&[]).stdout).unwrap();
     for needle in ["memory:", "swap:", "cpu:", "disk:", "tasks:", "sampler", &format!("pid {}", d.pid())] {
@@ -291,7 +291,7 @@ fn a_reload_refuses_a_fifo_a_device_and_a_huge_file_and_stays_responsive() {
         let after = notify.wait_for("READY=1 after the refused reload", T, |g| g.has("READY=1"));
         let status = after.value("STATUS").unwrap().to_string();
         assert!(status.starts_with("reload failed: ") && status.contains(why), "{status}");
-        assert_eq!(d.status_json()["tasks"].as_array().unwrap().len(), 7, "still answering");
+        assert_eq!(d.status_json()["tasks"].as_array().unwrap().len(), 8, "still answering");
     };
 
     // A FIFO nobody writes to: opening it for reading would block forever.

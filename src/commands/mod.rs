@@ -2,6 +2,7 @@
 
 pub mod alert;
 pub mod check;
+pub mod cluster;
 pub mod config_check;
 pub mod free_memory;
 pub mod health;

@@ -27,6 +27,24 @@ pub struct Config {
     pub emergency: EmergencyConfig,
     pub health: HealthConfig,
     pub alerts: AlertsConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served (`None`: not served). Loopback by default: the numbers say
+    /// what runs on this node and how full it is.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// The port `/metrics` is served on by default (127.0.0.1 only).
+pub const METRICS_PORT: u16 = 9464;
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], METRICS_PORT))) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,6 +312,7 @@ impl Default for Config {
             },
             health: HealthConfig::default(),
             alerts: AlertsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -343,6 +362,7 @@ impl Config {
         out.extend(self.emergency.entries());
         out.extend(self.health.entries());
         out.extend(self.alerts.entries());
+        out.push(("metrics.listen", self.metrics.listen.map(|a| a.to_string()).unwrap_or_default()));
         out
     }
 
@@ -441,6 +461,14 @@ struct RawConfig {
     health: health::RawHealth,
     #[serde(default)]
     alerts: alerts::RawAlerts,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -667,12 +695,22 @@ impl RawConfig {
         let emergency = self.emergency.validate(&mut c, d.emergency);
         let health = self.health.validate(&mut c, d.health);
         let alerts = self.alerts.validate(&mut c, d.alerts);
+        let (listen, _) = c.field("metrics.listen", self.metrics.listen, d.metrics.listen, |v| {
+            let s = as_text(v, "an address such as \"127.0.0.1:9464\", or \"\" for no /metrics")?;
+            if s.is_empty() {
+                return Ok(None);
+            }
+            s.parse::<std::net::SocketAddr>()
+                .map(Some)
+                .map_err(|_| format!("{s:?} is not ip:port; expected e.g. \"127.0.0.1:9464\" (or \"0.0.0.0:9464\" for a Prometheus server elsewhere), or \"\""))
+        });
+        let metrics = MetricsConfig { listen };
         if !c.problems.is_empty() {
             // In file order, as a reader fixes them.
             c.problems.sort_by_key(|p| (p.line, p.column));
             return Err(c.problems);
         }
-        Ok(Config { log_level, sample_interval, control_socket, swap, kernel, optimize, emergency, health, alerts })
+        Ok(Config { log_level, sample_interval, control_socket, swap, kernel, optimize, emergency, health, alerts, metrics })
     }
 }
 

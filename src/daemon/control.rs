@@ -120,6 +120,7 @@ pub struct ConfigInfo {
 }
 
 /// Everything a status reply is made of; the control task only reads it.
+#[derive(Clone)]
 pub struct ControlState {
     pub started: Instant,
     pub dry_run: bool,
@@ -135,7 +136,7 @@ pub struct ControlState {
 }
 
 impl ControlState {
-    fn status(&self) -> StatusReply {
+    pub fn status(&self) -> StatusReply {
         let now = Instant::now();
         let c = self.config.borrow().clone();
         StatusReply {

@@ -112,6 +112,8 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     let swap_os = RealSwapOs::new(ProcFs::default(), crate::sys::paths::state_dir());
     let mut engine = Engine::new(&config_rx.borrow(), Box::new(swap_os), opts.dry_run);
     engine.alerts = Some(alert_tx.clone());
+    let (swap_metrics_tx, swap_metrics_rx) = watch::channel(Arc::new(crate::metrics::SwapMetrics::default()));
+    engine.metrics = Some(swap_metrics_tx);
     let check_interval = config_rx.borrow().swap.check_interval;
     set.spawn("swap", check_interval, |hb| swap::task::run(engine, config_rx.clone(), snapshot_rx.clone(), swap_rx, hb, cancel.clone()));
     let (optimize_tx, optimize_rx) = watch::channel(None);
@@ -153,7 +155,11 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         health: health_rx.clone(),
         alerts: alerts_rx,
     };
+    let metrics_state = state.clone();
     set.spawn("control", control::HEARTBEAT_PERIOD, |hb| control::run(socket, state, hb, cancel.clone()));
+    set.spawn("metrics", crate::metrics::server::HEARTBEAT_PERIOD, |hb| {
+        crate::metrics::server::run(config_rx.clone(), metrics_state, swap_metrics_rx, hb, cancel.clone())
+    });
     let set = &mut set.set;
 
     tokio::select! {

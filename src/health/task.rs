@@ -305,7 +305,7 @@ async fn follow_container(
         "container": [name],
         "event": ["die", "kill", "oom", "stop", "start", "restart", "pause", "unpause", "health_status"],
     });
-    let path = format!("/events?filters={}", percent_encode(&filters.to_string()));
+    let path = format!("/events?filters={}", crate::sys::http::percent_encode(&filters.to_string()));
     loop {
         let opened = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -329,13 +329,6 @@ async fn follow_container(
             _ = tokio::time::sleep(EVENTS_RETRY) => {}
         }
     }
-}
-
-/// A query string's value: everything but unreserved characters as %XX.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 /// Starts the probes that are due (within `slack`) and not already running.

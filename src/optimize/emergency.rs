@@ -57,6 +57,9 @@ pub struct EmergencyReport {
     pub watches: BTreeMap<String, WatchReport>,
     /// Actions carried out since the daemon started, by kind.
     pub counts: BTreeMap<String, u64>,
+    /// Bytes those actions freed, by kind (where the action can tell).
+    #[serde(default)]
+    pub freed_bytes: BTreeMap<String, u64>,
     pub recent: Vec<Action>,
     /// A peer's lasting problem, e.g. the Dask API route being off.
     pub problems: BTreeMap<String, String>,
@@ -220,6 +223,7 @@ impl Emergency {
         }
         if done {
             *self.report.counts.entry(action.to_string()).or_default() += 1;
+            *self.report.freed_bytes.entry(action.to_string()).or_default() += freed_bytes.unwrap_or(0);
         }
         let a = Action {
             at_unix_ms: crate::sys::unix_ms(),

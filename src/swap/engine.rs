@@ -85,6 +85,9 @@ pub struct Engine {
     max_active: bool,
     /// Where the disk guard's and max_size's episodes are raised as alerts.
     pub alerts: Option<crate::alerts::task::AlertSender>,
+    /// Where the counters and gauges of `/metrics` are published (after each look and change).
+    pub metrics: Option<tokio::sync::watch::Sender<std::sync::Arc<crate::metrics::SwapMetrics>>>,
+    counters: crate::metrics::SwapMetrics,
     last_logged: Option<Decision>,
     /// The last error logged, so a condition that lasts is logged once per episode.
     last_error: Option<String>,
@@ -115,6 +118,8 @@ impl Engine {
             guard_active: false,
             max_active: false,
             alerts: None,
+            metrics: None,
+            counters: crate::metrics::SwapMetrics::default(),
             last_logged: None,
             last_error: None,
             looks: 0,
@@ -262,6 +267,7 @@ impl Engine {
         let decision = policy::decide(&self.cfg, &readings, &books, &mut self.state);
         self.note_guard(&decision);
         self.looks += 1;
+        self.publish(&inventory);
         Ok(Look { readings, inventory, decision })
     }
 
@@ -273,6 +279,7 @@ impl Engine {
         let managing = self.mode == Mode::Managing;
         let blocked = managing && matches!(d, Decision::Hold { why: Hold::DiskGuard { .. } });
         if blocked && !self.guard_active {
+            self.counters.disk_guard_episodes += 1;
             let text = format!("swap cannot grow: {}", d.describe());
             tracing::warn!(dir = %display_path(&self.cfg.dir), "{text}");
             raise(&self.alerts, Alert::firing("swap/disk-guard", "warning", text));
@@ -283,6 +290,7 @@ impl Engine {
         self.guard_active = blocked;
         let at_max = managing && matches!(d, Decision::Hold { why: Hold::AtMax { .. } });
         if at_max && !self.max_active {
+            self.counters.max_size_episodes += 1;
             raise(
                 &self.alerts,
                 Alert::firing("swap/max", "warning", format!("swap is at swap.max_size and memory is still high: {}", d.describe())),
@@ -291,6 +299,26 @@ impl Engine {
             raise(&self.alerts, Alert::resolved("swap/max", "warning", "swap is below swap.max_size or memory is calm again", 0));
         }
         self.max_active = at_max;
+    }
+
+    /// Sends the metrics' view of the swap task if it changed.
+    fn publish(&mut self, inv: &Inventory) {
+        let Some(tx) = &self.metrics else { return };
+        let c = &mut self.counters;
+        c.managing = self.mode == Mode::Managing;
+        c.files = inv.managed.len() as u64;
+        c.managed_bytes = inv.managed_total();
+        c.managed_used_bytes = inv.managed_used();
+        c.max_size_bytes = self.cfg.max_size;
+        c.disk_guard_active = self.guard_active;
+        c.at_max = self.max_active;
+        tx.send_if_modified(|old| {
+            let changed = **old != *c;
+            if changed {
+                *old = std::sync::Arc::new(c.clone());
+            }
+            changed
+        });
     }
 
     /// At stop: what stays active, and how to remove it. Swap stays on purpose (taking it away
@@ -390,6 +418,11 @@ impl Engine {
         })?;
         let start = StdInstant::now();
         let path = files::create(self.os.as_mut(), &self.cfg.dir, fs, inv.next_seq(), size, inv.next_priority())?;
+        self.counters.expansions += 1;
+        self.counters.expand_seconds.observe(start.elapsed().as_secs_f64());
+        if let Ok(inv) = self.inventory() {
+            self.publish(&inv);
+        }
         let swap_percent = percent(inv.managed_used(), managed + size);
         tracing::info!(
             file = %display_path(&path),
@@ -439,6 +472,10 @@ impl Engine {
     fn remove_file(&mut self, f: &ManagedFile, reason: &str, memory_percent: f64) -> Result<(), SwapError> {
         let start = StdInstant::now();
         files::remove(self.os.as_mut(), &f.path)?;
+        self.counters.shrinks += 1;
+        if let Ok(inv) = self.inventory() {
+            self.publish(&inv);
+        }
         tracing::info!(
             file = %display_path(&f.path),
             size = f.size_bytes,

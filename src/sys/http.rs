@@ -179,6 +179,13 @@ async fn exchange(
     }
 }
 
+/// A query string's value: everything but unreserved characters as %XX.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
 fn server_name(authority: &str) -> Result<rustls::pki_types::ServerName<'static>, HttpError> {
     let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');

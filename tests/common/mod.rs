@@ -248,6 +248,10 @@ fn write_config(path: &Path, dir: &Path, text: &str) {
     if !text.contains("[health") {
         text += "\n[health]\nenabled = false\n";
     }
+    if !text.contains("[metrics]") {
+        // Many daemons run at once: none takes the default port.
+        text += "\n[metrics]\nlisten = \"\"\n";
+    }
     std::fs::write(path, text).unwrap();
 }
 

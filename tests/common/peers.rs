@@ -400,3 +400,39 @@ impl Dockerd {
         Command::new("docker").arg("-H").arg(format!("unix://{}", self.socket.display())).args(args).output().unwrap()
     }
 }
+
+/// A real Prometheus Alertmanager (Debian's prometheus-alertmanager) on a free port.
+pub struct Alertmanager {
+    _proc: Proc,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    pub fn start() -> Alertmanager {
+        let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("prometheus-alertmanager").exists()));
+        assert!(found, "this test needs prometheus-alertmanager (Debian's package; .ci/run installs it)");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("am.yml"), "route:\n  receiver: quiet\nreceivers:\n  - name: quiet\n").unwrap();
+        let port = free_port();
+        let proc = Proc::spawn(
+            Command::new("prometheus-alertmanager")
+                .arg(format!("--config.file={}", dir.path().join("am.yml").display()))
+                .arg(format!("--storage.path={}", dir.path().join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address=")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("am.log")).unwrap()),
+        );
+        wait_until("Alertmanager's API", Duration::from_secs(30), || {
+            http(&format!("127.0.0.1:{port}"), "GET", "/api/v2/status", "").filter(|(s, _)| *s == 200)
+        });
+        Alertmanager { _proc: proc, port, _dir: dir }
+    }
+
+    /// The alerts it holds as active (resolved ones are not listed).
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        let (_, body) = http(&format!("127.0.0.1:{}", self.port), "GET", "/api/v2/alerts", "").unwrap();
+        serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
+    }
+}

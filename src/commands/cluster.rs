@@ -1,0 +1,156 @@
+//! `cluster-ai cluster status`: every node as the Prometheus server that scrapes them sees it,
+//! read through its HTTP query API (`/api/v1/query`): the seed's central monitor, on the
+//! engine the cluster already runs.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::ClusterStatusArgs;
+use crate::sys::http::{request, Endpoint};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default, Serialize)]
+pub struct Node {
+    pub instance: String,
+    /// From cluster_ai_build_info (absent while the node is not scraped).
+    pub node: Option<String>,
+    pub version: Option<String>,
+    pub up: bool,
+    pub memory_used_ratio: Option<f64>,
+    pub swap_used_bytes: Option<f64>,
+    pub swap_total_bytes: Option<f64>,
+    pub services_down: Vec<String>,
+    /// When Prometheus last scraped it successfully (Unix seconds), within the last hour.
+    pub last_seen_unix: Option<f64>,
+    pub alerts_firing: Vec<String>,
+}
+
+pub fn status(args: ClusterStatusArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cluster-ai cluster status: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let nodes = match rt.block_on(read(&args.prometheus, &args.job)) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("cluster-ai cluster status: {}: {e}", args.prometheus);
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&nodes).unwrap_or_default());
+    } else {
+        print!("{}", table(&nodes, crate::sys::unix_ms() as f64 / 1000.0));
+    }
+    let trouble = nodes.is_empty() || nodes.iter().any(|n| !n.up || !n.services_down.is_empty() || !n.alerts_firing.is_empty());
+    if trouble {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+type Labels = BTreeMap<String, String>;
+
+/// One instant query: each result's labels and value.
+async fn query(ep: &Endpoint, promql: &str) -> Result<Vec<(Labels, f64)>, String> {
+    let path = format!("/api/v1/query?query={}", crate::sys::http::percent_encode(promql));
+    let r = request(ep, "GET", &path, None, TIMEOUT).await.map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| format!("not Prometheus's API ({e}): {}", r.snippet()))?;
+    if v["status"] != "success" {
+        return Err(format!("query {promql:?}: {} {}", v["errorType"].as_str().unwrap_or(""), v["error"].as_str().unwrap_or(&r.snippet())));
+    }
+    let results = v["data"]["result"].as_array().cloned().unwrap_or_default();
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            let labels = r["metric"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+                .unwrap_or_default();
+            let number = |x: &serde_json::Value| x.as_str().and_then(|s| s.parse::<f64>().ok());
+            let value = match r["values"].as_array() {
+                // A range (matrix): the time of the newest sample whose value is 1.
+                Some(points) => points.iter().rev().find(|p| number(&p[1]) == Some(1.0)).and_then(|p| p[0].as_f64()).unwrap_or(f64::NAN),
+                None => number(&r["value"][1]).unwrap_or(f64::NAN),
+            };
+            (labels, value)
+        })
+        .collect())
+}
+
+pub async fn read(url: &str, job: &str) -> Result<Vec<Node>, String> {
+    let ep = Endpoint::parse_url(url)?;
+    let job = job.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    for (l, v) in query(&ep, &format!("up{{job=\"{job}\"}}")).await? {
+        let instance = l.get("instance").cloned().unwrap_or_default();
+        nodes.insert(instance.clone(), Node { instance, up: v == 1.0, ..Node::default() });
+    }
+    let sel = format!("{{job=\"{job}\"}}");
+    let mut each = |rows: Vec<(Labels, f64)>, f: &mut dyn FnMut(&mut Node, &Labels, f64)| {
+        for (l, v) in rows {
+            if let Some(n) = l.get("instance").and_then(|i| nodes.get_mut(i)) {
+                f(n, &l, v);
+            }
+        }
+    };
+    each(query(&ep, &format!("cluster_ai_build_info{sel}")).await?, &mut |n, l, _| {
+        n.node = l.get("node").cloned();
+        n.version = l.get("version").cloned();
+    });
+    each(query(&ep, &format!("cluster_ai_memory_used_ratio{sel}")).await?, &mut |n, _, v| n.memory_used_ratio = Some(v));
+    each(query(&ep, &format!("cluster_ai_swap_used_bytes{sel}")).await?, &mut |n, _, v| n.swap_used_bytes = Some(v));
+    each(query(&ep, &format!("cluster_ai_swap_total_bytes{sel}")).await?, &mut |n, _, v| n.swap_total_bytes = Some(v));
+    each(query(&ep, &format!("cluster_ai_service_up{sel} == 0")).await?, &mut |n, l, _| {
+        n.services_down.push(l.get("service").cloned().unwrap_or_default());
+    });
+    // The last successful scrape within the hour (a node down longer shows no time): the raw
+    // samples of `up` over the hour, the newest that is 1.
+    each(query(&ep, &format!("up{sel}[1h]")).await?, &mut |n, _, v| n.last_seen_unix = v.is_finite().then_some(v));
+    each(query(&ep, "ALERTS{alertstate=\"firing\"}").await?, &mut |n, l, _| {
+        let name = l.get("alertname").cloned().unwrap_or_default();
+        let what = l.get("service").or(l.get("task")).map(|s| format!("{name}({s})")).unwrap_or(name);
+        n.alerts_firing.push(what);
+    });
+    Ok(nodes.into_values().collect())
+}
+
+fn table(nodes: &[Node], now: f64) -> String {
+    use crate::config::human_size;
+    let mut rows = vec![["NODE", "INSTANCE", "UP", "MEMORY", "SWAP", "DOWN", "LAST SEEN", "ALERTS"].map(String::from).to_vec()];
+    for n in nodes {
+        let swap = match (n.swap_used_bytes, n.swap_total_bytes) {
+            (Some(u), Some(t)) => format!("{}/{}", human_size(u as u64), human_size(t as u64)),
+            _ => "-".into(),
+        };
+        rows.push(vec![
+            n.node.clone().unwrap_or_else(|| "?".into()),
+            n.instance.clone(),
+            if n.up { "yes" } else { "NO" }.into(),
+            n.memory_used_ratio.map_or("-".into(), |m| format!("{:.0}%", m * 100.0)),
+            swap,
+            if n.services_down.is_empty() { "-".into() } else { n.services_down.join(",") },
+            n.last_seen_unix.map_or("over 1h ago".into(), |t| format!("{:.0}s ago", (now - t).max(0.0))),
+            if n.alerts_firing.is_empty() { "-".into() } else { n.alerts_firing.join(",") },
+        ]);
+    }
+    let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out += line.join("  ").trim_end();
+        out.push('\n');
+    }
+    if nodes.is_empty() {
+        out += "no node: Prometheus scrapes no target of this job\n";
+    }
+    out
+}

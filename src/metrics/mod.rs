@@ -1,0 +1,358 @@
+//! `/metrics`: the daemon's state in the Prometheus/OpenMetrics text format, for a Prometheus
+//! server that scrapes every node (the seed's central monitor, on the engines users already
+//! run). A scrape encodes what the tasks already publish (the sampler's snapshot, the swap
+//! task's counters, the health, alert and emergency reports, the heartbeats); it reads nothing
+//! from `/proc`. Names follow Prometheus's conventions: `cluster_ai_` prefix, base units,
+//! `_total` counters; README.md lists them.
+
+pub mod server;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::control::StatusReply;
+
+/// The swap task's part: what it manages now and what it has done since it started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SwapMetrics {
+    /// Swap files are managed here (root, a usable swap.dir).
+    pub managing: bool,
+    pub files: u64,
+    pub managed_bytes: u64,
+    pub managed_used_bytes: u64,
+    pub max_size_bytes: u64,
+    pub disk_guard_active: bool,
+    pub at_max: bool,
+    pub expansions: u64,
+    pub shrinks: u64,
+    pub disk_guard_episodes: u64,
+    pub max_size_episodes: u64,
+    /// From the decision to grow to the new file being swapped on.
+    pub expand_seconds: Histogram,
+}
+
+/// Upper bounds of [`SwapMetrics::expand_seconds`]'s buckets (the swap task's reaction is
+/// 10–20 ms; a slow disk takes seconds).
+pub const EXPAND_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Observations per bucket of [`EXPAND_BUCKETS`] (not cumulative), then above the last.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, v: f64) {
+        if self.counts.len() != EXPAND_BUCKETS.len() + 1 {
+            self.counts = vec![0; EXPAND_BUCKETS.len() + 1];
+        }
+        let i = EXPAND_BUCKETS.iter().position(|b| v <= *b).unwrap_or(EXPAND_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// `(upper bound, cumulative count)`, ending with +Inf.
+    fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        EXPAND_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .enumerate()
+            .map(|(i, b)| {
+                total += self.counts.get(i).copied().unwrap_or(0);
+                (b, total)
+            })
+            .collect()
+    }
+}
+
+/// What one scrape shows.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub status: StatusReply,
+    pub swap: SwapMetrics,
+    pub start_time_unix: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Gauge,
+    Counter,
+    Histogram,
+    Info,
+}
+
+/// One metric family: its name without the `_total`/`_info` ending, and its samples.
+#[derive(Debug, Clone)]
+pub struct Family {
+    pub name: String,
+    pub help: &'static str,
+    pub kind: Kind,
+    /// The base unit the name ends with ("bytes", "seconds", "ratio").
+    pub unit: Option<&'static str>,
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// "", "_total", "_info", "_bucket", "_sum", "_count".
+    pub suffix: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+/// The exposition, in OpenMetrics (what Prometheus asks for) or in Prometheus's classic text
+/// format (what `promtool check metrics`, curl and older scrapers read). Hand-written rather
+/// than with prometheus-client, which writes OpenMetrics only.
+pub fn encode(families: &[Family], openmetrics: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(16 << 10);
+    for f in families {
+        let (typed, kind) = match (f.kind, openmetrics) {
+            (Kind::Gauge, _) => (f.name.clone(), "gauge"),
+            (Kind::Histogram, _) => (f.name.clone(), "histogram"),
+            (Kind::Counter, true) => (f.name.clone(), "counter"),
+            (Kind::Counter, false) => (format!("{}_total", f.name), "counter"),
+            (Kind::Info, true) => (f.name.clone(), "info"),
+            (Kind::Info, false) => (format!("{}_info", f.name), "gauge"),
+        };
+        let _ = writeln!(out, "# HELP {typed} {}", f.help);
+        let _ = writeln!(out, "# TYPE {typed} {kind}");
+        if let (Some(unit), true) = (f.unit, openmetrics) {
+            let _ = writeln!(out, "# UNIT {typed} {unit}");
+        }
+        for s in &f.samples {
+            out += &f.name;
+            out += s.suffix;
+            if !s.labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in s.labels.iter().enumerate() {
+                    let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                    let _ = write!(out, "{}{k}=\"{v}\"", if i > 0 { "," } else { "" });
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", value(s.value));
+        }
+    }
+    if openmetrics {
+        out += "# EOF\n";
+    }
+    out
+}
+
+fn value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Builds the families, prefixing `cluster_ai_`.
+struct Out(Vec<Family>);
+
+type Labels = Vec<(&'static str, String)>;
+
+impl Out {
+    fn family(&mut self, name: &str, help: &'static str, kind: Kind, unit: Option<&'static str>, samples: Vec<(Labels, f64)>) {
+        let suffix = match kind {
+            Kind::Counter => "_total",
+            Kind::Info => "_info",
+            _ => "",
+        };
+        let name = format!("cluster_ai_{name}{}", unit.map(|u| format!("_{u}")).unwrap_or_default());
+        let samples = samples.into_iter().map(|(labels, value)| Sample { suffix, labels, value }).collect();
+        self.0.push(Family { name, help, kind, unit, samples });
+    }
+
+    fn gauge(&mut self, name: &str, help: &'static str, unit: Option<&'static str>, v: f64) {
+        self.family(name, help, Kind::Gauge, unit, vec![(Vec::new(), v)]);
+    }
+
+    fn counter(&mut self, name: &str, help: &'static str, v: u64) {
+        self.family(name, help, Kind::Counter, None, vec![(Vec::new(), v as f64)]);
+    }
+}
+
+fn flag(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+fn label(k: &'static str, v: &str) -> Labels {
+    vec![(k, v.to_string())]
+}
+
+const BYTES: Option<&str> = Some("bytes");
+const SECONDS: Option<&str> = Some("seconds");
+const RATIO: Option<&str> = Some("ratio");
+
+/// Every family a scrape shows.
+pub fn families(view: &View) -> Vec<Family> {
+    let mut o = Out(Vec::new());
+    let st = &view.status;
+    // The node's name as alerts give it ([alerts] node, else the hostname): what `cluster status`
+    // and the rules show beside the scrape's instance.
+    let node = st.alerts.as_ref().map(|a| a.node.clone()).filter(|n| !n.is_empty()).unwrap_or_else(crate::alerts::hostname);
+    o.family(
+        "build",
+        "The daemon's version and this node's name.",
+        Kind::Info,
+        None,
+        vec![(vec![("version", st.version.clone()), ("node", node)], 1.0)],
+    );
+    o.gauge("start_time", "When the daemon started, as a Unix time.", SECONDS, view.start_time_unix);
+    o.gauge("dry_run", "1 when the daemon only logs what it would do.", None, flag(st.dry_run));
+
+    if let Some(s) = &st.snapshot {
+        o.gauge("memory_total", "Memory installed (MemTotal).", BYTES, s.memory_total_bytes as f64);
+        o.gauge("memory_available", "Memory available (MemAvailable).", BYTES, s.memory_available_bytes as f64);
+        o.gauge("memory_used", "Share of memory in use (1 - available / total).", RATIO, s.memory_used_percent / 100.0);
+        o.gauge("swap_total", "Swap of every kind on this node (ours and others').", BYTES, s.swap_total_bytes as f64);
+        o.gauge("swap_used", "Swap in use on this node.", BYTES, s.swap_used_bytes as f64);
+        if let Some(c) = s.cpu_busy_percent {
+            o.gauge("cpu_busy", "Busy share of all CPUs over the last sampling interval.", RATIO, c / 100.0);
+        }
+        let disks = [("root", &s.disk_root), ("swap_dir", &s.disk_swap_dir)]
+            .into_iter()
+            .filter_map(|(k, d)| d.as_ref().map(|d| (label("disk", k), d.used_percent / 100.0)))
+            .collect();
+        o.family("disk_used", "Share of the file system in use (as df's Use%).", Kind::Gauge, RATIO, disks);
+        if let Some(p) = &s.pressure {
+            let some = [("memory", p.memory), ("cpu", p.cpu), ("io", p.io)]
+                .into_iter()
+                .map(|(k, v)| (label("resource", k), v.some_avg10 / 100.0))
+                .collect();
+            o.family("pressure_some_avg10", "PSI: share of the last 10 s some task stalled.", Kind::Gauge, RATIO, some);
+        }
+    }
+
+    let sw = &view.swap;
+    o.gauge("swap_managing", "1 when this daemon manages swap files here.", None, flag(sw.managing));
+    o.gauge("swap_managed_files", "Swap files managed by cluster-ai.", None, sw.files as f64);
+    o.gauge("swap_managed", "Size of the managed swap files.", BYTES, sw.managed_bytes as f64);
+    o.gauge("swap_managed_used", "Managed swap in use.", BYTES, sw.managed_used_bytes as f64);
+    o.gauge("swap_max_size", "swap.max_size.", BYTES, sw.max_size_bytes as f64);
+    o.gauge("swap_at_max", "1 while swap is at max_size and memory still wants more.", None, flag(sw.at_max));
+    o.gauge("swap_disk_guard", "1 while the disk guard keeps swap from growing.", None, flag(sw.disk_guard_active));
+    o.counter("swap_expansions", "Swap files added.", sw.expansions);
+    o.counter("swap_shrinks", "Swap files removed when calm.", sw.shrinks);
+    o.counter("swap_disk_guard_episodes", "Times the disk guard started blocking growth.", sw.disk_guard_episodes);
+    o.counter("swap_max_size_episodes", "Times swap reached max_size while memory still wanted more.", sw.max_size_episodes);
+    let h = &sw.expand_seconds;
+    let mut buckets: Vec<Sample> =
+        h.cumulative().into_iter().map(|(le, n)| Sample { suffix: "_bucket", labels: vec![("le", value(le))], value: n as f64 }).collect();
+    buckets.push(Sample { suffix: "_sum", labels: Vec::new(), value: h.sum });
+    buckets.push(Sample { suffix: "_count", labels: Vec::new(), value: h.count as f64 });
+    o.0.push(Family {
+        name: "cluster_ai_swap_expand_duration_seconds".into(),
+        help: "From the decision to grow to the new swap file being on.",
+        kind: Kind::Histogram,
+        unit: SECONDS,
+        samples: buckets,
+    });
+
+    if let Some(h) = &st.health {
+        let installed: Vec<&crate::health::ServiceReport> = h.services.iter().filter(|s| s.state != "not installed").collect();
+        let per = |f: &dyn Fn(&crate::health::ServiceReport) -> Option<f64>| -> Vec<(Labels, f64)> {
+            installed.iter().filter_map(|s| f(s).map(|v| (label("service", &s.name), v))).collect()
+        };
+        let up = per(&|s| match s.state.as_str() {
+            "healthy" => Some(1.0),
+            "unhealthy" => Some(0.0),
+            _ => None,
+        });
+        o.family(
+            "service_up",
+            "1 when the service is healthy, 0 when not (installed services that have been judged).",
+            Kind::Gauge,
+            None,
+            up,
+        );
+        let latency = per(&|s| s.last_probe.as_ref().map(|p| p.latency_ms / 1000.0));
+        o.family("service_probe_duration", "How long the service's last probe took.", Kind::Gauge, SECONDS, latency);
+        o.family("service_restarts", "Restarts of the service made by cluster-ai.", Kind::Counter, None, per(&|s| Some(s.restarts as f64)));
+        let now = crate::sys::unix_ms();
+        let held = per(&|s| Some(flag(s.held_until_unix_ms.is_some_and(|t| t > now))));
+        o.family("service_flapping", "1 while the flap guard holds the service's restarts off.", Kind::Gauge, None, held);
+        let workers = per(&|s| s.workers.as_ref().filter(|w| w.error.is_none()).map(|w| w.count as f64));
+        o.family("dask_workers", "Workers the Dask scheduler lists.", Kind::Gauge, None, workers);
+        o.family(
+            "dask_workers_min",
+            "The configured minimum of workers.",
+            Kind::Gauge,
+            None,
+            per(&|s| s.workers.as_ref().map(|w| w.min as f64)),
+        );
+    }
+
+    if let Some(a) = &st.alerts {
+        let per = |f: fn(&crate::alerts::task::ChannelReport) -> f64| -> Vec<(Labels, f64)> {
+            a.channels.iter().map(|c| (label("channel", &c.channel), f(c))).collect()
+        };
+        o.family("alerts_sent", "Alert messages a channel took.", Kind::Counter, None, per(|c| c.sent as f64));
+        o.family("alerts_failed", "Failed deliveries (each is retried).", Kind::Counter, None, per(|c| c.failed as f64));
+        o.gauge("alerts_queued", "Deliveries waiting in the queue.", None, a.queued as f64);
+        o.counter("alerts_dropped", "Deliveries dropped because the queue was full.", a.dropped);
+        o.gauge("alerts_firing", "Alerts firing now.", None, a.firing.len() as f64);
+    }
+
+    if let Some(em) = &st.emergency {
+        let by_action = |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| (label("action", k), *v as f64)).collect();
+        o.family("emergency_actions", "Emergency measures carried out, by action.", Kind::Counter, None, by_action(&em.counts));
+        o.family("emergency_freed", "Bytes the emergency measures freed, by action.", Kind::Counter, BYTES, by_action(&em.freed_bytes));
+    }
+
+    let beats = st.tasks.iter().map(|t| (label("task", &t.name), t.last_heartbeat_seconds_ago)).collect();
+    o.family("task_heartbeat_age", "Since each task of the daemon last showed it was alive.", Kind::Gauge, SECONDS, beats);
+    let up = st.tasks.iter().map(|t| (label("task", &t.name), flag(t.state == "running"))).collect();
+    o.family("task_up", "1 while the task runs.", Kind::Gauge, None, up);
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_formats_name_counters_units_and_info_as_each_expects() {
+        let mut o = Out(Vec::new());
+        o.counter("swap_expansions", "Swap files added.", 3);
+        o.gauge("memory_total", "Memory.", BYTES, 1024.0);
+        o.family("build", "Version.", Kind::Info, None, vec![(label("version", "1.\"2\""), 1.0)]);
+        let om = encode(&o.0, true);
+        assert!(om.contains("# TYPE cluster_ai_swap_expansions counter\ncluster_ai_swap_expansions_total 3\n"), "{om}");
+        assert!(om.contains("# UNIT cluster_ai_memory_total_bytes bytes\ncluster_ai_memory_total_bytes 1024\n"), "{om}");
+        assert!(om.contains("# TYPE cluster_ai_build info\ncluster_ai_build_info{version=\"1.\\\"2\\\"\"} 1\n"), "{om}");
+        assert!(om.ends_with("# EOF\n"));
+        let text = encode(&o.0, false);
+        assert!(text.contains("# TYPE cluster_ai_swap_expansions_total counter\ncluster_ai_swap_expansions_total 3\n"), "{text}");
+        assert!(text.contains("# TYPE cluster_ai_build_info gauge\n") && !text.contains("# UNIT") && !text.contains("# EOF"), "{text}");
+        assert_eq!(value(f64::INFINITY), "+Inf");
+        assert_eq!(value(0.25), "0.25");
+    }
+
+    #[test]
+    fn a_histogram_is_cumulative_and_ends_at_inf() {
+        let mut h = Histogram::default();
+        for v in [0.004, 0.012, 0.012, 20.0] {
+            h.observe(v);
+        }
+        let c = h.cumulative();
+        assert_eq!(c[0], (0.005, 1));
+        assert_eq!(c[2], (0.025, 3));
+        assert_eq!(*c.last().unwrap(), (f64::INFINITY, 4));
+        assert_eq!(h.count, 4);
+    }
+}
