@@ -4,30 +4,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const E2E: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
-
-/// The container root: built once (about 45 s) and reused; `CLUSTER_AI_NSPAWN_ROOT` overrides.
-fn container_root() -> PathBuf {
-    let root = std::env::var_os("CLUSTER_AI_NSPAWN_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/nspawn-root"));
-    if !root.join("usr/lib/systemd/systemd").exists() {
-        eprintln!("building the container root in {} (about a minute)", root.display());
-        let st = Command::new("bash").arg(format!("{E2E}/build-root.sh")).arg(&root).status().unwrap();
-        assert!(st.success(), "building the container root failed; see the output above");
-    }
-    root
-}
 
 #[test]
 fn under_real_systemd() {
     if !common::require_root("the systemd-nspawn end-to-end test") {
         return;
     }
-    let root = container_root();
+    let root = common::container_root();
     let payload = tempfile::tempdir().unwrap();
     let p = payload.path();
     std::fs::copy(common::BIN, p.join("cluster-ai")).unwrap();

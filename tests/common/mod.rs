@@ -337,3 +337,20 @@ pub fn require_faults() {
         panic!("this test injects faults: run it in a debug build, or with --features fault-injection");
     }
 }
+
+/// The container root: built once (about 45 s) and reused; `CLUSTER_AI_NSPAWN_ROOT` overrides.
+pub fn container_root() -> PathBuf {
+    let root = std::env::var_os("CLUSTER_AI_NSPAWN_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/nspawn-root"));
+    if !root.join("usr/lib/systemd/systemd").exists() {
+        eprintln!("building the container root in {} (about a minute)", root.display());
+        let st = std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/build-root.sh"))
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(st.success(), "building the container root failed; see the output above");
+    }
+    root
+}
