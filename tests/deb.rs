@@ -32,7 +32,6 @@ fn the_debian_package_installs_upgrades_and_purges_under_real_systemd() {
     if !common::require_root("the Debian package test (systemd-nspawn)") {
         return;
     }
-    let root = common::container_root();
     let payload = tempfile::tempdir().unwrap();
     let p = payload.path();
     for rev in ["1", "2"] {
@@ -40,27 +39,7 @@ fn the_debian_package_installs_upgrades_and_purges_under_real_systemd() {
         assert!(deb.starts_with(p));
     }
     std::fs::copy(format!("{ROOT}/tests/e2e/deb-in-container.sh"), p.join("deb-in-container.sh")).unwrap();
-    let console = p.join("console.log");
-    let swap = tempfile::tempdir().unwrap();
-    let out = Command::new("bash")
-        .arg(format!("{ROOT}/tests/e2e/ns-run.sh"))
-        .arg(&root)
-        .arg(p)
-        .env("NS_SCRIPT", "deb-in-container.sh")
-        .env("NS_CONSOLE_LOG", &console)
-        .env("NS_EXTRA_ARGS", format!("--bind={}:/var/lib/cluster-ai/swap", swap.path().display()))
-        .output()
-        .unwrap();
-    common::swapoff_under(swap.path());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "the package test failed ({}); console:\n{}",
-        out.status,
-        std::fs::read_to_string(&console).unwrap_or_default()
-    );
+    let (stdout, left) = common::run_in_container(p, "deb-in-container.sh");
     assert!(stdout.contains("deb e2e: install, reload, journal, upgrade, purge all behaved"), "{stdout}");
-    let left: Vec<_> = std::fs::read_dir(swap.path()).unwrap().flatten().map(|e| e.path()).collect();
     assert!(left.is_empty(), "purge left {left:?} in the swap directory");
 }

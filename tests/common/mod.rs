@@ -354,3 +354,29 @@ pub fn container_root() -> PathBuf {
     }
     root
 }
+
+/// Boots the container root under systemd-nspawn with `payload` at /ci and runs /ci/`script`
+/// in it (tests/e2e/ns-run.sh), with `swap.dir` a host directory bound in (the container's
+/// /var is a volatile overlay, which cannot hold swap). Fails with the console log unless the
+/// script succeeds; returns its output and what it left in the swap directory (whatever is
+/// still active there is switched off first).
+pub fn run_in_container(payload: &Path, script: &str) -> (String, Vec<PathBuf>) {
+    let root = container_root();
+    let console = payload.join("console.log");
+    let swap = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/ns-run.sh"))
+        .arg(&root)
+        .arg(payload)
+        .env("NS_SCRIPT", script)
+        .env("NS_CONSOLE_LOG", &console)
+        .env("NS_EXTRA_ARGS", format!("--bind={}:/var/lib/cluster-ai/swap", swap.path().display()))
+        .output()
+        .unwrap();
+    swapoff_under(swap.path());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{script} failed ({}); console:\n{}", out.status, std::fs::read_to_string(&console).unwrap_or_default());
+    let left = std::fs::read_dir(swap.path()).unwrap().flatten().map(|e| e.path()).collect();
+    (stdout, left)
+}
