@@ -7,12 +7,14 @@
 # (utime+stime) scaled to seconds per hour, and wakeups per second (voluntary context
 # switches of all its threads per second), and where the resident pages are. Goals (issues 7
 # and 8, the whole daemon): RSS <= 5 MiB, CPU <= 0.4 s/h, <= 1 wakeup/s. Prints figures; it measures, it does not judge pass/fail.
-# usage: bench/footprint.sh [SECONDS]        (default 60; FOOTPRINT_ARGS adds daemon options)
+# usage: bench/footprint.sh [SECONDS]        (default 60; FOOTPRINT_ARGS adds daemon options,
+#        FOOTPRINT_BIN measures that binary instead of building this tree)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-60}
-cargo build --release --quiet
-BIN=target/release/cluster-ai
+# FOOTPRINT_BIN: another build to measure (e.g. an older one, side by side with this one).
+BIN=${FOOTPRINT_BIN:-target/release/cluster-ai}
+[ -n "${FOOTPRINT_BIN:-}" ] || cargo build --release --quiet
 WORK=$(mktemp -d)
 PID=
 LISTENER=

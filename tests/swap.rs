@@ -393,6 +393,7 @@ fn without_cap_sys_admin_the_daemon_monitors_and_says_why() {
         .args(["run", "--config"])
         .arg(s.path().join("config.toml"))
         .env("RUNTIME_DIRECTORY", s.path().join("run"))
+        .env("STATE_DIRECTORY", s.path().join("state"))
         .env_remove("NOTIFY_SOCKET")
         .stderr(std::fs::File::create(s.path().join("log")).unwrap())
         .spawn()

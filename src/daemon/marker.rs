@@ -30,7 +30,12 @@ impl Marker {
         };
         let text = format!("pid: {}\nstarted: {}\n", std::process::id(), crate::alerts::rfc3339(crate::sys::unix_ms()));
         if let Err(e) = std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/"))).and_then(|()| std::fs::write(path, text)) {
-            tracing::warn!("cannot write {}: {e}; an unclean stop will not be reported at the next start", path.display());
+            // Not root and no STATE_DIRECTORY (a run by hand): expected, not worth a warning.
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                tracing::debug!("cannot write {}: {e}; an unclean stop will not be reported at the next start", path.display());
+            } else {
+                tracing::warn!("cannot write {}: {e}; an unclean stop will not be reported at the next start", path.display());
+            }
         }
         last
     }
