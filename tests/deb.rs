@@ -13,8 +13,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// Builds the package with `revision` into `out`, with a target directory of its own (the
 /// one `cargo test` uses stays locked by it).
 fn build(revision: &str, out: &Path) -> PathBuf {
-    let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("cargo-deb").exists()));
-    assert!(found, "this test needs cargo-deb (cargo install cargo-deb; .ci/run installs it)");
+    common::require_tool("cargo-deb", "cargo install cargo-deb");
     let st = Command::new("bash")
         .arg(format!("{ROOT}/packaging/build-deb.sh"))
         .args(["--deb-revision", revision, "-o"])

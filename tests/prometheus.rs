@@ -21,8 +21,7 @@ use peers::{free_port, http, wait_until, Alertmanager, Proc};
 const T: Duration = Duration::from_secs(60);
 
 fn need(tool: &str) {
-    let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()));
-    assert!(found, "this test needs {tool} (Debian's prometheus package; .ci/run installs it)");
+    common::require_tool(tool, "Debian's prometheus package");
 }
 
 /// An HTTP service whose `/health` answers 200 `ok`, or 500 when `healthy` is false.

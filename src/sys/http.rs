@@ -167,7 +167,12 @@ async fn exchange(
             if !tls {
                 return send(stream, req.as_bytes(), head_only).await;
             }
-            let config = tls_config(ca_file)?;
+            // Reading and parsing the CA bundle is file I/O: off the runtime (once, or per alert
+            // delivery with a CA file).
+            let ca = ca_file.map(Path::to_path_buf);
+            let config = tokio::task::spawn_blocking(move || tls_config(ca.as_deref()))
+                .await
+                .map_err(|e| HttpError::Tls(format!("loading the CA certificates: {e}")))??;
             let name = server_name(authority)?;
             let stream = tokio_rustls::TlsConnector::from(config).connect(name, stream).await.map_err(|e| HttpError::Tls(e.to_string()))?;
             send(stream, req.as_bytes(), head_only).await

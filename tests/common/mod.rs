@@ -380,3 +380,9 @@ pub fn run_in_container(payload: &Path, script: &str) -> (String, Vec<PathBuf>) 
     let left = std::fs::read_dir(swap.path()).unwrap().flatten().map(|e| e.path()).collect();
     (stdout, left)
 }
+
+/// Fails, naming what installs it, unless `tool` is on PATH.
+pub fn require_tool(tool: &str, from: &str) {
+    let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()));
+    assert!(found, "this test needs {tool} ({from}; .ci/run installs it)");
+}

@@ -410,8 +410,7 @@ pub struct Alertmanager {
 
 impl Alertmanager {
     pub fn start() -> Alertmanager {
-        let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("prometheus-alertmanager").exists()));
-        assert!(found, "this test needs prometheus-alertmanager (Debian's package; .ci/run installs it)");
+        crate::common::require_tool("prometheus-alertmanager", "Debian's package");
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("am.yml"), "route:\n  receiver: quiet\nreceivers:\n  - name: quiet\n").unwrap();
         let port = free_port();
