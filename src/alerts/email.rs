@@ -22,14 +22,23 @@ pub async fn send(cfg: &AlertsConfig, alert: &Alert) -> Result<String, String> {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|e| format!("{server}: {e}"))?),
         None => (server, cfg.smtp_security.default_port()),
     };
+    // The CA and credentials files are read off the runtime (the swap task shares its thread),
+    // as sys/http.rs does for https.
+    let ca_file = cfg.ca_file.clone().filter(|_| cfg.smtp_security != SmtpSecurity::None);
+    let creds_file = cfg.smtp_credentials_file.clone();
+    let (certs, creds) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let certs = ca_file.as_deref().map(certificates).transpose()?.unwrap_or_default();
+        let creds = creds_file.as_deref().map(credentials).transpose()?;
+        Ok((certs, creds))
+    })
+    .await
+    .map_err(|e| format!("reading alerts.ca_file / smtp_credentials_file: {e}"))??;
     let mut builder =
         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(port).timeout(Some(super::channel::DELIVERY_TIMEOUT));
     if cfg.smtp_security != SmtpSecurity::None {
         let mut params = TlsParameters::builder(host.to_string());
-        if let Some(ca) = &cfg.ca_file {
-            for cert in certificates(ca)? {
-                params = params.add_root_certificate(cert);
-            }
+        for cert in certs {
+            params = params.add_root_certificate(cert);
         }
         let params = params.build_rustls().map_err(|e| format!("TLS for {host}: {e}"))?;
         builder = builder.tls(match cfg.smtp_security {
@@ -37,8 +46,7 @@ pub async fn send(cfg: &AlertsConfig, alert: &Alert) -> Result<String, String> {
             _ => Tls::Required(params),
         });
     }
-    if let Some(file) = &cfg.smtp_credentials_file {
-        let (user, password) = credentials(file)?;
+    if let Some((user, password)) = creds {
         builder = builder.credentials(Credentials::new(user, password));
     }
     let message = message(cfg, alert)?;
