@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::tasks::Tasks;
 use crate::sampler::SnapshotReceiver;
 use crate::sys::notify::{Notice, Notifier};
+use crate::sys::ticker::Tick;
 
 /// How often stuck tasks are looked for when systemd does not watch us.
 const UNWATCHED_CHECK: Duration = Duration::from_secs(15);
@@ -21,7 +22,14 @@ const UNWATCHED_CHECK: Duration = Duration::from_secs(15);
 /// sends a datagram every few samples rather than every one.
 const MIN_STATUS_GAP: Duration = Duration::from_secs(10);
 
+/// How often `run` looks: every half watchdog interval; without a watchdog (no systemd) still
+/// every 15 s, so a task that stops beating is logged whoever runs us.
+pub fn period(notifier: &dyn Notifier) -> Duration {
+    notifier.watchdog_interval().map_or(UNWATCHED_CHECK, |wd| wd / 2)
+}
+
 pub async fn run(
+    mut ticker: impl Tick,
     tasks: Tasks,
     notifier: Arc<dyn Notifier>,
     mut snapshots: SnapshotReceiver,
@@ -29,11 +37,7 @@ pub async fn run(
     mut health: crate::health::task::HealthReceiver,
     cancel: CancellationToken,
 ) {
-    // Every half watchdog interval; without a watchdog (no systemd) still every 15 s, so a
-    // task that stops beating is logged whoever runs us.
     let watchdog = notifier.watchdog_interval();
-    let mut ticker = tokio::time::interval(watchdog.map_or(UNWATCHED_CHECK, |wd| wd / 2));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = String::new();
     let mut last_sent: Option<Instant> = None;
     let mut stuck_before: Vec<&'static str> = Vec::new();
@@ -41,7 +45,13 @@ pub async fn run(
         let mut urgent = false;
         let watchdog_due = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = ticker.tick() => true,
+            tick = ticker.tick() => match tick {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "the watchdog's timer failed; no more watchdog pings (systemd restarts us)");
+                    return;
+                }
+            },
             changed = snapshots.changed() => { if changed.is_err() { return; } false }
             changed = note.changed() => { if changed.is_err() { return; } urgent = true; false }
             // A service going down or coming back shows at once.
@@ -61,11 +71,15 @@ pub async fn run(
         if watchdog_due && watchdog.is_some() && stuck.is_empty() {
             notifier.send(&[Notice::Watchdog]);
         }
+        let spaced = last_sent.is_none_or(|t| now.duration_since(t) >= MIN_STATUS_GAP);
+        if !urgent && !spaced {
+            // Nothing could be sent: the line is not even written (most snapshots end here).
+            continue;
+        }
         let down = down_text(&health.borrow_and_update());
         let text = status_text(&snapshots, &note.borrow(), &stuck, &down);
         // Health reports change with every probe; only a change of what is down is urgent.
         let urgent = urgent && (text != last_status);
-        let spaced = last_sent.is_none_or(|t| now.duration_since(t) >= MIN_STATUS_GAP);
         if text != last_status && (urgent || spaced) {
             notifier.send(&[Notice::Status(text.clone())]);
             last_status = text;
@@ -135,7 +149,8 @@ mod tests {
         let (note_tx, note_rx) = watch::channel(String::new());
         let cancel = CancellationToken::new();
         let (_health_tx, health_rx) = watch::channel(Arc::new(crate::health::HealthReport::default()));
-        let handle = tokio::spawn(run(tasks.clone(), rec.clone(), snap_rx, note_rx, health_rx, cancel.clone()));
+        let ticker = tokio::time::interval(period(rec.as_ref()));
+        let handle = tokio::spawn(run(ticker, tasks.clone(), rec.clone(), snap_rx, note_rx, health_rx, cancel.clone()));
 
         // Healthy: the task beats every second, the loop pings every second (2 s / 2).
         for _ in 0..10 {

@@ -176,7 +176,16 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     notifier.send(&[Notice::Ready, Notice::Status("started".into())]);
     tracing::info!(pid = std::process::id(), "ready");
     // Also without systemd: it is what logs a task that stopped beating.
-    tokio::spawn(report::run(tasks.clone(), notifier.clone(), snapshot_rx, note_rx, health_rx, cancel.clone()));
+    // On the tickers' common grid (sys/ticker.rs): the ping rides on a wakeup the sampler makes
+    // anyway. A timer that cannot be made is a failed start, as a task's would be.
+    let report_ticker = match crate::sys::ticker::Ticker::new(report::period(notifier.as_ref())) {
+        Ok(t) => t,
+        Err(e) => {
+            let failure = DaemonError::Startup(format!("cannot make the watchdog's timer: {e}"));
+            return stop(&notifier, &cancel, &tasks, set, &mut signals, Some(failure), &marker).await;
+        }
+    };
+    tokio::spawn(report::run(report_ticker, tasks.clone(), notifier.clone(), snapshot_rx, note_rx, health_rx, cancel.clone()));
     tokio::spawn(trim_after_start(cancel.clone()));
 
     let failure = loop {
