@@ -118,6 +118,11 @@ impl Heartbeat {
     /// deadline) does not look like a stuck task.
     pub async fn during<T>(&self, f: impl std::future::Future<Output = T>) -> T {
         tokio::pin!(f);
+        // Most calls (the emergency task's look at each snapshot) are done at their first poll:
+        // no timer is made for them.
+        if let std::task::Poll::Ready(v) = std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await {
+            return v;
+        }
         loop {
             tokio::select! {
                 v = &mut f => return v,

@@ -26,6 +26,11 @@ pub struct StatfsError {
 /// Usage of the filesystem holding `path`. A path that does not exist yet (a swap directory
 /// the daemon will create) is measured at its nearest existing ancestor.
 pub fn disk_usage(path: &Path) -> Result<DiskUsage, StatfsError> {
+    // The path itself first (one syscall, every few seconds from the sampler); its ancestors
+    // only when it is missing.
+    if let Ok(st) = nix::sys::statfs::statfs(path) {
+        return Ok(DiskUsage::from_statfs(path, &st));
+    }
     let probe = path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
     let st = nix::sys::statfs::statfs(probe).map_err(|source| StatfsError { path: probe.to_path_buf(), source })?;
     Ok(DiskUsage::from_statfs(path, &st))
