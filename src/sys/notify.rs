@@ -44,10 +44,6 @@ pub struct SdNotifier {
     watchdog: Option<std::time::Duration>,
 }
 
-fn socket_set(value: Option<std::ffi::OsString>) -> bool {
-    value.is_some_and(|v| !v.is_empty())
-}
-
 /// A datagram socket connected to `$NOTIFY_SOCKET`: a path, or an abstract name written `@name`.
 fn connect(target: &std::ffi::OsStr) -> std::io::Result<UnixDatagram> {
     use std::os::linux::net::SocketAddrExt;
@@ -71,7 +67,7 @@ impl SdNotifier {
     }
 
     fn new(target: Option<std::ffi::OsString>, watchdog: Option<std::time::Duration>) -> Self {
-        let target = target.filter(|t| socket_set(Some(t.clone())));
+        let target = target.filter(|t| !t.is_empty());
         let watchdog = watchdog.filter(|_| target.is_some());
         Self { target, socket: std::sync::Mutex::new(None), watchdog }
     }
@@ -137,13 +133,6 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn an_empty_notify_socket_is_no_socket() {
-        assert!(!socket_set(None));
-        assert!(!socket_set(Some("".into())));
-        assert!(socket_set(Some("/run/systemd/notify".into())));
-    }
-
-    #[test]
     fn watchdog_follows_sd_watchdog_enabled() {
         let s = |v: &str| Some(v.to_string());
         assert_eq!(watchdog_from(s("30000000"), s("42"), 42), Some(Duration::from_secs(30)));
@@ -188,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn an_abstract_socket_is_reached_and_no_socket_sends_nothing() {
+    fn an_abstract_socket_is_reached_and_an_unset_or_empty_one_sends_nothing() {
         use std::os::linux::net::SocketAddrExt;
         let name = format!("cluster-ai-test-notify-{}", std::process::id());
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
@@ -197,9 +186,12 @@ mod tests {
         n.send(&[Notice::Watchdog]);
         assert_eq!(recv(&manager), "WATCHDOG=1\n");
 
-        let none = SdNotifier::new(Some("".into()), Some(Duration::from_secs(30)));
-        assert_eq!(none.watchdog_interval(), None, "no socket, no watchdog");
-        none.send(&[Notice::Ready]);
-        assert!(none.socket.lock().unwrap().is_none());
+        // Unset or empty: not under a service manager.
+        for target in [None, Some("".into())] {
+            let none = SdNotifier::new(target, Some(Duration::from_secs(30)));
+            assert_eq!(none.watchdog_interval(), None, "no socket, no watchdog");
+            none.send(&[Notice::Ready]);
+            assert!(none.socket.lock().unwrap().is_none());
+        }
     }
 }
