@@ -27,6 +27,7 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod optimize;
+pub mod runtime;
 pub mod sampler;
 pub mod swap;
 pub mod sys;

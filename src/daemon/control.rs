@@ -26,9 +26,11 @@ use crate::sys::display_path;
 
 const MAX_REQUEST: u64 = 4096;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Clients served at once; more wait in the listen backlog. Keeps descriptors and memory
-/// bounded whatever a local user does.
+/// Clients served at once, shared fairly (`runtime::slots`): a newcomer takes the slot of the
+/// oldest client that has not sent its request yet; when all are being answered it is told to
+/// try again. Keeps descriptors and memory bounded whatever a local user does.
 pub const MAX_CLIENTS: usize = 32;
+const BUSY: &str = "{\"error\":\"the daemon is answering as many clients as it serves at once; try again\"}\n";
 /// After `EMFILE`/`ENFILE`, accepting pauses this long at first, doubling up to a second.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// The control task is idle between requests; it beats this often so a wedged runtime shows.
@@ -193,33 +195,33 @@ impl ControlSocket {
 /// The control task.
 pub async fn run(socket: ControlSocket, state: ControlState, heartbeat: Heartbeat, cancel: CancellationToken) -> anyhow::Result<()> {
     let state = std::sync::Arc::new(state);
-    let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    let mut clients = crate::runtime::slots::Slots::new(MAX_CLIENTS);
     let mut ticker = crate::sys::ticker::Ticker::new(HEARTBEAT_PERIOD)?;
     // An episode of EMFILE/ENFILE: the backoff, and when the last one was seen. It ends once
     // accepting has worked for a second without one.
     let mut backoff: Option<(Duration, Instant)> = None;
     heartbeat.started();
     loop {
-        let next = async {
-            let permit = clients.clone().acquire_owned().await;
-            (permit, socket.listener.accept().await)
-        };
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             tick = ticker.tick() => {
                 tick?;
                 heartbeat.beat();
             }
-            (permit, accepted) = next => match accepted {
+            accepted = socket.listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     if backoff.is_some_and(|(_, last)| last.elapsed() > Duration::from_secs(1)) {
                         backoff = None;
                         tracing::info!("control socket: accepting connections again");
                     }
+                    if clients.all_answering() {
+                        // Not waited for: the reply fits the socket's buffer or is not sent.
+                        let _ = stream.try_write(BUSY.as_bytes());
+                        continue;
+                    }
                     let state = state.clone();
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        if let Err(e) = serve(stream, &state).await {
+                    clients.spawn(move |seen| async move {
+                        if let Err(e) = serve(stream, &state, seen).await {
                             tracing::debug!(error = %e, "control client went away");
                         }
                     });
@@ -246,13 +248,14 @@ pub async fn run(socket: ControlSocket, state: ControlState, heartbeat: Heartbea
     }
 }
 
-async fn serve(stream: UnixStream, state: &ControlState) -> std::io::Result<()> {
+async fn serve(stream: UnixStream, state: &ControlState, seen: crate::runtime::slots::RequestSeen) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::with_capacity(1024, tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
     tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
+    seen.mark();
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Status) => serde_json::to_value(state.status()).map_err(std::io::Error::other)?,
         Ok(Request::Swap(req)) => swap::task::answer(&state.swap, req).await,

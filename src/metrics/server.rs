@@ -1,11 +1,14 @@
-//! The metrics task: `GET /metrics` on `[metrics] listen`, over plain HTTP/1.1, one request per
-//! connection. A scrape costs one encoding of what the tasks already publish; anything else
-//! gets 404, a client that sends nothing for 5 s is dropped, at most 8 are served at once.
+//! The metrics task: `GET /metrics` on `[metrics] listen`, over plain HTTP/1.1 (hyper's server),
+//! one request per connection. A scrape costs one encoding of what the tasks already publish;
+//! anything else gets 404. At most 8 connections at once, shared fairly (`runtime::slots`): a
+//! client that has not sent its request head within 2 s is dropped, and sooner when a newcomer
+//! needs its slot, so slow clients cannot shut out Prometheus; a whole exchange gets 10 s.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::Full;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -14,9 +17,14 @@ use super::{SwapMetrics, View};
 use crate::config::Config;
 use crate::daemon::control::ControlState;
 use crate::daemon::tasks::Heartbeat;
+use crate::runtime::slots::RequestSeen;
 
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The request head must be whole within this (hyper's `header_read_timeout`).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// One whole exchange, a slow reader of the answer included (Prometheus's default scrape
+/// timeout is 10 s).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CLIENTS: usize = 8;
 
 pub type SwapMetricsReceiver = watch::Receiver<Arc<SwapMetrics>>;
@@ -30,7 +38,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     heartbeat.started();
     let source = Arc::new((state, swap, crate::sys::unix_ms() as f64 / 1000.0));
-    let clients = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    let mut clients = crate::runtime::slots::Slots::new(MAX_CLIENTS);
     let mut ticker = crate::sys::ticker::Ticker::new(HEARTBEAT_PERIOD)?;
     loop {
         let listen = config.borrow_and_update().metrics.listen;
@@ -74,11 +82,9 @@ pub async fn run(
                 }
                 accepted = accept => match accepted {
                     Ok((stream, _)) => {
-                        let Ok(permit) = clients.clone().try_acquire_owned() else { continue };
                         let source = source.clone();
-                        tokio::spawn(async move {
-                            let _permit = permit;
-                            let _ = tokio::time::timeout(CLIENT_TIMEOUT, serve(stream, &source)).await;
+                        clients.spawn(move |seen| async move {
+                            let _ = tokio::time::timeout(CLIENT_TIMEOUT, serve(stream, source, seen)).await;
                         });
                     }
                     Err(e) => {
@@ -94,38 +100,47 @@ pub async fn run(
     }
 }
 
-async fn serve(mut stream: TcpStream, source: &(ControlState, SwapMetricsReceiver, f64)) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        if buf.len() > 8192 || stream.read_buf(&mut buf).await? == 0 {
-            return Ok(());
-        }
+type Source = Arc<(ControlState, SwapMetricsReceiver, f64)>;
+
+/// One connection through hyper's HTTP/1.1 server: one request, then closed.
+async fn serve(stream: TcpStream, source: Source, seen: RequestSeen) {
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        seen.mark();
+        let answer = respond(&req, &source);
+        async move { Ok::<_, std::convert::Infallible>(answer) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .keep_alive(false)
+        .max_buf_size(8192)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!("metrics: a client's connection: {e}");
     }
-    let head = String::from_utf8_lossy(&buf).into_owned();
-    let line = head.lines().next().unwrap_or("");
+}
+
+fn respond(req: &hyper::Request<hyper::body::Incoming>, source: &Source) -> hyper::Response<Full<Bytes>> {
+    use hyper::{header, Method, StatusCode};
     // Prometheus asks for OpenMetrics; anything else (curl, promtool) gets the classic format.
-    let openmetrics = head.lines().any(|l| l.to_ascii_lowercase().starts_with("accept:") && l.contains("application/openmetrics-text"));
-    let mut words = line.split(' ');
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let (status, kind, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => {
-            let (state, swap, start) = source;
+    let openmetrics =
+        req.headers().get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("application/openmetrics-text")));
+    let (status, kind, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            let (state, swap, start) = source.as_ref();
             let view = View { status: state.status(), swap: swap.borrow().as_ref().clone(), start_time_unix: *start };
             let kind = if openmetrics {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8"
             } else {
                 "text/plain; version=0.0.4; charset=utf-8"
             };
-            ("200 OK", kind, super::encode(&super::families(&view), openmetrics))
+            (StatusCode::OK, kind, super::encode(&super::families(&view), openmetrics))
         }
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "cluster-ai serves /metrics only\n".to_string()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET /metrics\n".to_string()),
+        (&Method::GET | &Method::HEAD, _) => (StatusCode::NOT_FOUND, "text/plain", "cluster-ai serves /metrics only\n".to_string()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET /metrics\n".to_string()),
     };
-    let head = format!("HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
-    stream.write_all(head.as_bytes()).await?;
-    if method != "HEAD" {
-        stream.write_all(body.as_bytes()).await?;
-    }
-    stream.shutdown().await
+    let mut answer = hyper::Response::new(Full::new(Bytes::from(body)));
+    *answer.status_mut() = status;
+    answer.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(kind));
+    answer
 }

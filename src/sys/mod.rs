@@ -28,11 +28,28 @@ pub fn unix_ms() -> u64 {
 /// A path for a log line or a message: control characters (a newline in a directory name)
 /// are escaped, so one event stays one line.
 pub fn display_path(p: &std::path::Path) -> String {
-    let s = p.to_string_lossy();
-    if !s.chars().any(char::is_control) {
-        return s.into_owned();
+    one_line(&p.to_string_lossy(), usize::MAX)
+}
+
+/// Text from outside (a peer's answer, a model or container name, a file) for a log line or a
+/// terminal: control characters and Unicode line separators escaped (`\n`, `\u{2028}`), so it
+/// cannot forge a log line or move a terminal's cursor; at most `max_chars` characters of it,
+/// then `…`.
+pub fn one_line(s: &str, max_chars: usize) -> String {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let mut out = String::with_capacity(s.len().min(max_chars.saturating_mul(4)));
+    for (n, c) in s.chars().enumerate() {
+        if n == max_chars {
+            out.push('…');
+            break;
+        }
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    out
 }
 
 #[cfg(test)]
@@ -41,5 +58,14 @@ mod tests {
     fn paths_with_control_characters_stay_on_one_line() {
         assert_eq!(super::display_path(std::path::Path::new("/var/lib/a b")), "/var/lib/a b");
         assert_eq!(super::display_path(std::path::Path::new("/tmp/x\ny\tz")), "/tmp/x\\ny\\tz");
+    }
+
+    #[test]
+    fn text_from_outside_stays_on_one_line_and_bounded() {
+        assert_eq!(super::one_line("llama3:8b", 100), "llama3:8b");
+        assert_eq!(super::one_line("a\nINFO forged\r\x1b[2J", 100), "a\\nINFO forged\\r\\u{1b}[2J");
+        assert_eq!(super::one_line("x\u{2028}y", 100), "x\\u{2028}y");
+        assert_eq!(super::one_line("abcdef", 3), "abc…");
+        assert_eq!(super::one_line("ééé", 2), "éé…");
     }
 }
