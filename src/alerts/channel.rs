@@ -57,12 +57,24 @@ impl Channel {
 /// Sends one alert; `Ok` with the answer's status line when the channel took it.
 pub async fn deliver(channel: Channel, cfg: &AlertsConfig, alert: &Alert) -> Result<String, String> {
     let url = channel.url(cfg).ok_or_else(|| format!("{} is not configured", channel.as_str()))?;
-    let (endpoint, path, body) = match channel {
-        Channel::Webhook => (Endpoint::parse_url(url)?, "", webhook_body(alert)),
-        Channel::Alertmanager => (Endpoint::parse_url(url)?, "/api/v2/alerts", alertmanager_body(alert)),
-        Channel::Email => return super::email::send(cfg, alert).await,
-    };
-    let r = http::request_trusting(&endpoint, "POST", path, Some(&body), DELIVERY_TIMEOUT, cfg.ca_file.as_deref())
+    match channel {
+        Channel::Webhook => post(cfg, url, "", &webhook_body(alert)).await,
+        Channel::Alertmanager => post(cfg, url, "/api/v2/alerts", &alertmanager_body(alert)).await,
+        Channel::Email => super::email::send(cfg, alert).await,
+    }
+}
+
+/// Every alert of `alerts` to Alertmanager again, in one request (its API takes a list).
+pub async fn resend_to_alertmanager(cfg: &AlertsConfig, alerts: &[Alert]) -> Result<String, String> {
+    let url = cfg.alertmanager.as_deref().ok_or("alertmanager is not configured")?;
+    let body = alerts.iter().flat_map(|a| alertmanager_body(a).as_array().cloned().unwrap_or_default()).collect();
+    post(cfg, url, "/api/v2/alerts", &serde_json::Value::Array(body)).await
+}
+
+/// One JSON POST to a channel's `url` + `path`; `Ok` with the status when it was taken.
+async fn post(cfg: &AlertsConfig, url: &str, path: &str, body: &serde_json::Value) -> Result<String, String> {
+    let endpoint = Endpoint::parse_url(url)?;
+    let r = http::request_trusting(&endpoint, "POST", path, Some(body), DELIVERY_TIMEOUT, cfg.ca_file.as_deref())
         .await
         .map_err(|e| e.to_string())?;
     if r.ok() {

@@ -12,6 +12,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// An alert's summary at most, in characters (a "workers left" alert naming 25,000 workers is
+/// cut here, with `…`); the key, severity, node and each label are cut shorter, and at most
+/// [`MAX_LABELS`] labels are kept. So one delivery is a few KiB at most, in the queue file too.
+pub const MAX_SUMMARY: usize = 1000;
+pub const MAX_LABELS: usize = 16;
+const MAX_SHORT: usize = 200;
+
 /// What an alert says about its incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,6 +76,18 @@ impl Alert {
         let mut a = Alert::firing(key, severity, summary);
         a.state = AlertState::Notice;
         a
+    }
+
+    /// The alert within its bounds ([`MAX_SUMMARY`], [`MAX_LABELS`]), every field on one line
+    /// (control characters escaped): what the alert task accepts.
+    pub fn bounded(mut self) -> Alert {
+        let short = |s: &str| crate::sys::one_line(s, MAX_SHORT);
+        self.key = short(&self.key);
+        self.severity = short(&self.severity);
+        self.node = short(&self.node);
+        self.summary = crate::sys::one_line(&self.summary, MAX_SUMMARY);
+        self.labels = std::mem::take(&mut self.labels).into_iter().take(MAX_LABELS).map(|(k, v)| (short(&k), short(&v))).collect();
+        self
     }
 
     pub fn label(mut self, k: &str, v: &str) -> Alert {
@@ -145,6 +164,23 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(1_795_441_872_223), "2026-11-23T13:51:12.223Z");
+    }
+
+    #[test]
+    fn alerts_are_bounded_and_on_one_line() {
+        let mut a = Alert::firing("workers/dask", "warning", format!("workers left: {}", "tcp://10.0.0.1:1234, ".repeat(25_000)));
+        for i in 0..100 {
+            a = a.label(&format!("l{i}"), &"v".repeat(10_000));
+        }
+        a.summary.push('\n');
+        let b = a.bounded();
+        assert_eq!(b.summary.chars().count(), MAX_SUMMARY + 1, "cut, with an ellipsis");
+        assert!(b.summary.ends_with('…') && !b.summary.contains('\n'));
+        assert_eq!(b.labels.len(), MAX_LABELS);
+        assert!(b.labels.values().all(|v| v.chars().count() <= MAX_SHORT + 1));
+        assert!(serde_json::to_vec(&b).unwrap().len() < 8 << 10);
+        let small = Alert::firing("service/x", "critical", "x is down");
+        assert_eq!(small.clone().bounded(), small, "an ordinary alert is left as it is");
     }
 
     #[test]

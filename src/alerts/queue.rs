@@ -1,22 +1,32 @@
 //! The deliveries that have not reached their channel yet, in order, bounded, and kept in a
-//! file of the state directory (written atomically after every change) so a restart of the
-//! daemon loses none of them. When it is full the oldest delivery is dropped and counted.
+//! file of the state directory (written atomically as soon as an alert is accepted, before any
+//! delivery is tried) so neither a restart nor a kill of the daemon loses one.
+//!
+//! Bounded twice: by count (`[alerts] queue_max`) and by bytes ([`MAX_BYTES`], what the file
+//! may hold and what is read back). When either is reached, deliveries are shed in this order:
+//! the oldest notice that is not critical, then the oldest delivery of all; each one counted.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
-use super::Alert;
+use super::{Alert, AlertState};
 
 /// The first retry waits this long; each next one twice as long, up to `[alerts] retry_max`.
 pub const RETRY_INITIAL: Duration = Duration::from_secs(5);
 pub const FILE_NAME: &str = "alerts-queue.json";
+/// The queue's file holds at most this much (alerts are cut to [`super::MAX_SUMMARY`] and
+/// friends, so this is thousands of them); a larger file is not read back but set aside.
+pub const MAX_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
+    /// Unique within the queue: how a delivery's result finds it again.
+    #[serde(default)]
+    pub id: u64,
     pub channel: Channel,
     pub alert: Alert,
     pub attempts: u32,
@@ -24,39 +34,63 @@ pub struct Delivery {
     pub last_error: Option<String>,
 }
 
+impl Delivery {
+    pub fn new(channel: Channel, alert: Alert) -> Delivery {
+        Delivery { id: 0, channel, alert, attempts: 0, next_try_unix_ms: 0, last_error: None }
+    }
+
+    /// Shed first when the queue is full: a notice that is not critical (an emergency measure
+    /// taken, a test), never an incident.
+    fn sheddable(&self) -> bool {
+        self.alert.state == AlertState::Notice && self.alert.severity != "critical"
+    }
+}
+
 pub struct Queue {
     path: Option<PathBuf>,
-    items: VecDeque<Delivery>,
+    /// Each delivery with its size in the file (bytes of its JSON).
+    items: VecDeque<(Delivery, usize)>,
+    bytes: usize,
     max: usize,
+    next_id: u64,
     pub dropped: u64,
 }
 
 impl Queue {
-    /// The queue kept at `path` (none: in memory only). A file that cannot be read as a queue is
-    /// set aside as `<name>.bad` (never deleted) and the queue starts empty; the text says so.
+    /// The queue kept at `path` (none: in memory only). A file that cannot be read as a queue
+    /// (not JSON, larger than [`MAX_BYTES`], not a regular file) is set aside under a name of
+    /// its own (`<name>.bad`, `<name>.bad.1`, …: never deleted, never overwritten) and the
+    /// queue starts empty; if it cannot be set aside, the queue is kept in memory only, so the
+    /// file is never overwritten. The text says which.
     pub fn load(path: Option<PathBuf>, max: usize) -> (Queue, Option<String>) {
-        let mut q = Queue { path, items: VecDeque::new(), max, dropped: 0 };
+        let mut q = Queue { path, items: VecDeque::new(), bytes: 0, max: max.max(1), next_id: 1, dropped: 0 };
         let Some(p) = q.path.clone() else { return (q, None) };
-        let bytes = match crate::sys::fs::read_regular_file(&p, 64 << 20) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (q, None),
-            Err(e) => return (q, Some(format!("cannot read {}: {e}; starting with an empty queue", p.display()))),
-        };
-        match serde_json::from_slice::<VecDeque<Delivery>>(&bytes) {
+        let shown = crate::sys::display_path(&p);
+        let read = crate::sys::fs::read_regular_file(&p, MAX_BYTES as u64).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                None
+            } else {
+                Some(format!("cannot read {shown}: {e}"))
+            }
+        });
+        let parsed = read.and_then(|bytes| {
+            serde_json::from_slice::<Vec<Delivery>>(&bytes).map_err(|e| Some(format!("{shown} is not an alert queue ({e})")))
+        });
+        match parsed {
             Ok(items) => {
-                q.items = items;
-                while q.items.len() > q.max {
-                    q.items.pop_front();
-                    q.dropped += 1;
+                for d in items {
+                    q.push(d);
                 }
                 (q, None)
             }
-            Err(e) => {
-                let bad = p.with_extension("json.bad");
-                let moved = std::fs::rename(&p, &bad).map(|_| format!("set aside as {}", bad.display()));
-                let what = moved.unwrap_or_else(|e| format!("could not be set aside: {e}"));
-                (q, Some(format!("{} is not an alert queue ({e}); {what}; starting with an empty queue", p.display())))
-            }
+            Err(None) => (q, None),
+            Err(Some(why)) => match set_aside(&p) {
+                Ok(bad) => (q, Some(format!("{why}; set aside as {}; starting with an empty queue", crate::sys::display_path(&bad)))),
+                Err(e) => {
+                    q.path = None;
+                    (q, Some(format!("{why}; it could not be set aside ({e}), so it is left as it is and the queue is kept in memory only until it is moved")))
+                }
+            },
         }
     }
 
@@ -69,43 +103,56 @@ impl Queue {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Delivery> {
-        self.items.iter()
+        self.items.iter().map(|(d, _)| d)
     }
 
-    /// Adds a delivery at the end; returns the oldest one if it had to be dropped for room.
-    pub fn push(&mut self, d: Delivery) -> Option<Delivery> {
-        self.items.push_back(d);
-        if self.items.len() > self.max {
+    /// Adds a delivery at the end (with a new id); returns those shed to make room.
+    pub fn push(&mut self, mut d: Delivery) -> Vec<Delivery> {
+        d.id = self.next_id;
+        self.next_id += 1;
+        let size = serde_json::to_vec(&d).map_or(0, |v| v.len() + 1);
+        self.items.push_back((d, size));
+        self.bytes += size;
+        let mut shed = Vec::new();
+        while self.items.len() > self.max || (self.bytes > MAX_BYTES && self.items.len() > 1) {
+            let i = self.items.iter().position(|(d, _)| d.sheddable()).unwrap_or(0);
+            let Some((d, size)) = self.items.remove(i) else { break };
+            self.bytes -= size;
             self.dropped += 1;
-            return self.items.pop_front();
+            shed.push(d);
         }
-        None
+        shed
     }
 
     /// The first delivery of `channel` (each channel keeps its order), if its time has come.
-    pub fn due(&self, channel: Channel, now_ms: u64) -> Option<usize> {
-        let i = self.items.iter().position(|d| d.channel == channel)?;
-        (self.items[i].next_try_unix_ms <= now_ms).then_some(i)
+    pub fn due(&self, channel: Channel, now_ms: u64) -> Option<&Delivery> {
+        let d = self.iter().find(|d| d.channel == channel)?;
+        (d.next_try_unix_ms <= now_ms).then_some(d)
     }
 
-    pub fn remove(&mut self, i: usize) -> Option<Delivery> {
-        self.items.remove(i)
+    /// The delivery `id`, taken out of the queue (it was delivered, or will never be).
+    pub fn remove(&mut self, id: u64) -> Option<Delivery> {
+        let i = self.items.iter().position(|(d, _)| d.id == id)?;
+        let (d, size) = self.items.remove(i)?;
+        self.bytes -= size;
+        Some(d)
     }
 
     /// A failed attempt: the delivery waits 5 s, 10 s, 20 s … up to `max_wait`.
-    pub fn failed(&mut self, i: usize, error: String, now_ms: u64, max_wait: Duration) {
-        if let Some(d) = self.items.get_mut(i) {
-            d.attempts += 1;
+    pub fn failed(&mut self, id: u64, error: String, now_ms: u64, max_wait: Duration) {
+        if let Some((d, _)) = self.items.iter_mut().find(|(d, _)| d.id == id) {
+            d.attempts = d.attempts.saturating_add(1);
             let wait = RETRY_INITIAL.saturating_mul(1 << (d.attempts - 1).min(20)).min(max_wait);
-            d.next_try_unix_ms = now_ms + wait.as_millis() as u64;
-            d.last_error = Some(error);
+            d.next_try_unix_ms = now_ms.saturating_add(wait.as_millis() as u64);
+            d.last_error = Some(crate::sys::one_line(&error, 300));
         }
     }
 
     /// Deliveries for channels that are no longer configured: dropped (they cannot go anywhere).
     pub fn keep_channels(&mut self, channels: &[Channel]) -> usize {
         let before = self.items.len();
-        self.items.retain(|d| channels.contains(&d.channel));
+        self.items.retain(|(d, _)| channels.contains(&d.channel));
+        self.bytes = self.items.iter().map(|(_, s)| s).sum();
         before - self.items.len()
     }
 
@@ -113,7 +160,8 @@ impl Queue {
     /// only).
     pub fn serialized(&self) -> Option<(PathBuf, std::io::Result<Vec<u8>>)> {
         let p = self.path.clone()?;
-        Some((p, serde_json::to_vec(&self.items).map_err(std::io::Error::other)))
+        let items: Vec<&Delivery> = self.iter().collect();
+        Some((p, serde_json::to_vec(&items).map_err(std::io::Error::other)))
     }
 
     /// Writes the queue to its file (0600, atomically). Blocking: the task calls it through
@@ -127,49 +175,27 @@ impl Queue {
 }
 
 /// Writes serialized queue bytes to `path` (0600, atomically).
-pub fn write(path: &std::path::Path, bytes: std::io::Result<Vec<u8>>) -> std::io::Result<()> {
+pub fn write(path: &Path, bytes: std::io::Result<Vec<u8>>) -> std::io::Result<()> {
     crate::sys::fs::write_atomic(path, &bytes?, 0o600)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn delivery(channel: Channel, key: &str, at: u64) -> Delivery {
-        Delivery { channel, alert: Alert::notice(key, "info", key), attempts: 0, next_try_unix_ms: at, last_error: None }
+/// Moves an unreadable queue file to the first free `<name>.bad[.N]` beside it.
+fn set_aside(p: &Path) -> std::io::Result<PathBuf> {
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for n in 0..1000 {
+        let bad = p.with_file_name(if n == 0 { format!("{name}.bad") } else { format!("{name}.bad.{n}") });
+        // A hard link fails if the name is taken: no earlier file is ever overwritten.
+        match std::fs::hard_link(p, &bad) {
+            Ok(()) => {
+                std::fs::remove_file(p)?;
+                return Ok(bad);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
     }
-
-    #[test]
-    fn bounded_ordered_per_channel_and_kept_across_a_reload() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let (mut q, problem) = Queue::load(Some(path.clone()), 3);
-        assert_eq!(problem, None);
-        q.push(delivery(Channel::Webhook, "a", 0));
-        q.push(delivery(Channel::Alertmanager, "b", 0));
-        q.push(delivery(Channel::Webhook, "c", 0));
-        let dropped = q.push(delivery(Channel::Webhook, "d", 0));
-        assert_eq!(dropped.unwrap().alert.key, "a", "the oldest goes");
-        assert_eq!((q.len(), q.dropped), (3, 1));
-        // The webhook's first is "c": it fails and waits 5 s; "d" waits behind it.
-        let i = q.due(Channel::Webhook, 0).unwrap();
-        q.failed(i, "down".into(), 0, Duration::from_secs(60));
-        assert_eq!(q.due(Channel::Webhook, 4_999), None);
-        assert_eq!(q.due(Channel::Webhook, 5_000), Some(i));
-        assert_eq!(q.due(Channel::Alertmanager, 0), Some(0), "Alertmanager's own first is due now");
-        q.failed(i, "down".into(), 5_000, Duration::from_secs(60));
-        assert_eq!(q.iter().nth(i).unwrap().next_try_unix_ms, 15_000, "then 10 s");
-        q.save().unwrap();
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
-        assert_eq!(mode & 0o777, 0o600);
-        let (again, _) = Queue::load(Some(path.clone()), 3);
-        let keys: Vec<&str> = again.iter().map(|d| d.alert.key.as_str()).collect();
-        assert_eq!(keys, ["b", "c", "d"]);
-        // Garbage is set aside, not lost, and the queue starts empty.
-        std::fs::write(&path, b"{not json").unwrap();
-        let (empty, problem) = Queue::load(Some(path.clone()), 3);
-        assert!(empty.is_empty());
-        assert!(problem.unwrap().contains("is not an alert queue"));
-        assert_eq!(std::fs::read(dir.path().join("alerts-queue.json.bad")).unwrap(), b"{not json");
-    }
+    Err(std::io::Error::other("a thousand set-aside queue files are already there"))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,14 +1,19 @@
 //! The alert task: takes alerts from the other tasks, deduplicates them (a firing alert whose
-//! key is already firing is not sent again), queues one delivery per configured channel, and
-//! delivers each channel's queue in order, at most `per_minute` a minute, retrying with a
-//! backoff. Alertmanager gets every firing alert again every `alertmanager_resend`.
+//! key is already firing is not sent again), queues one delivery per configured channel and
+//! writes the queue to its file before trying any, then delivers each channel's queue in
+//! order, each channel on its own (a hung channel delays no other), at most `per_minute` a
+//! minute, retrying with a backoff. Alertmanager gets every firing alert again every
+//! `alertmanager_resend`, in one request. At stop, nothing in flight is waited for: what did
+//! not go is in the file.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::{self, Channel};
@@ -19,20 +24,59 @@ use crate::daemon::tasks::Heartbeat;
 use crate::sys::ticker::Ticker;
 
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
-/// Alerts waiting for the task (it takes them at once; this only absorbs a burst).
+/// Alerts waiting for the task, per inbox (it takes them at once; this only absorbs a burst).
 pub const INBOX: usize = 256;
-/// As the daemon stops, alerts raised at the last moment get this long to go out (they stay
-/// queued in the file either way).
+/// As the daemon stops, alerts raised at the last moment get this long to go out (they are in
+/// the queue file either way, and go at the next start).
 const STOP_DELIVERY: Duration = Duration::from_secs(2);
 
-pub type AlertSender = mpsc::Sender<Alert>;
+/// Where the tasks raise alerts: two bounded inboxes, so a flood of notices (emergency measures
+/// taken) never crowds out an incident (a service down, a task failed). Every alert that finds
+/// its inbox full is counted in `dropped`.
+#[derive(Clone)]
+pub struct AlertSender {
+    incidents: mpsc::Sender<Alert>,
+    notices: mpsc::Sender<Alert>,
+    dropped: Arc<AtomicU64>,
+}
+
+pub struct AlertInbox {
+    incidents: mpsc::Receiver<Alert>,
+    notices: mpsc::Receiver<Alert>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// A sender for the tasks and the alert task's inbox.
+pub fn inbox() -> (AlertSender, AlertInbox) {
+    let (incidents, incidents_rx) = mpsc::channel(INBOX);
+    let (notices, notices_rx) = mpsc::channel(INBOX);
+    let dropped = Arc::new(AtomicU64::new(0));
+    (AlertSender { incidents, notices, dropped: dropped.clone() }, AlertInbox { incidents: incidents_rx, notices: notices_rx, dropped })
+}
+
+impl AlertInbox {
+    /// The next alert, incidents first.
+    async fn recv(&mut self) -> Option<Alert> {
+        tokio::select! {
+            biased;
+            Some(a) = self.incidents.recv() => Some(a),
+            Some(a) = self.notices.recv() => Some(a),
+            else => None,
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Alert> {
+        self.incidents.try_recv().or_else(|_| self.notices.try_recv()).ok()
+    }
+}
 
 /// `status`'s and `{"command":"alerts"}`'s view.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertsReport {
     pub node: String,
     pub channels: Vec<ChannelReport>,
-    /// Deliveries waiting (all channels), and those dropped because the queue was full.
+    /// Deliveries waiting (all channels), and alerts dropped since the start: those that found
+    /// the inbox full and deliveries shed from a full queue.
     pub queued: usize,
     pub dropped: u64,
     /// Keys of the alerts firing now.
@@ -50,13 +94,29 @@ pub struct ChannelReport {
 }
 
 /// Sends without waiting: an alert task that is behind never holds up the task that raises
-/// the alert (a full inbox is logged and the alert dropped).
+/// the alert. A full inbox drops the alert and counts it; the log says so at the 1st, 2nd, 4th,
+/// 8th … drop, so a flood costs a few lines.
 pub fn raise(tx: &Option<AlertSender>, alert: Alert) {
-    if let Some(tx) = tx {
-        if let Err(e) = tx.try_send(alert) {
-            tracing::error!("alerts: the alert task is not taking alerts ({e}); one dropped");
+    let Some(tx) = tx else { return };
+    let incident = alert.state != AlertState::Notice || alert.severity == "critical";
+    let inbox = if incident { &tx.incidents } else { &tx.notices };
+    if let Err(e) = inbox.try_send(alert) {
+        let n = tx.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::error!(dropped = n, "alerts: the alert task is not taking alerts ({e}); {n} dropped so far");
         }
     }
+}
+
+/// What a delivery task reports back.
+enum Done {
+    Delivery {
+        channel: Channel,
+        id: u64,
+        result: Result<String, String>,
+    },
+    /// A re-send of the firing alerts to Alertmanager.
+    Resend(Result<String, String>),
 }
 
 struct State {
@@ -67,6 +127,10 @@ struct State {
     sent: BTreeMap<Channel, (u64, u64, Option<String>)>,
     /// Sends of the last minute, per channel (the rate limit).
     recent: BTreeMap<Channel, VecDeque<Instant>>,
+    /// Channels with a request in flight: each channel has at most one, and none waits on
+    /// another's.
+    busy: BTreeSet<Channel>,
+    inbox_dropped: Arc<AtomicU64>,
     full_logged: bool,
     /// The queue changed since it was last written to its file.
     dirty: bool,
@@ -74,7 +138,7 @@ struct State {
 
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
-    mut inbox: mpsc::Receiver<Alert>,
+    mut inbox: AlertInbox,
     report: watch::Sender<Arc<AlertsReport>>,
     heartbeat: Heartbeat,
     cancel: CancellationToken,
@@ -83,13 +147,14 @@ pub async fn run(
     heartbeat.started();
     let cfg = config.borrow_and_update().alerts.clone();
     let path = (!dry_run).then(|| crate::sys::paths::state_dir().join(FILE_NAME));
-    let (queue, problem) = Queue::load(path, cfg.queue_max as usize);
+    let (queue, problem) = tokio::task::spawn_blocking(move || Queue::load(path, cfg.queue_max as usize)).await?;
     if let Some(p) = problem {
         tracing::error!("alerts: {p}");
     }
     if !queue.is_empty() {
         tracing::info!(queued = queue.len(), "alerts: {} undelivered alert(s) from before the restart", queue.len());
     }
+    let cfg = config.borrow().alerts.clone();
     let node = cfg.node.clone().unwrap_or_else(super::hostname);
     let mut st = State {
         cfg,
@@ -98,27 +163,47 @@ pub async fn run(
         firing: BTreeMap::new(),
         sent: BTreeMap::new(),
         recent: BTreeMap::new(),
+        busy: BTreeSet::new(),
+        inbox_dropped: inbox.dropped.clone(),
         full_logged: false,
         dirty: false,
     };
     st.forget_unconfigured();
+    let mut in_flight: JoinSet<Done> = JoinSet::new();
     let mut ticker = Ticker::new(HEARTBEAT_PERIOD.min(st.cfg.alertmanager_resend))?;
     let mut last_resend = Instant::now();
     loop {
+        // Accepted alerts are in the file before any delivery of them is tried.
+        st.flush().await;
+        if !dry_run {
+            st.start_due(&mut in_flight);
+        }
         report.send_replace(Arc::new(st.report()));
         let wake = st.next_wake();
         tokio::select! {
             _ = cancel.cancelled() => {
-                // What was raised as the daemon stops (a task that failed) is queued and kept
-                // in the file, with one short try to deliver it now.
+                // What was raised as the daemon stops (a task that failed) is accepted and
+                // kept, with one short try to deliver it now; nothing in flight is waited for
+                // longer than that, and what did not go stays in the file.
                 let mut raised = false;
-                while let Ok(alert) = inbox.try_recv() {
+                while let Some(alert) = inbox.try_recv() {
                     st.accept(alert, dry_run);
                     raised = true;
                 }
+                st.flush().await;
                 if raised && !dry_run {
-                    let _ = tokio::time::timeout(STOP_DELIVERY, st.deliver_due()).await;
+                    let _ = tokio::time::timeout(STOP_DELIVERY, async {
+                        loop {
+                            st.start_due(&mut in_flight);
+                            let Some(done) = in_flight.join_next().await else { break };
+                            if let Ok(done) = done {
+                                st.finished(done);
+                            }
+                        }
+                    })
+                    .await;
                 }
+                in_flight.abort_all();
                 st.flush().await;
                 return Ok(());
             }
@@ -130,21 +215,29 @@ pub async fn run(
                 st.node = st.cfg.node.clone().unwrap_or_else(super::hostname);
                 st.forget_unconfigured();
             }
-            Some(alert) = inbox.recv() => st.accept(alert, dry_run),
+            Some(alert) = inbox.recv() => {
+                st.accept(alert, dry_run);
+                // Take the rest of a burst before writing the file once.
+                for _ in 0..INBOX {
+                    let Some(alert) = inbox.try_recv() else { break };
+                    st.accept(alert, dry_run);
+                }
+            }
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Ok(done) = done {
+                    st.finished(done);
+                }
+            }
             t = ticker.tick() => {
                 t?;
                 heartbeat.beat();
-                if st.cfg.alertmanager.is_some() && last_resend.elapsed() >= st.cfg.alertmanager_resend && !dry_run {
+                if st.cfg.alertmanager.is_some() && last_resend.elapsed() >= st.cfg.alertmanager_resend && !dry_run
+                    && st.start_resend(&mut in_flight) {
                     last_resend = Instant::now();
-                    heartbeat.during(st.resend_firing()).await;
                 }
             }
             _ = sleep_until(wake) => {}
         }
-        if !dry_run {
-            heartbeat.during(st.deliver_due()).await;
-        }
-        heartbeat.during(st.flush()).await;
     }
 }
 
@@ -156,7 +249,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 impl State {
-    fn accept(&mut self, mut alert: Alert, dry_run: bool) {
+    fn accept(&mut self, alert: Alert, dry_run: bool) {
+        let mut alert = alert.bounded();
         alert.node = self.node.clone();
         match alert.state {
             AlertState::Firing => {
@@ -184,13 +278,13 @@ impl State {
             return;
         }
         for channel in channels {
-            let d = Delivery { channel, alert: alert.clone(), attempts: 0, next_try_unix_ms: 0, last_error: None };
-            if let Some(old) = self.queue.push(d) {
+            for old in self.queue.push(Delivery::new(channel, alert.clone())) {
                 if !self.full_logged {
                     tracing::error!(
                         max = self.cfg.queue_max,
-                        "alerts: the queue is full ({} deliveries): dropping the oldest ({} to {}); [alerts] queue_max sets the bound",
+                        "alerts: the queue is full ({} deliveries or {} MiB): dropping {} to {} first (notices go before incidents); [alerts] queue_max sets the bound",
                         self.cfg.queue_max,
+                        super::queue::MAX_BYTES >> 20,
                         old.alert.key,
                         old.channel.as_str()
                     );
@@ -224,68 +318,96 @@ impl State {
         }
     }
 
-    /// When the next delivery's time comes: its retry time, or the end of its channel's rate
-    /// limit, whichever is later.
-    fn next_wake(&self) -> Option<Instant> {
-        let (now, now_ms) = (Instant::now(), crate::sys::unix_ms());
-        Channel::configured(&self.cfg)
-            .into_iter()
-            .filter_map(|c| {
-                let first = self.queue.iter().find(|d| d.channel == c)?;
-                let due = now + Duration::from_millis(first.next_try_unix_ms.saturating_sub(now_ms));
-                let limited = self.recent.get(&c).filter(|r| r.len() >= self.cfg.per_minute as usize);
-                let limit_ends = limited.and_then(|r| r.front()).map(|t| *t + Duration::from_secs(60));
-                Some(limit_ends.map_or(due, |l| l.max(due)))
-            })
-            .min()
+    /// The end of a channel's rate limit, if it is reached now.
+    fn limit_ends(&mut self, channel: Channel, now: Instant) -> Option<Instant> {
+        let recent = self.recent.entry(channel).or_default();
+        while recent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            recent.pop_front();
+        }
+        (recent.len() >= self.cfg.per_minute as usize).then(|| recent.front().map_or(now, |t| *t + Duration::from_secs(60)))
     }
 
-    /// Sends what is due, channel by channel, each in order; a channel that fails waits.
-    async fn deliver_due(&mut self) {
+    /// When the next delivery's time comes: its retry time, or the end of its channel's rate
+    /// limit, whichever is later. Channels with a request in flight wake the task when it ends.
+    fn next_wake(&mut self) -> Option<Instant> {
+        let (now, now_ms) = (Instant::now(), crate::sys::unix_ms());
+        let mut wake: Option<Instant> = None;
+        for c in Channel::configured(&self.cfg) {
+            if self.busy.contains(&c) {
+                continue;
+            }
+            let Some(first) = self.queue.iter().find(|d| d.channel == c) else { continue };
+            let due = now + Duration::from_millis(first.next_try_unix_ms.saturating_sub(now_ms));
+            let at = self.limit_ends(c, now).map_or(due, |l| l.max(due));
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
+        wake
+    }
+
+    /// Starts the first due delivery of every channel that is not busy and within its rate
+    /// limit, each on a task of its own: a channel that hangs delays none of the others.
+    fn start_due(&mut self, in_flight: &mut JoinSet<Done>) {
+        let now_ms = crate::sys::unix_ms();
         for channel in Channel::configured(&self.cfg) {
-            loop {
-                let now = Instant::now();
-                let recent = self.recent.entry(channel).or_default();
-                while recent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
-                    recent.pop_front();
+            if self.busy.contains(&channel) || self.limit_ends(channel, Instant::now()).is_some() {
+                continue;
+            }
+            let Some(d) = self.queue.due(channel, now_ms) else { continue };
+            let (id, alert, cfg) = (d.id, d.alert.clone(), self.cfg.clone());
+            self.busy.insert(channel);
+            self.recent.entry(channel).or_default().push_back(Instant::now());
+            in_flight.spawn(async move { Done::Delivery { channel, id, result: channel::deliver(channel, &cfg, &alert).await } });
+        }
+    }
+
+    /// Alertmanager forgets an alert that stops coming: every firing one goes again, in one
+    /// request (its API takes a list). `false` while Alertmanager's channel is busy.
+    fn start_resend(&mut self, in_flight: &mut JoinSet<Done>) -> bool {
+        if self.firing.is_empty() {
+            return true;
+        }
+        if !self.busy.insert(Channel::Alertmanager) {
+            return false;
+        }
+        let (alerts, cfg): (Vec<Alert>, _) = (self.firing.values().cloned().collect(), self.cfg.clone());
+        in_flight.spawn(async move { Done::Resend(channel::resend_to_alertmanager(&cfg, &alerts).await) });
+        true
+    }
+
+    fn finished(&mut self, done: Done) {
+        match done {
+            Done::Resend(r) => {
+                self.busy.remove(&Channel::Alertmanager);
+                if let Err(e) = r {
+                    tracing::debug!("alerts: re-sending the firing alerts to Alertmanager: {e}");
                 }
-                if recent.len() >= self.cfg.per_minute as usize {
-                    break;
-                }
-                let Some(i) = self.queue.due(channel, crate::sys::unix_ms()) else { break };
-                let Some(d) = self.queue.iter().nth(i).cloned() else { break };
-                let result = channel::deliver(channel, &self.cfg, &d.alert).await;
-                self.recent.entry(channel).or_default().push_back(Instant::now());
+            }
+            Done::Delivery { channel, id, result } => {
+                self.busy.remove(&channel);
                 let counts = self.sent.entry(channel).or_default();
                 match result {
                     Ok(status) => {
                         counts.0 += 1;
                         counts.2 = None;
-                        tracing::info!(channel = channel.as_str(), key = %d.alert.key, "alerts: sent to {} ({status}): {}", channel.as_str(), d.alert.text());
-                        self.queue.remove(i);
+                        if let Some(d) = self.queue.remove(id) {
+                            tracing::info!(channel = channel.as_str(), key = %d.alert.key, "alerts: sent to {} ({status}): {}", channel.as_str(), d.alert.text());
+                        }
                         self.full_logged = false;
                         self.dirty = true;
                     }
                     Err(e) => {
                         counts.1 += 1;
-                        if d.attempts == 0 {
-                            tracing::warn!(channel = channel.as_str(), key = %d.alert.key, "alerts: {} did not take {}: {e}; kept and retried", channel.as_str(), d.alert.key);
-                        }
+                        let e = crate::sys::one_line(&e, 300);
                         counts.2 = Some(e.clone());
-                        self.queue.failed(i, e, crate::sys::unix_ms(), self.cfg.retry_max);
+                        if let Some(d) = self.queue.iter().find(|d| d.id == id) {
+                            if d.attempts == 0 {
+                                tracing::warn!(channel = channel.as_str(), key = %d.alert.key, "alerts: {} did not take {}: {e}; kept and retried", channel.as_str(), d.alert.key);
+                            }
+                        }
+                        self.queue.failed(id, e, crate::sys::unix_ms(), self.cfg.retry_max);
                         self.dirty = true;
-                        break;
                     }
                 }
-            }
-        }
-    }
-
-    /// Alertmanager forgets an alert that stops coming: every firing one goes again.
-    async fn resend_firing(&mut self) {
-        for alert in self.firing.values() {
-            if let Err(e) = channel::deliver(Channel::Alertmanager, &self.cfg, alert).await {
-                tracing::debug!(key = %alert.key, "alerts: re-sending {} to Alertmanager: {e}", alert.key);
             }
         }
     }
@@ -309,7 +431,7 @@ impl State {
             node: self.node.clone(),
             channels,
             queued: self.queue.len(),
-            dropped: self.queue.dropped,
+            dropped: self.queue.dropped + self.inbox_dropped.load(Ordering::Relaxed),
             firing: self.firing.keys().cloned().collect(),
         }
     }

@@ -321,8 +321,14 @@ impl Config {
     /// Reads and validates `path`: a regular file of at most [`MAX_CONFIG_BYTES`] (a FIFO, a
     /// device or a huge file is refused rather than read), in UTF-8.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = crate::sys::fs::read_regular_file(path, MAX_CONFIG_BYTES)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let bytes = crate::sys::fs::read_regular_file(path, MAX_CONFIG_BYTES).map_err(|source| {
+            let source = if source.kind() == std::io::ErrorKind::FileTooLarge {
+                std::io::Error::new(source.kind(), format!("{source}; a config file is a few KiB"))
+            } else {
+                source
+            };
+            ConfigError::Read { path: path.to_path_buf(), source }
+        })?;
         let invalid = |problems| ConfigError::Invalid { path: path.to_path_buf(), problems };
         let text = std::str::from_utf8(&bytes).map_err(|e| {
             let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();

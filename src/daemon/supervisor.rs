@@ -107,7 +107,7 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         }
     });
     // Where every task's alerts go (the alerts task, spawned below).
-    let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(crate::alerts::task::INBOX);
+    let (alert_tx, alert_rx) = crate::alerts::task::inbox();
     let (swap_tx, swap_rx) = tokio::sync::mpsc::channel(8);
     let swap_os = RealSwapOs::new(ProcFs::default(), crate::sys::paths::state_dir());
     let mut engine = Engine::new(&config_rx.borrow(), Box::new(swap_os), opts.dry_run);

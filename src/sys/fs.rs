@@ -74,8 +74,8 @@ pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     }
     if meta.len() > max {
         return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("it is {} bytes; a config file is a few KiB (at most {max} bytes are read)", meta.len()),
+            std::io::ErrorKind::FileTooLarge,
+            format!("it is {} bytes, more than the {max} bytes read from it", meta.len()),
         ));
     }
     let mut out = Vec::with_capacity(meta.len() as usize);

@@ -1,0 +1,111 @@
+use super::*;
+
+fn delivery(channel: Channel, key: &str, at: u64) -> Delivery {
+    let mut d = Delivery::new(channel, Alert::firing(key, "critical", key));
+    d.next_try_unix_ms = at;
+    d
+}
+
+fn keys(q: &Queue) -> Vec<&str> {
+    q.iter().map(|d| d.alert.key.as_str()).collect()
+}
+
+#[test]
+fn bounded_ordered_per_channel_and_kept_across_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let (mut q, problem) = Queue::load(Some(path.clone()), 3);
+    assert_eq!(problem, None);
+    q.push(delivery(Channel::Webhook, "a", 0));
+    q.push(delivery(Channel::Alertmanager, "b", 0));
+    q.push(delivery(Channel::Webhook, "c", 0));
+    let shed = q.push(delivery(Channel::Webhook, "d", 0));
+    assert_eq!(shed.len(), 1);
+    assert_eq!(shed[0].alert.key, "a", "the oldest goes");
+    assert_eq!((q.len(), q.dropped), (3, 1));
+    // The webhook's first is "c": it fails and waits 5 s; "d" waits behind it.
+    let c = q.due(Channel::Webhook, 0).unwrap().id;
+    q.failed(c, "down".into(), 0, Duration::from_secs(60));
+    assert_eq!(q.due(Channel::Webhook, 4_999), None);
+    assert_eq!(q.due(Channel::Webhook, 5_000).map(|d| d.id), Some(c));
+    assert_eq!(q.due(Channel::Alertmanager, 0).map(|d| d.alert.key.as_str()), Some("b"), "Alertmanager's own first is due now");
+    q.failed(c, "down\nforged".into(), 5_000, Duration::from_secs(60));
+    let d = q.iter().find(|d| d.id == c).unwrap();
+    assert_eq!(d.next_try_unix_ms, 15_000, "then 10 s");
+    assert_eq!(d.last_error.as_deref(), Some("down\\nforged"), "a peer's text stays on one line");
+    q.save().unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let (again, _) = Queue::load(Some(path.clone()), 3);
+    assert_eq!(keys(&again), ["b", "c", "d"]);
+    let mut ids: Vec<u64> = again.iter().map(|d| d.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "ids are unique after a reload");
+}
+
+#[test]
+fn notices_are_shed_before_incidents() {
+    let (mut q, _) = Queue::load(None, 3);
+    q.push(delivery(Channel::Webhook, "service/a", 0));
+    q.push(Delivery::new(Channel::Webhook, Alert::notice("emergency/x", "warning", "x")));
+    q.push(Delivery::new(Channel::Webhook, Alert::notice("task/failed", "critical", "y")));
+    let shed = q.push(delivery(Channel::Webhook, "service/b", 0));
+    assert_eq!(shed[0].alert.key, "emergency/x");
+    assert_eq!(keys(&q), ["service/a", "task/failed", "service/b"]);
+    let shed = q.push(delivery(Channel::Webhook, "service/c", 0));
+    assert_eq!(shed[0].alert.key, "service/a", "then the oldest of all");
+    assert_eq!(q.dropped, 2);
+}
+
+#[test]
+fn the_file_stays_within_what_is_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let (mut q, _) = Queue::load(Some(path.clone()), 100_000);
+    // Alerts as large as the task lets them be (bounded()), far more than fit.
+    let big = "w".repeat(4 * super::super::MAX_SUMMARY);
+    let mut n = 0;
+    while q.dropped == 0 {
+        q.push(Delivery::new(Channel::Webhook, Alert::firing(format!("workers/{n}"), "warning", big.clone()).bounded()));
+        n += 1;
+    }
+    q.save().unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(len <= MAX_BYTES as u64, "{len}");
+    let (again, problem) = Queue::load(Some(path), 100_000);
+    assert_eq!(problem, None);
+    assert_eq!(again.len(), q.len());
+}
+
+#[test]
+fn a_file_that_cannot_be_read_is_set_aside_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    std::fs::write(&path, b"{not json").unwrap();
+    let (empty, problem) = Queue::load(Some(path.clone()), 3);
+    assert!(empty.is_empty());
+    assert!(problem.unwrap().contains("is not an alert queue"));
+    assert_eq!(std::fs::read(dir.path().join("alerts-queue.json.bad")).unwrap(), b"{not json");
+    // A second bad file does not replace the first; an oversized one is set aside too.
+    std::fs::write(&path, vec![b' '; MAX_BYTES + 1]).unwrap();
+    let (empty, problem) = Queue::load(Some(path.clone()), 3);
+    assert!(empty.is_empty());
+    assert!(problem.as_deref().unwrap().contains("alerts-queue.json.bad.1"), "{problem:?}");
+    assert_eq!(std::fs::read(dir.path().join("alerts-queue.json.bad")).unwrap(), b"{not json");
+    assert_eq!(std::fs::metadata(dir.path().join("alerts-queue.json.bad.1")).unwrap().len(), MAX_BYTES as u64 + 1);
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_file_that_cannot_be_set_aside_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory in the queue's place: not readable as a file, and no hard link can be made.
+    let path = dir.path().join(FILE_NAME);
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("x"), b"keep").unwrap();
+    let (mut q, problem) = Queue::load(Some(path.clone()), 3);
+    assert!(problem.unwrap().contains("kept in memory only"));
+    q.push(delivery(Channel::Webhook, "a", 0));
+    q.save().unwrap();
+    assert_eq!(std::fs::read(path.join("x")).unwrap(), b"keep");
+}
