@@ -289,6 +289,19 @@ async fn follow(systemd: Systemd, unit: String, i: usize, generation: u64, tx: m
 /// restarted; its own probe says so meanwhile).
 const EVENTS_RETRY: Duration = Duration::from_secs(30);
 
+/// Events of one container closer together than this are one probe (a container that dies and
+/// is restarted in a loop sends a few a second; a hostile socket, thousands).
+const EVENT_DEBOUNCE: Duration = Duration::from_secs(1);
+/// Lines read at most per debounce window; the rest wait in the stream.
+const EVENT_BURST: usize = 256;
+
+/// What a Docker event says happened ("die", "health_status: unhealthy"), for a log line.
+fn event_action(line: &[u8]) -> String {
+    let event: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
+    let action = event["Action"].as_str().or(event["status"].as_str()).unwrap_or("an event");
+    crate::sys::one_line(action, 60)
+}
+
 /// Follows a container through Docker's event stream (`GET /events`, filtered to that container
 /// and the events that change whether it runs or is healthy), so a container that dies is
 /// probed at once rather than at its next interval. One idle connection; no polling.
@@ -318,9 +331,31 @@ async fn follow_container(
                     l = lines.next_line() => l,
                 };
                 let Ok(Some(line)) = line else { break };
-                let event: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
-                let action = event["Action"].as_str().or(event["status"].as_str()).unwrap_or("an event").to_string();
-                let _ = tx.send((generation, Msg::ContainerEvent(i, action))).await;
+                let _ = tx.send((generation, Msg::ContainerEvent(i, event_action(&line)))).await;
+                // Whatever comes within the next EVENT_DEBOUNCE is one more probe at most: the
+                // stream is not read meanwhile (Docker holds the events), then what has arrived
+                // is read (at most EVENT_BURST lines) and stands as its last event.
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(EVENT_DEBOUNCE) => {}
+                }
+                let (mut last, mut ended) = (None, false);
+                for _ in 0..EVENT_BURST {
+                    match tokio::time::timeout(Duration::ZERO, lines.next_line()).await {
+                        Ok(Ok(Some(l))) => last = Some(l),
+                        Ok(_) => {
+                            ended = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Some(l) = last {
+                    let _ = tx.send((generation, Msg::ContainerEvent(i, event_action(&l)))).await;
+                }
+                if ended {
+                    break;
+                }
             },
             Err(e) => tracing::debug!("health: Docker's events for container {name}: {e}"),
         }

@@ -32,6 +32,10 @@ use crate::sys::ticker::Ticker;
 
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
 const RECENT: usize = 20;
+/// Models `free-memory` unloads in one step at most (a pressure step unloads one).
+const MAX_UNLOADS: usize = 8;
+/// One step's Ollama requests together (listing and unloading) take at most this long.
+const OLLAMA_BUDGET: Duration = Duration::from_secs(30);
 const JOURNAL_DIRS: [&str; 2] = ["/var/log/journal", "/run/log/journal"];
 
 /// One thing a measure did (or, with `act = false`, would have done).
@@ -432,24 +436,39 @@ impl Emergency {
         self.collected.take().unwrap_or_default()
     }
 
+    /// Unloads the largest model (a pressure step) or up to [`MAX_UNLOADS`] of them
+    /// (`free-memory`), within [`OLLAMA_BUDGET`] for the whole step: an `/api/ps` listing
+    /// thousands of models, or an Ollama that answers each request after a minute, costs one
+    /// bounded step, and the CPU and disk measures still run after it.
     async fn unload_ollama(&mut self, measure: &str, why: &str, url: &str, ollama: &Endpoint) {
-        let models = match peers::ollama_loaded(ollama).await {
-            Ok(m) => {
+        let deadline = Instant::now() + OLLAMA_BUDGET;
+        let out_of_time = || format!("the step's {}s for Ollama ran out; the rest wait for the next step", OLLAMA_BUDGET.as_secs());
+        let models = match tokio::time::timeout_at(deadline, peers::ollama_loaded(ollama)).await {
+            Ok(Ok(m)) => {
                 self.problem("ollama", None);
                 m
             }
-            Err(e) => return self.problem("ollama", Some(format!("{url}: {e} (retried at the next step)"))),
+            Ok(Err(e)) => return self.problem("ollama", Some(format!("{url}: {e} (retried at the next step)"))),
+            Err(_) => return self.problem("ollama", Some(format!("{url}: {}", out_of_time()))),
         };
-        // One per step on pressure (the largest); every one for free-memory.
-        let take = if measure == "memory" { 1 } else { models.len() };
+        // One per step on pressure (the largest); a bounded number for free-memory.
+        let take = if measure == "memory" { 1 } else { MAX_UNLOADS };
+        if models.len() > take && measure != "memory" {
+            tracing::warn!(measure, "emergency: Ollama lists {} models; unloading the {take} largest in this step", models.len());
+        }
         for m in models.into_iter().take(take) {
+            let name = crate::sys::one_line(&m.name, 120);
             if !self.act {
-                self.record(measure, "unload_ollama_model", why, format!("unload Ollama model {}", m.name), Some(m.size), false);
+                self.record(measure, "unload_ollama_model", why, format!("unload Ollama model {name}"), Some(m.size), false);
                 continue;
             }
-            match peers::ollama_unload(ollama, &m.name).await {
-                Ok(()) => self.record(measure, "unload_ollama_model", why, format!("unloaded Ollama model {}", m.name), Some(m.size), true),
-                Err(e) => self.record(measure, "unload_ollama_model", why, format!("unload Ollama model {}: {e}", m.name), None, false),
+            match tokio::time::timeout_at(deadline, peers::ollama_unload(ollama, &m.name)).await {
+                Ok(Ok(())) => self.record(measure, "unload_ollama_model", why, format!("unloaded Ollama model {name}"), Some(m.size), true),
+                Ok(Err(e)) => self.record(measure, "unload_ollama_model", why, format!("unload Ollama model {name}: {e}"), None, false),
+                Err(_) => {
+                    self.record(measure, "unload_ollama_model", why, format!("unload Ollama model {name}: {}", out_of_time()), None, false);
+                    break;
+                }
             }
         }
     }
