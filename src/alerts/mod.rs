@@ -148,7 +148,7 @@ pub fn rfc3339(unix_ms: u64) -> String {
 
 /// This machine's name, for alerts when `[alerts] node` is not set.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    crate::sys::fs::read_text(std::path::Path::new("/proc/sys/kernel/hostname"), crate::sys::fs::SMALL_FILE)
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())

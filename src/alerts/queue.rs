@@ -78,7 +78,11 @@ impl Queue {
         });
         match parsed {
             Ok(items) => {
-                for d in items {
+                // A retry time from the file is believed up to the longest retry_max (a day):
+                // a clock that was wrong, or a hand-edited file, cannot park a delivery for years.
+                let latest = crate::sys::unix_ms().saturating_add(86_400_000);
+                for mut d in items {
+                    d.next_try_unix_ms = d.next_try_unix_ms.min(latest);
                     q.push(d);
                 }
                 (q, None)

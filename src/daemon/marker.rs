@@ -24,7 +24,7 @@ impl Marker {
     /// Creates the marker; returns why the last run ended uncleanly, if it did.
     pub fn begin(&self) -> Option<String> {
         let path = self.path.as_ref()?;
-        let last = match std::fs::read_to_string(path) {
+        let last = match crate::sys::fs::read_text(path, crate::sys::fs::SMALL_FILE) {
             Ok(text) => Some(text.lines().find_map(|l| l.strip_prefix("reason: ")).unwrap_or(NO_REASON).to_string()),
             Err(_) => None,
         };

@@ -480,7 +480,7 @@ fn workers(s: &mut Svc, w: Result<BTreeMap<String, String>, String>, alerts: &Op
             let short = now.len() < ws.min as usize;
             if short && !ws.short {
                 let left: Vec<&str> = ws.known.iter().filter(|(a, _)| !now.contains_key(*a)).map(|(_, n)| n.as_str()).collect();
-                let left = if left.is_empty() { String::new() } else { format!("; left: {}", left.join(", ")) };
+                let left = names_left(&left);
                 let text = format!("{name} has {} worker(s), fewer than {}{left}", now.len(), ws.min);
                 tracing::warn!(service = %name, workers = now.len(), min = ws.min, "health: {text}");
                 raise(alerts, Alert::firing(format!("workers/{name}"), "warning", text).label("service", &name));
@@ -497,6 +497,21 @@ fn workers(s: &mut Svc, w: Result<BTreeMap<String, String>, String>, alerts: &Op
         }
     }
 }
+
+/// "; left: a, b, c and 24,997 more": the workers that left, as the scheduler named them, at most
+/// [`NAMES_LISTED`] of them, each escaped and cut (a log line and an alert stay short whatever
+/// the scheduler says).
+fn names_left(left: &[&str]) -> String {
+    if left.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = left.iter().take(NAMES_LISTED).map(|n| crate::sys::one_line(n, 80)).collect();
+    let more = left.len().saturating_sub(NAMES_LISTED);
+    let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+    format!("; left: {}{more}", shown.join(", "))
+}
+
+const NAMES_LISTED: usize = 10;
 
 /// Carries out one decision of the policy: logs it, raises or resolves its alert, and, for a
 /// restart, starts it.
@@ -665,4 +680,23 @@ async fn look(i: usize, h: Arc<crate::config::HealthConfig>, s: ServiceConfig, s
     }
     svc.state = state_of(&svc);
     (i, svc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_peers_name_reaches_a_log_line_short_and_on_one_line() {
+        assert_eq!(names_left(&[]), "");
+        assert_eq!(names_left(&["w1", "w2"]), "; left: w1, w2");
+        let many: Vec<String> = (0..25_000).map(|i| format!("worker-{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let text = names_left(&many);
+        assert!(text.ends_with("worker-9 and 24990 more") && text.len() < 200, "{text}");
+        assert_eq!(names_left(&["evil\nINFO forged"]), "; left: evil\\nINFO forged");
+        assert_eq!(event_action(br#"{"Action":"die\nforged","status":"x"}"#), "die\\nforged");
+        assert_eq!(event_action(br#"{"status":"health_status: unhealthy"}"#), "health_status: unhealthy");
+        assert_eq!(event_action(b"not json"), "an event");
+    }
 }

@@ -31,7 +31,7 @@ pub fn env_files(plan: &Plan, cfg: &OptimizeConfig, write: bool) -> Vec<FileOutc
         .into_iter()
         .map(|file| {
             let path = env_dir.join(&file.name);
-            let current = std::fs::read_to_string(&path).ok();
+            let current = crate::sys::fs::read_text(&path, crate::config::MAX_CONFIG_BYTES).ok();
             let changes = plan::diff(current.as_deref(), &file);
             let text = plan::render(&file);
             let outcome = if current.as_deref() == Some(text.as_str()) {

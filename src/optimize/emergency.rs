@@ -226,8 +226,11 @@ impl Emergency {
             crate::alerts::task::raise(&self.alerts, alert.label("measure", measure));
         }
         if done {
-            *self.report.counts.entry(action.to_string()).or_default() += 1;
-            *self.report.freed_bytes.entry(action.to_string()).or_default() += freed_bytes.unwrap_or(0);
+            // Byte counts come from peers (Ollama's size, Docker's SpaceReclaimed): saturating.
+            let count = self.report.counts.entry(action.to_string()).or_default();
+            *count = count.saturating_add(1);
+            let freed = self.report.freed_bytes.entry(action.to_string()).or_default();
+            *freed = freed.saturating_add(freed_bytes.unwrap_or(0));
         }
         let a = Action {
             at_unix_ms: crate::sys::unix_ms(),
@@ -330,7 +333,7 @@ impl Emergency {
         }
         match peers::dask_retire_one(&scheduler).await {
             Ok(addrs) if !addrs.is_empty() => {
-                self.retired += addrs.len() as u32;
+                self.retired = self.retired.saturating_add(u32::try_from(addrs.len()).unwrap_or(u32::MAX));
                 let detail = format!("retired Dask worker {} ({n} -> {} workers)", addrs.join(", "), n - addrs.len() as u32);
                 self.record("cpu", "retire_dask_worker", why, detail, None, true);
             }
@@ -599,7 +602,7 @@ fn weight_text(w: u64) -> String {
 /// `sync; echo 1 > /proc/sys/vm/drop_caches`; what MemFree grew by.
 fn drop_page_cache() -> std::io::Result<u64> {
     let free = || -> u64 {
-        std::fs::read_to_string("/proc/meminfo")
+        crate::sys::fs::read_text(std::path::Path::new("/proc/meminfo"), crate::sys::fs::SMALL_FILE)
             .ok()
             .and_then(|m| m.lines().find(|l| l.starts_with("MemFree:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
             .unwrap_or(0)

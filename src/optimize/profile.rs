@@ -101,7 +101,9 @@ impl Sources {
 /// Reads the machine under `root` (`/` in production), the costlier sources as `sources` says.
 pub fn gather(cfg: &Config, root: &Path, sources: Sources) -> Result<Profile, String> {
     let procfs = ProcFs::new(root);
-    let read = |rel: &str| std::fs::read_to_string(procfs.path(rel)).map_err(|e| format!("{}: {e}", procfs.path(rel).display()));
+    let read = |rel: &str| {
+        crate::sys::fs::read_text(&procfs.path(rel), crate::sys::fs::SMALL_FILE).map_err(|e| format!("{}: {e}", procfs.path(rel).display()))
+    };
     let cpu = hardware::parse_cpuinfo(&read("cpuinfo")?)?;
     let mem = parse_meminfo(&read("meminfo")?)?;
     let limit = hardware::cgroup_memory_limit(root).filter(|l| *l < mem.total);

@@ -81,9 +81,19 @@ pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(meta.len() as usize);
     file.take(max + 1).read_to_end(&mut out)?;
     if out.len() as u64 > max {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("it grew past {max} bytes while being read")));
+        return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, format!("it grew past {max} bytes while being read")));
     }
     Ok(out)
+}
+
+/// A small file (a /proc or /sys value, a marker): at most this much is read.
+pub const SMALL_FILE: u64 = 64 << 10;
+/// A large kernel table (/proc/self/smaps, /proc/locks): at most this much is read.
+pub const LARGE_FILE: u64 = 16 << 20;
+
+/// [`read_regular_file`] as UTF-8 text (an `InvalidData` error if it is not).
+pub fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
+    String::from_utf8(read_regular_file(path, max)?).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Replaces `path` with `contents` so that a reader sees the old file or the new one, never a

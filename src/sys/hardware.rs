@@ -54,7 +54,7 @@ pub fn parse_cpuinfo(text: &str) -> Result<Cpu, String> {
 /// `memory.max` (`0::/path` in `/proc/self/cgroup`), or, where the memory controller is still
 /// on v1 (`N:memory:/path`), `memory.limit_in_bytes`. `None`: no limit, or nothing readable.
 pub fn cgroup_memory_limit(root: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(root.join("proc/self/cgroup")).ok()?;
+    let text = super::fs::read_text(&root.join("proc/self/cgroup"), super::fs::SMALL_FILE).ok()?;
     let v1 = text.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
         let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
@@ -67,7 +67,7 @@ pub fn cgroup_memory_limit(root: &Path) -> Option<u64> {
     let mut dir = base.join(path.trim().trim_start_matches('/'));
     let mut limit: Option<u64> = None;
     loop {
-        if let Ok(v) = std::fs::read_to_string(dir.join(file)) {
+        if let Ok(v) = super::fs::read_text(&dir.join(file), super::fs::SMALL_FILE) {
             // v2 writes "max"; v1 writes a page-rounded i64::MAX for no limit.
             if let Ok(n) = v.trim().parse::<u64>().map(|n| if n >= 1 << 62 { u64::MAX } else { n }) {
                 limit = Some(limit.map_or(n, |l| l.min(n)));
@@ -119,9 +119,11 @@ pub fn drm_gpus(root: &Path) -> Vec<Gpu> {
     cards
         .into_iter()
         .filter_map(|(card, device)| {
-            let vendor = vendor_name(&std::fs::read_to_string(device.join("vendor")).ok()?);
-            let vram = std::fs::read_to_string(device.join("mem_info_vram_total")).ok().and_then(|v| v.trim().parse().ok());
-            let product = std::fs::read_to_string(device.join("device")).map(|d| d.trim().to_string()).unwrap_or_default();
+            let vendor = vendor_name(&super::fs::read_text(&device.join("vendor"), super::fs::SMALL_FILE).ok()?);
+            let vram =
+                super::fs::read_text(&device.join("mem_info_vram_total"), super::fs::SMALL_FILE).ok().and_then(|v| v.trim().parse().ok());
+            let product =
+                super::fs::read_text(&device.join("device"), super::fs::SMALL_FILE).map(|d| d.trim().to_string()).unwrap_or_default();
             Some(Gpu { name: format!("{card} ({vendor} {product})"), vendor, vram_bytes: vram, source: "sysfs".into() })
         })
         .collect()

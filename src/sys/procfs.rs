@@ -180,6 +180,9 @@ impl ProcFile {
             if n == 0 || len < self.buf.len() {
                 break;
             }
+            if self.buf.len() as u64 >= super::fs::LARGE_FILE {
+                return Err(ProcError::Parse { path: self.path.clone(), what: format!("longer than {} bytes", super::fs::LARGE_FILE) });
+            }
             self.buf.resize(self.buf.len() * 2, 0);
         }
         std::str::from_utf8(&self.buf[..len]).map_err(|_| ProcError::Parse { path: self.path.clone(), what: "not UTF-8".into() })

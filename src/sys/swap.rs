@@ -228,7 +228,7 @@ impl SwapDirError {
 /// Whether the process holds CAP_SYS_ADMIN (what swapon/swapoff need).
 pub fn has_cap_sys_admin(proc_root: &Path) -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
-    std::fs::read_to_string(proc_root.join("proc/self/status"))
+    super::fs::read_text(&proc_root.join("proc/self/status"), super::fs::SMALL_FILE)
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
         .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
@@ -242,7 +242,7 @@ pub fn rotational_of(sys_root: &Path, dev: u64) -> Option<bool> {
     let base = sys_root.join(format!("sys/dev/block/{major}:{minor}"));
     // A partition has no queue/ of its own: its parent directory is the whole disk.
     for candidate in [base.join("queue/rotational"), base.join("../queue/rotational")] {
-        if let Ok(text) = std::fs::read_to_string(&candidate) {
+        if let Ok(text) = super::fs::read_text(&candidate, super::fs::SMALL_FILE) {
             return match text.trim() {
                 "0" => Some(false),
                 "1" => Some(true),

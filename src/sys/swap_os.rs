@@ -298,9 +298,9 @@ impl SwapOs for RealSwapOs {
 /// "pid 1234 (cluster-ai swap expand)", from `/proc/locks`, for the lock on `file`.
 fn lock_holder(root: &Path, file: &File) -> Option<String> {
     let ino = file.metadata().ok()?.ino();
-    let locks = std::fs::read_to_string(root.join("proc/locks")).ok()?;
+    let locks = super::fs::read_text(&root.join("proc/locks"), super::fs::LARGE_FILE).ok()?;
     let pid = parse_lock_holder(&locks, ino)?;
-    let cmdline = std::fs::read(root.join(format!("proc/{pid}/cmdline"))).unwrap_or_default();
+    let cmdline = super::fs::read_regular_file(&root.join(format!("proc/{pid}/cmdline")), super::fs::SMALL_FILE).unwrap_or_default();
     let words: Vec<String> =
         cmdline.split(|b| *b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect();
     let shown = words.iter().enumerate().map(|(i, w)| if i == 0 { w.rsplit('/').next().unwrap_or(w) } else { w }).collect::<Vec<_>>();

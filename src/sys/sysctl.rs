@@ -29,7 +29,7 @@ impl Sysctl {
 
     fn get(&self, key: &str) -> std::io::Result<u32> {
         let p = self.path(key);
-        let text = std::fs::read_to_string(&p)?;
+        let text = super::fs::read_text(&p, super::fs::SMALL_FILE)?;
         text.trim().parse().map_err(|_| std::io::Error::other(format!("{}: not a number: {text:?}", p.display())))
     }
 
@@ -67,7 +67,7 @@ impl Sysctl {
     /// Puts back the saved values and forgets them; `None` when nothing was saved.
     pub fn restore(&self, state_dir: &Path) -> std::io::Result<Option<Tunables>> {
         let saved = state_dir.join(SAVED);
-        let text = match std::fs::read_to_string(&saved) {
+        let text = match super::fs::read_text(&saved, super::fs::SMALL_FILE) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),

@@ -15,7 +15,7 @@
 /// Trims every eligible mapping; returns the resident bytes they held before.
 #[allow(unsafe_code)]
 pub fn file_mappings() -> std::io::Result<u64> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let smaps = super::fs::read_text(std::path::Path::new("/proc/self/smaps"), super::fs::LARGE_FILE)?;
     let mut trimmed = 0;
     for m in eligible(&smaps) {
         // SAFETY: [start, end) is a whole mapping of this process, read from smaps just now;

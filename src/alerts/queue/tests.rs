@@ -38,6 +38,12 @@ fn bounded_ordered_per_channel_and_kept_across_a_reload() {
     assert_eq!(mode & 0o777, 0o600);
     let (again, _) = Queue::load(Some(path.clone()), 3);
     assert_eq!(keys(&again), ["b", "c", "d"]);
+    // A retry time far in the future (a clock that was wrong) is held to a day from now.
+    let mut far = delivery(Channel::Webhook, "far", u64::MAX);
+    far.id = 7;
+    std::fs::write(&path, serde_json::to_vec(&[far]).unwrap()).unwrap();
+    let (far, _) = Queue::load(Some(path.clone()), 3);
+    assert!(far.iter().next().unwrap().next_try_unix_ms <= crate::sys::unix_ms() + 86_400_000);
     let mut ids: Vec<u64> = again.iter().map(|d| d.id).collect();
     ids.dedup();
     assert_eq!(ids.len(), 3, "ids are unique after a reload");
