@@ -48,6 +48,7 @@ pub struct ServiceReport {
 pub struct WorkersReport {
     pub count: usize,
     pub min: u32,
+    /// At most 100, sorted; `count` says how many there are.
     pub names: Vec<String>,
     /// Workers seen before that are gone now (while the count is below `min`).
     pub left: Vec<String>,

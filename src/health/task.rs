@@ -568,10 +568,15 @@ fn act(i: usize, s: &mut Svc, e: Event, ctx: &Ctx<'_>) {
     }
 }
 
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
+/// Worker names for `status`: sorted, at most [`NAMES_REPORTED`], each escaped and cut (the
+/// scheduler names them; `count` says how many there are).
+fn listed(mut v: Vec<String>) -> Vec<String> {
+    v.sort_unstable();
+    v.truncate(NAMES_REPORTED);
+    v.iter().map(|n| crate::sys::one_line(n, 80)).collect()
 }
+
+const NAMES_REPORTED: usize = 100;
 
 fn state_of(s: &Svc) -> &'static str {
     match s.installed {
@@ -606,9 +611,9 @@ fn report(enabled: bool, systemd: &str, svcs: &[Svc]) -> HealthReport {
                     WorkersReport {
                         count: w.now.len(),
                         min: w.min,
-                        names: sorted(shown.values().cloned().collect()),
+                        names: listed(shown.values().cloned().collect()),
                         left: if w.short {
-                            sorted(w.known.iter().filter(|(a, _)| !w.now.contains_key(*a)).map(|(_, n)| n.clone()).collect())
+                            listed(w.known.iter().filter(|(a, _)| !w.now.contains_key(*a)).map(|(_, n)| n.clone()).collect())
                         } else {
                             Vec::new()
                         },
