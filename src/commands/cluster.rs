@@ -65,7 +65,8 @@ async fn query(ep: &Endpoint, promql: &str) -> Result<Vec<(Labels, f64)>, String
     let r = request(ep, "GET", &path, None, TIMEOUT).await.map_err(|e| e.to_string())?;
     let v: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| format!("not Prometheus's API ({e}): {}", r.snippet()))?;
     if v["status"] != "success" {
-        return Err(format!("query {promql:?}: {} {}", v["errorType"].as_str().unwrap_or(""), v["error"].as_str().unwrap_or(&r.snippet())));
+        let (kind, error) = (v["errorType"].as_str().unwrap_or(""), v["error"].as_str().unwrap_or(&r.snippet()).to_string());
+        return Err(format!("query {promql:?}: {} {}", crate::sys::one_line(kind, 60), crate::sys::one_line(&error, 300)));
     }
     let results = v["data"]["result"].as_array().cloned().unwrap_or_default();
     Ok(results
@@ -141,6 +142,13 @@ fn table(nodes: &[Node], now: f64) -> String {
             n.last_seen_unix.map_or("over 1h ago".into(), |t| format!("{:.0}s ago", (now - t).max(0.0))),
             if n.alerts_firing.is_empty() { "-".into() } else { n.alerts_firing.join(",") },
         ]);
+        // Label values are whatever the scraped nodes and rules said: one line each on a
+        // terminal, no escape sequences.
+        if let Some(row) = rows.last_mut() {
+            for cell in row.iter_mut() {
+                *cell = crate::sys::one_line(cell, 200);
+            }
+        }
     }
     let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
@@ -153,4 +161,28 @@ fn table(nodes: &[Node], now: f64) -> String {
         out += "no node: Prometheus scrapes no target of this job\n";
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_reach_the_terminal_on_one_line_without_escape_sequences() {
+        let n = Node {
+            instance: "10.0.0.5:9464".into(),
+            node: Some("gpu-1\n\x1b[2Jforged".into()),
+            version: None,
+            up: true,
+            memory_used_ratio: Some(0.5),
+            swap_used_bytes: None,
+            swap_total_bytes: None,
+            services_down: vec!["web\r".into()],
+            last_seen_unix: Some(100.0),
+            alerts_firing: Vec::new(),
+        };
+        let t = table(&[n], 110.0);
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(!t.contains('\x1b') && t.contains("gpu-1\\n\\u{1b}[2Jforged") && t.contains("web\\r"), "{t}");
+    }
 }

@@ -334,7 +334,11 @@ impl Emergency {
         match peers::dask_retire_one(&scheduler).await {
             Ok(addrs) if !addrs.is_empty() => {
                 self.retired = self.retired.saturating_add(u32::try_from(addrs.len()).unwrap_or(u32::MAX));
-                let detail = format!("retired Dask worker {} ({n} -> {} workers)", addrs.join(", "), n - addrs.len() as u32);
+                // The scheduler's own words: escaped, and at most three addresses named.
+                let named: Vec<String> = addrs.iter().take(3).map(|a| crate::sys::one_line(a, 80)).collect();
+                let more = if addrs.len() > 3 { format!(" and {} more", addrs.len() - 3) } else { String::new() };
+                let left = n.saturating_sub(u32::try_from(addrs.len()).unwrap_or(u32::MAX));
+                let detail = format!("retired Dask worker {}{more} ({n} -> {left} workers)", named.join(", "));
                 self.record("cpu", "retire_dask_worker", why, detail, None, true);
             }
             Ok(_) => self.record("cpu", "retire_dask_worker", why, "the scheduler retired no worker".into(), None, false),
