@@ -286,3 +286,51 @@ fn disk_over_threshold_prunes_dangling_docker_images_pip_caches_and_old_temp_fil
     drop(d);
     drop(docker);
 }
+
+/// What Ollama really answers (ollama#7606, `size_vram`): the model with the most system RAM
+/// goes first, a model wholly in GPU memory and a kept one are left, and an unload Ollama
+/// acknowledges but does not carry out is said once, not counted, and not asked again.
+#[test]
+fn ollama_models_are_unloaded_by_their_ram_and_only_what_ps_shows_gone_counts() {
+    const G: u64 = 1 << 30;
+    let ollama = OllamaFake::start_with_vram(&[
+        ("gpu:70b", 10 * G, 10 * G),
+        ("ram:3b", 3 * G, 0),
+        ("part:13b", 8 * G, 6 * G),
+        ("llama3:8b", 5 * G, 0),
+        ("stuck:7b", 4 * G, 0),
+    ]);
+    ollama.sticky.lock().unwrap().push("stuck:7b".into());
+    let d = daemon()
+        .config(&format!("[emergency]\ndask_scheduler = \"\"\nollama = \"{}\"\nkeep_models = [\"llama3\"]\n", ollama.url()))
+        .spawn();
+    wait_until("the daemon answers", Duration::from_secs(30), || d.status(&[]).status.success().then_some(()));
+    let free = || Command::new(common::BIN).args(["free-memory", "--json", "--socket"]).arg(d.socket()).output().unwrap();
+    let out = free();
+    assert_eq!(out.status.code(), Some(1), "the model Ollama did not release is a failed measure");
+    let order: Vec<String> = ollama.unloads.lock().unwrap().iter().map(|(m, _)| m.clone()).collect();
+    assert_eq!(order, ["stuck:7b", "ram:3b", "part:13b"], "most RAM first; GPU-only and kept models left");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actions = v.as_array().unwrap();
+    let freed: u64 = actions.iter().filter(|a| a["action"] == "unload_ollama_model").filter_map(|a| a["freed_bytes"].as_u64()).sum();
+    assert_eq!(freed, 5 * G, "only what /api/ps shows gone, and only its RAM part: {v}");
+    let stuck = actions.iter().find(|a| a["detail"].as_str().unwrap_or("").contains("stuck:7b")).unwrap();
+    assert_eq!(stuck["done"], false, "{stuck}");
+    assert!(stuck["detail"].as_str().unwrap().contains("still lists it"), "{stuck}");
+    // Again: nothing is asked of Ollama (stuck is not asked twice), and status shows why.
+    let out = free();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(ollama.unloads.lock().unwrap().len(), 3, "{:?}", ollama.unloads.lock().unwrap());
+    let e = emergency_status(&d);
+    let shown: Vec<(String, String)> = e["ollama_models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().into(), m["verdict"].as_str().unwrap().into()))
+        .collect();
+    assert!(shown.contains(&("gpu:70b".into(), "in_gpu_memory".into())), "{shown:?}");
+    assert!(shown.contains(&("llama3:8b".into(), "kept".into())), "{shown:?}");
+    assert!(shown.contains(&("stuck:7b".into(), "not_released".into())), "{shown:?}");
+    let text = String::from_utf8(d.status(&[]).stdout).unwrap();
+    assert!(text.contains("ollama, in unload order:") && text.contains("gpu:70b (in GPU memory)"), "{text}");
+}

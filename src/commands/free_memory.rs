@@ -48,7 +48,7 @@ pub fn main(args: StatusArgs) -> ExitCode {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&actions).unwrap_or_default());
     } else if actions.is_empty() {
-        println!("nothing to free: no Ollama model is loaded ([emergency] ollama), drop_page_cache is off");
+        println!("nothing to free: no Ollama model to unload ([emergency] ollama; `cluster-ai status` says which are kept, in GPU memory or not released), drop_page_cache is off");
     }
     for a in actions.iter().filter(|_| !args.json) {
         let freed = a.freed_bytes.map(|b| format!(": freed {}", human_size(b))).unwrap_or_default();

@@ -82,6 +82,23 @@ pub fn emergency_lines(e: &EmergencyReport) -> String {
     for (peer, p) in &e.problems {
         out += &format!("          {peer}: {p}\n");
     }
+    if !e.ollama_models.is_empty() {
+        use crate::optimize::emergency::ollama::Verdict;
+        let models: Vec<String> = e
+            .ollama_models
+            .iter()
+            .map(|m| {
+                let how = match m.verdict {
+                    Verdict::Unload => human_size(m.ram_bytes),
+                    Verdict::Kept => "kept".into(),
+                    Verdict::InGpuMemory => "in GPU memory".into(),
+                    Verdict::NotReleased => "not released by Ollama".into(),
+                };
+                format!("{} ({how})", m.name)
+            })
+            .collect();
+        out += &format!("          ollama, in unload order: {}\n", models.join(", "));
+    }
     out
 }
 

@@ -187,6 +187,9 @@ pub struct EmergencyConfig {
     pub critical_units: Vec<String>,
     pub critical_cpu_weight: u64,
     pub ollama: Option<String>,
+    /// Ollama models never unloaded (earlyoom's `--avoid`): "llama3" keeps every tag of it,
+    /// "llama3:8b" that tag only.
+    pub keep_models: Vec<String>,
     pub drop_page_cache: bool,
     /// `journalctl --vacuum-size` to this; `None`: off.
     pub journal_vacuum_size: Option<u64>,
@@ -218,6 +221,7 @@ impl EmergencyConfig {
             ("emergency.critical_units", list(self.critical_units.clone())),
             ("emergency.critical_cpu_weight", self.critical_cpu_weight.to_string()),
             ("emergency.ollama", opt(&self.ollama)),
+            ("emergency.keep_models", list(self.keep_models.clone())),
             ("emergency.drop_page_cache", self.drop_page_cache.to_string()),
             ("emergency.journal_vacuum_size", self.journal_vacuum_size.map_or("off".into(), format_size)),
             ("emergency.pip_cache_dirs", paths(&self.pip_cache_dirs)),
@@ -302,6 +306,7 @@ impl Default for Config {
                 critical_units: Vec::new(),
                 critical_cpu_weight: 1000,
                 ollama: Some("http://127.0.0.1:11434".into()),
+                keep_models: Vec::new(),
                 drop_page_cache: false,
                 journal_vacuum_size: None,
                 pip_cache_dirs: Vec::new(),
@@ -495,6 +500,7 @@ struct RawEmergency {
     critical_units: Raw,
     critical_cpu_weight: Raw,
     ollama: Raw,
+    keep_models: Raw,
     drop_page_cache: Raw,
     journal_vacuum_size: Raw,
     pip_cache_dirs: Raw,
@@ -825,6 +831,9 @@ impl RawEmergency {
             count_between(1, 10000)(v).map(u64::from)
         });
         let (ollama, _) = c.field("emergency.ollama", self.ollama, d.ollama, http_url);
+        let (keep_models, _) = c.field("emergency.keep_models", self.keep_models, d.keep_models, |v| {
+            list_of(v, "a list of Ollama model names such as [\"llama3:8b\"]", model_name)
+        });
         let (drop_page_cache, _) = c.field("emergency.drop_page_cache", self.drop_page_cache, d.drop_page_cache, boolean);
         let (journal_vacuum_size, _) = c.field("emergency.journal_vacuum_size", self.journal_vacuum_size, d.journal_vacuum_size, |v| {
             if v.as_str() == Some("off") {
@@ -857,6 +866,7 @@ impl RawEmergency {
             critical_units,
             critical_cpu_weight,
             ollama,
+            keep_models,
             drop_page_cache,
             journal_vacuum_size,
             pip_cache_dirs,
@@ -888,6 +898,13 @@ fn unit_name(s: &str) -> Result<String, String> {
     } else {
         Err(format!("{s:?} is not a unit name; expected e.g. \"ollama.service\" (a .service, .scope or .slice)"))
     }
+}
+
+fn model_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{s:?} is not an Ollama model name; expected e.g. \"llama3:8b\", or \"llama3\" for every tag"));
+    }
+    Ok(s.to_string())
 }
 
 /// A TOML array of strings, each checked by `item`.

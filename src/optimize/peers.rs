@@ -85,6 +85,13 @@ pub struct OllamaModel {
     pub expires_at: String,
 }
 
+impl OllamaModel {
+    /// The part of the model in system RAM: Ollama's `size` less what it holds in GPU memory.
+    pub fn ram_bytes(&self) -> u64 {
+        self.size.saturating_sub(self.size_vram)
+    }
+}
+
 /// The models Ollama has loaded (`GET /api/ps`), largest first.
 pub async fn ollama_loaded(ollama: &Endpoint) -> Result<Vec<OllamaModel>, PeerError> {
     #[derive(Deserialize)]

@@ -261,26 +261,40 @@ impl FakeSystemd {
 
 /// A fake Ollama on loopback: `GET /api/version`, `GET /api/ps`, `POST /api/generate` with
 /// `keep_alive: 0` (unloads; unknown model → 404). `broken` makes every answer a 500.
+/// Ollama's documented API as far as the daemon uses it: `/api/ps` lists each loaded model
+/// with its `size` and `size_vram` (the part held in GPU memory), and an unload (`keep_alive:
+/// 0`) removes it — except for the models in `sticky`, which are acknowledged and stay listed,
+/// as ollama#7606 reports Ollama doing.
 pub struct OllamaFake {
     pub addr: String,
-    pub loaded: Arc<Mutex<Vec<(String, u64)>>>,
+    /// name, size, size_vram
+    pub loaded: Arc<Mutex<Vec<(String, u64, u64)>>>,
     pub unloads: Arc<Mutex<Vec<(String, Instant)>>>,
     pub broken: Arc<Mutex<bool>>,
+    pub sticky: Arc<Mutex<Vec<String>>>,
 }
 
 impl OllamaFake {
+    /// Models held wholly in system RAM.
     pub fn start(models: &[(&str, u64)]) -> OllamaFake {
+        let models: Vec<(&str, u64, u64)> = models.iter().map(|(n, s)| (*n, *s, 0)).collect();
+        OllamaFake::start_with_vram(&models)
+    }
+
+    /// Models as (name, size, size_vram).
+    pub fn start_with_vram(models: &[(&str, u64, u64)]) -> OllamaFake {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let fake = OllamaFake {
             addr: listener.local_addr().unwrap().to_string(),
-            loaded: Arc::new(Mutex::new(models.iter().map(|(n, s)| (n.to_string(), *s)).collect())),
+            loaded: Arc::new(Mutex::new(models.iter().map(|(n, s, v)| (n.to_string(), *s, *v)).collect())),
             unloads: Arc::new(Mutex::new(Vec::new())),
             broken: Arc::new(Mutex::new(false)),
+            sticky: Arc::new(Mutex::new(Vec::new())),
         };
-        let (loaded, unloads, broken) = (fake.loaded.clone(), fake.unloads.clone(), fake.broken.clone());
+        let (loaded, unloads, broken, sticky) = (fake.loaded.clone(), fake.unloads.clone(), fake.broken.clone(), fake.sticky.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let _ = serve_ollama(stream, &loaded, &unloads, &broken);
+                let _ = serve_ollama(stream, &loaded, &unloads, &broken, &sticky);
             }
         });
         fake
@@ -317,9 +331,10 @@ pub fn read_request(stream: &TcpStream) -> std::io::Result<(String, Vec<u8>)> {
 
 fn serve_ollama(
     stream: TcpStream,
-    loaded: &Mutex<Vec<(String, u64)>>,
+    loaded: &Mutex<Vec<(String, u64, u64)>>,
     unloads: &Mutex<Vec<(String, Instant)>>,
     broken: &Mutex<bool>,
+    sticky: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let (line, body) = read_request(&stream)?;
     let mut parts = line.split_whitespace();
@@ -335,7 +350,7 @@ fn serve_ollama(
                     .lock()
                     .unwrap()
                     .iter()
-                    .map(|(n, s)| serde_json::json!({"name": n, "model": n, "size": s, "digest": "0", "details": {}, "expires_at": "2026-11-23T12:00:00Z", "size_vram": 0, "context_length": 4096}))
+                    .map(|(n, s, v)| serde_json::json!({"name": n, "model": n, "size": s, "digest": "0", "details": {}, "expires_at": "2026-11-23T12:00:00Z", "size_vram": v, "context_length": 4096}))
                     .collect();
                 (200, serde_json::json!({ "models": models }).to_string())
             }
@@ -345,8 +360,10 @@ fn serve_ollama(
                 let mut l = loaded.lock().unwrap();
                 if req["keep_alive"] != serde_json::json!(0) {
                     (400, r#"{"error":"this fake only unloads"}"#.to_string())
-                } else if let Some(i) = l.iter().position(|(n, _)| *n == model) {
-                    l.remove(i);
+                } else if let Some(i) = l.iter().position(|(n, _, _)| *n == model) {
+                    if !sticky.lock().unwrap().contains(&model) {
+                        l.remove(i);
+                    }
                     unloads.lock().unwrap().push((model.clone(), Instant::now()));
                     (200, serde_json::json!({"model": model, "created_at": "2026-11-23T12:00:00Z", "response": "", "done": true, "done_reason": "unload"}).to_string())
                 } else {

@@ -6,11 +6,13 @@
 //! - CPU: raise the CPU weight of the critical units (systemd, run time only), retire one Dask
 //!   worker per step (never below the minimum); when calm, weights back and the worker unit
 //!   restarted.
-//! - Memory: the swap task expands now; the largest loaded Ollama model is unloaded; the page
-//!   cache dropped when opted in.
+//! - Memory: the swap task expands now; the Ollama model with the most system RAM is unloaded
+//!   (`ollama`); the page cache dropped when opted in.
 //! - Disk: the cleaners that are switched on, each limited to what it is told.
 
-use std::collections::{BTreeMap, VecDeque};
+pub mod ollama;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,8 @@ const RECENT: usize = 20;
 const MAX_UNLOADS: usize = 8;
 /// One step's Ollama requests together (listing and unloading) take at most this long.
 const OLLAMA_BUDGET: Duration = Duration::from_secs(30);
+/// Loaded models shown in `status`, in the measure's order.
+const RANKED_SHOWN: usize = 20;
 const JOURNAL_DIRS: [&str; 2] = ["/var/log/journal", "/run/log/journal"];
 
 /// One thing a measure did (or, with `act = false`, would have done).
@@ -67,6 +71,10 @@ pub struct EmergencyReport {
     pub recent: Vec<Action>,
     /// A peer's lasting problem, e.g. the Dask API route being off.
     pub problems: BTreeMap<String, String>,
+    /// Ollama's loaded models at the memory measure's last look, in the order it unloads them
+    /// (at most 20).
+    #[serde(default)]
+    pub ollama_models: Vec<ollama::RankedModel>,
 }
 
 pub type EmergencyReceiver = watch::Receiver<Arc<EmergencyReport>>;
@@ -94,6 +102,8 @@ pub struct Emergency {
     last_undo_try: Option<Instant>,
     report: EmergencyReport,
     recent: VecDeque<Action>,
+    /// Ollama models that were acknowledged as unloaded and stayed listed.
+    ollama_unreleased: BTreeSet<String>,
     /// The actions of the current `free-memory` request.
     collected: Option<Vec<Action>>,
     /// Each measure taken is also an alert (a notice: it has no end).
@@ -129,6 +139,7 @@ impl Emergency {
             last_undo_try: None,
             report: EmergencyReport::default(),
             recent: VecDeque::new(),
+            ollama_unreleased: BTreeSet::new(),
             collected: None,
             alerts: None,
         };
@@ -443,10 +454,13 @@ impl Emergency {
         self.collected.take().unwrap_or_default()
     }
 
-    /// Unloads the largest model (a pressure step) or up to [`MAX_UNLOADS`] of them
-    /// (`free-memory`), within [`OLLAMA_BUDGET`] for the whole step: an `/api/ps` listing
-    /// thousands of models, or an Ollama that answers each request after a minute, costs one
-    /// bounded step, and the CPU and disk measures still run after it.
+    /// Unloads the model with the most system RAM (a pressure step) or up to [`MAX_UNLOADS`]
+    /// of them (`free-memory`), ranked by `ollama::rank`, within [`OLLAMA_BUDGET`] for the whole
+    /// step: an `/api/ps` listing thousands of models, or an Ollama that answers each request
+    /// after a minute, costs one bounded step, and the CPU and disk measures still run after it.
+    /// Only `/api/ps` is believed: after each unload it is read again, and a model still listed
+    /// is said once, not counted, and not asked again while it stays loaded; the next one is
+    /// tried in the same step.
     async fn unload_ollama(&mut self, measure: &str, why: &str, url: &str, ollama: &Endpoint) {
         let deadline = Instant::now() + OLLAMA_BUDGET;
         let out_of_time = || format!("the step's {}s for Ollama ran out; the rest wait for the next step", OLLAMA_BUDGET.as_secs());
@@ -458,25 +472,69 @@ impl Emergency {
             Ok(Err(e)) => return self.problem("ollama", Some(format!("{url}: {e} (retried at the next step)"))),
             Err(_) => return self.problem("ollama", Some(format!("{url}: {}", out_of_time()))),
         };
-        // One per step on pressure (the largest); a bounded number for free-memory.
-        let take = if measure == "memory" { 1 } else { MAX_UNLOADS };
-        if models.len() > take && measure != "memory" {
-            tracing::warn!(measure, "emergency: Ollama lists {} models; unloading the {take} largest in this step", models.len());
+        self.ollama_unreleased.retain(|n| models.iter().any(|m| m.name == *n));
+        let listed = models.len();
+        let ranked = ollama::rank(models, &self.cfg.keep_models, &self.ollama_unreleased);
+        self.report.ollama_models = ranked.iter().take(RANKED_SHOWN).map(|(m, v)| ollama::view(m, *v)).collect();
+        // One released per step on pressure; a bounded number for free-memory.
+        let want = if measure == "memory" { 1 } else { MAX_UNLOADS };
+        if listed > MAX_UNLOADS && measure != "memory" {
+            tracing::warn!(
+                measure,
+                "emergency: Ollama lists {listed} models; unloading at most the {MAX_UNLOADS} with the most RAM in this step"
+            );
         }
-        for m in models.into_iter().take(take) {
+        let (mut released, mut tried) = (0, 0);
+        for (m, _) in ranked.into_iter().filter(|(_, v)| *v == ollama::Verdict::Unload) {
+            if released >= want || tried >= MAX_UNLOADS {
+                break;
+            }
+            tried += 1;
             let name = crate::sys::one_line(&m.name, 120);
+            let ram = m.ram_bytes();
             if !self.act {
-                self.record(measure, "unload_ollama_model", why, format!("unload Ollama model {name}"), Some(m.size), false);
+                self.record(measure, "unload_ollama_model", why, format!("unload Ollama model {name}"), Some(ram), false);
+                released += 1;
                 continue;
             }
             match tokio::time::timeout_at(deadline, peers::ollama_unload(ollama, &m.name)).await {
-                Ok(Ok(())) => self.record(measure, "unload_ollama_model", why, format!("unloaded Ollama model {name}"), Some(m.size), true),
-                Ok(Err(e)) => self.record(measure, "unload_ollama_model", why, format!("unload Ollama model {name}: {e}"), None, false),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    self.record(measure, "unload_ollama_model", why, format!("unload Ollama model {name}: {e}"), None, false);
+                    continue;
+                }
                 Err(_) => {
                     self.record(measure, "unload_ollama_model", why, format!("unload Ollama model {name}: {}", out_of_time()), None, false);
                     break;
                 }
             }
+            match tokio::time::timeout_at(deadline, peers::ollama_loaded(ollama)).await {
+                Ok(Ok(after)) if after.iter().any(|a| a.name == m.name) => {
+                    self.ollama_unreleased.insert(m.name.clone());
+                    let detail = format!(
+                        "unload Ollama model {name}: Ollama acknowledged it but still lists it (ollama#7606); not counted, and not asked again while it stays loaded"
+                    );
+                    self.record(measure, "unload_ollama_model", why, detail, None, false);
+                }
+                Ok(Ok(_)) => {
+                    released += 1;
+                    self.record(measure, "unload_ollama_model", why, format!("unloaded Ollama model {name}"), Some(ram), true);
+                }
+                Ok(Err(e)) => {
+                    // Acknowledged, not confirmed: done, but nothing counted as freed.
+                    released += 1;
+                    let detail = format!("unloaded Ollama model {name} (not confirmed: /api/ps: {e})");
+                    self.record(measure, "unload_ollama_model", why, detail, None, true);
+                }
+                Err(_) => {
+                    let detail = format!("unloaded Ollama model {name} (not confirmed: {})", out_of_time());
+                    self.record(measure, "unload_ollama_model", why, detail, None, true);
+                    break;
+                }
+            }
+        }
+        if tried == 0 && measure != "memory" {
+            tracing::info!(measure, "emergency: no Ollama model to unload ({listed} loaded: kept, in GPU memory, or not released)");
         }
     }
 
