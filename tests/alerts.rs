@@ -381,3 +381,51 @@ fn email_reaches_a_real_smtp_server_plain_and_over_starttls_with_a_private_ca() 
     let mail = wait_until("the mail over STARTTLS", T, || tls.mails().into_iter().next());
     assert!(mail.contains("Subject: [n3] INFO test alert"), "{mail}");
 }
+
+/// A receiver that refuses one alert's payload for good (HTTP 400) must not block the channel:
+/// that alert is sent once, set aside as a dead letter with the answer, and the CRITICAL one
+/// behind it goes out; status counts it. (Before: 12 sends of the refused alert in 60 s and the
+/// critical one never went.)
+#[test]
+fn a_payload_refused_for_good_is_set_aside_and_the_rest_go_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = listener.local_addr().unwrap().to_string();
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let Ok((_, body)) = peers::read_request(&s) else { continue };
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let answer: &[u8] = if body.contains("service/refused") {
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 26\r\n\r\ninvalid_blocks: too long\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+            };
+            seen.lock().unwrap().push(body);
+            let _ = s.write_all(answer);
+        }
+    });
+    let down = |name: &str| {
+        format!(
+            "[[health.service]]\nname = \"{name}\"\nprobe = \"http://127.0.0.1:{}/health\"\ninterval = \"1s\"\ntimeout = \"1s\"\nfail_after = 1\npass_after = 1\n",
+            free_port()
+        )
+    };
+    let d = daemon().config(&format!("{}{}[alerts]\nwebhook = \"http://{hook}/\"\n", down("refused"), down("next"))).spawn();
+    wait_until("the critical alert behind the refused one", T, || {
+        got.lock().unwrap().iter().any(|b| b.contains("service/next") && b.contains("critical")).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    let refused = got.lock().unwrap().iter().filter(|b| b.contains("service/refused")).count();
+    assert_eq!(refused, 1, "sent once, not retried");
+    let v = d.status_json();
+    let a = &v["alerts"];
+    assert_eq!((a["channels"][0]["refused"].as_u64(), a["dead_letters"].as_u64()), (Some(1), Some(1)), "{a}");
+    assert!(a["last_dead_letter"].as_str().unwrap().contains("answered 400: invalid_blocks: too long"), "{a}");
+    let dead: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.dir.path().join("state/alerts-dead-letters.json")).unwrap()).unwrap();
+    assert_eq!(dead[0]["alert"]["key"], "service/refused", "{dead}");
+    let text = String::from_utf8(d.status(&[]).stdout).unwrap();
+    assert!(text.contains("1 refused for good, in alerts-dead-letters.json"), "{text}");
+    assert!(d.log_text().contains("webhook refused service/refused for good"), "{}", d.log_text());
+}

@@ -54,33 +54,61 @@ impl Channel {
     }
 }
 
+/// Why a delivery did not go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub text: String,
+    /// The channel refused this alert for good: an HTTP 4xx other than 408 (timeout) and 429
+    /// (rate limit) says the payload is wrong for that receiver, and sending it again gets the
+    /// same answer (Alertmanager does not retry a 4xx either, alertmanager#2286). Anything else
+    /// (no answer, 5xx, 408, 429) may pass later and is retried.
+    pub permanent: bool,
+}
+
+impl Failure {
+    pub fn transient(text: String) -> Failure {
+        Failure { text, permanent: false }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Whether an HTTP status refuses a payload for good (see [`Failure::permanent`]).
+pub fn refuses_for_good(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
+}
+
 /// Sends one alert; `Ok` with the answer's status line when the channel took it.
-pub async fn deliver(channel: Channel, cfg: &AlertsConfig, alert: &Alert) -> Result<String, String> {
-    let url = channel.url(cfg).ok_or_else(|| format!("{} is not configured", channel.as_str()))?;
+pub async fn deliver(channel: Channel, cfg: &AlertsConfig, alert: &Alert) -> Result<String, Failure> {
+    let url = channel.url(cfg).ok_or_else(|| Failure::transient(format!("{} is not configured", channel.as_str())))?;
     match channel {
         Channel::Webhook => post(cfg, url, "", &webhook_body(alert)).await,
         Channel::Alertmanager => post(cfg, url, "/api/v2/alerts", &alertmanager_body(alert)).await,
-        Channel::Email => super::email::send(cfg, alert).await,
+        Channel::Email => super::email::send(cfg, alert).await.map_err(Failure::transient),
     }
 }
 
 /// Every alert of `alerts` to Alertmanager again, in one request (its API takes a list).
-pub async fn resend_to_alertmanager(cfg: &AlertsConfig, alerts: &[Alert]) -> Result<String, String> {
-    let url = cfg.alertmanager.as_deref().ok_or("alertmanager is not configured")?;
+pub async fn resend_to_alertmanager(cfg: &AlertsConfig, alerts: &[Alert]) -> Result<String, Failure> {
+    let url = cfg.alertmanager.as_deref().ok_or_else(|| Failure::transient("alertmanager is not configured".into()))?;
     let body = alerts.iter().flat_map(|a| alertmanager_body(a).as_array().cloned().unwrap_or_default()).collect();
     post(cfg, url, "/api/v2/alerts", &serde_json::Value::Array(body)).await
 }
 
 /// One JSON POST to a channel's `url` + `path`; `Ok` with the status when it was taken.
-async fn post(cfg: &AlertsConfig, url: &str, path: &str, body: &serde_json::Value) -> Result<String, String> {
-    let endpoint = Endpoint::parse_url(url)?;
+async fn post(cfg: &AlertsConfig, url: &str, path: &str, body: &serde_json::Value) -> Result<String, Failure> {
+    let endpoint = Endpoint::parse_url(url).map_err(Failure::transient)?;
     let r = http::request_trusting(&endpoint, "POST", path, Some(body), DELIVERY_TIMEOUT, cfg.ca_file.as_deref())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::transient(e.to_string()))?;
     if r.ok() {
         Ok(format!("{}", r.status))
     } else {
-        Err(format!("answered {}: {}", r.status, r.snippet()))
+        Err(Failure { text: format!("answered {}: {}", r.status, r.snippet()), permanent: refuses_for_good(r.status) })
     }
 }
 
@@ -127,6 +155,13 @@ pub fn alertmanager_body(a: &Alert) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_4xx_but_408_and_429_refuses_for_good() {
+        assert!(refuses_for_good(400) && refuses_for_good(404) && refuses_for_good(413) && refuses_for_good(422));
+        assert!(!refuses_for_good(408) && !refuses_for_good(429) && !refuses_for_good(500) && !refuses_for_good(503));
+        assert!(!refuses_for_good(200) && !refuses_for_good(302));
+    }
 
     #[test]
     fn bodies_follow_each_api() {

@@ -4,6 +4,7 @@
 //! kept in the state directory and retried with a backoff, across daemon restarts.
 
 pub mod channel;
+pub mod dead;
 pub mod email;
 pub mod queue;
 pub mod task;

@@ -184,7 +184,7 @@ pub fn write(path: &Path, bytes: std::io::Result<Vec<u8>>) -> std::io::Result<()
 }
 
 /// Moves an unreadable queue file to the first free `<name>.bad[.N]` beside it.
-fn set_aside(p: &Path) -> std::io::Result<PathBuf> {
+pub(super) fn set_aside(p: &Path) -> std::io::Result<PathBuf> {
     let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     for n in 0..1000 {
         let bad = p.with_file_name(if n == 0 { format!("{name}.bad") } else { format!("{name}.bad.{n}") });

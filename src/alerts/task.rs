@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::{self, Channel};
+use super::dead::{DeadLetter, DeadLetters};
 use super::queue::{Delivery, Queue, FILE_NAME};
 use super::{Alert, AlertState};
 use crate::config::{AlertsConfig, Config};
@@ -81,6 +82,12 @@ pub struct AlertsReport {
     pub dropped: u64,
     /// Keys of the alerts firing now.
     pub firing: Vec<String>,
+    /// Deliveries refused for good and kept in the dead-letters file (the last 100), and the
+    /// last of them.
+    #[serde(default)]
+    pub dead_letters: usize,
+    #[serde(default)]
+    pub last_dead_letter: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +96,9 @@ pub struct ChannelReport {
     pub url: String,
     pub sent: u64,
     pub failed: u64,
+    /// Deliveries this channel refused for good (set aside as dead letters).
+    #[serde(default)]
+    pub refused: u64,
     pub queued: usize,
     pub last_error: Option<String>,
 }
@@ -113,18 +123,20 @@ enum Done {
     Delivery {
         channel: Channel,
         id: u64,
-        result: Result<String, String>,
+        result: Result<String, channel::Failure>,
     },
     /// A re-send of the firing alerts to Alertmanager.
-    Resend(Result<String, String>),
+    Resend(Result<String, channel::Failure>),
 }
 
 struct State {
     cfg: AlertsConfig,
     node: String,
     queue: Queue,
+    dead: DeadLetters,
     firing: BTreeMap<String, Alert>,
-    sent: BTreeMap<Channel, (u64, u64, Option<String>)>,
+    /// Per channel: sent, failed, refused for good, the last failure.
+    sent: BTreeMap<Channel, (u64, u64, u64, Option<String>)>,
     /// Sends of the last minute, per channel (the rate limit).
     recent: BTreeMap<Channel, VecDeque<Instant>>,
     /// Channels with a request in flight: each channel has at most one, and none waits on
@@ -132,8 +144,10 @@ struct State {
     busy: BTreeSet<Channel>,
     inbox_dropped: Arc<AtomicU64>,
     full_logged: bool,
-    /// The queue changed since it was last written to its file.
+    /// The queue changed since it was last written to its file (and the dead letters, with
+    /// `dead_dirty` too).
     dirty: bool,
+    dead_dirty: bool,
 }
 
 pub async fn run(
@@ -147,8 +161,10 @@ pub async fn run(
     heartbeat.started();
     let cfg = config.borrow_and_update().alerts.clone();
     let path = (!dry_run).then(|| crate::sys::paths::state_dir().join(FILE_NAME));
-    let (queue, problem) = tokio::task::spawn_blocking(move || Queue::load(path, cfg.queue_max as usize)).await?;
-    if let Some(p) = problem {
+    let dead_path = path.as_ref().map(|p| p.with_file_name(super::dead::FILE_NAME));
+    let ((queue, problem), (dead, dead_problem)) =
+        tokio::task::spawn_blocking(move || (Queue::load(path, cfg.queue_max as usize), DeadLetters::load(dead_path))).await?;
+    for p in [problem, dead_problem].into_iter().flatten() {
         tracing::error!("alerts: {p}");
     }
     if !queue.is_empty() {
@@ -160,6 +176,7 @@ pub async fn run(
         cfg,
         node,
         queue,
+        dead,
         firing: BTreeMap::new(),
         sent: BTreeMap::new(),
         recent: BTreeMap::new(),
@@ -167,6 +184,7 @@ pub async fn run(
         inbox_dropped: inbox.dropped.clone(),
         full_logged: false,
         dirty: false,
+        dead_dirty: false,
     };
     st.forget_unconfigured();
     let mut in_flight: JoinSet<Done> = JoinSet::new();
@@ -295,14 +313,16 @@ impl State {
         self.dirty = true;
     }
 
-    /// Writes the queue to its file if it changed, off the runtime (an fsync on a busy disk must
-    /// not hold up the swap task).
+    /// Writes the queue (and the dead letters, when they changed) to their files if they
+    /// changed, off the runtime (an fsync on a busy disk must not hold up the swap task).
     async fn flush(&mut self) {
         if !std::mem::take(&mut self.dirty) {
             return;
         }
-        let Some((path, bytes)) = self.queue.serialized() else { return };
-        let written = tokio::task::spawn_blocking(move || super::queue::write(&path, bytes)).await;
+        let dead = if std::mem::take(&mut self.dead_dirty) { self.dead.serialized() } else { None };
+        let files: Vec<_> = [self.queue.serialized(), dead].into_iter().flatten().collect();
+        let written =
+            tokio::task::spawn_blocking(move || files.into_iter().try_for_each(|(path, bytes)| super::queue::write(&path, bytes))).await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("alerts: cannot keep the queue: {e}"),
@@ -388,17 +408,31 @@ impl State {
                 match result {
                     Ok(status) => {
                         counts.0 += 1;
-                        counts.2 = None;
+                        counts.3 = None;
                         if let Some(d) = self.queue.remove(id) {
                             tracing::info!(channel = channel.as_str(), key = %d.alert.key, "alerts: sent to {} ({status}): {}", channel.as_str(), d.alert.text());
                         }
                         self.full_logged = false;
                         self.dirty = true;
                     }
-                    Err(e) => {
+                    Err(f) if f.permanent => {
+                        counts.2 += 1;
+                        let answer = crate::sys::one_line(&f.text, 300);
+                        counts.3 = Some(answer.clone());
+                        if let Some(d) = self.queue.remove(id) {
+                            tracing::error!(
+                                channel = channel.as_str(), key = %d.alert.key,
+                                "alerts: {} refused {} for good ({answer}); set aside in {}, not retried", channel.as_str(), d.alert.key, super::dead::FILE_NAME
+                            );
+                            self.dead.push(DeadLetter { channel, alert: d.alert, refused_at_unix_ms: crate::sys::unix_ms(), answer });
+                            self.dead_dirty = true;
+                        }
+                        self.dirty = true;
+                    }
+                    Err(f) => {
                         counts.1 += 1;
-                        let e = crate::sys::one_line(&e, 300);
-                        counts.2 = Some(e.clone());
+                        let e = crate::sys::one_line(&f.text, 300);
+                        counts.3 = Some(e.clone());
                         if let Some(d) = self.queue.iter().find(|d| d.id == id) {
                             if d.attempts == 0 {
                                 tracing::warn!(channel = channel.as_str(), key = %d.alert.key, "alerts: {} did not take {}: {e}; kept and retried", channel.as_str(), d.alert.key);
@@ -416,12 +450,13 @@ impl State {
         let channels = Channel::configured(&self.cfg)
             .into_iter()
             .map(|c| {
-                let (sent, failed, last_error) = self.sent.get(&c).cloned().unwrap_or_default();
+                let (sent, failed, refused, last_error) = self.sent.get(&c).cloned().unwrap_or_default();
                 ChannelReport {
                     channel: c.as_str().into(),
                     url: c.url(&self.cfg).unwrap_or_default().into(),
                     sent,
                     failed,
+                    refused,
                     queued: self.queue.iter().filter(|d| d.channel == c).count(),
                     last_error,
                 }
@@ -432,6 +467,8 @@ impl State {
             channels,
             queued: self.queue.len(),
             dropped: self.queue.dropped + self.inbox_dropped.load(Ordering::Relaxed),
+            dead_letters: self.dead.len(),
+            last_dead_letter: self.dead.last().map(|d| format!("{} refused {}: {}", d.channel.as_str(), d.alert.key, d.answer)),
             firing: self.firing.keys().cloned().collect(),
         }
     }
@@ -448,7 +485,7 @@ pub async fn test_all(cfg: &AlertsConfig) -> Vec<(Channel, Result<String, String
     alert.node = cfg.node.clone().unwrap_or_else(super::hostname);
     let mut out = Vec::new();
     for c in Channel::configured(cfg) {
-        out.push((c, channel::deliver(c, cfg, &alert).await));
+        out.push((c, channel::deliver(c, cfg, &alert).await.map_err(|f| f.text)));
     }
     out
 }

@@ -121,8 +121,12 @@ fn alert_line(a: &crate::alerts::task::AlertsReport) -> String {
             t
         })
         .collect();
-    let dropped = if a.dropped > 0 { format!("; {} dropped (queue full)", a.dropped) } else { String::new() };
-    format!("alerts:   {}; {} firing{dropped}\n", channels.join("; "), a.firing.len())
+    let dropped = if a.dropped > 0 { format!("; {} dropped (inbox or queue full)", a.dropped) } else { String::new() };
+    let dead = match &a.last_dead_letter {
+        Some(last) => format!("; {} refused for good, in {} (last: {last})", a.dead_letters, crate::alerts::dead::FILE_NAME),
+        None => String::new(),
+    };
+    format!("alerts:   {}; {} firing{dropped}{dead}\n", channels.join("; "), a.firing.len())
 }
 
 pub fn render(r: &StatusReply) -> String {
