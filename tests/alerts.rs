@@ -429,3 +429,42 @@ fn a_payload_refused_for_good_is_set_aside_and_the_rest_go_out() {
     assert!(text.contains("1 refused for good, in alerts-dead-letters.json"), "{text}");
     assert!(d.log_text().contains("webhook refused service/refused for good"), "{}", d.log_text());
 }
+
+/// A probe-only service that goes up and down on its own (nothing restarts it) is one
+/// "flapping" alert once its incidents pass flap_restarts within flap_window, not a
+/// CRITICAL/RESOLVED pair per incident.
+#[test]
+fn a_service_that_flaps_on_its_own_is_one_flapping_alert() {
+    let mode = Arc::new(Mutex::new(0u8));
+    let web = service(mode.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = listener.local_addr().unwrap().to_string();
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let Ok((_, body)) = peers::read_request(&s) else { continue };
+            seen.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or_default());
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        }
+    });
+    let _d = daemon()
+        .config(&format!(
+            "[health]\nflap_restarts = 2\nflap_window = \"5m\"\nreset_after = \"5m\"\n\
+             [[health.service]]\nname = \"web\"\nprobe = \"http://{web}/health\"\ninterval = \"1s\"\ntimeout = \"500ms\"\nfail_after = 1\npass_after = 1\n\
+             [alerts]\nwebhook = \"http://{hook}/\"\nper_minute = 1000\n"
+        ))
+        .spawn();
+    // Down and up every 1.5 s, six times.
+    for i in 0..12 {
+        std::thread::sleep(Duration::from_millis(1500));
+        *mode.lock().unwrap() = (i % 2 == 0) as u8;
+    }
+    wait_until("the flapping alert", T, || got.lock().unwrap().iter().any(|a| a["key"] == "flapping/web").then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    let alerts = got.lock().unwrap().clone();
+    let count = |key: &str, state: &str| alerts.iter().filter(|a| a["key"] == key && a["state"] == state).count();
+    assert_eq!(count("service/web", "firing"), 2, "the first two incidents one by one: {alerts:?}");
+    assert_eq!(count("service/web", "resolved"), 2, "{alerts:?}");
+    assert_eq!(count("flapping/web", "firing"), 1, "{alerts:?}");
+}

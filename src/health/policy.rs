@@ -67,6 +67,12 @@ pub enum Event {
     Flapping { restarts: usize, window: Duration, hold: Duration },
     /// The hold is over: restarts are tried again.
     HoldOver,
+    /// More than `flap_restarts` incidents within `flap_window`, whoever ended each (a
+    /// restart, the service itself): one event instead of a Down/Up pair per incident, which
+    /// are held until the service has been healthy for `reset_after` ([`Event::Steady`]).
+    FlappingIncidents { incidents: usize, window: Duration, quiet_for: Duration },
+    /// Healthy for `reset_after` after flapping: incidents are reported one by one again.
+    Steady { after: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +151,10 @@ pub struct Machine {
     attempt: u32,
     /// Restarts within the flap window.
     recent: VecDeque<Instant>,
+    /// Incidents opened within the flap window.
+    incidents: VecDeque<Instant>,
+    /// Flapping by incidents: Down and Up are held until healthy for `reset_after`; since when.
+    quiet_since: Option<Instant>,
     /// The wait after the latest restart before the next may come (zero before the first of
     /// an episode, which comes at once).
     pub backoff: Duration,
@@ -168,6 +178,8 @@ impl Machine {
             restarts_total: 0,
             attempt: 0,
             recent: VecDeque::new(),
+            incidents: VecDeque::new(),
+            quiet_since: None,
             backoff: Duration::ZERO,
             next_restart: None,
             held_until: None,
@@ -250,7 +262,17 @@ impl Machine {
         // flight, nor one the policy does not want (a deadline in the past would spin the loop).
         let pending = self.incident.is_some() && !self.restart_in_flight && self.held_until.is_none() && self.wants_restart();
         let restart = self.next_restart.filter(|_| pending);
-        [restart, self.held_until, self.settled_at()].into_iter().flatten().min()
+        [restart, self.held_until, self.settled_at(), self.steady_at()].into_iter().flatten().min()
+    }
+
+    /// Flapping by incidents: when the service will have been healthy for `reset_after`.
+    fn steady_at(&self) -> Option<Instant> {
+        self.quiet_since.and(self.healthy_since).map(|t| t + self.policy.reset_after)
+    }
+
+    /// Incidents are held (flapping) rather than reported one by one.
+    pub fn quiet(&self) -> bool {
+        self.quiet_since.is_some()
     }
 
     /// When a unit-only service in an incident will have stayed active for `UNIT_SETTLE`.
@@ -267,6 +289,19 @@ impl Machine {
             None => {
                 self.incident = Some(Incident { since: now, reason: reason.clone() });
                 self.attempt = 0;
+                let p = &self.policy;
+                while self.incidents.front().is_some_and(|t| now.saturating_duration_since(*t) > p.flap_window) {
+                    self.incidents.pop_front();
+                }
+                self.incidents.push_back(now);
+                if self.quiet_since.is_some() {
+                    return;
+                }
+                if self.incidents.len() > p.flap_restarts as usize {
+                    self.quiet_since = Some(now);
+                    out.push(Event::FlappingIncidents { incidents: self.incidents.len(), window: p.flap_window, quiet_for: p.reset_after });
+                    return;
+                }
                 out.push(Event::Down { reason });
             }
         }
@@ -276,7 +311,9 @@ impl Machine {
         // The backoff outlives the incident (a service that fails again soon waits for it); it
         // starts again only after `reset_after` healthy.
         if let Some(i) = self.incident.take() {
-            out.push(Event::Up { after: now.saturating_duration_since(i.since) });
+            if self.quiet_since.is_none() {
+                out.push(Event::Up { after: now.saturating_duration_since(i.since) });
+            }
         }
         self.healthy_since.get_or_insert(now);
     }
@@ -299,6 +336,13 @@ impl Machine {
     fn step(&mut self, now: Instant, out: &mut Vec<Event>) {
         if self.settled_at().is_some_and(|t| now >= t) {
             self.close(now, out);
+        }
+        if let (Some(t), Some(since)) = (self.steady_at(), self.quiet_since) {
+            if now >= t {
+                self.quiet_since = None;
+                self.incidents.clear();
+                out.push(Event::Steady { after: now.saturating_duration_since(since) });
+            }
         }
         let p = &self.policy;
         if let Some(since) = self.healthy_since {
@@ -524,6 +568,44 @@ mod tests {
         let mut m = machine(RestartPolicy::Never, true);
         m.unit_changed(UnitState::Active, t0);
         assert_eq!(restarts(&m.unit_changed(UnitState::Failed, t0)), 0);
+    }
+
+    /// A probe-only service that goes down and up every 5 s (nothing to restart): one
+    /// flapping event once it passes the limit, no Down/Up pair per incident after that, and
+    /// one Steady event after reset_after healthy.
+    #[test]
+    fn a_service_that_goes_up_and_down_on_its_own_is_flapping_once() {
+        let mut h = Config::default().health;
+        h.flap_restarts = 3;
+        h.flap_window = Duration::from_secs(60);
+        h.reset_after = Duration::from_secs(30);
+        let mut s = h.services[2].clone();
+        s.unit = None;
+        s.fail_after = 1;
+        s.pass_after = 1;
+        let mut m = Machine::new(Policy::new(&h, &s));
+        let t0 = Instant::now();
+        let mut all = Vec::new();
+        for i in 0..12 {
+            all.extend(m.probe(i % 2 == 1, "refused", secs(t0, 5 * i)));
+        }
+        let downs = all.iter().filter(|e| matches!(e, Event::Down { .. })).count();
+        let ups = all.iter().filter(|e| matches!(e, Event::Up { .. })).count();
+        let flaps: Vec<_> = all.iter().filter(|e| matches!(e, Event::FlappingIncidents { .. })).collect();
+        assert_eq!((downs, ups), (3, 3), "the first three incidents one by one: {all:?}");
+        assert_eq!(
+            flaps,
+            [&Event::FlappingIncidents { incidents: 4, window: Duration::from_secs(60), quiet_for: Duration::from_secs(30) }]
+        );
+        assert!(m.quiet());
+        // Healthy from 55 s: steady 30 s later, not before; then incidents count one by one.
+        let healthy = m.healthy_since.unwrap();
+        assert_eq!(m.next_deadline(), Some(healthy + Duration::from_secs(30)));
+        assert!(m.tick(healthy + Duration::from_secs(29)).is_empty());
+        assert_eq!(m.tick(healthy + Duration::from_secs(30)), [Event::Steady { after: healthy + Duration::from_secs(30) - secs(t0, 30) }]);
+        assert!(!m.quiet());
+        let e = m.probe(false, "refused", healthy + Duration::from_secs(31));
+        assert!(matches!(e[..], [Event::Down { .. }]), "{e:?}");
     }
 
     #[test]

@@ -546,6 +546,22 @@ fn act(i: usize, s: &mut Svc, e: Event, ctx: &Ctx<'_>) {
             s.flapping = true;
             alert(Alert::firing(format!("flapping/{name}"), "critical", text));
         }
+        Event::FlappingIncidents { incidents, window, quiet_for } => {
+            let text = format!(
+                "{name} is flapping: {incidents} incidents within {}; each further one is held until it has been healthy for {}",
+                format_duration(window),
+                format_duration(quiet_for)
+            );
+            tracing::error!(service = %name, incidents, "health: {text}");
+            s.flapping = true;
+            alert(Alert::firing(format!("flapping/{name}"), "critical", text));
+        }
+        Event::Steady { after } => {
+            let text = format!("{name} is steady again (flapping for {})", format_duration(after));
+            tracing::info!(service = %name, "health: {text}");
+            s.flapping = false;
+            alert(Alert::resolved(format!("flapping/{name}"), "critical", text, 0));
+        }
         Event::HoldOver => tracing::info!(service = %name, "health: {name}: the flap hold is over; restarting it again when needed"),
         Event::Restart { attempt, reason } => {
             if ctx.dry_run {
