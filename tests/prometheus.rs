@@ -287,3 +287,35 @@ fn a_real_prometheus_scrapes_two_nodes_fires_a_rule_into_alertmanager_and_cluste
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("cannot connect"), "{out}");
 }
+
+/// The daemon's own ClusterAiServiceDown (pushed through [alerts] alertmanager) and the packaged
+/// rule's (fired by Prometheus, with instance and job labels besides) for one incident are one
+/// group under the packaged Alertmanager route: one notification, not two.
+#[test]
+fn the_daemons_alert_and_the_rules_alert_for_one_incident_are_one_group() {
+    let route = std::fs::read_to_string(packaging().join("alertmanager.yml")).unwrap();
+    let am = Alertmanager::start_with(&route);
+    let mut pushed =
+        cluster_ai::alerts::Alert::firing("service/ollama", "critical", "ollama is down: its unit failed").label("service", "ollama");
+    pushed.node = "gpu-1".into();
+    let daemon_body = cluster_ai::alerts::channel::alertmanager_body(&pushed);
+    let rule_body = serde_json::json!([{
+        "labels": {"alertname": "ClusterAiServiceDown", "node": "gpu-1", "service": "ollama", "severity": "critical",
+                   "instance": "10.0.0.5:9464", "job": "cluster-ai"},
+        "annotations": {"summary": "gpu-1: ollama is down"},
+    }]);
+    // Another node's incident: a group of its own.
+    let other = serde_json::json!([{"labels": {"alertname": "ClusterAiServiceDown", "node": "gpu-2", "service": "ollama", "severity": "critical"}}]);
+    let addr = format!("127.0.0.1:{}", am.port);
+    for body in [daemon_body, rule_body, other] {
+        let (status, text) = http(&addr, "POST", "/api/v2/alerts", &body.to_string()).unwrap();
+        assert_eq!(status, 200, "{text}");
+    }
+    let groups = wait_until("three alerts in Alertmanager", T, || {
+        let g = am.groups();
+        (g.iter().map(|g| g["alerts"].as_array().map_or(0, Vec::len)).sum::<usize>() == 3).then_some(g)
+    });
+    let sizes: BTreeMap<String, usize> =
+        groups.iter().map(|g| (g["labels"]["node"].as_str().unwrap_or("").to_string(), g["alerts"].as_array().unwrap().len())).collect();
+    assert_eq!(sizes, BTreeMap::from([("gpu-1".to_string(), 2), ("gpu-2".to_string(), 1)]), "{groups:?}");
+}

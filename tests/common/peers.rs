@@ -427,9 +427,14 @@ pub struct Alertmanager {
 
 impl Alertmanager {
     pub fn start() -> Alertmanager {
+        Alertmanager::start_with("route:\n  receiver: quiet\nreceivers:\n  - name: quiet\n")
+    }
+
+    /// With `config` as its configuration file.
+    pub fn start_with(config: &str) -> Alertmanager {
         crate::common::require_tool("prometheus-alertmanager", "Debian's package");
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("am.yml"), "route:\n  receiver: quiet\nreceivers:\n  - name: quiet\n").unwrap();
+        std::fs::write(dir.path().join("am.yml"), config).unwrap();
         let port = free_port();
         let proc = Proc::spawn(
             Command::new("prometheus-alertmanager")
@@ -444,6 +449,12 @@ impl Alertmanager {
             http(&format!("127.0.0.1:{port}"), "GET", "/api/v2/status", "").filter(|(s, _)| *s == 200)
         });
         Alertmanager { _proc: proc, port, _dir: dir }
+    }
+
+    /// Its alert groups (`/api/v2/alerts/groups`), as the route groups them.
+    pub fn groups(&self) -> Vec<serde_json::Value> {
+        let (_, body) = http(&format!("127.0.0.1:{}", self.port), "GET", "/api/v2/alerts/groups", "").unwrap();
+        serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
     }
 
     /// The alerts it holds as active (resolved ones are not listed).
