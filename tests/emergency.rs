@@ -334,3 +334,44 @@ fn ollama_models_are_unloaded_by_their_ram_and_only_what_ps_shows_gone_counts() 
     let text = String::from_utf8(d.status(&[]).stdout).unwrap();
     assert!(text.contains("ollama, in unload order:") && text.contains("gpu:70b (in GPU memory)"), "{text}");
 }
+
+/// distributed#8370: `retire_workers` answers 500 after retiring the worker. The outcome is
+/// unknown, not a failure: the workers are read back and the one that left counts as retired
+/// (so the calm step brings it back), and no "retried at the next step" problem stays.
+#[test]
+fn a_dask_retire_that_answers_500_after_retiring_is_read_back_and_counted() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    let workers = Arc::new(Mutex::new(vec!["tcp://127.0.0.1:40001", "tcp://127.0.0.1:40002", "tcp://127.0.0.1:40003"]));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let w = workers.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let Ok((line, _)) = peers::read_request(&s) else { continue };
+            let (status, body) = if line.starts_with("GET /api/v1/get_workers") {
+                let list: Vec<serde_json::Value> = w.lock().unwrap().iter().map(|a| serde_json::json!({"address": a, "name": a})).collect();
+                (200, serde_json::json!({ "workers": list }).to_string())
+            } else if line.starts_with("POST /api/v1/retire_workers") {
+                w.lock().unwrap().pop();
+                (500, "500: Internal Server Error".to_string())
+            } else {
+                (404, String::new())
+            };
+            let _ = write!(s, "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        }
+    });
+    let _burn = burn();
+    let d = daemon()
+        .config(&format!(
+            "sample_interval = \"1s\"\n[emergency]\ncpu_threshold = 1\ncpu_sustain = \"0s\"\nmin_interval = \"1h\"\n\
+             dask_scheduler = \"http://{addr}\"\ndask_min_workers = 1\nollama = \"\"\n"
+        ))
+        .spawn();
+    let log = d.wait_log("retired Dask worker tcp://127.0.0.1:40003 (3 -> 2 workers) (the scheduler answered", Duration::from_secs(30));
+    assert!(log.contains("answered 500"), "{log}");
+    let e = emergency_status(&d);
+    assert_eq!(e["counts"]["retire_dask_worker"], 1, "{e}");
+    assert!(e["problems"].get("dask").is_none(), "{e}");
+    assert_eq!(workers.lock().unwrap().len(), 2);
+}

@@ -102,6 +102,8 @@ pub struct Emergency {
     last_undo_try: Option<Instant>,
     report: EmergencyReport,
     recent: VecDeque<Action>,
+    /// The Dask problem shown is this CPU episode's (cleared when it ends).
+    dask_problem_is_episodes: bool,
     /// Ollama models that were acknowledged as unloaded and stayed listed.
     ollama_unreleased: BTreeSet<String>,
     /// The actions of the current `free-memory` request.
@@ -139,6 +141,7 @@ impl Emergency {
             last_undo_try: None,
             report: EmergencyReport::default(),
             recent: VecDeque::new(),
+            dask_problem_is_episodes: false,
             ollama_unreleased: BTreeSet::new(),
             collected: None,
             alerts: None,
@@ -188,6 +191,9 @@ impl Emergency {
             Step::Undo => {
                 self.cpu_undo_pending = true;
                 self.last_undo_try = None;
+                if std::mem::take(&mut self.dask_problem_is_episodes) && self.report.problems.remove("dask").is_some() {
+                    tracing::info!(peer = "dask", "emergency: the CPU episode is over; Dask's problem in it no longer stands");
+                }
             }
             Step::Nothing => {}
         }
@@ -343,21 +349,47 @@ impl Emergency {
             return self.record("cpu", "retire_dask_worker", why, format!("retire one of {n} Dask workers"), None, false);
         }
         match peers::dask_retire_one(&scheduler).await {
-            Ok(addrs) if !addrs.is_empty() => {
-                self.retired = self.retired.saturating_add(u32::try_from(addrs.len()).unwrap_or(u32::MAX));
-                // The scheduler's own words: escaped, and at most three addresses named.
-                let named: Vec<String> = addrs.iter().take(3).map(|a| crate::sys::one_line(a, 80)).collect();
-                let more = if addrs.len() > 3 { format!(" and {} more", addrs.len() - 3) } else { String::new() };
-                let left = n.saturating_sub(u32::try_from(addrs.len()).unwrap_or(u32::MAX));
-                let detail = format!("retired Dask worker {}{more} ({n} -> {left} workers)", named.join(", "));
-                self.record("cpu", "retire_dask_worker", why, detail, None, true);
-            }
+            Ok(addrs) if !addrs.is_empty() => self.retired_workers(why, n, &addrs, ""),
             Ok(_) => self.record("cpu", "retire_dask_worker", why, "the scheduler retired no worker".into(), None, false),
+            // A 5xx or no answer in time is an outcome unknown, not a failure: distributed can
+            // answer 500 after retiring (distributed#8370), and retiring a worker that holds
+            // data can outlast any deadline (dask-kubernetes#821). What the scheduler did is
+            // read back: the workers that are gone were retired by us.
+            Err(e @ (PeerError::Http(_) | PeerError::Status { status: 500..=599, .. })) => {
+                let before: BTreeSet<String> = workers.iter().map(|w| w.address.clone()).collect();
+                match peers::dask_workers(&scheduler).await {
+                    Ok(now) => {
+                        let gone: Vec<String> = before.iter().filter(|a| !now.iter().any(|w| w.address == **a)).cloned().collect();
+                        if gone.is_empty() {
+                            self.dask_problem(&url, e);
+                        } else {
+                            self.problem("dask", None);
+                            self.retired_workers(why, n, &gone, &format!(" (the scheduler answered: {e}; read back: gone)"));
+                        }
+                    }
+                    Err(_) => self.dask_problem(&url, e),
+                }
+            }
             Err(e) => self.dask_problem(&url, e),
         }
     }
 
+    /// Workers that were retired (by the scheduler's word or read back), counted to bring back
+    /// when calm.
+    fn retired_workers(&mut self, why: &str, n: u32, addrs: &[String], how: &str) {
+        self.retired = self.retired.saturating_add(u32::try_from(addrs.len()).unwrap_or(u32::MAX));
+        // The scheduler's own words: escaped, and at most three addresses named.
+        let named: Vec<String> = addrs.iter().take(3).map(|a| crate::sys::one_line(a, 80)).collect();
+        let more = if addrs.len() > 3 { format!(" and {} more", addrs.len() - 3) } else { String::new() };
+        let left = n.saturating_sub(u32::try_from(addrs.len()).unwrap_or(u32::MAX));
+        let detail = format!("retired Dask worker {}{more} ({n} -> {left} workers){how}", named.join(", "));
+        self.record("cpu", "retire_dask_worker", why, detail, None, true);
+    }
+
     fn dask_problem(&mut self, url: &str, e: PeerError) {
+        // The route being off lasts until the scheduler's config changes; anything else is
+        // this CPU episode's and ends with it.
+        self.dask_problem_is_episodes = !matches!(e, PeerError::RouteOff);
         let p = match e {
             PeerError::RouteOff => format!("{url}: {e}"),
             e => format!("{url}: {e} (retried at the next step)"),
