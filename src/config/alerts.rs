@@ -8,6 +8,10 @@ use serde::Deserialize;
 
 use super::{absolute_path, as_text, count_between, duration_between, format_duration, list_of, Checker, Raw};
 
+/// Keys whose URL may carry a secret (a Slack webhook's token is its path; an Alertmanager
+/// behind a proxy may take a token): shown only through [`crate::sys::redact::url`].
+pub const SECRET_URLS: &[&str] = &["alerts.webhook", "alerts.alertmanager"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertsConfig {
     /// The node's name in every alert; `None`: the hostname.

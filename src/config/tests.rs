@@ -197,6 +197,18 @@ fn changes_are_listed_by_key() {
 }
 
 #[test]
+fn a_reload_never_logs_a_webhook_token_nor_config_check_a_password() {
+    let old = Config::parse("[alerts]\nwebhook = \"https://hooks.slack.com/services/T0/B0/oldToken\"\n").unwrap();
+    let new = Config::parse("[alerts]\nwebhook = \"https://hooks.slack.com/services/T0/B0/newToken\"\n").unwrap();
+    assert_eq!(new.changes_from(&old), ["alerts.webhook: https://hooks.slack.com:443/… (changed; the rest is not shown)"]);
+    let moved = Config::parse("[alerts]\nalertmanager = \"http://am.lan:9093/x?token=t0ken\"\n").unwrap();
+    assert_eq!(moved.changes_from(&Config::default()), ["alerts.alertmanager:  -> http://am.lan:9093/…"]);
+    let e = Config::parse("[alerts]\nalertmanager = \"http://admin:hunter2@am.lan:9093\"\n").unwrap_err();
+    let e = e[0].to_string();
+    assert!(e.contains("alerts.alertmanager: \"http://am.lan:9093/…\" has no host:port") && !e.contains("hunter2"), "{e}");
+}
+
+#[test]
 fn swap_policy_keys() {
     let c = Config::parse("[swap]\ndisk_reserve = \"5%\"\nshrink_threshold = 50\ncalm_period = \"10m\"\n[kernel]\ntune = true\n").unwrap();
     assert_eq!(c.swap.disk_reserve, DiskReserve::Percent(5));
