@@ -1,6 +1,7 @@
-//! The Debian package under real systemd: packaging/build-deb.sh builds it twice (revisions 1
-//! and 2, the second an upgrade), and the container (tests/e2e/) installs, reloads, upgrades
-//! and purges it with apt (tests/e2e/deb-in-container.sh).
+//! The Debian package: its maintainer scripts' awk program under Debian's own awk (mawk), and
+//! under real systemd: packaging/build-deb.sh builds it twice (revisions 1 and 2, the second an
+//! upgrade), and the container (tests/e2e/) installs, reloads, upgrades and purges it with apt
+//! (tests/e2e/deb-in-container.sh).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -24,6 +25,45 @@ fn build(revision: &str, out: &Path) -> PathBuf {
     assert!(st.success(), "packaging/build-deb.sh failed; see above");
     let deb = std::fs::read_dir(out).unwrap().flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains(&format!("-{revision}_")));
     deb.unwrap_or_else(|| panic!("no revision {revision} package in {}", out.display()))
+}
+
+/// postrm's awk program, as the script has it: the test runs the very text that ships.
+fn postrm_awk_program() -> String {
+    let script = std::fs::read_to_string(format!("{ROOT}/packaging/debian/postrm")).unwrap();
+    let lines: Vec<&str> = script.lines().filter(|l| l.contains("awk '") && l.contains("/proc/swaps")).collect();
+    assert_eq!(lines.len(), 1, "postrm reads /proc/swaps with one awk program: {lines:?}");
+    let (_, rest) = lines[0].split_once("awk '").unwrap();
+    let (program, _) = rest.rsplit_once("' /proc/swaps").expect("awk '…' /proc/swaps");
+    program.to_string()
+}
+
+/// Debian 12's awk is mawk 1.3.4 20200120, which has no regex intervals (`[0-9]{6}` matches
+/// nothing): purge must still find the swap files that are on, or it removes their directory.
+#[test]
+fn the_purge_script_finds_active_swap_files_with_debians_awk() {
+    common::require_tool("mawk", "apt-get install mawk; Debian's default awk");
+    let dir = tempfile::tempdir().unwrap();
+    let swaps = dir.path().join("swaps");
+    std::fs::write(
+        &swaps,
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n\
+         /dev/sda2                               partition\t8388604\t\t0\t\t-2\n\
+         /var/lib/cluster-ai/swap/cluster-ai-000001.swap file\t\t1048572\t\t0\t\t-3\n\
+         /srv/big\\040disk/cluster-ai-000002.swap   file\t\t1048572\t\t0\t\t-4\n\
+         /var/lib/cluster-ai/swap/cluster-ai-000003.swap.partial file\t1048572\t0\t-5\n\
+         /var/lib/cluster-ai/swap/cluster-ai-7.swap file\t1048572\t0\t-6\n\
+         /var/lib/cluster-ai/swap/cluster-ai-0000008.swap file\t1048572\t0\t-7\n\
+         /var/lib/cluster-ai/swap/notcluster-ai-000009.swap file\t1048572\t0\t-8\n\
+         /swapfile                               file\t\t1048572\t\t0\t\t-9\n",
+    )
+    .unwrap();
+    let out = Command::new("mawk").arg(postrm_awk_program()).arg(&swaps).output().unwrap();
+    assert!(out.status.success(), "mawk: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "/var/lib/cluster-ai/swap/cluster-ai-000001.swap\n/srv/big\\040disk/cluster-ai-000002.swap\n",
+        "exactly the managed names (cluster-ai-NNNNNN.swap, six digits), never the header"
+    );
 }
 
 #[test]
