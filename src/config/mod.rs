@@ -402,7 +402,7 @@ impl Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read the config file: {source}", path.display())]
+    #[error("{}: cannot read the config file: {source}{}", path.display(), unreadable_fix(source))]
     Read {
         path: PathBuf,
         #[source]
@@ -410,6 +410,16 @@ pub enum ConfigError {
     },
     #[error("{}", render(path, problems))]
     Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+/// The package installs the config 0640 root:root (it may hold the webhook's token), so a user
+/// who runs a command without root is told why and what to do.
+fn unreadable_fix(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (it is readable by root alone, as it may hold the alert webhook's token: run this with sudo)"
+    } else {
+        ""
+    }
 }
 
 fn render(path: &Path, problems: &[Problem]) -> String {

@@ -184,6 +184,13 @@ fn load_names_the_file() {
     assert_eq!(err, format!("{}:2:12: swap.max_size: 1G is below swap.min_size 2G; expected max_size >= min_size", path.display()));
     let missing = Config::load(&dir.path().join("nope.toml")).unwrap_err().to_string();
     assert!(missing.contains("nope.toml: cannot read the config file"), "{missing}");
+    assert!(!missing.contains("sudo"), "{missing}");
+    // (Root reads any file: the user's refusal is made here.)
+    let denied = ConfigError::Read { path: "/etc/cluster-ai/config.toml".into(), source: std::io::ErrorKind::PermissionDenied.into() };
+    assert!(
+        denied.to_string().ends_with("readable by root alone, as it may hold the alert webhook's token: run this with sudo)"),
+        "{denied}"
+    );
 }
 
 #[test]
