@@ -1,13 +1,14 @@
-//! The Debian package: its maintainer scripts' awk program under Debian's own awk (mawk), and
-//! under real systemd: packaging/build-deb.sh builds it twice (revisions 1 and 2, the second an
-//! upgrade), and the container (tests/e2e/) installs, reloads, upgrades and purges it with apt
-//! (tests/e2e/deb-in-container.sh).
+//! The Debian package: its maintainer scripts' awk program under Debian's own awk (mawk), the
+//! package as lintian sees it, and under real systemd: packaging/build-deb.sh builds it twice
+//! (revisions 1 and 2, the second an upgrade), and the container (tests/e2e/) installs,
+//! reloads, upgrades and purges it with apt (tests/e2e/deb-in-container.sh).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -25,6 +26,18 @@ fn build(revision: &str, out: &Path) -> PathBuf {
     assert!(st.success(), "packaging/build-deb.sh failed; see above");
     let deb = std::fs::read_dir(out).unwrap().flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains(&format!("-{revision}_")));
     deb.unwrap_or_else(|| panic!("no revision {revision} package in {}", out.display()))
+}
+
+/// Revisions 1 and 2, built once for all the tests here (build-deb.sh makes target/assets
+/// again in place: two builds at once would race on it), in target/deb-build/packages.
+fn packages() -> &'static [PathBuf; 2] {
+    static BUILT: OnceLock<[PathBuf; 2]> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Path::new(ROOT).join("target/deb-build/packages");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        [build("1", &out), build("2", &out)]
+    })
 }
 
 /// postrm's awk program, as the script has it: the test runs the very text that ships.
@@ -66,6 +79,29 @@ fn the_purge_script_finds_active_swap_files_with_debians_awk() {
     );
 }
 
+/// The package as Debian's policy checker sees it, with only the overrides that
+/// packaging/debian/lintian-overrides justifies; and the config, which may hold the webhook's
+/// token, installed readable by root alone.
+#[test]
+fn the_package_passes_lintian_and_keeps_its_config_from_other_users() {
+    common::require_tool("lintian", "apt-get install lintian");
+    let [deb, _] = packages();
+    let listing = Command::new("dpkg-deb").arg("--contents").arg(deb).output().unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    let entry = |path: &str| listing.lines().find(|l| l.ends_with(path)).unwrap_or_else(|| panic!("no {path} in:\n{listing}"));
+    // (cargo-deb writes owners as numbers: 0/0 is root:root.)
+    let config = entry("./etc/cluster-ai/config.toml");
+    assert!(config.starts_with("-rw-r----- 0/0 "), "{config}");
+    for doc in ["copyright", "changelog.Debian.gz"] {
+        let line = entry(&format!("./usr/share/doc/cluster-ai/{doc}"));
+        assert!(line.starts_with("-rw-r--r-- 0/0 "), "{line}");
+    }
+    let out = Command::new("lintian").args(["--fail-on", "error,warning", "--display-info"]).arg(deb).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), "lintian found errors or warnings:\n{text}");
+}
+
 #[test]
 fn the_debian_package_installs_upgrades_and_purges_under_real_systemd() {
     if !common::require_root("the Debian package test (systemd-nspawn)") {
@@ -73,9 +109,8 @@ fn the_debian_package_installs_upgrades_and_purges_under_real_systemd() {
     }
     let payload = tempfile::tempdir().unwrap();
     let p = payload.path();
-    for rev in ["1", "2"] {
-        let deb = build(rev, p);
-        assert!(deb.starts_with(p));
+    for deb in packages() {
+        std::fs::copy(deb, p.join(deb.file_name().unwrap())).unwrap();
     }
     std::fs::copy(format!("{ROOT}/tests/e2e/deb-in-container.sh"), p.join("deb-in-container.sh")).unwrap();
     let (stdout, left) = common::run_in_container(p, "deb-in-container.sh");
