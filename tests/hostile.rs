@@ -254,7 +254,7 @@ fn an_ollama_that_lists_a_flood_of_models_costs_one_bounded_step() {
     assert_eq!(unloads, 8, "at most 8 models a step");
     let first = ollama.unloads.lock().unwrap()[0].0.clone();
     assert_eq!(first, "m14999:1b", "the largest first");
-    assert!(d.log_text().contains("Ollama lists 15000 models; unloading the 8 largest"), "{}", d.log_text());
+    assert!(d.log_text().contains("Ollama lists 15000 models; unloading at most the 8 with the most RAM"), "{}", d.log_text());
     assert_unharmed(&mut d, 60);
 }
 

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{rfc3339, Alert, AlertState};
 use crate::config::AlertsConfig;
 use crate::sys::http::{self, Endpoint};
+use crate::sys::redact;
 
 /// A delivery that takes longer than this has failed (and is retried).
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,7 +45,17 @@ impl Channel {
         out
     }
 
-    /// The channel's address, as configured.
+    /// The channel's address as it may be shown (`status`, `alert test`, logs): a webhook's or
+    /// Alertmanager's URL without its path, query or userinfo (sys/redact.rs); the SMTP server's
+    /// host:port as it is.
+    pub fn shown_url(self, cfg: &AlertsConfig) -> String {
+        match self {
+            Channel::Email => self.url(cfg).unwrap_or_default().to_string(),
+            _ => redact::url(self.url(cfg).unwrap_or_default()),
+        }
+    }
+
+    /// The channel's address, as configured: for sending only, never for showing.
     pub fn url(self, cfg: &AlertsConfig) -> Option<&str> {
         match self {
             Channel::Webhook => cfg.webhook.as_deref(),
@@ -99,8 +110,14 @@ pub async fn resend_to_alertmanager(cfg: &AlertsConfig, alerts: &[Alert]) -> Res
     post(cfg, url, "/api/v2/alerts", &serde_json::Value::Array(body)).await
 }
 
-/// One JSON POST to a channel's `url` + `path`; `Ok` with the status when it was taken.
+/// One JSON POST to a channel's `url` + `path`; `Ok` with the status when it was taken. An
+/// error never holds the URL's secret part, even where the server's answer quotes it back: it
+/// goes to the log, `status` and the queue file.
 async fn post(cfg: &AlertsConfig, url: &str, path: &str, body: &serde_json::Value) -> Result<String, Failure> {
+    exchange(cfg, url, path, body).await.map_err(|f| Failure { text: redact::in_text(&f.text, url), permanent: f.permanent })
+}
+
+async fn exchange(cfg: &AlertsConfig, url: &str, path: &str, body: &serde_json::Value) -> Result<String, Failure> {
     let endpoint = Endpoint::parse_url(url).map_err(Failure::transient)?;
     let r = http::request_trusting(&endpoint, "POST", path, Some(body), DELIVERY_TIMEOUT, cfg.ca_file.as_deref())
         .await
@@ -177,5 +194,28 @@ mod tests {
         assert!(am[0]["endsAt"].is_string());
         let f = Alert::firing("service/ollama", "critical", "down");
         assert!(alertmanager_body(&f)[0].get("endsAt").is_none(), "firing: no end");
+    }
+
+    /// A webhook whose answer quotes its own URL back (as a proxy's error page may): neither
+    /// the error nor the address shown holds the token.
+    #[tokio::test]
+    async fn a_webhook_token_is_in_no_error_and_no_shown_address() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hook = format!("http://127.0.0.1:{port}/services/T000/B000/s3cretToken");
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let body = "no such hook: /services/T000/B000/s3cretToken";
+            let answer = format!("HTTP/1.1 404 Not Found\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            s.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let cfg = AlertsConfig { webhook: Some(hook.clone()), ..AlertsConfig::default() };
+        let e = deliver(Channel::Webhook, &cfg, &Alert::notice("test", "info", "x")).await.unwrap_err().text;
+        assert!(e.contains("404") && !e.contains("s3cret"), "{e}");
+        assert_eq!(Channel::Webhook.shown_url(&cfg), format!("http://127.0.0.1:{port}/…"));
+        assert_eq!(Channel::Webhook.url(&cfg), Some(hook.as_str()), "sent to the whole URL");
     }
 }

@@ -8,9 +8,10 @@ use std::path::Path;
 
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::Message;
 
 use super::{rfc3339, Alert, AlertState};
 use crate::config::{AlertsConfig, SmtpSecurity};
@@ -33,26 +34,60 @@ pub async fn send(cfg: &AlertsConfig, alert: &Alert) -> Result<String, String> {
     })
     .await
     .map_err(|e| format!("reading alerts.ca_file / smtp_credentials_file: {e}"))??;
-    let mut builder =
-        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(port).timeout(Some(super::channel::DELIVERY_TIMEOUT));
-    if cfg.smtp_security != SmtpSecurity::None {
-        let mut params = TlsParameters::builder(host.to_string());
-        for cert in certs {
-            params = params.add_root_certificate(cert);
-        }
-        let params = params.build_rustls().map_err(|e| format!("TLS for {host}: {e}"))?;
-        builder = builder.tls(match cfg.smtp_security {
-            SmtpSecurity::Tls => Tls::Wrapper(params),
-            _ => Tls::Required(params),
-        });
-    }
-    if let Some((user, password)) = creds {
-        builder = builder.credentials(Credentials::new(user, password));
-    }
     let message = message(cfg, alert)?;
-    let answer = builder.build().send(message).await.map_err(|e| format!("{server}: {e}"))?;
+    let tls = match cfg.smtp_security {
+        SmtpSecurity::None => None,
+        _ => {
+            let mut params = TlsParameters::builder(host.to_string());
+            for cert in certs {
+                params = params.add_root_certificate(cert);
+            }
+            Some(params.build_rustls().map_err(|e| format!("TLS for {host}: {e}"))?)
+        }
+    };
+    // One SMTP session by hand rather than lettre's transport, which fails AUTH and DATA alike
+    // with the server's text: the answer to AUTH may quote what it was sent (a 535 with the
+    // "user:password", a 501 with its base64), so only AUTH's reply code is ever shown.
+    let hello = ClientId::default();
+    let timeout = Some(super::channel::DELIVERY_TIMEOUT);
+    let wrapper = tls.clone().filter(|_| cfg.smtp_security == SmtpSecurity::Tls);
+    let mut conn =
+        AsyncSmtpConnection::connect_tokio1((host, port), timeout, &hello, wrapper, None).await.map_err(|e| format!("{server}: {e}"))?;
+    let sent = async {
+        if let (SmtpSecurity::StartTls, Some(params)) = (cfg.smtp_security, tls) {
+            // Refused (not skipped) when the server offers no STARTTLS.
+            conn.starttls(params, &hello).await.map_err(|e| format!("{server}: {e}"))?;
+        }
+        if let Some((user, password)) = creds {
+            if let Err(e) = conn.auth(DEFAULT_MECHANISMS, &Credentials::new(user, password)).await {
+                if e.status().is_some() {
+                    // A reply was read, so the session is sound: end it politely.
+                    conn.abort().await;
+                }
+                return Err(format!("{server}: {}", auth_failed(&e)));
+            }
+        }
+        conn.send(message.envelope(), &message.formatted()).await.map_err(|e| format!("{server}: {e}"))
+    }
+    .await;
+    // QUIT after a message, as lettre's transport does. After a failure the connection is
+    // dropped as it is, as there: a failed STARTTLS leaves no stream to write QUIT to.
+    let answer = sent?;
+    conn.abort().await;
     let text = answer.message().next().unwrap_or("accepted").to_string();
     Ok(format!("{} {text}", answer.code()))
+}
+
+/// Why AUTH failed, in fixed words: its reply code, never its text.
+fn auth_failed(e: &lettre::transport::smtp::Error) -> String {
+    match e.status() {
+        Some(code) => format!("the SMTP server refused the credentials ({code}); check alerts.smtp_credentials_file"),
+        None if e.is_timeout() => "the SMTP server did not answer the authentication in time".into(),
+        None if e.is_client() => {
+            "the SMTP server offers no authentication mechanism cluster-ai speaks (PLAIN, LOGIN), or a challenge it cannot answer".into()
+        }
+        None => "the connection failed during authentication".into(),
+    }
 }
 
 fn message(cfg: &AlertsConfig, alert: &Alert) -> Result<Message, String> {
@@ -118,6 +153,53 @@ fn certificates(path: &Path) -> Result<Vec<Certificate>, String> {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
+
+    use crate::alerts::Alert;
+    use crate::config::{AlertsConfig, SmtpSecurity};
+
+    /// A server on loopback whose 535 quotes the credentials back, as some do: the error (which
+    /// goes to a WARN line, `status` and the queue file) has the code and the fix, not the text.
+    #[tokio::test]
+    async fn the_answer_to_auth_never_reaches_the_error() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            let mut verbs = Vec::new();
+            let _ = w.write_all(b"220 fake ESMTP\r\n").await;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let verb = line.split(' ').next().unwrap_or_default().to_ascii_uppercase();
+                let reply: &[u8] = match verb.as_str() {
+                    "EHLO" => b"250-fake\r\n250 AUTH PLAIN LOGIN\r\n",
+                    "AUTH" => b"535 5.7.8 bad credentials user:secret\r\n",
+                    "QUIT" => b"221 bye\r\n",
+                    _ => b"500 5.5.1 unexpected\r\n",
+                };
+                let _ = w.write_all(reply).await;
+                verbs.push(verb);
+            }
+            verbs
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("smtp");
+        std::fs::write(&creds, "user:secret\n").unwrap();
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cfg = AlertsConfig {
+            smtp_server: Some(format!("127.0.0.1:{port}")),
+            smtp_security: SmtpSecurity::None,
+            smtp_from: Some("node@example.org".into()),
+            smtp_to: vec!["ops@example.org".into()],
+            smtp_credentials_file: Some(creds),
+            ..AlertsConfig::default()
+        };
+        let e = super::send(&cfg, &Alert::notice("test", "info", "test")).await.unwrap_err();
+        assert_eq!(e, format!("127.0.0.1:{port}: the SMTP server refused the credentials (535); check alerts.smtp_credentials_file"));
+        assert!(!e.contains("secret") && !e.contains("bad credentials"), "{e}");
+        assert_eq!(server.await.unwrap(), ["EHLO", "AUTH", "QUIT"], "AUTH was tried, then the session closed; no mail sent");
+    }
 
     #[test]
     fn credentials_readable_by_others_are_refused_with_the_fix() {

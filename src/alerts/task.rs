@@ -453,7 +453,7 @@ impl State {
                 let (sent, failed, refused, last_error) = self.sent.get(&c).cloned().unwrap_or_default();
                 ChannelReport {
                     channel: c.as_str().into(),
-                    url: c.url(&self.cfg).unwrap_or_default().into(),
+                    url: c.shown_url(&self.cfg),
                     sent,
                     failed,
                     refused,

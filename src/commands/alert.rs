@@ -24,7 +24,7 @@ pub fn test(args: AlertTestArgs) -> ExitCode {
     let results = rt.block_on(crate::alerts::task::test_all(&config.alerts));
     let mut failed = false;
     for (channel, r) in results {
-        let url = channel.url(&config.alerts).unwrap_or_default();
+        let url = channel.shown_url(&config.alerts);
         match r {
             Ok(status) => println!("{} {url}: delivered ({status})", channel.as_str()),
             Err(e) => {

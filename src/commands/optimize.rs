@@ -84,7 +84,7 @@ fn render(o: &Outcome) -> String {
     for f in &o.files {
         out += &format!("{}: {}\n", display_path(&f.path), f.outcome);
         for c in &f.changes {
-            out += &format!("  {}: {} -> {}\n", c.key, c.from.as_deref().unwrap_or("(unset)"), c.to.as_deref().unwrap_or("(removed)"));
+            out += &format!("  {c}\n");
         }
     }
     for (unit, outcome) in &o.restarts {

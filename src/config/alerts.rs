@@ -8,6 +8,10 @@ use serde::Deserialize;
 
 use super::{absolute_path, as_text, count_between, duration_between, format_duration, list_of, Checker, Raw};
 
+/// Keys whose URL may carry a secret (a Slack webhook's token is its path; an Alertmanager
+/// behind a proxy may take a token): shown only through [`crate::sys::redact::url`].
+pub const SECRET_URLS: &[&str] = &["alerts.webhook", "alerts.alertmanager"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertsConfig {
     /// The node's name in every alert; `None`: the hostname.
@@ -158,7 +162,7 @@ impl RawAlerts {
             }
             Ok(Some(s.to_string()))
         });
-        let (smtp_security, _) = c.field("alerts.smtp_security", self.smtp_security, d.smtp_security, |v| {
+        let (smtp_security, security_span) = c.field("alerts.smtp_security", self.smtp_security, d.smtp_security, |v| {
             match as_text(v, "\"starttls\", \"tls\" or \"none\"")? {
                 "starttls" => Ok(SmtpSecurity::StartTls),
                 "tls" => Ok(SmtpSecurity::Tls),
@@ -185,6 +189,20 @@ impl RawAlerts {
         if smtp_server.is_some() && (smtp_from.is_none() || smtp_to.is_empty()) {
             c.report(server_span, "alerts.smtp_server", "email needs alerts.smtp_from and at least one address in alerts.smtp_to".into());
         }
+        if let (SmtpSecurity::None, Some(server), Some(_)) = (smtp_security, &smtp_server, &smtp_credentials_file) {
+            let host = server.rsplit_once(':').map_or(server.as_str(), |(h, _)| h);
+            if !is_loopback(host) {
+                c.report(
+                    security_span,
+                    "alerts.smtp_security",
+                    format!(
+                        "\"none\" would send the password of alerts.smtp_credentials_file in clear text to {host}, which is not \
+                         this machine; set smtp_security = \"starttls\" (port 587) or \"tls\" (port 465), or relay through an \
+                         SMTP server on 127.0.0.1 or localhost"
+                    ),
+                );
+            }
+        }
         AlertsConfig {
             node,
             webhook,
@@ -203,9 +221,39 @@ impl RawAlerts {
     }
 }
 
+/// This machine, whatever the server's name resolves to elsewhere: `localhost`, 127.0.0.0/8,
+/// `::1` (with or without brackets). Only there may a password cross without TLS.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Config;
+
+    #[test]
+    fn a_password_in_clear_text_goes_only_to_this_machine() {
+        let cfg = |server: &str, security: &str, creds: bool| {
+            let creds = if creds { "smtp_credentials_file = \"/etc/cluster-ai/smtp\"\n" } else { "" };
+            format!(
+                "[alerts]\nsmtp_server = \"{server}\"\nsmtp_security = \"{security}\"\nsmtp_from = \"n@x.org\"\nsmtp_to = [\"ops@x.org\"]\n{creds}"
+            )
+        };
+        let e = Config::parse(&cfg("mail.example.org:25", "none", true)).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        let e = e[0].to_string();
+        assert!(e.starts_with("3:17: alerts.smtp_security: \"none\" would send the password"), "{e}");
+        assert!(e.contains("mail.example.org") && e.contains("\"starttls\"") && e.contains("127.0.0.1 or localhost"), "{e}");
+        assert!(Config::parse(&cfg("10.0.0.5", "none", true)).is_err(), "a LAN address is not this machine");
+        for host in ["127.0.0.1:25", "127.3.2.1", "localhost:2525", "LOCALHOST"] {
+            assert!(Config::parse(&cfg(host, "none", true)).is_ok(), "{host} is this machine");
+        }
+        assert!(Config::parse(&cfg("mail.example.org:25", "none", false)).is_ok(), "no credentials: no password to leak");
+        assert!(Config::parse(&cfg("mail.example.org", "starttls", true)).is_ok());
+        assert!(super::is_loopback("::1") && super::is_loopback("[::1]") && !super::is_loopback("[::2]"));
+    }
 
     #[test]
     fn channels_are_read_and_checked() {

@@ -354,7 +354,8 @@ impl Config {
     }
 
     /// Every setting as `key = value`, in file order: for logs of what a reload changed. A
-    /// test checks that it lists every key the file accepts.
+    /// test checks that it lists every key the file accepts. The values are raw: the URLs of
+    /// [`alerts::SECRET_URLS`] are shown only through [`Config::changes_from`].
     pub fn entries(&self) -> Vec<(&'static str, String)> {
         let mut out = vec![
             ("log_level", self.log_level.as_str().to_string()),
@@ -383,14 +384,25 @@ impl Config {
             .into_iter()
             .zip(self.entries())
             .filter(|(a, b)| a.1 != b.1)
-            .map(|((key, was), (_, now))| format!("{key}: {was} -> {now}"))
+            .map(|((key, was), (_, now))| {
+                if !alerts::SECRET_URLS.contains(&key) {
+                    return format!("{key}: {was} -> {now}");
+                }
+                let (was, now) = (crate::sys::redact::url(&was), crate::sys::redact::url(&now));
+                if was == now {
+                    // Only the hidden part (a webhook's token) changed: say so, not what to.
+                    format!("{key}: {now} (changed; the rest is not shown)")
+                } else {
+                    format!("{key}: {was} -> {now}")
+                }
+            })
             .collect()
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read the config file: {source}", path.display())]
+    #[error("{}: cannot read the config file: {source}{}", path.display(), unreadable_fix(source))]
     Read {
         path: PathBuf,
         #[source]
@@ -398,6 +410,16 @@ pub enum ConfigError {
     },
     #[error("{}", render(path, problems))]
     Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+/// The package installs the config 0640 root:root (it may hold the webhook's token), so a user
+/// who runs a command without root is told why and what to do.
+fn unreadable_fix(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (it is readable by root alone, as it may hold the alert webhook's token: run this with sudo)"
+    } else {
+        ""
+    }
 }
 
 fn render(path: &Path, problems: &[Problem]) -> String {
@@ -884,7 +906,9 @@ fn http_url(v: &toml::Value) -> Result<Option<String>, String> {
     if s.is_empty() {
         return Ok(None);
     }
-    crate::sys::http::Endpoint::parse_url(s).map_err(|e| format!("{e}; expected e.g. \"http://127.0.0.1:8787\", or \"\" for none"))?;
+    // The error quotes the URL back, and a webhook's URL is its secret: shown redacted.
+    crate::sys::http::Endpoint::parse_url(s)
+        .map_err(|e| format!("{}; expected e.g. \"http://127.0.0.1:8787\", or \"\" for none", crate::sys::redact::in_text(&e, s)))?;
     Ok(Some(s.trim_end_matches('/').to_string()))
 }
 

@@ -184,6 +184,13 @@ fn load_names_the_file() {
     assert_eq!(err, format!("{}:2:12: swap.max_size: 1G is below swap.min_size 2G; expected max_size >= min_size", path.display()));
     let missing = Config::load(&dir.path().join("nope.toml")).unwrap_err().to_string();
     assert!(missing.contains("nope.toml: cannot read the config file"), "{missing}");
+    assert!(!missing.contains("sudo"), "{missing}");
+    // (Root reads any file: the user's refusal is made here.)
+    let denied = ConfigError::Read { path: "/etc/cluster-ai/config.toml".into(), source: std::io::ErrorKind::PermissionDenied.into() };
+    assert!(
+        denied.to_string().ends_with("readable by root alone, as it may hold the alert webhook's token: run this with sudo)"),
+        "{denied}"
+    );
 }
 
 #[test]
@@ -194,6 +201,18 @@ fn changes_are_listed_by_key() {
     new.swap.max_size = 8 << 30;
     assert_eq!(new.changes_from(&old), ["sample_interval: 5s -> 1s", "swap.max_size: 16G -> 8G"]);
     assert!(old.changes_from(&old).is_empty());
+}
+
+#[test]
+fn a_reload_never_logs_a_webhook_token_nor_config_check_a_password() {
+    let old = Config::parse("[alerts]\nwebhook = \"https://hooks.slack.com/services/T0/B0/oldToken\"\n").unwrap();
+    let new = Config::parse("[alerts]\nwebhook = \"https://hooks.slack.com/services/T0/B0/newToken\"\n").unwrap();
+    assert_eq!(new.changes_from(&old), ["alerts.webhook: https://hooks.slack.com:443/… (changed; the rest is not shown)"]);
+    let moved = Config::parse("[alerts]\nalertmanager = \"http://am.lan:9093/x?token=t0ken\"\n").unwrap();
+    assert_eq!(moved.changes_from(&Config::default()), ["alerts.alertmanager:  -> http://am.lan:9093/…"]);
+    let e = Config::parse("[alerts]\nalertmanager = \"http://admin:hunter2@am.lan:9093\"\n").unwrap_err();
+    let e = e[0].to_string();
+    assert!(e.contains("alerts.alertmanager: \"http://am.lan:9093/…\" has no host:port") && !e.contains("hunter2"), "{e}");
 }
 
 #[test]

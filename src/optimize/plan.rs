@@ -123,17 +123,41 @@ pub fn env_files(plan: &Plan, cfg: &OptimizeConfig) -> Vec<EnvFile> {
     ]
 }
 
-/// The file's text: a header saying who wrote it, then `KEY=value` lines in key order (so the
-/// same plan always gives the same bytes, and "changed" means changed).
-pub fn render(file: &EnvFile) -> String {
+/// How the file's first line starts: the line is ours, replaced at each write.
+const HEADER: &str = "# Written by `cluster-ai optimize`";
+
+/// The file's text: a header saying who wrote it, the plan's `KEY=value` lines in key order (so
+/// the same plan always gives the same bytes, and "changed" means changed), then every other
+/// line of `current` as it was. A variable the plan does not own (a password the unit needs,
+/// put there by hand) is the user's: never removed, rewritten, logged or shown.
+pub fn render(file: &EnvFile, current: Option<&str>) -> String {
     let mut out = format!(
-        "# Written by `cluster-ai optimize` for {}; edits are replaced. Pin values in [optimize].\n",
+        "{HEADER} for {}: it sets the variables above the first blank line (pin them in [optimize]); other lines are kept.\n",
         file.unit.as_deref().unwrap_or(&file.name)
     );
     for (k, v) in &file.vars {
         out += &format!("{k}={v}\n");
     }
+    let kept: Vec<&str> = current.unwrap_or_default().lines().filter(|l| !owned_line(l, file)).collect();
+    if !kept.is_empty() {
+        out += "\n";
+        for line in kept {
+            out += line;
+            out += "\n";
+        }
+    }
     out
+}
+
+/// A line this file's writer replaces: a blank one, its header, or one that sets a variable
+/// of the plan.
+fn owned_line(line: &str, file: &EnvFile) -> bool {
+    let t = line.trim();
+    t.is_empty() || t.starts_with(HEADER) || (!is_comment(t) && t.split_once('=').is_some_and(|(k, _)| file.vars.contains_key(k.trim())))
+}
+
+fn is_comment(trimmed: &str) -> bool {
+    trimmed.starts_with('#') || trimmed.starts_with(';')
 }
 
 /// `KEY=value` lines of an env file as systemd reads them (comments and blanks skipped,
@@ -141,29 +165,35 @@ pub fn render(file: &EnvFile) -> String {
 pub fn parse(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        .filter(|l| !l.is_empty() && !is_comment(l))
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').trim_matches('\'').to_string()))
         .collect()
 }
 
-/// One variable whose value changes (`from` None: new).
+/// One of the plan's variables whose value changes (`from` None: new). Only the plan's own
+/// variables ever appear here: their values are the plan's numbers, safe to log and show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub key: String,
     pub from: Option<String>,
-    pub to: Option<String>,
+    pub to: String,
 }
 
-/// What writing `file` would change against the text in place (`None`: no file yet).
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} -> {}", self.key, self.from.as_deref().unwrap_or("(unset)"), self.to)
+    }
+}
+
+/// What writing `file` would change against the text in place (`None`: no file yet), for the
+/// plan's variables only: the other lines are kept (see [`render`]), so they never change.
 pub fn diff(current: Option<&str>, file: &EnvFile) -> Vec<Change> {
     let now = current.map(parse).unwrap_or_default();
-    let mut keys: Vec<&String> = now.keys().chain(file.vars.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| now.get(*k) != file.vars.get(*k))
-        .map(|k| Change { key: k.clone(), from: now.get(k).cloned(), to: file.vars.get(k).cloned() })
+    file.vars
+        .iter()
+        .filter(|(k, v)| now.get(*k) != Some(*v))
+        .map(|(k, v)| Change { key: k.clone(), from: now.get(k).cloned(), to: v.clone() })
         .collect()
 }
 

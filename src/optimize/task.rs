@@ -191,11 +191,7 @@ fn log(s: &OptimizeState) {
         p.ollama_max_loaded_models.value
     );
     for f in &s.files {
-        let changes: Vec<String> = f
-            .changes
-            .iter()
-            .map(|c| format!("{}: {} -> {}", c.key, c.from.as_deref().unwrap_or("unset"), c.to.as_deref().unwrap_or("removed")))
-            .collect();
+        let changes: Vec<String> = f.changes.iter().map(ToString::to_string).collect();
         match f.outcome.as_str() {
             "unchanged" => {}
             "written" => {

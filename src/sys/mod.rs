@@ -9,6 +9,7 @@ pub mod nvml;
 pub mod paths;
 pub mod procfs;
 pub mod psi;
+pub mod redact;
 pub mod socket;
 pub mod swap;
 pub mod swap_os;

@@ -22,6 +22,8 @@ grep -q "^$SWAPDIR/cluster-ai-000001.swap " /proc/swaps || fail "no baseline swa
 INODE=$(stat -c %i "$SWAPDIR/cluster-ai-000001.swap")
 [ -f /usr/share/man/man1/cluster-ai.1 ] || [ -f /usr/share/man/man1/cluster-ai.1.gz ] || grep -q "path-exclude=/usr/share/man" /etc/dpkg/dpkg.cfg.d/* 2>/dev/null || fail "no man page"
 [ -f /usr/share/bash-completion/completions/cluster-ai ] || fail "no bash completion"
+# The config may hold the webhook's token: root's alone.
+[ "$(stat -c '%a %U:%G' /etc/cluster-ai/config.toml)" = "640 root:root" ] || fail "config is $(stat -c '%a %U:%G' /etc/cluster-ai/config.toml), not 640 root:root"
 cluster-ai status >/dev/null || fail "cluster-ai status"
 
 systemctl reload cluster-ai || fail "systemctl reload"
@@ -38,6 +40,7 @@ PID=$(systemctl show -P MainPID cluster-ai)
 apt-get install -y -q "$NEW" </dev/null >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; fail "apt install $NEW (upgrade)"; }
 dpkg-query -W -f '${Version}' cluster-ai | grep -q -- '-2$' || fail "not upgraded: $(dpkg-query -W cluster-ai)"
 grep -q '^log_level = "debug"' /etc/cluster-ai/config.toml || fail "the upgrade lost the edited config"
+[ "$(stat -c %a /etc/cluster-ai/config.toml)" = 640 ] || fail "config is $(stat -c %a /etc/cluster-ai/config.toml) after the upgrade, not 640"
 for _ in $(seq 100); do systemctl is-active -q cluster-ai && [ "$(systemctl show -P MainPID cluster-ai)" != "$PID" ] && break; sleep 0.1; done
 [ "$(systemctl show -P MainPID cluster-ai)" != "$PID" ] || fail "not restarted on upgrade"
 systemctl is-active -q cluster-ai || fail "not active after the upgrade"

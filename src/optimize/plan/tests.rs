@@ -49,8 +49,9 @@ fn env_files_are_stable_and_diffed_by_key() {
     let p = plan(&machine(4, 8 * GIB), &cfg());
     let files = env_files(&p, &cfg());
     assert_eq!(files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["dask-worker.env", "ollama.env"]);
-    let text = render(&files[0]);
-    assert_eq!(render(&env_files(&plan(&machine(4, 8 * GIB), &cfg()), &cfg())[0]), text, "the same plan, the same bytes");
+    let text = render(&files[0], None);
+    assert_eq!(render(&env_files(&plan(&machine(4, 8 * GIB), &cfg()), &cfg())[0], None), text, "the same plan, the same bytes");
+    assert_eq!(render(&files[0], Some(&text)), text, "written again: the same bytes");
     assert!(text.starts_with("# Written by `cluster-ai optimize` for dask-worker.service"));
     let lines: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(
@@ -63,13 +64,31 @@ fn env_files_are_stable_and_diffed_by_key() {
     let all_new = diff(None, &files[0]);
     assert_eq!(all_new.len(), 5);
     assert!(all_new.iter().all(|c| c.from.is_none()));
-    let edited = text.replace("DASK_NWORKERS=2", "DASK_NWORKERS=\"7\"") + "EXTRA=1\n";
-    assert_eq!(
-        diff(Some(&edited), &files[0]),
-        [
-            Change { key: "DASK_NWORKERS".into(), from: Some("7".into()), to: Some("2".into()) },
-            Change { key: "EXTRA".into(), from: Some("1".into()), to: None },
-        ]
-    );
+    assert_eq!(all_new[0].to_string(), "DASK_MEMORY_LIMIT: (unset) -> 3435134976");
+    let edited = text.replace("DASK_NWORKERS=2", "DASK_NWORKERS=\"7\"");
+    assert_eq!(diff(Some(&edited), &files[0]), [Change { key: "DASK_NWORKERS".into(), from: Some("7".into()), to: "2".into() }]);
     assert_eq!(parse("# c\n; c\n\nA = 'x y'\nnoequals\n"), BTreeMap::from([("A".to_string(), "x y".to_string())]));
+}
+
+/// A variable put in the file by hand (a password the worker needs) is not the plan's: it is
+/// kept as it was, in no change, so in no log line and no `status`.
+#[test]
+fn lines_the_plan_does_not_own_are_kept_and_never_shown() {
+    let files = env_files(&plan(&machine(4, 8 * GIB), &cfg()), &cfg());
+    let old_header = "# Written by `cluster-ai optimize` for dask-worker.service; edits are replaced. Pin values in [optimize].\n";
+    let by_hand = format!("{old_header}DB_PASSWORD=hunter2\nDASK_NWORKERS=7\n# the scheduler's token\nTOKEN='a=b'\n");
+    let changes = diff(Some(&by_hand), &files[0]);
+    assert_eq!(
+        changes.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+        ["DASK_MEMORY_LIMIT", "DASK_NTHREADS", "DASK_NWORKERS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"]
+    );
+    let shown: String = changes.iter().map(|c| format!("{c}\n")).collect();
+    assert!(!shown.contains("hunter2") && !shown.contains("DB_PASSWORD") && !shown.contains("a=b"), "{shown}");
+    let text = render(&files[0], Some(&by_hand));
+    let (ours, kept) = text.split_once("\n\n").unwrap();
+    assert_eq!(ours.lines().count(), 6, "the header and the plan's five: {text}");
+    assert!(ours.contains("DASK_NWORKERS=2") && !ours.contains("edits are replaced"), "{text}");
+    assert_eq!(kept, "DB_PASSWORD=hunter2\n# the scheduler's token\nTOKEN='a=b'\n");
+    assert_eq!(parse(&text)["DB_PASSWORD"], "hunter2", "systemd still reads it");
+    assert_eq!(render(&files[0], Some(&text)), text, "and the next write changes nothing");
 }
