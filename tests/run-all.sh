@@ -1,0 +1,61 @@
+#!/bin/bash
+# Every test, on a fresh Debian 12 machine, as root: installs what the tests need (Debian
+# packages, the Dask venv, cargo-deb, the nspawn container root; each only when missing), then
+# runs every tier: `cargo test` (unit, integration, root, real peers, hostile peers, systemd in
+# the container, the package) and the failure paths once more on the release build. README's
+# second command; .ci/run calls it between the lints and the benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+if [ "$(id -u)" != 0 ]; then
+  echo "tests/run-all.sh: run it as root (sudo): it installs Debian packages and the root tests make swap files" >&2
+  exit 1
+fi
+
+# The end-to-end test boots a Debian root with systemd-nspawn; mmdebstrap builds that root.
+# The swap reaction benchmark compares with swapspace (its unit is enabled by the package but
+# never starts here: PID 1 is not systemd). The pressure test and the benchmarks use python3.
+need=()
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v swapspace >/dev/null || need+=(swapspace)
+command -v python3 >/dev/null || need+=(python3 python3-venv)
+# The emergency tests: a real dockerd (with its CLI, to build a dangling image) and a private
+# D-Bus bus for the systemd stand-in.
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
+# The alert tests: a real Alertmanager. The restart benchmark's peer: monit.
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+command -v monit >/dev/null || need+=(monit)
+# The fleet-view tests: a real Prometheus server and promtool (checks /metrics and the rules).
+command -v promtool >/dev/null || need+=(prometheus)
+# The container health test's image: a static busybox.
+[ -x /bin/busybox ] || need+=(busybox-static)
+# The email test: a real SMTP server (aiosmtpd, for Debian's own python3) and openssl for its
+# certificates.
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
+command -v openssl >/dev/null || need+=(openssl)
+# The package test: lintian checks the .deb; postrm's awk program runs under mawk, Debian's
+# default awk (no regex intervals), whatever awk this machine prefers.
+command -v lintian >/dev/null || need+=(lintian)
+command -v mawk >/dev/null || need+=(mawk)
+if ((${#need[@]})); then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+# A real Dask for the emergency tests and the benchmark (about 10 s from PyPI).
+[ -x target/dask-venv/bin/dask ] || { python3 -m venv target/dask-venv && target/dask-venv/bin/pip install -q distributed dask; }
+# The package test: cargo-deb builds the .deb (a few minutes to compile, once).
+command -v cargo-deb >/dev/null || cargo install --locked --quiet cargo-deb
+# Build the container root now (about a minute) so the test run's time is the tests'.
+# (Made again when it predates busybox, which the health test's hung HTTP service runs, or
+# monit, the restart benchmark's peer.)
+[ -x target/nspawn-root/usr/lib/systemd/systemd ] && [ -x target/nspawn-root/bin/busybox ] && [ -x target/nspawn-root/usr/bin/monit ] \
+  || bash tests/e2e/build-root.sh target/nspawn-root
+
+cargo test
+
+# The failure-path tests and the hostile-peer tier once more on an optimised build (release
+# profile, panic = abort: a panic there is a crash), with fault injection compiled in by its
+# feature: what ships behaves as the debug build does.
+cargo test --release --features fault-injection --test daemon --test swap --test hostile
