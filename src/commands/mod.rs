@@ -1,4 +1,5 @@
-//! One-shot subcommands, one file each. None of them starts the daemon.
+//! The subcommands, one file each: `run` is the daemon itself (`daemon::run`); the others are
+//! one-shot clients of its control socket or local actions, and never start it.
 
 pub mod alert;
 pub mod check;

@@ -212,6 +212,10 @@ pub fn check_shrink(cfg: &SwapConfig, b: &Books, r: &Readings) -> Result<(), Hol
     Ok(())
 }
 
+/// The swap task's one decision per look: the baseline up to `min_size` first, then one more
+/// file while memory is at or over `memory_threshold` (at once when managed swap is filling,
+/// else at most one per `check_interval`), then, after `calm_period` below `shrink_threshold`,
+/// the newest file goes if its pages fit in memory.
 pub fn decide(cfg: &SwapConfig, r: &Readings, b: &Books, st: &mut PolicyState) -> Decision {
     let used = r.used_percent();
     if used < f64::from(cfg.shrink_threshold) {
