@@ -19,6 +19,8 @@ const M: u64 = 1 << 20;
 struct Scratch {
     dir: tempfile::TempDir,
     mounts: Vec<PathBuf>,
+    /// Loop devices the test attached (detached after the mounts are gone).
+    loops: Vec<String>,
 }
 
 impl Drop for Scratch {
@@ -27,12 +29,15 @@ impl Drop for Scratch {
         for m in &self.mounts {
             let _ = Command::new("umount").arg(m).status();
         }
+        for l in &self.loops {
+            let _ = Command::new("losetup").args(["-d", l]).status();
+        }
     }
 }
 
 impl Scratch {
     fn new() -> Self {
-        Scratch { dir: tempfile::tempdir().unwrap(), mounts: Vec::new() }
+        Scratch { dir: tempfile::tempdir().unwrap(), mounts: Vec::new(), loops: Vec::new() }
     }
     fn path(&self) -> &Path {
         self.dir.path()
@@ -362,6 +367,48 @@ fn unsafe_swap_dirs_are_refused_with_path_and_reason() {
     assert!(st["mode"]["why"].as_str().unwrap().contains("tmpfs"), "{st}");
     assert!(d.status(&[]).status.success(), "the daemon stays up");
     assert!(s.ours().is_empty());
+}
+
+/// btrfs takes swap files only on one device with the single data profile (btrfs-progs#840);
+/// on RAID1 swapon answers EINVAL. The daemon finds it out up front from sysfs, says why with
+/// the fix once, monitors only, and makes no file; `check` says the same.
+#[test]
+fn a_btrfs_raid1_swap_dir_is_found_out_up_front_and_said_once() {
+    if !common::require_root("a btrfs RAID1 on two loop devices") {
+        return;
+    }
+    common::require_tool("mkfs.btrfs", "Debian's btrfs-progs");
+    let mut s = Scratch::new();
+    for name in ["a.img", "b.img"] {
+        let img = s.path().join(name);
+        std::fs::File::create(&img).unwrap().set_len(300 << 20).unwrap();
+        let out = Command::new("losetup").args(["-f", "--show"]).arg(&img).output().unwrap();
+        assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
+        s.loops.push(String::from_utf8(out.stdout).unwrap().trim().to_string());
+    }
+    let mkfs = Command::new("mkfs.btrfs").args(["-q", "-f", "-d", "raid1", "-m", "raid1"]).args(&s.loops).output().unwrap();
+    assert!(mkfs.status.success(), "mkfs.btrfs: {}", String::from_utf8_lossy(&mkfs.stderr));
+    std::fs::create_dir(s.swap_dir()).unwrap();
+    assert!(Command::new("mount").arg(&s.loops[0]).arg(s.swap_dir()).status().unwrap().success());
+    s.mounts.push(s.swap_dir());
+    std::fs::set_permissions(s.swap_dir(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let d = scratch_daemon(&s, "check_interval = \"1s\"", &[]);
+    d.wait_log("cannot manage swap", T);
+    std::thread::sleep(Duration::from_secs(3));
+    let log = d.log_text();
+    assert_eq!(log.matches("WARN cannot manage swap").count(), 1, "said once:\n{log}");
+    assert!(log.contains("spans 2 devices and its data profile is raid1, not single"), "{log}");
+    assert!(log.contains("btrfs balance start -dconvert=single"), "with the fix:\n{log}");
+    let st: serde_json::Value = serde_json::from_slice(&d.swap(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(st["mode"]["mode"], "monitoring_only");
+    assert!(st["mode"]["why"].as_str().unwrap().contains("raid1"), "{st}");
+    assert!(s.ours().is_empty() && s.files().is_empty(), "no swap file made: {:?}", s.files());
+    let check =
+        Command::new(common::BIN).args(["check", "--quick", "--json", "--config"]).arg(s.path().join("config.toml")).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(report["hardware"]["kernel"]["swap_files_supported"], false, "{report}");
+    assert!(report["hardware"]["kernel"]["swap_dir_filesystem"].as_str().unwrap().contains("raid1"), "{report}");
+    drop(d);
 }
 
 #[test]

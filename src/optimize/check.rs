@@ -145,8 +145,13 @@ pub fn warnings(p: &Profile, cfg: &Config) -> Vec<String> {
         ));
     }
     if !p.kernel.swap_files_supported {
+        let fix = if p.kernel.swap_dir_filesystem.starts_with("btrfs") {
+            crate::sys::swap::btrfs::FIX
+        } else {
+            "choose a directory on ext4, XFS, btrfs or f2fs"
+        };
         w.push(format!(
-            "swap.dir {}: the kernel cannot swap to a file there ({}); choose a directory on ext4, XFS, btrfs or f2fs",
+            "swap.dir {}: the kernel cannot swap to a file there ({}); {fix}",
             cfg.swap.dir.display(),
             p.kernel.swap_dir_filesystem
         ));

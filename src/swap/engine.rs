@@ -69,6 +69,37 @@ pub enum SwapError {
     Io(#[from] std::io::Error),
 }
 
+/// Whether a failure to make a swap file says swap files cannot work in swap.dir at all (a
+/// read-only mount, a filesystem without what swap files need, a namespace that may not
+/// swapon, a btrfs that is not single-profile on one device, btrfs-progs#840), and why, with
+/// the fix. Trying again every `check_interval` would only add a kernel warning each time.
+fn impossible_here(e: &std::io::Error, fs: SwapFs) -> Option<String> {
+    use std::io::ErrorKind;
+    let text = e.to_string();
+    match e.kind() {
+        ErrorKind::ReadOnlyFilesystem => Some(format!(
+            "swap.dir is on a read-only filesystem ({text}); fix: remount it read-write or choose another swap.dir, then reload"
+        )),
+        ErrorKind::Unsupported => Some(format!(
+            "the filesystem of swap.dir cannot do what a swap file needs ({text}); fix: choose a directory on ext4 or XFS, then reload"
+        )),
+        ErrorKind::PermissionDenied => Some(format!(
+            "the kernel does not permit it here ({text}); a container or a user namespace may not swapon: run cluster-ai on the host"
+        )),
+        ErrorKind::InvalidInput if text.starts_with("swapon") => Some(match fs {
+            SwapFs::Btrfs => format!(
+                "the kernel refuses swap files on this btrfs ({text}): btrfs takes them only on one device with the single data \
+                 profile, not RAID or DUP; fix: choose a swap.dir on another filesystem (or convert the data profile: \
+                 btrfs balance start -dconvert=single), then reload"
+            ),
+            _ => format!(
+                "the kernel refuses swap files in swap.dir ({text}); fix: choose a directory on ext4, XFS, btrfs or f2fs, then reload"
+            ),
+        }),
+        _ => None,
+    }
+}
+
 pub struct Engine {
     pub cfg: SwapConfig,
     kernel_tune: bool,
@@ -417,7 +448,19 @@ impl Engine {
             SwapError::Refused(format!("{} on {}", Decision::Hold { why: hold }.describe(), display_path(&self.cfg.dir)))
         })?;
         let start = StdInstant::now();
-        let path = files::create(self.os.as_mut(), &self.cfg.dir, fs, inv.next_seq(), size, inv.next_priority())?;
+        let path = match files::create(self.os.as_mut(), &self.cfg.dir, fs, inv.next_seq(), size, inv.next_priority()) {
+            Ok(p) => p,
+            Err(e) => {
+                // Found out once: monitoring only (shown in status), no retry at every look.
+                if let Some(why) = impossible_here(&e, fs) {
+                    self.mode = Mode::MonitoringOnly(why.clone());
+                    return Err(SwapError::Refused(format!(
+                        "cannot manage swap: {why}; monitoring only until swap.dir changes or the daemon restarts"
+                    )));
+                }
+                return Err(e.into());
+            }
+        };
         self.counters.expansions += 1;
         self.counters.expand_seconds.observe(start.elapsed().as_secs_f64());
         if let Ok(inv) = self.inventory() {

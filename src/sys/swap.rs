@@ -253,5 +253,7 @@ pub fn rotational_of(sys_root: &Path, dev: u64) -> Option<bool> {
     None
 }
 
+pub mod btrfs;
+
 #[cfg(test)]
 mod tests;

@@ -173,6 +173,11 @@ impl SwapOs for RealSwapOs {
         }
         self.dir = None;
         let (file, fs) = open_checked(dir, nix::unistd::geteuid().as_raw())?;
+        if fs == SwapFs::Btrfs {
+            if let Some(reason) = sys::btrfs::refusal(self.procfs.root(), dir) {
+                return Err(SwapDirError::Refused { path: dir.to_path_buf(), reason, fix: sys::btrfs::FIX });
+            }
+        }
         self.dir = Some(OpenDir { path: dir.to_path_buf(), handle: Handle::Open(file) });
         Ok(fs)
     }

@@ -140,7 +140,7 @@ fn recovery_deletes_partials_adopts_active_and_enables_what_fits() {
 #[test]
 fn a_failing_directory_is_named_and_logged_once_per_episode() {
     let (mut e, fake) = engine("min_size = \"64M\"\n");
-    fake.state().fail = Some(("create", std::io::ErrorKind::ReadOnlyFilesystem));
+    fake.state().fail = Some(("create", std::io::ErrorKind::TimedOut));
     let look = e.look(Instant::now()).unwrap();
     let err = e.act(&look.decision, 10.0).unwrap_err().to_string();
     assert!(err.contains("/srv/swap/cluster-ai-000001.swap.partial"), "the path is in the message: {err}");
@@ -148,6 +148,42 @@ fn a_failing_directory_is_named_and_logged_once_per_episode() {
     assert!(!e.log_error(&err), "the same error again is not logged again");
     e.clear_error();
     assert!(e.log_error(&err), "after it cleared, a new episode is");
+}
+
+/// Where the system makes swap files impossible (btrfs RAID1 answers swapon with EINVAL, a
+/// read-only mount, no fallocate, a namespace without swapon), the engine finds out at the
+/// first try, says why with the fix, and goes to monitoring only: no retry at every look.
+#[test]
+fn an_impossible_swap_file_is_found_out_once_and_not_tried_again() {
+    for (fs_btrfs, step, kind, says) in [
+        (true, "swapon", std::io::ErrorKind::InvalidInput, "single data"),
+        (false, "swapon", std::io::ErrorKind::InvalidInput, "refuses swap files in swap.dir"),
+        (false, "create", std::io::ErrorKind::ReadOnlyFilesystem, "read-only"),
+        (false, "allocate", std::io::ErrorKind::Unsupported, "cannot do what a swap file needs"),
+        (false, "swapon", std::io::ErrorKind::PermissionDenied, "may not swapon"),
+    ] {
+        let fake = FakeSwapOs::new();
+        if fs_btrfs {
+            fake.state().fs = SwapFs::Btrfs;
+        }
+        let mut e = Engine::new(&config("min_size = \"64M\"\n"), Box::new(fake.clone()), false);
+        e.start();
+        fake.state().fail = Some((step, kind));
+        let look = e.look(Instant::now()).unwrap();
+        assert!(e.should_act(&look.decision, &look.readings));
+        let err = e.act(&look.decision, 10.0).unwrap_err().to_string();
+        assert!(err.contains(says) && err.contains("fix:") || err.contains("run cluster-ai on the host"), "{err}");
+        assert!(matches!(&e.mode, Mode::MonitoringOnly(why) if why.contains(says)), "{:?}", e.mode);
+        let ops = fake.state().ops.len();
+        for _ in 0..3 {
+            let look = e.look(Instant::now()).unwrap();
+            assert!(!e.should_act(&look.decision, &look.readings), "not tried again");
+        }
+        assert_eq!(fake.state().ops.len(), ops);
+        assert!(fake.active().is_empty() && fake.state().files.is_empty(), "nothing left behind");
+        // A new swap.dir is looked at afresh.
+        assert!(e.set_config(&Config::parse("[swap]\ndir = \"/srv/other\"\nmin_size = \"64M\"\n").unwrap()));
+    }
 }
 
 #[test]

@@ -34,8 +34,9 @@ pub struct FakeState {
     pub dir: Option<PathBuf>,
     pub files: BTreeMap<String, FakeFile>,
     pub foreign: Vec<SwapEntry>,
-    /// Size and available bytes of the directory's filesystem.
+    /// Size and available bytes of the directory's filesystem, and what it is.
     pub disk: (u64, u64),
+    pub fs: SwapFs,
     /// The next call of this operation ("create", "allocate", "swapon", …) fails so.
     pub fail: Option<(&'static str, io::ErrorKind)>,
     pub tunables: Tunables,
@@ -71,6 +72,7 @@ impl FakeSwapOs {
             files: BTreeMap::new(),
             foreign: Vec::new(),
             disk: (100 * GIB, 50 * GIB),
+            fs: SwapFs::Ext,
             fail: None,
             tunables: Tunables { swappiness: 60, vfs_cache_pressure: 100 },
             saved: None,
@@ -152,7 +154,7 @@ impl SwapOs for FakeSwapOs {
         if s.dir.as_deref() != Some(dir) {
             s.dir = Some(dir.to_path_buf());
         }
-        Ok(SwapFs::Ext)
+        Ok(s.fs)
     }
 
     fn lock_dir(&mut self, _wait: Duration) -> Result<(), String> {
