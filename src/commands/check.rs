@@ -101,7 +101,7 @@ pub fn render(r: &Report) -> String {
     out += &format!("score:     {}/100 (cpu {}, memory {}, disk {}, gpu {})\n", s.total, s.cpu, s.memory, s.disk, s.gpu);
     if let Some(rec) = &r.recommended {
         out += &format!(
-            "seed's settings for this tier: Dask {} workers x {} threads, {} per worker; Ollama {} GPU layers (num_gpu, a per-model option), {} models loaded at most\n",
+            "recommended (what `cluster-ai optimize` plans here): Dask {} workers x {} threads, {} per worker; Ollama {} GPU layers (num_gpu, a per-model option), {} models loaded at most\n",
             rec.dask_workers,
             rec.dask_threads_per_worker,
             human_size(rec.dask_memory_limit_bytes),

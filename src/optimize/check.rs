@@ -106,8 +106,9 @@ pub fn score(p: &Profile, cfg: &Config) -> Score {
     Score { total, cpu: round1(cpu), memory: round1(memory), disk: round1(disk), gpu: round1(gpu), formula: FORMULA.into() }
 }
 
-/// The seed's recommended settings for a tier ("Recomendações por Hardware"). The optimizer
-/// computes its own plan from the profile; these are the seed's table, shown as such.
+/// The settings `check` recommends: the optimizer's own plan for this machine
+/// (`cluster-ai optimize`), so the two never disagree; [`recommended`] is the seed's table
+/// ("Recomendações por Hardware") the plan takes the loaded-model count from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recommended {
     pub dask_workers: u32,
@@ -118,6 +119,20 @@ pub struct Recommended {
     pub ollama_max_loaded_models: u32,
 }
 
+impl Recommended {
+    pub fn from_plan(p: &super::plan::Plan) -> Recommended {
+        Recommended {
+            dask_workers: p.dask_workers.value,
+            dask_threads_per_worker: p.dask_threads_per_worker.value,
+            dask_memory_limit_bytes: p.dask_memory_limit_bytes.value,
+            ollama_gpu_layers: p.ollama_gpu_layers.value,
+            ollama_max_loaded_models: p.ollama_max_loaded_models.value,
+        }
+    }
+}
+
+/// The seed's table for a tier (its GPU layers assume a GPU; the plan decides from the GPU
+/// actually found).
 pub fn recommended(tier: Tier) -> Option<Recommended> {
     let r = |w, t, mem_mib: u64, layers, models| Recommended {
         dask_workers: w,
@@ -206,7 +221,7 @@ pub fn report(hardware: Profile, cfg: &Config, quick: bool, gathered_in_ms: f64)
         quick,
         gathered_in_ms,
         score: score(&hardware, cfg),
-        recommended: recommended(tier),
+        recommended: (tier != Tier::BelowMinimum).then(|| Recommended::from_plan(&super::plan::plan(&hardware, &cfg.optimize))),
         warnings: warnings(&hardware, cfg),
         meets_minimum: tier != Tier::BelowMinimum,
         reasons,

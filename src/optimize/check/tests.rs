@@ -87,6 +87,22 @@ fn warnings_a_user_can_act_on() {
     assert!(w[4].contains("nvmlInit_v2 returned 9"));
 }
 
+/// `check` and `optimize` agree: what check recommends is the optimizer's plan, so a machine
+/// without a GPU is told 0 GPU layers (CPU only), not the seed table's 10.
+#[test]
+fn check_recommends_what_optimize_plans() {
+    let cfg = Config::default();
+    let cpu_only = machine(4, 8 * G);
+    let r = report(cpu_only.clone(), &cfg, true, 0.0).recommended.unwrap();
+    let p = crate::optimize::plan::plan(&cpu_only, &cfg.optimize);
+    assert_eq!(r, Recommended::from_plan(&p));
+    assert_eq!(r.ollama_gpu_layers, 0);
+    let mut gpu = machine(8, 32 * G);
+    gpu.gpus.push(Gpu { vendor: "nvidia".into(), name: "x".into(), vram_bytes: Some(8 * G), source: "nvml".into() });
+    assert_eq!(report(gpu, &cfg, true, 0.0).recommended.unwrap().ollama_gpu_layers, 32);
+    assert_eq!(report(machine(1, 2 * G), &cfg, true, 0.0).recommended, None, "below the minimum: none");
+}
+
 #[test]
 fn recommended_settings_are_the_seed_table() {
     assert_eq!(recommended(Tier::BelowMinimum), None);
