@@ -145,7 +145,7 @@ awk -v c="$((c1 - c0))" -v f="$((f1 - f0))" -v t="$((t1 - t0))" -v hz="$HZ" -v w
   printf "  wakeups        %6.3f /s    (goal <= 1/s; %d voluntary context switches)\n", w / el, w
   printf "  floor          %6.3f s/h   (the sampler'"'"'s reads alone every 5 s, same window; the daemon costs %.1fx that)\n", f / 1e9 / el * 3600, (f > 0 ? c / f : 0)
 }'
-echo "  health         $SERVICES service(s) probed at the default interval (10 s): $(grep -c 'health: service-[0-9]* is down' "$WORK/log" || true) went down while measured"
+echo "  health         $SERVICES service(s) probed at the default interval: $(grep -c 'health: service-[0-9]* is down' "$WORK/log" || true) went down while measured"
 echo "  RSS by mapping $split"
 awk -v p="$pss" -v u="$uss" 'BEGIN {printf "  PSS            %6.2f MiB   USS (private) %.2f MiB\n", p / 1024, u / 1024}'
 [ -n "$scrape" ] && echo "  /metrics       $scrape"

@@ -56,10 +56,12 @@ run_trials() {
   done
 }
 
-# cluster-ai: the health task on its defaults (interval 10 s, timeout 4 s, fail_after 2), but
-# for the flap guard: the trials restart the service more than 5 times in 10 minutes, which on
-# defaults holds further restarts off for 15 minutes (as it should on a real node).
-printf '[swap]\nmin_size = "0"\n[health]\nflap_restarts = 1000\n[[health.service]]\nname = "web"\nunit = "web.service"\nprobe = "http://127.0.0.1:8099/health"\nexpect_body = "ok"\n' \
+# cluster-ai: the health task on its defaults (interval 30 s, timeout 5 s, fail_after 2), but
+# for the flap guard and the backoff: the trials restart the service more than 5 times in 10
+# minutes, which on defaults holds further restarts off for 15 minutes (as it should on a real
+# node), and each trial comes within reset_after (5 min) of the last, so its restart would wait
+# for the last one's doubled backoff: each trial is measured as a first incident.
+printf '[swap]\nmin_size = "0"\n[health]\nflap_restarts = 1000\nreset_after = "1s"\n[[health.service]]\nname = "web"\nunit = "web.service"\nprobe = "http://127.0.0.1:8099/health"\nexpect_body = "ok"\n' \
   > /etc/cluster-ai/config.toml
 systemctl start cluster-ai
 for _ in $(seq 100); do cluster-ai health >/dev/null 2>&1 && break; sleep 0.1; done

@@ -98,14 +98,15 @@ impl RestartPolicy {
     }
 }
 
-/// A service's probe cycle on defaults: a hang is seen at the next probe (5 s away on
-/// average), which times out after 4 s, and is confirmed by a second failure one second later
-/// (a service merely slow once is not restarted): about 14 s from hang to restart, against
-/// monit's 30 s cycle (measured: bench/restart.sh). A probe costs about 55 µs of CPU, so four
-/// services every 10 s cost about 0.08 s an hour; the 10 s falls on the sampler's 5 s timer
-/// grid and adds no wakeup of its own.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(4);
+/// A service's probe cycle on defaults: a hang is seen at the next probe (15 s away on
+/// average), which times out after 5 s, and is confirmed by a second failure one second later
+/// (a service merely slow once is not restarted): about 26 s from hang to restart, against
+/// monit's 27 s on its 30 s cycle (bench/restart.sh). A 10 s interval gets it to about 14 s but,
+/// measured side by side (bench/footprint.sh, four services), costs 0.27 s of CPU an hour with
+/// this HTTP client, which would take the daemon past its 0.4 s/h idle budget; the probe's own
+/// cost has to come down first.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_FAIL_AFTER: u32 = 2;
 
 impl ServiceConfig {
