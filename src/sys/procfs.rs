@@ -109,8 +109,10 @@ pub fn parse_stat(text: &str) -> Result<CpuTimes, String> {
     // user nice system idle iowait irq softirq steal [guest guest_nice]; guest time is already
     // counted in user/nice, so only the first eight add up to the total.
     let counted = &fields[..fields.len().min(8)];
-    let total: u64 = counted.iter().sum();
-    let idle = fields[3] + fields.get(4).copied().unwrap_or(0);
+    // Counters the kernel writes never come near u64::MAX in sum; a text whose sum overflows
+    // is not the kernel's, and a wrapped total would make a busy machine look idle.
+    let total = counted.iter().try_fold(0u64, |sum, n| sum.checked_add(*n)).ok_or("cpu: the counters' sum overflows u64")?;
+    let idle = fields[3].saturating_add(fields.get(4).copied().unwrap_or(0));
     Ok(CpuTimes { busy: total.saturating_sub(idle), total })
 }
 
@@ -333,3 +335,6 @@ mod captured {
         assert_eq!((swaps[0].kind.as_str(), swaps[0].size_bytes, swaps[0].priority), ("file", 16380 * 1024, 50));
     }
 }
+
+#[cfg(test)]
+mod props;

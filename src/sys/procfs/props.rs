@@ -1,0 +1,80 @@
+//! Property tests: the /proc parsers on any text, on mutations of a real kernel's files
+//! (`tests/fixtures/proc-6.18`), and on well-formed lines with any numbers in them.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::testing::text_like;
+
+const MEMINFO: &str = crate::proc_fixture!("meminfo");
+const STAT: &str = crate::proc_fixture!("stat");
+
+fn is_percent(p: f64) -> bool {
+    p.is_finite() && (0.0..=100.0).contains(&p)
+}
+
+/// A counter as the kernel writes them, or anything up to u64::MAX (sums of these overflow).
+fn counter() -> impl Strategy<Value = u64> {
+    prop_oneof![0u64..1 << 40, any::<u64>(), Just(u64::MAX)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn meminfo_of_any_text_is_a_reading_or_an_error(t in text_like(MEMINFO)) {
+        if let Ok(m) = parse_meminfo(&t) {
+            prop_assert!(is_percent(m.used_percent()), "{m:?}");
+            prop_assert!(m.swap_used() <= m.swap_total);
+        }
+    }
+
+    /// The four numbers come back in bytes whatever the other lines and the order; kB values
+    /// past u64 saturate rather than wrap.
+    #[test]
+    fn meminfo_round_trips_its_numbers(
+        values in [counter(), counter(), counter(), counter()],
+        in_kb in [any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()],
+        at in [any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<prop::sample::Index>()],
+    ) {
+        const KEYS: [&str; 4] = ["MemTotal", "MemAvailable", "SwapTotal", "SwapFree"];
+        let mut lines: Vec<String> =
+            MEMINFO.lines().filter(|l| !KEYS.iter().any(|k| l.starts_with(&format!("{k}:")))).map(String::from).collect();
+        for i in 0..4 {
+            let unit = if in_kb[i] { " kB" } else { "" };
+            lines.insert(at[i].index(lines.len() + 1), format!("{}:{:>16}{unit}", KEYS[i], values[i]));
+        }
+        let m = parse_meminfo(&lines.join("\n")).unwrap();
+        let bytes = |i: usize| if in_kb[i] { values[i].saturating_mul(1024) } else { values[i] };
+        prop_assert_eq!((m.total, m.available, m.swap_total, m.swap_free), (bytes(0), bytes(1), bytes(2), bytes(3)));
+        prop_assert!(is_percent(m.used_percent()));
+    }
+
+    #[test]
+    fn used_percent_is_a_percentage(total in counter(), available in counter()) {
+        prop_assert!(is_percent(used_percent(total, available)));
+    }
+
+    #[test]
+    fn stat_of_any_text_is_a_reading_or_an_error(t in text_like(STAT)) {
+        if let Ok(c) = parse_stat(&t) {
+            prop_assert!(c.busy <= c.total, "{c:?}");
+        }
+    }
+
+    /// The total is the sum of the first eight counters, or an error where that sum overflows:
+    /// never a wrapped number.
+    #[test]
+    fn stat_sums_without_wrapping(fields in prop::collection::vec(counter(), 4..=10)) {
+        let line = format!("cpu  {}\ncpu0 1 2 3 4\n", fields.iter().map(u64::to_string).collect::<Vec<_>>().join(" "));
+        let sum = fields.iter().take(8).try_fold(0u64, |a, b| a.checked_add(*b));
+        match (parse_stat(&line), sum) {
+            (Ok(c), Some(total)) => {
+                prop_assert_eq!(c.total, total);
+                prop_assert_eq!(c.busy, total - fields[3] - fields.get(4).copied().unwrap_or(0));
+            }
+            (Err(e), None) => prop_assert!(e.contains("overflow"), "{e}"),
+            (r, sum) => prop_assert!(false, "{r:?} for a sum of {sum:?}"),
+        }
+    }
+}
