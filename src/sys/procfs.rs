@@ -92,7 +92,9 @@ impl CpuTimes {
     pub fn busy_percent_since(&self, earlier: &CpuTimes) -> Option<f64> {
         let total = self.total.checked_sub(earlier.total)?;
         let busy = self.busy.checked_sub(earlier.busy)?;
-        (total > 0).then(|| 100.0 * busy.min(total) as f64 / total as f64)
+        // The ratio first: it is at most 1 after rounding, so the percentage is at most 100
+        // (100 × busy / total can round past it when busy is total).
+        (total > 0).then(|| 100.0 * (busy.min(total) as f64 / total as f64))
     }
 }
 

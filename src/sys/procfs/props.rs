@@ -77,4 +77,12 @@ proptest! {
             (r, sum) => prop_assert!(false, "{r:?} for a sum of {sum:?}"),
         }
     }
+
+    #[test]
+    fn busy_percent_is_a_percentage_or_none(a in (counter(), counter()), b in (counter(), counter())) {
+        let (earlier, later) = (CpuTimes { busy: a.0.min(a.1), total: a.1 }, CpuTimes { busy: b.0.min(b.1), total: b.1 });
+        if let Some(p) = later.busy_percent_since(&earlier) {
+            prop_assert!(is_percent(p), "{p}");
+        }
+    }
 }
