@@ -123,6 +123,11 @@ pub fn number() -> impl Strategy<Value = String> {
     ]
 }
 
+/// [`number`], as one word of a line (not empty, no whitespace in it).
+pub fn number_word() -> impl Strategy<Value = String> {
+    number().prop_filter("one word", |w| !w.is_empty() && !w.contains(char::is_whitespace))
+}
+
 /// Short pieces of text that break parsers: separators, control characters, multi-byte
 /// characters (where a byte offset would land inside one), a number.
 pub fn piece() -> impl Strategy<Value = String> {

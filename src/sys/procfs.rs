@@ -137,7 +137,10 @@ pub fn parse_pressure(text: &str) -> Result<Pressure, String> {
             _ => continue,
         };
         let avg10 = words.find_map(|w| w.strip_prefix("avg10=")).ok_or_else(|| format!("no avg10= in {line:?}"))?;
-        *slot = Some(avg10.parse::<f64>().map_err(|_| format!("avg10 is not a number: {avg10:?}"))?);
+        // A share of time in percent: NaN, infinities and values outside 0..=100 are not the
+        // kernel's, and a NaN would compare as "under every threshold".
+        let value = avg10.parse::<f64>().ok().filter(|v| (0.0..=100.0).contains(v));
+        *slot = Some(value.ok_or_else(|| format!("avg10 is not a percentage: {avg10:?}"))?);
     }
     Ok(Pressure { some_avg10: some.ok_or("no \"some\" line")?, full_avg10: full })
 }

@@ -4,13 +4,19 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::testing::text_like;
+use crate::testing::{number_word, text_like};
 
 const MEMINFO: &str = crate::proc_fixture!("meminfo");
 const STAT: &str = crate::proc_fixture!("stat");
+const PRESSURE: &str = crate::proc_fixture!("pressure/memory");
 
 fn is_percent(p: f64) -> bool {
     p.is_finite() && (0.0..=100.0).contains(&p)
+}
+
+/// What `text` holds if it is a number the kernel could write for a percentage or a load.
+fn kernel_float(text: &str, max: f64) -> Option<f64> {
+    text.parse::<f64>().ok().filter(|v| v.is_finite() && (0.0..=max).contains(v))
 }
 
 /// A counter as the kernel writes them, or anything up to u64::MAX (sums of these overflow).
@@ -83,6 +89,33 @@ proptest! {
         let (earlier, later) = (CpuTimes { busy: a.0.min(a.1), total: a.1 }, CpuTimes { busy: b.0.min(b.1), total: b.1 });
         if let Some(p) = later.busy_percent_since(&earlier) {
             prop_assert!(is_percent(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn pressure_of_any_text_is_percentages_or_an_error(t in text_like(PRESSURE)) {
+        if let Ok(p) = parse_pressure(&t) {
+            prop_assert!(is_percent(p.some_avg10) && p.full_avg10.is_none_or(is_percent), "{p:?}");
+        }
+    }
+
+    /// avg10 is a percentage: NaN, infinities, negatives and values over 100 are not what the
+    /// kernel writes, so they are errors rather than readings a threshold compares against.
+    #[test]
+    fn pressure_values_are_percentages(some in number_word(), full in prop::option::of(number_word())) {
+        let mut t = format!("some avg10={some} avg60=0.00 avg300=0.00 total=0\n");
+        if let Some(f) = &full {
+            t += &format!("full avg10={f} avg60=0.00 avg300=0.00 total=0\n");
+        }
+        let want_some = kernel_float(&some, 100.0);
+        let want_full = full.as_deref().map(|f| kernel_float(f, 100.0));
+        match parse_pressure(&t) {
+            Ok(p) => {
+                prop_assert_eq!(Some(p.some_avg10), want_some);
+                prop_assert_eq!(p.full_avg10, want_full.flatten());
+                prop_assert!(want_full.is_none_or(|f| f.is_some()));
+            }
+            Err(_) => prop_assert!(want_some.is_none() || want_full.is_some_and(|f| f.is_none()), "{t:?}"),
         }
     }
 }
