@@ -150,7 +150,8 @@ pub fn parse_loadavg(text: &str) -> Result<[f64; 3], String> {
     let mut words = text.split_whitespace();
     for slot in &mut out {
         let w = words.next().ok_or("fewer than three load averages")?;
-        *slot = w.parse().map_err(|_| format!("not a load average: {w:?}"))?;
+        // A load is a finite number, never negative (NaN, infinities and "-1" are not the kernel's).
+        *slot = w.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| format!("not a load average: {w:?}"))?;
     }
     Ok(out)
 }

@@ -9,6 +9,7 @@ use crate::testing::{number_word, text_like};
 const MEMINFO: &str = crate::proc_fixture!("meminfo");
 const STAT: &str = crate::proc_fixture!("stat");
 const PRESSURE: &str = crate::proc_fixture!("pressure/memory");
+const LOADAVG: &str = crate::proc_fixture!("loadavg");
 
 fn is_percent(p: f64) -> bool {
     p.is_finite() && (0.0..=100.0).contains(&p)
@@ -116,6 +117,23 @@ proptest! {
                 prop_assert!(want_full.is_none_or(|f| f.is_some()));
             }
             Err(_) => prop_assert!(want_some.is_none() || want_full.is_some_and(|f| f.is_none()), "{t:?}"),
+        }
+    }
+
+    #[test]
+    fn loadavg_of_any_text_is_loads_or_an_error(t in text_like(LOADAVG)) {
+        if let Ok(l) = parse_loadavg(&t) {
+            prop_assert!(l.iter().all(|v| v.is_finite() && *v >= 0.0), "{l:?}");
+        }
+    }
+
+    #[test]
+    fn loadavg_values_are_finite_and_not_negative(v in [number_word(), number_word(), number_word()]) {
+        let t = format!("{} {} {} 2/79 21248\n", v[0], v[1], v[2]);
+        let want: Option<Vec<f64>> = v.iter().map(|w| kernel_float(w, f64::MAX)).collect();
+        match parse_loadavg(&t) {
+            Ok(l) => prop_assert_eq!(Some(l.to_vec()), want),
+            Err(_) => prop_assert!(want.is_none(), "{t:?}"),
         }
     }
 }
