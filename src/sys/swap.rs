@@ -31,12 +31,14 @@ pub fn parse_swaps(text: &str) -> Result<Vec<SwapEntry>, String> {
         let [path, kind, size, used, prio] = f[..] else {
             return Err(format!("expected 5 fields: {line:?}"));
         };
-        let num = |s: &str| s.parse::<u64>().map_err(|_| format!("not a number {s:?} in {line:?}"));
+        // KiB, in bytes: a count past u64 is not the kernel's, and must not wrap to a small size.
+        let bytes =
+            |s: &str| s.parse::<u64>().ok().and_then(|k| k.checked_mul(1024)).ok_or_else(|| format!("not a size in KiB {s:?} in {line:?}"));
         out.push(SwapEntry {
             path: PathBuf::from(unmangle(path)),
             kind: kind.to_string(),
-            size_bytes: num(size)? * 1024,
-            used_bytes: num(used)? * 1024,
+            size_bytes: bytes(size)?,
+            used_bytes: bytes(used)?,
             priority: prio.parse().map_err(|_| format!("not a priority {prio:?} in {line:?}"))?,
         });
     }
@@ -255,3 +257,6 @@ pub fn rotational_of(sys_root: &Path, dev: u64) -> Option<bool> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;
