@@ -45,13 +45,18 @@ pub fn parse_swaps(text: &str) -> Result<Vec<SwapEntry>, String> {
     Ok(out)
 }
 
+/// Undoes seq_file's `\ooo` escapes. Only those of one byte (`\000` to `\377`) are the
+/// kernel's; anything else (`\400`, `\8`) is left as written.
 fn unmangle(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+        let escape = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && (b'0'..=b'3').contains(&d[0]) && d[1..].iter().all(|c| (b'0'..=b'7').contains(c)));
+        if let Some(d) = escape {
+            out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
             i += 4;
         } else {
             out.push(b[i]);

@@ -60,4 +60,16 @@ proptest! {
             (got, want) => prop_assert!(false, "{text:?}: {got:?}, expected {want:?}"),
         }
     }
+
+    #[test]
+    fn unmangle_undoes_the_kernel_s_escapes(path in any::<String>()) {
+        prop_assert_eq!(unmangle(&mangle(&path)), path);
+    }
+
+    /// Escapes the kernel never writes (`\777`, `\8`, a lone `\` at the end) stay as they are.
+    #[test]
+    fn unmangle_of_any_text_is_text(t in "(\\\\[0-9]{0,4}|\\PC{0,3})*") {
+        let out = unmangle(&t);
+        prop_assert!(out.chars().count() <= t.chars().count());
+    }
 }
