@@ -26,8 +26,11 @@ pub struct SwapEntry {
 /// the path escaped as the kernel's seq_file does (`\040` for a space).
 pub fn parse_swaps(text: &str) -> Result<Vec<SwapEntry>, String> {
     let mut out = Vec::new();
-    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split_whitespace().collect();
+    // The kernel pads with spaces and tabs only, and escapes those in a path; any other
+    // whitespace (a vertical tab, U+00A0) is part of the path.
+    let separator = [' ', '\t'];
+    for line in text.lines().skip(1).filter(|l| !l.trim_matches(separator).is_empty()) {
+        let f: Vec<&str> = line.split(separator).filter(|w| !w.is_empty()).collect();
         let [path, kind, size, used, prio] = f[..] else {
             return Err(format!("expected 5 fields: {line:?}"));
         };

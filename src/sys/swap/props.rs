@@ -37,7 +37,7 @@ proptest! {
     /// error where a number does not fit; never a wrapped size.
     #[test]
     fn swaps_round_trip(
-        path in "/[^\0]{0,40}".prop_filter("kernel-escaped whitespace only", |p| !p.contains(|c: char| c.is_whitespace() && !matches!(c, ' ' | '\t' | '\n'))),
+        path in "/[^\0]{0,40}",
         kind in prop::sample::select(vec!["file", "partition"]),
         size in kib(),
         used in kib(),
