@@ -246,3 +246,6 @@ processor\t: 3\nphysical id\t: 1\ncore id\t\t: 1\n";
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1, "only lib/ is left: the test file is gone");
     }
 }
+
+#[cfg(test)]
+mod props;
