@@ -77,6 +77,15 @@ pub fn peak_heap<R>(f: impl FnOnce() -> R) -> (R, usize) {
     (r, usize::try_from(peak - base).unwrap_or(0))
 }
 
+/// A temporary directory for a property that writes files in each of its hundreds of cases: in
+/// memory (/dev/shm) where there is one, as a disk's metadata writes make such a property take
+/// seconds.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    let in_memory = if shm.is_dir() { tempfile::tempdir_in(shm).ok() } else { None };
+    in_memory.unwrap_or_else(|| tempfile::tempdir().unwrap())
+}
+
 /// What a number field may hold when its writer is wrong or hostile: any integer, the edges of
 /// u64, negative, floats with NaN, infinities and huge exponents, other digits than ASCII's,
 /// empty, and runs of digits far past any integer type.

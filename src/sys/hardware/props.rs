@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::testing::{number, text_like};
+use crate::testing::{number, scratch_dir, text_like};
 
 const CPUINFO: &str = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\nphysical id\t: 0\ncore id\t\t: 0\ncpu cores\t: 2\nflags\t\t: fpu vme de pse tsc msr pae\n\nprocessor\t: 1\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\nphysical id\t: 0\ncore id\t\t: 1\ncpu cores\t: 2\n\n";
 
@@ -44,6 +44,11 @@ proptest! {
         prop_assert_eq!((c.logical_cores as usize, c.physical_cores as usize), (cpus.len(), cores.len()));
         prop_assert_eq!(c.model, model.trim());
     }
+}
+
+proptest! {
+    // Each case writes a small tree of files.
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Whatever `/proc/self/cgroup` names (`..` included) and whatever the limit files hold,
     /// the limit is one read under the cgroup tree, or none: never a file above it.
@@ -53,7 +58,7 @@ proptest! {
         v1 in prop::option::of(prop::sample::select(vec!["memory", "cpu,memory", "cpu", ""])),
         limits in prop::collection::vec(prop_oneof![number(), Just("max".to_string()), Just("4294967296\n".to_string())], 0..9),
     ) {
-        let t = tempfile::tempdir().unwrap();
+        let t = scratch_dir();
         let path = format!("/{}", path.join("/"));
         let line = match v1 {
             Some(controllers) => format!("4:{controllers}:{path}\n0::/\n"),
@@ -61,27 +66,27 @@ proptest! {
         };
         std::fs::create_dir_all(t.path().join("proc/self")).unwrap();
         std::fs::write(t.path().join("proc/self/cgroup"), &line).unwrap();
+        // The hierarchy and file the line names (v1 only where the memory controller is listed).
+        let (base, file) = match v1 {
+            Some(c) if c.split(',').any(|c| c == "memory") => ("sys/fs/cgroup/memory", "memory.limit_in_bytes"),
+            _ => ("sys/fs/cgroup", "memory.max"),
+        };
         // Above the tree, and at the tempdir's root: a limit no read may find.
         const OUTSIDE: u64 = 12_345;
-        for dir in ["", "sys", "sys/fs"] {
+        for dir in ["", "sys", "sys/fs", "sys/fs/cgroup"].into_iter().filter(|d| *d != base) {
             std::fs::create_dir_all(t.path().join(dir)).unwrap();
-            std::fs::write(t.path().join(dir).join("memory.max"), OUTSIDE.to_string()).unwrap();
-            std::fs::write(t.path().join(dir).join("memory.limit_in_bytes"), OUTSIDE.to_string()).unwrap();
+            std::fs::write(t.path().join(dir).join(file), OUTSIDE.to_string()).unwrap();
         }
-        // The tree: every directory on the way down (".." and "." left out) holds one of the limits.
+        // The tree: every directory on the way down ("." and ".." left out) holds one of the limits.
         let inside: Vec<&str> = path.split('/').filter(|c| !matches!(*c, "" | "." | "..")).collect();
         let mut written = Vec::new();
-        for base in ["sys/fs/cgroup", "sys/fs/cgroup/memory"] {
-            let mut dir = t.path().join(base);
-            for (i, limit) in limits.iter().enumerate() {
-                std::fs::create_dir_all(&dir).unwrap();
-                for file in ["memory.max", "memory.limit_in_bytes"] {
-                    std::fs::write(dir.join(file), limit).unwrap();
-                }
-                written.extend(limit.trim().parse::<u64>().ok());
-                let Some(next) = inside.get(i) else { break };
-                dir = dir.join(next);
-            }
+        let mut dir = t.path().join(base);
+        for (i, limit) in limits.iter().enumerate() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(file), limit).unwrap();
+            written.extend(limit.trim().parse::<u64>().ok());
+            let Some(next) = inside.get(i) else { break };
+            dir = dir.join(next);
         }
         if let Some(limit) = cgroup_memory_limit(t.path()) {
             prop_assert!(limit != OUTSIDE, "{line:?}: read a limit from above the cgroup tree");
