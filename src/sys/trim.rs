@@ -63,7 +63,7 @@ fn eligible(smaps: &str) -> Vec<Mapping> {
             current = Some((Mapping { start, end, rss: 0 }, ok));
             continue;
         }
-        let kib = || fields.clone().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
+        let kib = || fields.clone().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0).saturating_mul(1024);
         match first {
             "Rss:" => {
                 if let Some((m, _)) = current.as_mut() {
@@ -134,5 +134,25 @@ Anonymous:             0 kB
         assert!(trimmed > 0);
         // Code and read-only data are mapped again on use: this still computes and formats.
         assert_eq!(format!("{}", (1..=10).sum::<u32>()), "55");
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::testing::text_like;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// What is trimmed is a whole range, start below end, whatever the text: its length
+            /// goes to madvise.
+            #[test]
+            fn eligible_mappings_are_ranges(t in text_like(SMAPS)) {
+                for m in eligible(&t) {
+                    prop_assert!(m.start < m.end, "{m:?}");
+                }
+            }
+        }
     }
 }
