@@ -55,6 +55,12 @@ fn eligible(smaps: &str) -> Vec<Mapping> {
         let Some(first) = fields.next() else { continue };
         if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
             let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else { continue };
+            // Its length goes to madvise: a range that is not one (the kernel never writes it)
+            // is left alone.
+            if end <= start {
+                finish(current.take(), anonymous, &mut out);
+                continue;
+            }
             finish(current.take(), anonymous, &mut out);
             anonymous = 0;
             let perms = fields.next().unwrap_or("");
@@ -152,6 +158,14 @@ Anonymous:             0 kB
                 for m in eligible(&t) {
                     prop_assert!(m.start < m.end, "{m:?}");
                 }
+            }
+
+            /// A read-only file mapping with pages resident is trimmed when its range is one.
+            #[test]
+            fn a_mapping_is_trimmed_only_as_a_range(start in any::<usize>(), end in any::<usize>(), rss in any::<u64>()) {
+                let t = format!("{start:x}-{end:x} r--p 00000000 fe:01 9 /usr/lib/libc.so.6\nRss: {rss} kB\nAnonymous: 0 kB\n");
+                let want = (start < end && rss > 0).then(|| Mapping { start, end, rss: rss.saturating_mul(1024) });
+                prop_assert_eq!(eligible(&t).pop(), want);
             }
         }
     }
