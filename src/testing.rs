@@ -187,7 +187,7 @@ fn edit() -> impl Strategy<Value = Edit> {
 }
 
 /// The largest char boundary of `s` at or before byte `i`.
-fn floor_boundary(s: &str, mut i: usize) -> usize {
+pub fn floor_boundary(s: &str, mut i: usize) -> usize {
     i = i.min(s.len());
     while !s.is_char_boundary(i) {
         i -= 1;

@@ -418,7 +418,7 @@ impl Problem {
     /// One problem at byte `offset`, always on one line.
     fn at(text: &str, offset: usize, key: String, message: String) -> Self {
         let message = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
-        let before = text.get(..offset).unwrap_or(text);
+        let before = text_before(text, offset);
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
@@ -426,9 +426,19 @@ impl Problem {
     }
 }
 
+/// The text before byte `offset`, up to the start of the character the offset falls in (an
+/// offset inside a multi-byte character, or past the end, still names a place in the text).
+fn text_before(text: &str, offset: usize) -> &str {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    &text[..at]
+}
+
 /// The dotted key at `offset`, from the table header above it and the `key =` on its line.
 fn key_at(text: &str, offset: usize) -> String {
-    let before = text.get(..offset).unwrap_or(text);
+    let before = text_before(text, offset);
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("").trim();
     let header = |l: &str| l.trim().trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string();
@@ -961,5 +971,7 @@ impl RawSwap {
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;
