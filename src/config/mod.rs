@@ -414,6 +414,10 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// A problem's key and message are cut (with `…`) at these many characters.
+const MAX_KEY_CHARS: usize = 200;
+const MAX_MESSAGE_CHARS: usize = 1000;
+
 impl Problem {
     /// One problem at byte `offset`, always on one line.
     fn at(text: &str, offset: usize, key: String, message: String) -> Self {
@@ -422,7 +426,10 @@ impl Problem {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        Problem { line, column, key, message }
+        // One line each, bounded: a key or a value may be as long as the file and hold any
+        // character (a quoted key's "\u001b"), and a problem goes to the journal, to `status`
+        // and to the terminal of `config check`.
+        Problem { line, column, key: crate::sys::one_line(&key, MAX_KEY_CHARS), message: crate::sys::one_line(&message, MAX_MESSAGE_CHARS) }
     }
 }
 
@@ -620,7 +627,16 @@ fn friendly(message: &str) -> String {
     let Some(rest) = message.strip_prefix("unknown field `") else { return message.to_string() };
     let Some((unknown, rest)) = rest.split_once('`') else { return message.to_string() };
     let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-    let nearest = known.iter().map(|k| (edit_distance(unknown, k), *k)).min().filter(|(d, k)| *d <= 2.max(k.len() / 3));
+    // The distance is at least the difference in length: a key far longer than every known
+    // one (a line of a megabyte) is no typo, and measuring it would cost seconds.
+    let length = unknown.chars().count();
+    let reach = |k: &str| 2.max(k.len() / 3);
+    let nearest = known
+        .iter()
+        .filter(|k| length.abs_diff(k.len()) <= reach(k))
+        .map(|k| (edit_distance(unknown, k), *k))
+        .min()
+        .filter(|(d, k)| *d <= reach(k));
     match nearest {
         Some((_, k)) => format!("unknown key `{unknown}`; did you mean `{k}`?"),
         None => format!("unknown key `{unknown}`; the keys here are {}", known.join(", ")),

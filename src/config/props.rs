@@ -110,7 +110,11 @@ fn check(text: &str, result: &Result<Config, Vec<Problem>>) -> Result<(), TestCa
         prop_assert!(p.line >= 1 && p.line <= lines.len(), "{p:?}");
         let chars = lines[p.line - 1].chars().count();
         prop_assert!(p.column >= 1 && p.column <= chars + 1, "{p:?}: the line has {chars} characters");
-        prop_assert!(!p.to_string().contains('\n'), "{p:?}");
+        // Bounded and escaped: a key or a value can be as long as the file, and hold escapes
+        // (`"\u001b"`), and a problem goes to the journal, to `status` and to a terminal.
+        // (200 and 1000 characters of the text, each at most 10 bytes once escaped.)
+        prop_assert!(p.key.len() <= 2_003 && p.message.len() <= 10_003, "{} and {} bytes", p.key.len(), p.message.len());
+        prop_assert!(!p.to_string().contains(char::is_control), "{p:?}");
     }
     Ok(())
 }
@@ -188,5 +192,26 @@ proptest! {
                 prop_assert!(l.is_some_and(|l| l >= 1) && c.is_some_and(|c| c >= 1), "{line:?}");
             }
         }
+    }
+}
+
+/// Files as large as are read, each one long key or one deep nesting: one problem each, bounded,
+/// and found at once (the nearest-key search measured a megabyte key against every known key:
+/// 11 s in a debug build).
+#[test]
+fn the_largest_files_are_one_bounded_problem_each() {
+    let size = MAX_CONFIG_BYTES as usize - 64;
+    let texts = [
+        format!("[emergency]\n{} = 1\n", "a".repeat(size)),
+        format!("{}a = 1\n", "a.".repeat(size / 2)),
+        format!("log_level = {}{}\n", "[".repeat(size / 2), "]".repeat(size / 2)),
+        format!("log_level = \"{}\"\n", "\\u001b".repeat(size / 6)),
+    ];
+    for t in texts {
+        let start = std::time::Instant::now();
+        let problems = Config::parse(&t).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        let shown = problems[0].to_string();
+        assert!(shown.len() < 12_000 && !shown.contains(char::is_control), "{} bytes", shown.len());
     }
 }
