@@ -20,6 +20,7 @@ pub const RETRY_INITIAL: Duration = Duration::from_secs(5);
 pub const FILE_NAME: &str = "alerts-queue.json";
 /// The queue's file holds at most this much (alerts are cut to [`super::MAX_SUMMARY`] and
 /// friends, so this is thousands of them); a larger file is not read back but set aside.
+/// Reading one back holds at most four times this in memory, whatever it holds.
 pub const MAX_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -141,3 +141,32 @@ fn files_at_the_size_limit() {
         }
     }
 }
+
+/// The largest queue files of the shapes that cost most to read: one alert with a label per few
+/// bytes (a file edited by hand, or by another program), and the smallest deliveries one after
+/// another. Read in at most 4x the file, holding the labels kept, not the million in the file.
+#[test]
+fn the_largest_files_are_read_in_a_few_times_their_size() {
+    let labels = {
+        let mut text = String::from(
+            r#"[{"channel":"email","alert":{"key":"k","state":"firing","severity":"info","summary":"s","starts_at_unix_ms":0,"labels":{"#,
+        );
+        let mut i = 0u64;
+        while text.len() < MAX_BYTES - 100 {
+            text += &format!("\"{i:x}\":\"\",");
+            i += 1;
+        }
+        text.trim_end_matches(',').to_string() + r#"}},"attempts":0,"next_try_unix_ms":0}]"#
+    };
+    let least = r#"{"channel":"email","alert":{"key":"","state":"firing","severity":"","summary":"","starts_at_unix_ms":0},"attempts":0,"next_try_unix_ms":0}"#;
+    let deliveries = format!("[{}]", vec![least; (MAX_BYTES - 2) / (least.len() + 1)].join(","));
+    for (text, max, kept) in [(labels, 10, 1), (deliveries, 1000, 1000)] {
+        let dir = scratch_dir();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, &text).unwrap();
+        let ((q, problem), peak) = peak_heap(|| Queue::load(Some(path), max));
+        assert_eq!((q.len(), problem), (kept, None));
+        assert!(q.iter().all(|d| d.alert.labels.len() <= super::super::MAX_LABELS));
+        assert!(peak <= 4 * text.len(), "{} MiB held to read {} MiB", peak >> 20, text.len() >> 20);
+    }
+}
