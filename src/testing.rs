@@ -162,6 +162,29 @@ pub fn text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A JSON value as text, of any type and nearly any content: numbers at the edges of every
+/// type, strings with escapes and multi-byte characters, arrays and objects of these. Valid
+/// JSON that serde_json reads (for text that is not, see [`text_like`] and [`number`]).
+pub fn json() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        prop::sample::select(vec!["null", "true", "false", "0", "-1", "1.5", "1e20", "-0", "18446744073709551616", "1e-400"])
+            .prop_map(String::from),
+        any::<u64>().prop_map(|n| n.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| format!("{f:e}")),
+        "[1-9][0-9]{19,40}",
+        any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+        "\"(\\\\u00e9|\\\\ud83d\\\\ude00|\\\\n|é|𝔘|[a-z:/.0-9]){0,12}\"",
+    ];
+    leaf.prop_recursive(3, 12, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+            prop::collection::vec(("[A-Za-z_]{1,10}", inner), 0..4)
+                .prop_map(|kv| { format!("{{{}}}", kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(",")) }),
+        ]
+    })
+}
+
 /// One change to a text.
 #[derive(Debug, Clone)]
 enum Edit {

@@ -33,7 +33,7 @@ use crate::sys::ticker::Ticker;
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
 const RECENT: usize = 20;
 /// Models `free-memory` unloads in one step at most (a pressure step unloads one).
-const MAX_UNLOADS: usize = 8;
+const MAX_UNLOADS: usize = peers::MODELS_KEPT;
 /// One step's Ollama requests together (listing and unloading) take at most this long.
 const OLLAMA_BUDGET: Duration = Duration::from_secs(30);
 const JOURNAL_DIRS: [&str; 2] = ["/var/log/journal", "/run/log/journal"];
@@ -313,12 +313,11 @@ impl Emergency {
         }
         let Some(url) = self.cfg.dask_scheduler.clone() else { return };
         let Ok(scheduler) = Endpoint::parse_url(&url) else { return };
-        let workers = match peers::dask_workers(&scheduler).await {
-            Ok(w) => w,
+        let n = match peers::dask_worker_count(&scheduler).await {
+            Ok(count) => u32::try_from(count).unwrap_or(u32::MAX),
             Err(e) => return self.dask_problem(&url, e),
         };
         self.problem("dask", None);
-        let n = workers.len() as u32;
         if n <= self.cfg.dask_min_workers {
             tracing::info!(
                 measure = "cpu",
@@ -332,9 +331,9 @@ impl Emergency {
             return self.record("cpu", "retire_dask_worker", why, format!("retire one of {n} Dask workers"), None, false);
         }
         match peers::dask_retire_one(&scheduler).await {
-            Ok(addrs) if !addrs.is_empty() => {
-                self.retired = self.retired.saturating_add(u32::try_from(addrs.len()).unwrap_or(u32::MAX));
-                let detail = format!("retired Dask worker {} ({n} -> {} workers)", addrs.join(", "), n - addrs.len() as u32);
+            Ok(r) if r.count > 0 => {
+                self.retired = self.retired.saturating_add(u32::try_from(r.count).unwrap_or(u32::MAX));
+                let detail = format!("retired Dask worker {} ({n} -> {} workers)", r.shown.join(", "), n - r.count as u32);
                 self.record("cpu", "retire_dask_worker", why, detail, None, true);
             }
             Ok(_) => self.record("cpu", "retire_dask_worker", why, "the scheduler retired no worker".into(), None, false),
@@ -446,7 +445,7 @@ impl Emergency {
     async fn unload_ollama(&mut self, measure: &str, why: &str, url: &str, ollama: &Endpoint) {
         let deadline = Instant::now() + OLLAMA_BUDGET;
         let out_of_time = || format!("the step's {}s for Ollama ran out; the rest wait for the next step", OLLAMA_BUDGET.as_secs());
-        let models = match tokio::time::timeout_at(deadline, peers::ollama_loaded(ollama)).await {
+        let loaded = match tokio::time::timeout_at(deadline, peers::ollama_loaded(ollama)).await {
             Ok(Ok(m)) => {
                 self.problem("ollama", None);
                 m
@@ -456,10 +455,10 @@ impl Emergency {
         };
         // One per step on pressure (the largest); a bounded number for free-memory.
         let take = if measure == "memory" { 1 } else { MAX_UNLOADS };
-        if models.len() > take && measure != "memory" {
-            tracing::warn!(measure, "emergency: Ollama lists {} models; unloading the {take} largest in this step", models.len());
+        if loaded.total > take && measure != "memory" {
+            tracing::warn!(measure, "emergency: Ollama lists {} models; unloading the {take} largest in this step", loaded.total);
         }
-        for m in models.into_iter().take(take) {
+        for m in loaded.largest.into_iter().take(take) {
             let name = crate::sys::one_line(&m.name, 120);
             if !self.act {
                 self.record(measure, "unload_ollama_model", why, format!("unload Ollama model {name}"), Some(m.size), false);
