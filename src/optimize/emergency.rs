@@ -333,8 +333,7 @@ impl Emergency {
         match peers::dask_retire_one(&scheduler).await {
             Ok(r) if r.count > 0 => {
                 self.retired = self.retired.saturating_add(u32::try_from(r.count).unwrap_or(u32::MAX));
-                let detail = format!("retired Dask worker {} ({n} -> {} workers)", r.shown.join(", "), n - r.count as u32);
-                self.record("cpu", "retire_dask_worker", why, detail, None, true);
+                self.record("cpu", "retire_dask_worker", why, retired_detail(n, &r), None, true);
             }
             Ok(_) => self.record("cpu", "retire_dask_worker", why, "the scheduler retired no worker".into(), None, false),
             Err(e) => self.dask_problem(&url, e),
@@ -574,6 +573,15 @@ impl Emergency {
     }
 }
 
+/// "retired Dask worker tcp://… (4 -> 3 workers)". The scheduler's count, not ours: it may
+/// retire more than it listed a moment ago, or name more than are shown.
+fn retired_detail(listed: u32, r: &peers::Retired) -> String {
+    let more = r.count.saturating_sub(r.shown.len());
+    let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+    let left = listed.saturating_sub(u32::try_from(r.count).unwrap_or(u32::MAX));
+    format!("retired Dask worker {}{more} ({listed} -> {left} workers)", r.shown.join(", "))
+}
+
 /// The first "Failed to …" line of `journalctl --vacuum-size`'s stderr, with a hint where the
 /// cause is the unit's read-only view of the journal.
 fn vacuum_failure(stderr: &str) -> Option<String> {
@@ -658,7 +666,24 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::vacuum_failure;
+    use proptest::prelude::*;
+
+    use super::{peers::Retired, retired_detail, vacuum_failure};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the scheduler listed before and says it retired, the detail is one line
+        /// with a count that never wraps.
+        #[test]
+        fn any_retirement_is_told_on_one_line(listed in any::<u32>(), count in prop_oneof![0usize..10, any::<usize>()], shown in prop::collection::vec("[a-z:/.0-9]{1,20}", 0..=8)) {
+            let r = Retired { count: count.max(shown.len()), shown };
+            let d = retired_detail(listed, &r);
+            let left = u64::from(listed).saturating_sub(r.count as u64);
+            prop_assert!(d.ends_with(&format!("({listed} -> {left} workers)")), "{d}");
+            prop_assert!(!d.contains('\n'));
+        }
+    }
 
     #[test]
     fn a_vacuum_that_could_not_delete_is_a_failure_with_its_reason() {
