@@ -67,13 +67,21 @@ async fn container(socket: &std::path::Path, name: &str, timeout: Duration) -> R
     if !r.ok() {
         return Err(format!("{} {}", r.status, r.snippet()));
     }
-    let v: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| format!("not Docker's answer: {e}"))?;
+    container_state(name, &r.body)
+}
+
+/// Docker's inspect answer: ok when running and not unhealthy, with its status (and health)
+/// said in a few escaped words.
+fn container_state(name: &str, body: &[u8]) -> Result<String, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not Docker's answer: {e}"))?;
     let state = &v["State"];
     let status = state["Status"].as_str().unwrap_or("unknown");
     let health = state["Health"]["Status"].as_str();
+    // Docker's words go into the probe's detail, so into logs and alerts: one line, short.
+    let word = |w: &str| crate::sys::one_line(w, 40);
     let text = match health {
-        Some(h) => format!("{status}, health {h}"),
-        None => status.to_string(),
+        Some(h) => format!("{}, health {}", word(status), word(h)),
+        None => word(status),
     };
     if state["Running"].as_bool() == Some(true) && health != Some("unhealthy") {
         Ok(text)
@@ -221,3 +229,6 @@ mod tests {
         assert!(super::parse_identity(b"<html>").unwrap_err().contains("not what a Dask scheduler sends"));
     }
 }
+
+#[cfg(test)]
+mod props;
