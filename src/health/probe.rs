@@ -176,32 +176,109 @@ pub async fn dask_workers(url: &str, timeout: Duration) -> Result<BTreeMap<Strin
     parse_identity(&r.body)
 }
 
+/// Workers read of one identity answer at most. A real worker's entry is hundreds of bytes
+/// (its host, resources, metrics, services), so a scheduler's answer within MAX_BODY lists far
+/// fewer; a longer list is not a scheduler's, and is refused rather than kept.
+const MAX_WORKERS: usize = 16_384;
+
 #[derive(Deserialize)]
 struct Identity {
     #[serde(default)]
-    workers: BTreeMap<String, WorkerIdentity>,
+    workers: Workers,
+}
+
+/// The workers, name by address.
+#[derive(Default)]
+struct Workers(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Each;
+        impl<'de> serde::de::Visitor<'de> for Each {
+            type Value = Workers;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the workers by address")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Workers, A::Error> {
+                let mut workers = BTreeMap::new();
+                while let Some((address, w)) = map.next_entry::<String, WorkerIdentity>()? {
+                    let name = w.name.0.unwrap_or_else(|| address.clone());
+                    workers.insert(address, name);
+                    if workers.len() > MAX_WORKERS {
+                        return Err(serde::de::Error::custom(format_args!("more than {MAX_WORKERS} workers")));
+                    }
+                }
+                Ok(Workers(workers))
+            }
+        }
+        d.deserialize_map(Each)
+    }
 }
 
 #[derive(Deserialize)]
 struct WorkerIdentity {
     #[serde(default)]
-    name: Option<serde_json::Value>,
+    name: Name,
+}
+
+/// A worker's name as text: Dask names a worker with a string or a number. Anything else is
+/// skipped as it is read, never built, and the worker goes by its address.
+#[derive(Default)]
+struct Name(Option<String>);
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = Name;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a worker's name")
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Name, E> {
+                Ok(Name(Some(v.to_string())))
+            }
+
+            fn visit_u64<E>(self, v: u64) -> Result<Name, E> {
+                Ok(Name(Some(v.to_string())))
+            }
+
+            fn visit_i64<E>(self, v: i64) -> Result<Name, E> {
+                Ok(Name(Some(v.to_string())))
+            }
+
+            fn visit_f64<E>(self, v: f64) -> Result<Name, E> {
+                Ok(Name(serde_json::Number::from_f64(v).map(|n| n.to_string())))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Name, E> {
+                Ok(Name(None))
+            }
+
+            fn visit_unit<E>(self) -> Result<Name, E> {
+                Ok(Name(None))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Name, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Name(None))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Name, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Name(None))
+            }
+        }
+        d.deserialize_any(Text)
+    }
 }
 
 fn parse_identity(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
     let id: Identity = serde_json::from_slice(body).map_err(|e| format!("/json/identity.json is not what a Dask scheduler sends: {e}"))?;
-    Ok(id
-        .workers
-        .into_iter()
-        .map(|(addr, w)| {
-            let name = match w.name {
-                Some(serde_json::Value::String(s)) => s,
-                Some(serde_json::Value::Number(n)) => n.to_string(),
-                _ => addr.clone(),
-            };
-            (addr, name)
-        })
-        .collect())
+    Ok(id.workers.0)
 }
 
 #[cfg(test)]
