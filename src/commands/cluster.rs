@@ -63,13 +63,24 @@ type Labels = BTreeMap<String, String>;
 async fn query(ep: &Endpoint, promql: &str) -> Result<Vec<(Labels, f64)>, String> {
     let path = format!("/api/v1/query?query={}", crate::sys::http::percent_encode(promql));
     let r = request(ep, "GET", &path, None, TIMEOUT).await.map_err(|e| e.to_string())?;
-    let v: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| format!("not Prometheus's API ({e}): {}", r.snippet()))?;
+    parse_query(promql, &r.body)
+}
+
+/// Prometheus's answer to one query: each result's labels and value (NaN where it has none);
+/// for a range (matrix), the time of the newest sample whose value is 1.
+fn parse_query(promql: &str, body: &[u8]) -> Result<Vec<(Labels, f64)>, String> {
+    let snippet = || crate::sys::http::snippet(body);
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not Prometheus's API ({e}): {}", snippet()))?;
     if v["status"] != "success" {
-        return Err(format!("query {promql:?}: {} {}", v["errorType"].as_str().unwrap_or(""), v["error"].as_str().unwrap_or(&r.snippet())));
+        return Err(format!(
+            "query {promql:?}: {} {}",
+            v["errorType"].as_str().unwrap_or(""),
+            v["error"].as_str().map_or_else(snippet, str::to_string)
+        ));
     }
-    let results = v["data"]["result"].as_array().cloned().unwrap_or_default();
+    let results = v["data"]["result"].as_array().map(Vec::as_slice).unwrap_or_default();
     Ok(results
-        .into_iter()
+        .iter()
         .map(|r| {
             let labels = r["metric"]
                 .as_object()
@@ -77,7 +88,6 @@ async fn query(ep: &Endpoint, promql: &str) -> Result<Vec<(Labels, f64)>, String
                 .unwrap_or_default();
             let number = |x: &serde_json::Value| x.as_str().and_then(|s| s.parse::<f64>().ok());
             let value = match r["values"].as_array() {
-                // A range (matrix): the time of the newest sample whose value is 1.
                 Some(points) => points.iter().rev().find(|p| number(&p[1]) == Some(1.0)).and_then(|p| p[0].as_f64()).unwrap_or(f64::NAN),
                 None => number(&r["value"][1]).unwrap_or(f64::NAN),
             };
@@ -154,3 +164,6 @@ fn table(nodes: &[Node], now: f64) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod props;
