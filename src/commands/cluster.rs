@@ -72,11 +72,9 @@ fn parse_query(promql: &str, body: &[u8]) -> Result<Vec<(Labels, f64)>, String> 
     let snippet = || crate::sys::http::snippet(body);
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not Prometheus's API ({e}): {}", snippet()))?;
     if v["status"] != "success" {
-        return Err(format!(
-            "query {promql:?}: {} {}",
-            v["errorType"].as_str().unwrap_or(""),
-            v["error"].as_str().map_or_else(snippet, str::to_string)
-        ));
+        // Prometheus's words, on one line like the snippet.
+        let said = |key: &str| v[key].as_str().map(|s| crate::sys::one_line(s, 300));
+        return Err(format!("query {promql:?}: {} {}", said("errorType").unwrap_or_default(), said("error").unwrap_or_else(snippet)));
     }
     let results = v["data"]["result"].as_array().map(Vec::as_slice).unwrap_or_default();
     Ok(results

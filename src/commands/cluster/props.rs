@@ -57,3 +57,15 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Prometheus's own error, whatever its words, is said on one line.
+    #[test]
+    fn an_error_answer_is_one_line(error_type in "[\\x00-\\x1f\\u{2028} a-z]{0,10}", error in "[\\x00-\\x1f\\u{2028} a-z\"]{0,30}") {
+        let body = serde_json::json!({"status": "error", "errorType": error_type, "error": error}).to_string();
+        let e = parse_query("up", body.as_bytes()).unwrap_err();
+        prop_assert!(!e.contains(char::is_control), "{e:?}");
+    }
+}
