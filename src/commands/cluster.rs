@@ -134,20 +134,29 @@ pub async fn read(url: &str, job: &str) -> Result<Vec<Node>, String> {
 fn table(nodes: &[Node], now: f64) -> String {
     use crate::config::human_size;
     let mut rows = vec![["NODE", "INSTANCE", "UP", "MEMORY", "SWAP", "DOWN", "LAST SEEN", "ALERTS"].map(String::from).to_vec()];
+    // Numbers from Prometheus may be NaN (a ratio of nothing) or infinite, and labels any text
+    // the nodes were given: every cell is shown on one line, a number only where it is one.
+    let size = |b: Option<f64>| b.filter(|b| b.is_finite() && *b >= 0.0).map(|b| human_size(b as u64));
+    let cell = |s: &str| crate::sys::one_line(s, 80);
     for n in nodes {
-        let swap = match (n.swap_used_bytes, n.swap_total_bytes) {
-            (Some(u), Some(t)) => format!("{}/{}", human_size(u as u64), human_size(t as u64)),
+        let swap = match (size(n.swap_used_bytes), size(n.swap_total_bytes)) {
+            (Some(u), Some(t)) => format!("{u}/{t}"),
             _ => "-".into(),
         };
+        let ago = n.last_seen_unix.map(|t| now - t);
         rows.push(vec![
-            n.node.clone().unwrap_or_else(|| "?".into()),
-            n.instance.clone(),
+            n.node.as_deref().map_or_else(|| "?".into(), cell),
+            cell(&n.instance),
             if n.up { "yes" } else { "NO" }.into(),
-            n.memory_used_ratio.map_or("-".into(), |m| format!("{:.0}%", m * 100.0)),
+            n.memory_used_ratio.filter(|m| m.is_finite()).map_or("-".into(), |m| format!("{:.0}%", m * 100.0)),
             swap,
-            if n.services_down.is_empty() { "-".into() } else { n.services_down.join(",") },
-            n.last_seen_unix.map_or("over 1h ago".into(), |t| format!("{:.0}s ago", (now - t).max(0.0))),
-            if n.alerts_firing.is_empty() { "-".into() } else { n.alerts_firing.join(",") },
+            if n.services_down.is_empty() { "-".into() } else { cell(&n.services_down.join(",")) },
+            match ago {
+                None => "over 1h ago".into(),
+                Some(a) if a.is_finite() => format!("{:.0}s ago", a.max(0.0)),
+                Some(_) => "-".into(),
+            },
+            if n.alerts_firing.is_empty() { "-".into() } else { cell(&n.alerts_firing.join(",")) },
         ]);
     }
     let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();

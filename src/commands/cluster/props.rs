@@ -1,4 +1,4 @@
-//! Property tests: Prometheus's answers to the status queries.
+//! Property tests: Prometheus's answers to the status queries, and the table made of them.
 
 use proptest::prelude::*;
 
@@ -15,6 +15,38 @@ fn sample() -> impl Strategy<Value = String> {
         3 => prop::sample::select(vec!["1", "0", "0.42", "NaN", "+Inf", "-Inf", "-1", "1e309", ""]).prop_map(|v| format!("\"{v}\"")),
         1 => json(),
     ]
+}
+
+fn node() -> impl Strategy<Value = Node> {
+    let f = || prop::option::of(prop_oneof![any::<f64>(), Just(f64::NAN), Just(f64::INFINITY), -1.0..2.0f64]);
+    let text = || prop_oneof!["[a-z0-9.:-]{1,20}", "\\PC{0,12}", "[\\x00-\\x1f\u{2028}a-z]{1,6}"];
+    (
+        text(),
+        prop::option::of(text()),
+        any::<bool>(),
+        f(),
+        f(),
+        f(),
+        prop::collection::vec(text(), 0..3),
+        f(),
+        prop::collection::vec(text(), 0..3),
+    )
+        .prop_map(
+            |(instance, node, up, memory_used_ratio, swap_used_bytes, swap_total_bytes, services_down, last_seen_unix, alerts_firing)| {
+                Node {
+                    instance,
+                    node,
+                    version: None,
+                    up,
+                    memory_used_ratio,
+                    swap_used_bytes,
+                    swap_total_bytes,
+                    services_down,
+                    last_seen_unix,
+                    alerts_firing,
+                }
+            },
+        )
 }
 
 proptest! {
@@ -54,6 +86,19 @@ proptest! {
                 Some(w) if !w.is_nan() => prop_assert_eq!(*got_value, w),
                 _ => prop_assert!(got_value.is_nan()),
             }
+        }
+    }
+
+    /// Whatever the nodes say, the table is a header and one line per node, every cell
+    /// printable: a percentage where there is a finite ratio, a size where there is one.
+    #[test]
+    fn the_table_is_one_line_per_node(nodes in prop::collection::vec(node(), 0..6), now in any::<f64>()) {
+        let t = table(&nodes, now);
+        let lines: Vec<&str> = t.lines().collect();
+        prop_assert_eq!(lines.len(), 1 + nodes.len().max(1));
+        prop_assert!(!t.trim_end().contains(|c: char| c.is_control() && c != '\n'), "{t:?}");
+        for not_a_number in ["NaN%", "inf%", "NaNs ago", "infs ago"] {
+            prop_assert!(!t.contains(not_a_number), "{t}");
         }
     }
 }
