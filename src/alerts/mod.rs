@@ -53,27 +53,14 @@ pub struct Alert {
 /// Labels as read back (from the queue file): the [`MAX_LABELS`] that [`Alert::bounded`] keeps,
 /// kept while reading, so a file of a million labels is not held whole first.
 fn first_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-    struct Labels;
-    impl<'de> serde::de::Visitor<'de> for Labels {
-        type Value = BTreeMap<String, String>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a map of labels")
+    crate::sys::json::each_entry(d, BTreeMap::new(), |labels, k: String, v: String| {
+        labels.insert(k, v);
+        // bounded() keeps the first in key order: so does this.
+        if labels.len() > MAX_LABELS {
+            labels.pop_last();
         }
-
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut labels = BTreeMap::new();
-            while let Some((k, v)) = map.next_entry::<String, String>()? {
-                labels.insert(k, v);
-                // bounded() keeps the first in key order: so does this.
-                if labels.len() > MAX_LABELS {
-                    labels.pop_last();
-                }
-            }
-            Ok(labels)
-        }
-    }
-    d.deserialize_map(Labels)
+        Ok(())
+    })
 }
 
 impl Alert {

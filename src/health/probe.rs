@@ -193,27 +193,15 @@ struct Workers(BTreeMap<String, String>);
 
 impl<'de> Deserialize<'de> for Workers {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Each;
-        impl<'de> serde::de::Visitor<'de> for Each {
-            type Value = Workers;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("the workers by address")
+        let workers = crate::sys::json::each_entry(d, BTreeMap::new(), |workers, address: String, w: WorkerIdentity| {
+            let name = w.name.0.unwrap_or_else(|| address.clone());
+            workers.insert(address, name);
+            if workers.len() > MAX_WORKERS {
+                return Err(format!("more than {MAX_WORKERS} workers"));
             }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Workers, A::Error> {
-                let mut workers = BTreeMap::new();
-                while let Some((address, w)) = map.next_entry::<String, WorkerIdentity>()? {
-                    let name = w.name.0.unwrap_or_else(|| address.clone());
-                    workers.insert(address, name);
-                    if workers.len() > MAX_WORKERS {
-                        return Err(serde::de::Error::custom(format_args!("more than {MAX_WORKERS} workers")));
-                    }
-                }
-                Ok(Workers(workers))
-            }
-        }
-        d.deserialize_map(Each)
+            Ok(())
+        })?;
+        Ok(Workers(workers))
     }
 }
 

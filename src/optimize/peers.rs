@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::sys::http::{request, Endpoint, HttpError, Response};
+use crate::sys::json::{each_element, each_entry};
 
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pruning walks the image store; it may take longer than a question.
@@ -55,23 +56,11 @@ trait Counted: for<'de> Deserialize<'de> {
 
 impl<'de, T: Counted> Deserialize<'de> for Count<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Each<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Counted> serde::de::Visitor<'de> for Each<T> {
-            type Value = usize;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a list")
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
-                let mut n = 0usize;
-                while let Some(e) = seq.next_element::<T>()? {
-                    n += usize::from(e.counts());
-                }
-                Ok(n)
-            }
-        }
-        d.deserialize_seq(Each(std::marker::PhantomData::<T>)).map(|n| Count(n, std::marker::PhantomData))
+        let n = each_element(d, 0usize, |n, e: T| {
+            *n += usize::from(e.counts());
+            Ok(())
+        })?;
+        Ok(Count(n, std::marker::PhantomData))
     }
 }
 
@@ -124,26 +113,13 @@ pub async fn dask_retire_one(scheduler: &Endpoint) -> Result<Retired, PeerError>
 
 impl<'de> Deserialize<'de> for Retired {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Addresses;
-        impl<'de> serde::de::Visitor<'de> for Addresses {
-            type Value = Retired;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map of the workers retired")
+        each_entry(d, Retired::default(), |r, address: String, _: serde::de::IgnoredAny| {
+            r.count += 1;
+            if r.shown.len() < RETIRED_SHOWN {
+                r.shown.push(crate::sys::one_line(&address, 120));
             }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Retired, A::Error> {
-                let mut r = Retired::default();
-                while let Some((address, serde::de::IgnoredAny)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
-                    r.count += 1;
-                    if r.shown.len() < RETIRED_SHOWN {
-                        r.shown.push(crate::sys::one_line(&address, 120));
-                    }
-                }
-                Ok(r)
-            }
-        }
-        d.deserialize_map(Addresses)
+            Ok(())
+        })
     }
 }
 
@@ -183,26 +159,13 @@ pub async fn ollama_loaded(ollama: &Endpoint) -> Result<Loaded, PeerError> {
 
 impl<'de> Deserialize<'de> for Loaded {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Models;
-        impl<'de> serde::de::Visitor<'de> for Models {
-            type Value = Loaded;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a list of models")
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Loaded, A::Error> {
-                let mut l = Loaded::default();
-                while let Some(m) = seq.next_element::<OllamaModel>()? {
-                    l.total += 1;
-                    l.largest.push(m);
-                    l.largest.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.expires_at.cmp(&b.expires_at)));
-                    l.largest.truncate(MODELS_KEPT);
-                }
-                Ok(l)
-            }
-        }
-        d.deserialize_seq(Models)
+        each_element(d, Loaded::default(), |l, m: OllamaModel| {
+            l.total += 1;
+            l.largest.push(m);
+            l.largest.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.expires_at.cmp(&b.expires_at)));
+            l.largest.truncate(MODELS_KEPT);
+            Ok(())
+        })
     }
 }
 
