@@ -31,3 +31,5 @@ pub mod runtime;
 pub mod sampler;
 pub mod swap;
 pub mod sys;
+#[cfg(test)]
+mod testing;

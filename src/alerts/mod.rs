@@ -47,8 +47,21 @@ pub struct Alert {
     pub starts_at_unix_ms: u64,
     #[serde(default)]
     pub ends_at_unix_ms: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "first_labels")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// Labels as read back (from the queue file): the [`MAX_LABELS`] that [`Alert::bounded`] keeps,
+/// kept while reading, so a file of a million labels is not held whole first.
+fn first_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    crate::sys::json::each_entry(d, BTreeMap::new(), |labels, k: String, v: String| {
+        labels.insert(k, v);
+        // bounded() keeps the first in key order: so does this.
+        if labels.len() > MAX_LABELS {
+            labels.pop_last();
+        }
+        Ok(())
+    })
 }
 
 impl Alert {

@@ -20,6 +20,7 @@ pub const RETRY_INITIAL: Duration = Duration::from_secs(5);
 pub const FILE_NAME: &str = "alerts-queue.json";
 /// The queue's file holds at most this much (alerts are cut to [`super::MAX_SUMMARY`] and
 /// friends, so this is thousands of them); a larger file is not read back but set aside.
+/// Reading one back holds at most four times this in memory, whatever it holds.
 pub const MAX_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,9 +81,12 @@ impl Queue {
             Ok(items) => {
                 // A retry time from the file is believed up to the longest retry_max (a day):
                 // a clock that was wrong, or a hand-edited file, cannot park a delivery for years.
+                // Its alert is held to the bounds the alert task holds every alert to (a file
+                // edited by hand, or written by another version, is not the task's).
                 let latest = crate::sys::unix_ms().saturating_add(86_400_000);
                 for mut d in items {
                     d.next_try_unix_ms = d.next_try_unix_ms.min(latest);
+                    d.alert = d.alert.bounded();
                     q.push(d);
                 }
                 (q, None)
@@ -201,5 +205,7 @@ pub(super) fn set_aside(p: &Path) -> std::io::Result<PathBuf> {
     Err(std::io::Error::other("a thousand set-aside queue files are already there"))
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

@@ -63,14 +63,22 @@ type Labels = BTreeMap<String, String>;
 async fn query(ep: &Endpoint, promql: &str) -> Result<Vec<(Labels, f64)>, String> {
     let path = format!("/api/v1/query?query={}", crate::sys::http::percent_encode(promql));
     let r = request(ep, "GET", &path, None, TIMEOUT).await.map_err(|e| e.to_string())?;
-    let v: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| format!("not Prometheus's API ({e}): {}", r.snippet()))?;
+    parse_query(promql, &r.body)
+}
+
+/// Prometheus's answer to one query: each result's labels and value (NaN where it has none);
+/// for a range (matrix), the time of the newest sample whose value is 1.
+fn parse_query(promql: &str, body: &[u8]) -> Result<Vec<(Labels, f64)>, String> {
+    let snippet = || crate::sys::http::snippet(body);
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not Prometheus's API ({e}): {}", snippet()))?;
     if v["status"] != "success" {
-        let (kind, error) = (v["errorType"].as_str().unwrap_or(""), v["error"].as_str().unwrap_or(&r.snippet()).to_string());
-        return Err(format!("query {promql:?}: {} {}", crate::sys::one_line(kind, 60), crate::sys::one_line(&error, 300)));
+        // Prometheus's words, on one line like the snippet.
+        let said = |key: &str| v[key].as_str().map(|s| crate::sys::one_line(s, 300));
+        return Err(format!("query {promql:?}: {} {}", said("errorType").unwrap_or_default(), said("error").unwrap_or_else(snippet)));
     }
-    let results = v["data"]["result"].as_array().cloned().unwrap_or_default();
+    let results = v["data"]["result"].as_array().map(Vec::as_slice).unwrap_or_default();
     Ok(results
-        .into_iter()
+        .iter()
         .map(|r| {
             let labels = r["metric"]
                 .as_object()
@@ -78,7 +86,6 @@ async fn query(ep: &Endpoint, promql: &str) -> Result<Vec<(Labels, f64)>, String
                 .unwrap_or_default();
             let number = |x: &serde_json::Value| x.as_str().and_then(|s| s.parse::<f64>().ok());
             let value = match r["values"].as_array() {
-                // A range (matrix): the time of the newest sample whose value is 1.
                 Some(points) => points.iter().rev().find(|p| number(&p[1]) == Some(1.0)).and_then(|p| p[0].as_f64()).unwrap_or(f64::NAN),
                 None => number(&r["value"][1]).unwrap_or(f64::NAN),
             };
@@ -127,20 +134,29 @@ pub async fn read(url: &str, job: &str) -> Result<Vec<Node>, String> {
 fn table(nodes: &[Node], now: f64) -> String {
     use crate::config::human_size;
     let mut rows = vec![["NODE", "INSTANCE", "UP", "MEMORY", "SWAP", "DOWN", "LAST SEEN", "ALERTS"].map(String::from).to_vec()];
+    // Numbers from Prometheus may be NaN (a ratio of nothing) or infinite, and labels any text
+    // the nodes were given: every cell is shown on one line, a number only where it is one.
+    let size = |b: Option<f64>| b.filter(|b| b.is_finite() && *b >= 0.0).map(|b| human_size(b as u64));
+    let cell = |s: &str| crate::sys::one_line(s, 80);
     for n in nodes {
-        let swap = match (n.swap_used_bytes, n.swap_total_bytes) {
-            (Some(u), Some(t)) => format!("{}/{}", human_size(u as u64), human_size(t as u64)),
+        let swap = match (size(n.swap_used_bytes), size(n.swap_total_bytes)) {
+            (Some(u), Some(t)) => format!("{u}/{t}"),
             _ => "-".into(),
         };
+        let ago = n.last_seen_unix.map(|t| now - t);
         rows.push(vec![
-            n.node.clone().unwrap_or_else(|| "?".into()),
-            n.instance.clone(),
+            n.node.as_deref().map_or_else(|| "?".into(), cell),
+            cell(&n.instance),
             if n.up { "yes" } else { "NO" }.into(),
-            n.memory_used_ratio.map_or("-".into(), |m| format!("{:.0}%", m * 100.0)),
+            n.memory_used_ratio.filter(|m| m.is_finite()).map_or("-".into(), |m| format!("{:.0}%", m * 100.0)),
             swap,
-            if n.services_down.is_empty() { "-".into() } else { n.services_down.join(",") },
-            n.last_seen_unix.map_or("over 1h ago".into(), |t| format!("{:.0}s ago", (now - t).max(0.0))),
-            if n.alerts_firing.is_empty() { "-".into() } else { n.alerts_firing.join(",") },
+            if n.services_down.is_empty() { "-".into() } else { cell(&n.services_down.join(",")) },
+            match ago {
+                None => "over 1h ago".into(),
+                Some(a) if a.is_finite() => format!("{:.0}s ago", a.max(0.0)),
+                Some(_) => "-".into(),
+            },
+            if n.alerts_firing.is_empty() { "-".into() } else { cell(&n.alerts_firing.join(",")) },
         ]);
         // Label values are whatever the scraped nodes and rules said: one line each on a
         // terminal, no escape sequences.
@@ -186,3 +202,6 @@ mod tests {
         assert!(!t.contains('\x1b') && t.contains("gpu-1\\n\\u{1b}[2Jforged") && t.contains("web\\r"), "{t}");
     }
 }
+
+#[cfg(test)]
+mod props;

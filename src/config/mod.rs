@@ -441,21 +441,38 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// A problem's key and message are cut (with `…`) at these many characters.
+const MAX_KEY_CHARS: usize = 200;
+const MAX_MESSAGE_CHARS: usize = 1000;
+
 impl Problem {
     /// One problem at byte `offset`, always on one line.
     fn at(text: &str, offset: usize, key: String, message: String) -> Self {
         let message = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
-        let before = text.get(..offset).unwrap_or(text);
+        let before = text_before(text, offset);
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        Problem { line, column, key, message }
+        // One line each, bounded: a key or a value may be as long as the file and hold any
+        // character (a quoted key's "\u001b"), and a problem goes to the journal, to `status`
+        // and to the terminal of `config check`.
+        Problem { line, column, key: crate::sys::one_line(&key, MAX_KEY_CHARS), message: crate::sys::one_line(&message, MAX_MESSAGE_CHARS) }
     }
+}
+
+/// The text before byte `offset`, up to the start of the character the offset falls in (an
+/// offset inside a multi-byte character, or past the end, still names a place in the text).
+fn text_before(text: &str, offset: usize) -> &str {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    &text[..at]
 }
 
 /// The dotted key at `offset`, from the table header above it and the `key =` on its line.
 fn key_at(text: &str, offset: usize) -> String {
-    let before = text.get(..offset).unwrap_or(text);
+    let before = text_before(text, offset);
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("").trim();
     let header = |l: &str| l.trim().trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string();
@@ -638,7 +655,16 @@ fn friendly(message: &str) -> String {
     let Some(rest) = message.strip_prefix("unknown field `") else { return message.to_string() };
     let Some((unknown, rest)) = rest.split_once('`') else { return message.to_string() };
     let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-    let nearest = known.iter().map(|k| (edit_distance(unknown, k), *k)).min().filter(|(d, k)| *d <= 2.max(k.len() / 3));
+    // The distance is at least the difference in length: a key far longer than every known
+    // one (a line of a megabyte) is no typo, and measuring it would cost seconds.
+    let length = unknown.chars().count();
+    let reach = |k: &str| 2.max(k.len() / 3);
+    let nearest = known
+        .iter()
+        .filter(|k| length.abs_diff(k.len()) <= reach(k))
+        .map(|k| (edit_distance(unknown, k), *k))
+        .min()
+        .filter(|(d, k)| *d <= reach(k));
     match nearest {
         Some((_, k)) => format!("unknown key `{unknown}`; did you mean `{k}`?"),
         None => format!("unknown key `{unknown}`; the keys here are {}", known.join(", ")),
@@ -1002,5 +1028,7 @@ impl RawSwap {
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

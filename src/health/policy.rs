@@ -394,6 +394,7 @@ mod tests {
         h.flap_hold = Duration::from_secs(300);
         let mut s = h.services[2].clone();
         s.restart = restart;
+        s.fail_after = 3;
         if !probe {
             s.probe = None;
         }

@@ -67,13 +67,21 @@ async fn container(socket: &std::path::Path, name: &str, timeout: Duration) -> R
     if !r.ok() {
         return Err(format!("{} {}", r.status, r.snippet()));
     }
-    let v: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| format!("not Docker's answer: {e}"))?;
+    container_state(name, &r.body)
+}
+
+/// Docker's inspect answer: ok when running and not unhealthy, with its status (and health)
+/// said in a few escaped words.
+fn container_state(name: &str, body: &[u8]) -> Result<String, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not Docker's answer: {e}"))?;
     let state = &v["State"];
     let status = state["Status"].as_str().unwrap_or("unknown");
     let health = state["Health"]["Status"].as_str();
+    // Docker's words go into the probe's detail, so into logs and alerts: one line, short.
+    let word = |w: &str| crate::sys::one_line(w, 40);
     let text = match health {
-        Some(h) => format!("{status}, health {h}"),
-        None => status.to_string(),
+        Some(h) => format!("{}, health {}", word(status), word(h)),
+        None => word(status),
     };
     if state["Running"].as_bool() == Some(true) && health != Some("unhealthy") {
         Ok(text)
@@ -168,32 +176,97 @@ pub async fn dask_workers(url: &str, timeout: Duration) -> Result<BTreeMap<Strin
     parse_identity(&r.body)
 }
 
+/// Workers read of one identity answer at most. A real worker's entry is hundreds of bytes
+/// (its host, resources, metrics, services), so a scheduler's answer within MAX_BODY lists far
+/// fewer; a longer list is not a scheduler's, and is refused rather than kept.
+const MAX_WORKERS: usize = 16_384;
+
 #[derive(Deserialize)]
 struct Identity {
     #[serde(default)]
-    workers: BTreeMap<String, WorkerIdentity>,
+    workers: Workers,
+}
+
+/// The workers, name by address.
+#[derive(Default)]
+struct Workers(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let workers = crate::sys::json::each_entry(d, BTreeMap::new(), |workers, address: String, w: WorkerIdentity| {
+            let name = w.name.0.unwrap_or_else(|| address.clone());
+            workers.insert(address, name);
+            if workers.len() > MAX_WORKERS {
+                return Err(format!("more than {MAX_WORKERS} workers"));
+            }
+            Ok(())
+        })?;
+        Ok(Workers(workers))
+    }
 }
 
 #[derive(Deserialize)]
 struct WorkerIdentity {
     #[serde(default)]
-    name: Option<serde_json::Value>,
+    name: Name,
+}
+
+/// A worker's name as text: Dask names a worker with a string or a number. Anything else is
+/// skipped as it is read, never built, and the worker goes by its address.
+#[derive(Default)]
+struct Name(Option<String>);
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = Name;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a worker's name")
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Name, E> {
+                Ok(Name(Some(v.to_string())))
+            }
+
+            fn visit_u64<E>(self, v: u64) -> Result<Name, E> {
+                Ok(Name(Some(v.to_string())))
+            }
+
+            fn visit_i64<E>(self, v: i64) -> Result<Name, E> {
+                Ok(Name(Some(v.to_string())))
+            }
+
+            fn visit_f64<E>(self, v: f64) -> Result<Name, E> {
+                Ok(Name(serde_json::Number::from_f64(v).map(|n| n.to_string())))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Name, E> {
+                Ok(Name(None))
+            }
+
+            fn visit_unit<E>(self) -> Result<Name, E> {
+                Ok(Name(None))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Name, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Name(None))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Name, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Name(None))
+            }
+        }
+        d.deserialize_any(Text)
+    }
 }
 
 fn parse_identity(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
     let id: Identity = serde_json::from_slice(body).map_err(|e| format!("/json/identity.json is not what a Dask scheduler sends: {e}"))?;
-    Ok(id
-        .workers
-        .into_iter()
-        .map(|(addr, w)| {
-            let name = match w.name {
-                Some(serde_json::Value::String(s)) => s,
-                Some(serde_json::Value::Number(n)) => n.to_string(),
-                _ => addr.clone(),
-            };
-            (addr, name)
-        })
-        .collect())
+    Ok(id.workers.0)
 }
 
 #[cfg(test)]
@@ -221,3 +294,6 @@ mod tests {
         assert!(super::parse_identity(b"<html>").unwrap_err().contains("not what a Dask scheduler sends"));
     }
 }
+
+#[cfg(test)]
+mod props;

@@ -298,7 +298,8 @@ const EVENT_BURST: usize = 256;
 /// What a Docker event says happened ("die", "health_status: unhealthy"), for a log line.
 fn event_action(line: &[u8]) -> String {
     let event: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
-    let action = event["Action"].as_str().or(event["status"].as_str()).unwrap_or("an event");
+    let said = |key: &str| event[key].as_str().filter(|a| !a.trim().is_empty());
+    let action = said("Action").or(said("status")).unwrap_or("an event");
     crate::sys::one_line(action, 60)
 }
 
@@ -719,5 +720,25 @@ mod tests {
         assert_eq!(event_action(br#"{"Action":"die\nforged","status":"x"}"#), "die\\nforged");
         assert_eq!(event_action(br#"{"status":"health_status: unhealthy"}"#), "health_status: unhealthy");
         assert_eq!(event_action(b"not json"), "an event");
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::event_action;
+        use crate::testing::{json, text_like};
+
+        const EVENT: &str = r#"{"status":"die","id":"4fa6e0f0c678","from":"ghcr.io/open-webui/open-webui:main","Type":"container","Action":"die","Actor":{"ID":"4fa6e0f0c678","Attributes":{"exitCode":"137","name":"open-webui"}},"scope":"local","time":1717000000,"timeNano":1717000000000000000}"#;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any line of Docker's event stream names what happened in a few words on one line.
+            #[test]
+            fn any_event_line_is_a_short_action(line in prop_oneof![text_like(EVENT), json(), json().prop_map(|a| format!("{{\"Action\":{a},\"status\":{a}}}"))]) {
+                let a = event_action(line.as_bytes());
+                prop_assert!(!a.is_empty() && a.chars().count() <= 61 * 10 && !a.contains(char::is_control), "{a:?}");
+            }
+        }
     }
 }

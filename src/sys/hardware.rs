@@ -64,7 +64,13 @@ pub fn cgroup_memory_limit(root: &Path) -> Option<u64> {
         Some(path) => (root.join("sys/fs/cgroup/memory"), path, "memory.limit_in_bytes"),
         None => (root.join("sys/fs/cgroup"), text.lines().find_map(|l| l.strip_prefix("0::"))?.to_string(), "memory.max"),
     };
-    let mut dir = base.join(path.trim().trim_start_matches('/'));
+    let rel = Path::new(path.trim().trim_start_matches('/'));
+    // The kernel writes a plain path; a "..", from a cgroup file that is not the kernel's,
+    // would lead the walk up and out of the cgroup tree, to limits that are not ours.
+    if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return None;
+    }
+    let mut dir = base.join(rel);
     let mut limit: Option<u64> = None;
     loop {
         if let Ok(v) = super::fs::read_text(&dir.join(file), super::fs::SMALL_FILE) {
@@ -246,3 +252,6 @@ processor\t: 3\nphysical id\t: 1\ncore id\t\t: 1\n";
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1, "only lib/ is left: the test file is gone");
     }
 }
+
+#[cfg(test)]
+mod props;

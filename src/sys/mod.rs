@@ -4,6 +4,7 @@
 pub mod fs;
 pub mod hardware;
 pub mod http;
+pub mod json;
 pub mod notify;
 pub mod nvml;
 pub mod paths;

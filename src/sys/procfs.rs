@@ -92,7 +92,9 @@ impl CpuTimes {
     pub fn busy_percent_since(&self, earlier: &CpuTimes) -> Option<f64> {
         let total = self.total.checked_sub(earlier.total)?;
         let busy = self.busy.checked_sub(earlier.busy)?;
-        (total > 0).then(|| 100.0 * busy.min(total) as f64 / total as f64)
+        // The ratio first: it is at most 1 after rounding, so the percentage is at most 100
+        // (100 × busy / total can round past it when busy is total).
+        (total > 0).then(|| 100.0 * (busy.min(total) as f64 / total as f64))
     }
 }
 
@@ -109,8 +111,10 @@ pub fn parse_stat(text: &str) -> Result<CpuTimes, String> {
     // user nice system idle iowait irq softirq steal [guest guest_nice]; guest time is already
     // counted in user/nice, so only the first eight add up to the total.
     let counted = &fields[..fields.len().min(8)];
-    let total: u64 = counted.iter().sum();
-    let idle = fields[3] + fields.get(4).copied().unwrap_or(0);
+    // Counters the kernel writes never come near u64::MAX in sum; a text whose sum overflows
+    // is not the kernel's, and a wrapped total would make a busy machine look idle.
+    let total = counted.iter().try_fold(0u64, |sum, n| sum.checked_add(*n)).ok_or("cpu: the counters' sum overflows u64")?;
+    let idle = fields[3].saturating_add(fields.get(4).copied().unwrap_or(0));
     Ok(CpuTimes { busy: total.saturating_sub(idle), total })
 }
 
@@ -133,7 +137,10 @@ pub fn parse_pressure(text: &str) -> Result<Pressure, String> {
             _ => continue,
         };
         let avg10 = words.find_map(|w| w.strip_prefix("avg10=")).ok_or_else(|| format!("no avg10= in {line:?}"))?;
-        *slot = Some(avg10.parse::<f64>().map_err(|_| format!("avg10 is not a number: {avg10:?}"))?);
+        // A share of time in percent: NaN, infinities and values outside 0..=100 are not the
+        // kernel's, and a NaN would compare as "under every threshold".
+        let value = avg10.parse::<f64>().ok().filter(|v| (0.0..=100.0).contains(v));
+        *slot = Some(value.ok_or_else(|| format!("avg10 is not a percentage: {avg10:?}"))?);
     }
     Ok(Pressure { some_avg10: some.ok_or("no \"some\" line")?, full_avg10: full })
 }
@@ -143,7 +150,8 @@ pub fn parse_loadavg(text: &str) -> Result<[f64; 3], String> {
     let mut words = text.split_whitespace();
     for slot in &mut out {
         let w = words.next().ok_or("fewer than three load averages")?;
-        *slot = w.parse().map_err(|_| format!("not a load average: {w:?}"))?;
+        // A load is a finite number, never negative (NaN, infinities and "-1" are not the kernel's).
+        *slot = w.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| format!("not a load average: {w:?}"))?;
     }
     Ok(out)
 }
@@ -333,3 +341,6 @@ mod captured {
         assert_eq!((swaps[0].kind.as_str(), swaps[0].size_bytes, swaps[0].priority), ("file", 16380 * 1024, 50));
     }
 }
+
+#[cfg(test)]
+mod props;

@@ -26,30 +26,40 @@ pub struct SwapEntry {
 /// the path escaped as the kernel's seq_file does (`\040` for a space).
 pub fn parse_swaps(text: &str) -> Result<Vec<SwapEntry>, String> {
     let mut out = Vec::new();
-    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split_whitespace().collect();
+    // The kernel pads with spaces and tabs only, and escapes those in a path; any other
+    // whitespace (a vertical tab, U+00A0) is part of the path.
+    let separator = [' ', '\t'];
+    for line in text.lines().skip(1).filter(|l| !l.trim_matches(separator).is_empty()) {
+        let f: Vec<&str> = line.split(separator).filter(|w| !w.is_empty()).collect();
         let [path, kind, size, used, prio] = f[..] else {
             return Err(format!("expected 5 fields: {line:?}"));
         };
-        let num = |s: &str| s.parse::<u64>().map_err(|_| format!("not a number {s:?} in {line:?}"));
+        // KiB, in bytes: a count past u64 is not the kernel's, and must not wrap to a small size.
+        let bytes =
+            |s: &str| s.parse::<u64>().ok().and_then(|k| k.checked_mul(1024)).ok_or_else(|| format!("not a size in KiB {s:?} in {line:?}"));
         out.push(SwapEntry {
             path: PathBuf::from(unmangle(path)),
             kind: kind.to_string(),
-            size_bytes: num(size)? * 1024,
-            used_bytes: num(used)? * 1024,
+            size_bytes: bytes(size)?,
+            used_bytes: bytes(used)?,
             priority: prio.parse().map_err(|_| format!("not a priority {prio:?} in {line:?}"))?,
         });
     }
     Ok(out)
 }
 
+/// Undoes seq_file's `\ooo` escapes. Only those of one byte (`\000` to `\377`) are the
+/// kernel's; anything else (`\400`, `\8`) is left as written.
 fn unmangle(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+        let escape = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && (b'0'..=b'3').contains(&d[0]) && d[1..].iter().all(|c| (b'0'..=b'7').contains(c)));
+        if let Some(d) = escape {
+            out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
             i += 4;
         } else {
             out.push(b[i]);
@@ -257,3 +267,6 @@ pub mod btrfs;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;

@@ -509,3 +509,6 @@ mod tests {
         b.lock_dir(Duration::from_millis(500)).unwrap();
     }
 }
+
+#[cfg(test)]
+mod props;

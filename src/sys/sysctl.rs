@@ -55,9 +55,8 @@ impl Sysctl {
         let saved = state_dir.join(SAVED);
         if !saved.exists() {
             std::fs::create_dir_all(state_dir)?;
-            let text = format!("vm.swappiness={}\nvm.vfs_cache_pressure={}\n", now.swappiness, now.vfs_cache_pressure);
             let tmp = state_dir.join(format!("{SAVED}.tmp"));
-            std::fs::write(&tmp, text)?;
+            std::fs::write(&tmp, saved_text(now))?;
             std::fs::rename(&tmp, &saved)?;
         }
         self.write(want)?;
@@ -72,16 +71,26 @@ impl Sysctl {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let value = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('=')?.trim().parse::<u32>().ok())
-                .ok_or_else(|| std::io::Error::other(format!("{}: no valid {key}", saved.display())))
-        };
-        let previous = Tunables { swappiness: value("vm.swappiness")?, vfs_cache_pressure: value("vm.vfs_cache_pressure")? };
+        let previous = parse_saved(&text).map_err(|e| std::io::Error::other(format!("{}: {e}", saved.display())))?;
         self.write(previous)?;
         std::fs::remove_file(&saved)?;
         Ok(Some(previous))
     }
+}
+
+/// The saved values' file: `sysctl.conf` lines, so an admin can read (and apply) it by hand.
+fn saved_text(t: Tunables) -> String {
+    format!("vm.swappiness={}\nvm.vfs_cache_pressure={}\n", t.swappiness, t.vfs_cache_pressure)
+}
+
+/// The values in a saved file: the first valid line of each key.
+fn parse_saved(text: &str) -> Result<Tunables, String> {
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('=')?.trim().parse::<u32>().ok())
+            .ok_or_else(|| format!("no valid {key}"))
+    };
+    Ok(Tunables { swappiness: value("vm.swappiness")?, vfs_cache_pressure: value("vm.vfs_cache_pressure")? })
 }
 
 #[cfg(test)]
@@ -118,5 +127,30 @@ mod tests {
         assert!(Sysctl::new(t.path()).read().is_err());
         std::fs::write(t.path().join("kernel-previous"), "vm.swappiness=x\n").unwrap();
         assert!(Sysctl::new(t.path()).restore(t.path()).is_err());
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::testing::text_like;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn saved_values_round_trip(swappiness in any::<u32>(), vfs_cache_pressure in any::<u32>()) {
+                let t = Tunables { swappiness, vfs_cache_pressure };
+                prop_assert_eq!(parse_saved(&saved_text(t)), Ok(t));
+            }
+
+            /// A saved file edited, cut or corrupted: values or an error naming the key, never a panic.
+            #[test]
+            fn any_saved_text_is_values_or_an_error(t in text_like("vm.swappiness=60\nvm.vfs_cache_pressure=100\n")) {
+                if let Err(e) = parse_saved(&t) {
+                    prop_assert!(e.contains("vm.swappiness") || e.contains("vm.vfs_cache_pressure"), "{e}");
+                }
+            }
+        }
     }
 }

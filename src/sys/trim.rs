@@ -55,6 +55,12 @@ fn eligible(smaps: &str) -> Vec<Mapping> {
         let Some(first) = fields.next() else { continue };
         if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
             let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else { continue };
+            // Its length goes to madvise: a range that is not one (the kernel never writes it)
+            // is left alone.
+            if end <= start {
+                finish(current.take(), anonymous, &mut out);
+                continue;
+            }
             finish(current.take(), anonymous, &mut out);
             anonymous = 0;
             let perms = fields.next().unwrap_or("");
@@ -63,7 +69,7 @@ fn eligible(smaps: &str) -> Vec<Mapping> {
             current = Some((Mapping { start, end, rss: 0 }, ok));
             continue;
         }
-        let kib = || fields.clone().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
+        let kib = || fields.clone().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0).saturating_mul(1024);
         match first {
             "Rss:" => {
                 if let Some((m, _)) = current.as_mut() {
@@ -134,5 +140,33 @@ Anonymous:             0 kB
         assert!(trimmed > 0);
         // Code and read-only data are mapped again on use: this still computes and formats.
         assert_eq!(format!("{}", (1..=10).sum::<u32>()), "55");
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::testing::text_like;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// What is trimmed is a whole range, start below end, whatever the text: its length
+            /// goes to madvise.
+            #[test]
+            fn eligible_mappings_are_ranges(t in text_like(SMAPS)) {
+                for m in eligible(&t) {
+                    prop_assert!(m.start < m.end, "{m:?}");
+                }
+            }
+
+            /// A read-only file mapping with pages resident is trimmed when its range is one.
+            #[test]
+            fn a_mapping_is_trimmed_only_as_a_range(start in any::<usize>(), end in any::<usize>(), rss in any::<u64>()) {
+                let t = format!("{start:x}-{end:x} r--p 00000000 fe:01 9 /usr/lib/libc.so.6\nRss: {rss} kB\nAnonymous: 0 kB\n");
+                let want = (start < end && rss > 0).then(|| Mapping { start, end, rss: rss.saturating_mul(1024) });
+                prop_assert_eq!(eligible(&t).pop(), want);
+            }
+        }
     }
 }

@@ -142,4 +142,54 @@ mod tests {
             assert_eq!(hardware_change(&e), None, "{e:?}");
         }
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::testing::piece;
+
+        /// A field's value: anything but NUL, the message's separator.
+        fn value() -> impl Strategy<Value = String> {
+            prop::collection::vec(piece(), 0..4).prop_map(|p| p.concat().replace('\0', ""))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// A netlink message is any bytes (only the kernel is believed, but its text is
+            /// still parsed as untrusted): an event or nothing, and then one with a subsystem.
+            #[test]
+            fn any_message_is_an_event_or_nothing(msg in prop::collection::vec(any::<u8>(), 0..600)) {
+                if let Some(e) = parse(&msg) {
+                    prop_assert!(!e.subsystem.is_empty());
+                    let _ = hardware_change(&e);
+                }
+            }
+
+            /// The kernel's layout, any values and any other fields: the event comes back, and
+            /// its ACTION field is the one believed.
+            #[test]
+            fn kernel_messages_round_trip(
+                action in "[a-z_]{1,10}",
+                header_action in "[a-z]{1,10}",
+                devpath in value(),
+                subsystem in value().prop_filter("a subsystem", |s| !s.is_empty()),
+                driver in prop::option::of(value()),
+                other in prop::collection::vec(("[A-Z_]{1,12}", value()), 0..6),
+                at in any::<prop::sample::Index>(),
+            ) {
+                let mut fields = vec![format!("ACTION={action}"), format!("DEVPATH={devpath}"), format!("SUBSYSTEM={subsystem}")];
+                if let Some(d) = &driver {
+                    fields.push(format!("DRIVER={d}"));
+                }
+                for (k, v) in other.iter().filter(|(k, _)| !matches!(k.as_str(), "ACTION" | "SUBSYSTEM" | "DRIVER")) {
+                    fields.insert(at.index(fields.len() + 1), format!("{k}={v}"));
+                }
+                let msg = format!("{header_action}@{devpath}\0{}\0", fields.join("\0"));
+                let e = parse(msg.as_bytes()).unwrap();
+                prop_assert_eq!(e, Uevent { action, devpath, subsystem, driver });
+            }
+        }
+    }
 }

@@ -330,12 +330,11 @@ impl Emergency {
         }
         let Some(url) = self.cfg.dask_scheduler.clone() else { return };
         let Ok(scheduler) = Endpoint::parse_url(&url) else { return };
-        let workers = match peers::dask_workers(&scheduler).await {
-            Ok(w) => w,
+        let n = match peers::dask_worker_count(&scheduler).await {
+            Ok(count) => u32::try_from(count).unwrap_or(u32::MAX),
             Err(e) => return self.dask_problem(&url, e),
         };
         self.problem("dask", None);
-        let n = workers.len() as u32;
         if n <= self.cfg.dask_min_workers {
             tracing::info!(
                 measure = "cpu",
@@ -349,40 +348,31 @@ impl Emergency {
             return self.record("cpu", "retire_dask_worker", why, format!("retire one of {n} Dask workers"), None, false);
         }
         match peers::dask_retire_one(&scheduler).await {
-            Ok(addrs) if !addrs.is_empty() => self.retired_workers(why, n, &addrs, ""),
+            Ok(r) if r.count > 0 => self.retired_workers(why, n, &r, ""),
             Ok(_) => self.record("cpu", "retire_dask_worker", why, "the scheduler retired no worker".into(), None, false),
             // A 5xx or no answer in time is an outcome unknown, not a failure: distributed can
             // answer 500 after retiring (distributed#8370), and retiring a worker that holds
             // data can outlast any deadline (dask-kubernetes#821). What the scheduler did is
             // read back: the workers that are gone were retired by us.
-            Err(e @ (PeerError::Http(_) | PeerError::Status { status: 500..=599, .. })) => {
-                let before: BTreeSet<String> = workers.iter().map(|w| w.address.clone()).collect();
-                match peers::dask_workers(&scheduler).await {
-                    Ok(now) => {
-                        let gone: Vec<String> = before.iter().filter(|a| !now.iter().any(|w| w.address == **a)).cloned().collect();
-                        if gone.is_empty() {
-                            self.dask_problem(&url, e);
-                        } else {
-                            self.problem("dask", None);
-                            self.retired_workers(why, n, &gone, &format!(" (the scheduler answered: {e}; read back: gone)"));
-                        }
-                    }
-                    Err(_) => self.dask_problem(&url, e),
+            Err(e @ (PeerError::Http(_) | PeerError::Status { status: 500..=599, .. })) => match peers::dask_worker_count(&scheduler).await
+            {
+                Ok(now) if u32::try_from(now).unwrap_or(u32::MAX) < n => {
+                    let now = u32::try_from(now).unwrap_or(u32::MAX);
+                    self.problem("dask", None);
+                    let gone = peers::Retired { count: (n - now) as usize, shown: Vec::new() };
+                    self.retired_workers(why, n, &gone, &format!(" (the scheduler answered: {e}; read back: {now} left)"));
                 }
-            }
+                _ => self.dask_problem(&url, e),
+            },
             Err(e) => self.dask_problem(&url, e),
         }
     }
 
     /// Workers that were retired (by the scheduler's word or read back), counted to bring back
     /// when calm.
-    fn retired_workers(&mut self, why: &str, n: u32, addrs: &[String], how: &str) {
-        self.retired = self.retired.saturating_add(u32::try_from(addrs.len()).unwrap_or(u32::MAX));
-        // The scheduler's own words: escaped, and at most three addresses named.
-        let named: Vec<String> = addrs.iter().take(3).map(|a| crate::sys::one_line(a, 80)).collect();
-        let more = if addrs.len() > 3 { format!(" and {} more", addrs.len() - 3) } else { String::new() };
-        let left = n.saturating_sub(u32::try_from(addrs.len()).unwrap_or(u32::MAX));
-        let detail = format!("retired Dask worker {}{more} ({n} -> {left} workers){how}", named.join(", "));
+    fn retired_workers(&mut self, why: &str, n: u32, r: &peers::Retired, how: &str) {
+        self.retired = self.retired.saturating_add(u32::try_from(r.count).unwrap_or(u32::MAX));
+        let detail = format!("{}{how}", retired_detail(n, r));
         self.record("cpu", "retire_dask_worker", why, detail, None, true);
     }
 
@@ -496,7 +486,7 @@ impl Emergency {
     async fn unload_ollama(&mut self, measure: &str, why: &str, url: &str, ollama: &Endpoint) {
         let deadline = Instant::now() + OLLAMA_BUDGET;
         let out_of_time = || format!("the step's {}s for Ollama ran out; the rest wait for the next step", OLLAMA_BUDGET.as_secs());
-        let models = match tokio::time::timeout_at(deadline, peers::ollama_loaded(ollama)).await {
+        let loaded = match tokio::time::timeout_at(deadline, peers::ollama_loaded(ollama)).await {
             Ok(Ok(m)) => {
                 self.problem("ollama", None);
                 m
@@ -504,8 +494,12 @@ impl Emergency {
             Ok(Err(e)) => return self.problem("ollama", Some(format!("{url}: {e} (retried at the next step)"))),
             Err(_) => return self.problem("ollama", Some(format!("{url}: {}", out_of_time()))),
         };
-        self.ollama_unreleased.retain(|n| models.iter().any(|m| m.name == *n));
-        let listed = models.len();
+        let (listed, models) = (loaded.total, loaded.largest);
+        // Only names still listed stay set aside (an Ollama with more than MODELS_KEPT models
+        // lists some beyond what is read: those are kept set aside too).
+        if listed <= peers::MODELS_KEPT {
+            self.ollama_unreleased.retain(|n| models.iter().any(|m| m.name == *n));
+        }
         let ranked = ollama::rank(models, &self.cfg.keep_models, &self.ollama_unreleased);
         self.report.ollama_models = ranked.iter().take(RANKED_SHOWN).map(|(m, v)| ollama::view(m, *v)).collect();
         // One released per step on pressure; a bounded number for free-memory.
@@ -516,7 +510,7 @@ impl Emergency {
                 "emergency: Ollama lists {listed} models; unloading at most the {MAX_UNLOADS} with the most RAM in this step"
             );
         }
-        let (mut released, mut tried) = (0, 0);
+        let (mut released, mut tried, mut still_listed) = (0, 0, listed);
         for (m, _) in ranked.into_iter().filter(|(_, v)| *v == ollama::Verdict::Unload) {
             if released >= want || tried >= MAX_UNLOADS {
                 break;
@@ -540,15 +534,18 @@ impl Emergency {
                     break;
                 }
             }
+            // Gone means: no longer among the models read, and one model fewer listed.
             match tokio::time::timeout_at(deadline, peers::ollama_loaded(ollama)).await {
-                Ok(Ok(after)) if after.iter().any(|a| a.name == m.name) => {
+                Ok(Ok(after)) if after.total >= still_listed || after.largest.iter().any(|a| a.name == m.name) => {
+                    still_listed = after.total;
                     self.ollama_unreleased.insert(m.name.clone());
                     let detail = format!(
                         "unload Ollama model {name}: Ollama acknowledged it but still lists it (ollama#7606); not counted, and not asked again while it stays loaded"
                     );
                     self.record(measure, "unload_ollama_model", why, detail, None, false);
                 }
-                Ok(Ok(_)) => {
+                Ok(Ok(after)) => {
+                    still_listed = after.total;
                     released += 1;
                     self.record(measure, "unload_ollama_model", why, format!("unloaded Ollama model {name}"), Some(ram), true);
                 }
@@ -669,6 +666,18 @@ impl Emergency {
     }
 }
 
+/// "retired Dask worker tcp://… (4 -> 3 workers)". The scheduler's count, not ours: it may
+/// retire more than it listed a moment ago, or name more than are shown.
+fn retired_detail(listed: u32, r: &peers::Retired) -> String {
+    let left = listed.saturating_sub(u32::try_from(r.count).unwrap_or(u32::MAX));
+    if r.shown.is_empty() {
+        return format!("retired {} Dask worker(s) ({listed} -> {left} workers)", r.count);
+    }
+    let more = r.count.saturating_sub(r.shown.len());
+    let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+    format!("retired Dask worker {}{more} ({listed} -> {left} workers)", r.shown.join(", "))
+}
+
 /// The first "Failed to …" line of `journalctl --vacuum-size`'s stderr, with a hint where the
 /// cause is the unit's read-only view of the journal.
 fn vacuum_failure(stderr: &str) -> Option<String> {
@@ -753,7 +762,24 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::vacuum_failure;
+    use proptest::prelude::*;
+
+    use super::{peers::Retired, retired_detail, vacuum_failure};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the scheduler listed before and says it retired, the detail is one line
+        /// with a count that never wraps.
+        #[test]
+        fn any_retirement_is_told_on_one_line(listed in any::<u32>(), count in prop_oneof![0usize..10, any::<usize>()], shown in prop::collection::vec("[a-z:/.0-9]{1,20}", 0..=8)) {
+            let r = Retired { count: count.max(shown.len()), shown };
+            let d = retired_detail(listed, &r);
+            let left = u64::from(listed).saturating_sub(r.count as u64);
+            prop_assert!(d.ends_with(&format!("({listed} -> {left} workers)")), "{d}");
+            prop_assert!(!d.contains('\n'));
+        }
+    }
 
     #[test]
     fn a_vacuum_that_could_not_delete_is_a_failure_with_its_reason() {

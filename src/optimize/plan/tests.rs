@@ -92,3 +92,39 @@ fn lines_the_plan_does_not_own_are_kept_and_never_shown() {
     assert_eq!(parse(&text)["DB_PASSWORD"], "hunter2", "systemd still reads it");
     assert_eq!(render(&files[0], Some(&text)), text, "and the next write changes nothing");
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::testing::text_like;
+
+    /// A value as the plan writes them, or as an admin might: no surrounding space or quotes,
+    /// on one line.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof!["[0-9]{1,20}", "[!-~]([ -~]{0,30}[!-~])?"]
+            .prop_filter("no quotes at the ends", |v| !v.starts_with(['"', '\'']) && !v.ends_with(['"', '\'']))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// An env file edited by hand, cut, or garbage: variables with trimmed keys and values,
+        /// each on one line.
+        #[test]
+        fn any_env_text_is_variables(t in text_like("# Written by `cluster-ai optimize`\nDASK_NWORKERS=2\nDASK_MEMORY_LIMIT=3435134976\nA = 'x y'\n")) {
+            for (k, v) in parse(&t) {
+                prop_assert!(!k.contains('\n') && !v.contains('\n') && k.trim() == k, "{k:?}={v:?}");
+                prop_assert!(!k.starts_with(['#', ';']), "{k:?}");
+            }
+        }
+
+        /// What render writes, parse reads back, so an unchanged plan is no change.
+        #[test]
+        fn rendered_files_parse_back(vars in prop::collection::btree_map("[A-Z_][A-Z0-9_]{0,20}", value(), 0..12), unit in prop::option::of("[a-z-]{1,12}\\.service")) {
+            let file = EnvFile { name: "x.env".into(), unit, vars };
+            prop_assert_eq!(&parse(&render(&file, None)), &file.vars);
+            prop_assert!(diff(Some(&render(&file, None)), &file).is_empty());
+        }
+    }
+}

@@ -126,8 +126,13 @@ impl Response {
     /// The start of the body as one line, for an error message: at most 200 characters, control
     /// characters escaped (a peer's text cannot forge a log line).
     pub fn snippet(&self) -> String {
-        crate::sys::one_line(String::from_utf8_lossy(&self.body[..self.body.len().min(800)]).trim(), 200)
+        snippet(&self.body)
     }
+}
+
+/// The start of a body as one line: at most 200 characters, control characters escaped.
+pub fn snippet(body: &[u8]) -> String {
+    crate::sys::one_line(String::from_utf8_lossy(&body[..body.len().min(800)]).trim(), 200)
 }
 
 /// One request; `body` is sent as JSON when present.
