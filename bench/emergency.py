@@ -152,11 +152,20 @@ def cpu_trials(work):
     worker = None
     out = []
     p = None
-    try:
-        while workers(dport) is None:
+    emergency = (f'cpu_threshold = 60\ncpu_sustain = "0s"\nhysteresis = 10\n'
+                 f'dask_scheduler = "http://127.0.0.1:{dport}"\ndask_min_workers = 1\nollama = ""\n')
+
+    def until(pred, timeout=60):
+        """Waits for pred() at most `timeout` seconds; whether it came true."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
             time.sleep(0.2)
-        p = start_daemon(work, "cpu", f'cpu_threshold = 60\ncpu_sustain = "0s"\nhysteresis = 10\n'
-                                      f'dask_scheduler = "http://127.0.0.1:{dport}"\ndask_min_workers = 1\nollama = ""\n')
+        return False
+
+    try:
+        until(lambda: workers(dport) is not None)
         for _ in range(TRIALS):
             if worker:
                 os.killpg(worker.pid, signal.SIGTERM)
@@ -165,9 +174,13 @@ def cpu_trials(work):
                                        "--nworkers", "2", "--nthreads", "1", "--memory-limit", "512MiB",
                                        "--dashboard-address", "127.0.0.1:0"], start_new_session=True,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            while workers(dport) != 2:
-                time.sleep(0.2)
+            if not until(lambda: workers(dport) == 2):
+                out.append(None)
+                continue
             time.sleep(3)  # CPU calm again after the workers' start
+            # The daemon starts for each trial once the workers are up and calm: started
+            # before, it would (rightly) retire one for the CPU their start-up takes.
+            p = start_daemon(work, "cpu", emergency)
             t0 = time.monotonic()
             burn = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(2)]
             t1 = None
@@ -179,6 +192,8 @@ def cpu_trials(work):
             for b in burn:
                 b.kill()
                 b.wait()
+            stop(p)
+            p = None
             out.append((t1 - t0) * 1000 if t1 else None)
     finally:
         if p:
