@@ -1,8 +1,9 @@
 //! `cluster-ai health [--json]` (the seed's health_check.sh): every service, its state and since
 //! when, the last probe's result and latency, restarts and backoff, open incidents. From the
 //! running daemon; without one, one look at each service from here. Exit 1 when any installed
-//! service is unhealthy (or a scheduler has fewer workers than its minimum), so it serves cron
-//! and scripts too.
+//! service is unhealthy (or a scheduler has fewer workers than its minimum), 3 when nothing
+//! could be looked at (no service installed here, no systemd bus), so it serves cron and
+//! scripts too.
 
 use std::process::ExitCode;
 
@@ -43,12 +44,19 @@ pub fn main(args: StatusArgs) -> ExitCode {
     } else {
         print!("{}", render(&report, from));
     }
-    if report.down().is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    if !report.down().is_empty() {
         ExitCode::FAILURE
+    } else if report.enabled && report.watched() == 0 {
+        // "unknown" is not "ok": cron and scripts must not read a machine where nothing could
+        // be looked at as healthy.
+        ExitCode::from(NOTHING_WATCHED)
+    } else {
+        ExitCode::SUCCESS
     }
 }
+
+/// The exit status when no service could be looked at (none installed, no systemd bus).
+pub const NOTHING_WATCHED: u8 = 3;
 
 pub fn render(r: &HealthReport, from: &str) -> String {
     let mut out = format!("{} — from {from}\n", r.summary());

@@ -63,9 +63,25 @@ impl HealthReport {
 
     /// One line for `status` and the unit's STATUS=: "health: 3 ok, down: ollama" or "health:
     /// all 2 ok (2 not installed)".
+    /// Services whose state is known: looked at and found healthy or unhealthy.
+    pub fn watched(&self) -> usize {
+        self.services.iter().filter(|s| s.state == "healthy" || s.state == "unhealthy").count()
+    }
+
     pub fn summary(&self) -> String {
         if !self.enabled {
             return "health: off".into();
+        }
+        if self.watched() == 0 && self.down().is_empty() {
+            let why = if self.systemd != "connected" && self.systemd != "not needed" {
+                format!("; systemd: {}", self.systemd)
+            } else {
+                String::new()
+            };
+            return format!(
+                "health: nothing watched ({} service(s) configured, none installed or looked at yet{why})",
+                self.services.len()
+            );
         }
         let installed = self.services.iter().filter(|s| s.state != "not installed").count();
         let absent = self.services.len() - installed;
