@@ -168,11 +168,11 @@ fn an_http_service_that_fails_or_hangs_is_down_and_one_look_works_without_a_daem
     let b = daemon();
     let cfg_path = b.dir().join("oneshot.toml");
     std::fs::write(&cfg_path, &cfg).unwrap();
-    // One look, no daemon: a socket path where nothing listens.
-    let one = |expect: i32| {
+    // One look, no daemon (a socket path where nothing listens), with a config file.
+    let look = |config: &std::path::Path, expect: i32| {
         let out = Command::new(common::BIN)
             .args(["health", "--config"])
-            .arg(&cfg_path)
+            .arg(config)
             .args(["--socket"])
             .arg(b.dir().join("nothing.sock"))
             .output()
@@ -181,20 +181,13 @@ fn an_http_service_that_fails_or_hangs_is_down_and_one_look_works_without_a_daem
         assert_eq!(out.status.code(), Some(expect), "{text}{}", String::from_utf8_lossy(&out.stderr));
         text
     };
+    let one = |expect: i32| look(&cfg_path, expect);
     let text = one(0);
     assert!(text.starts_with("health: all 1 ok (1 not installed) — from one look (no daemon is running)"), "{text}");
     // Only the missing unit: nothing could be looked at, which is not "ok".
     let only_missing = b.dir().join("only-missing.toml");
     std::fs::write(&only_missing, "[[health.service]]\nname = \"not-here\"\nunit = \"cluster-ai-test-no-such-unit.service\"\n").unwrap();
-    let out = Command::new(common::BIN)
-        .args(["health", "--config"])
-        .arg(&only_missing)
-        .args(["--socket"])
-        .arg(b.dir().join("nothing.sock"))
-        .output()
-        .unwrap();
-    let nothing = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(3), "{nothing}");
+    let nothing = look(&only_missing, 3);
     assert!(nothing.starts_with("health: nothing watched (1 service(s) configured, none installed"), "{nothing}");
     assert!(text.contains("not-here") && text.contains("not installed"), "{text}");
     *mode.lock().unwrap() = 1;
