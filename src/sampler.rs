@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{human_size, Config};
-use crate::daemon::tasks::Heartbeat;
+use crate::runtime::tasks::Heartbeat;
 use crate::sys::fs::{disk_usage, DiskUsage};
 use crate::sys::procfs::{
     parse_loadavg, parse_meminfo, parse_pressure, parse_stat, CpuTimes, MemInfo, Pressure, ProcError, ProcFile, ProcFs,

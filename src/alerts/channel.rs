@@ -1,7 +1,5 @@
 //! The channels an alert is delivered to, each one HTTP request with a deadline.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -10,8 +8,7 @@ use crate::config::AlertsConfig;
 use crate::sys::http::{self, Endpoint};
 use crate::sys::redact;
 
-/// A delivery that takes longer than this has failed (and is retried).
-pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+pub use super::DELIVERY_TIMEOUT;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

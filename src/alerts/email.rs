@@ -49,7 +49,7 @@ pub async fn send(cfg: &AlertsConfig, alert: &Alert) -> Result<String, String> {
     // with the server's text: the answer to AUTH may quote what it was sent (a 535 with the
     // "user:password", a 501 with its base64), so only AUTH's reply code is ever shown.
     let hello = ClientId::default();
-    let timeout = Some(super::channel::DELIVERY_TIMEOUT);
+    let timeout = Some(super::DELIVERY_TIMEOUT);
     let wrapper = tls.clone().filter(|_| cfg.smtp_security == SmtpSecurity::Tls);
     let mut conn =
         AsyncSmtpConnection::connect_tokio1((host, port), timeout, &hello, wrapper, None).await.map_err(|e| format!("{server}: {e}"))?;

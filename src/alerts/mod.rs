@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 /// An alert's summary at most, in characters (a "workers left" alert naming 25,000 workers is
 /// cut here, with `…`); the key, severity, node and each label are cut shorter, and at most
 /// [`MAX_LABELS`] labels are kept. So one delivery is a few KiB at most, in the queue file too.
+/// A delivery (webhook, Alertmanager or email) that takes longer than this has failed and is
+/// retried.
+pub const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub const MAX_SUMMARY: usize = 1000;
 pub const MAX_LABELS: usize = 16;
 const MAX_SHORT: usize = 200;

@@ -21,7 +21,7 @@ use super::dead::{DeadLetter, DeadLetters};
 use super::queue::{Delivery, Queue, FILE_NAME};
 use super::{Alert, AlertState};
 use crate::config::{AlertsConfig, Config};
-use crate::daemon::tasks::Heartbeat;
+use crate::runtime::tasks::Heartbeat;
 use crate::sys::ticker::Ticker;
 
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);

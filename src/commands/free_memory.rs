@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use crate::cli::StatusArgs;
 use crate::config::human_size;
-use crate::daemon::control::{request, ClientError, Request};
+use crate::control::{request, ClientError, Request};
 use crate::optimize::emergency::{Action, Emergency};
 
 pub fn main(args: StatusArgs) -> ExitCode {

@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use crate::cli::StatusArgs;
-use crate::daemon::control::{request, ClientError, Request};
+use crate::control::{request, ClientError, Request};
 use crate::health::{HealthReport, ServiceReport};
 
 pub fn main(args: StatusArgs) -> ExitCode {

@@ -12,7 +12,7 @@ use nix::sys::termios::{self, LocalFlags, SetArg};
 
 use crate::cli::StatusArgs;
 use crate::config::human_size;
-use crate::daemon::control::{request, Request, StatusReply};
+use crate::control::{request, Request, StatusReply};
 
 const REFRESH: Duration = Duration::from_secs(2);
 static STOP: AtomicBool = AtomicBool::new(false);

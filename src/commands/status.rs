@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use crate::cli::StatusArgs;
 use crate::config::{human_size, Config, SocketSetting};
+use crate::control::{request, Request, StatusReply};
 use crate::daemon::client_socket_path;
-use crate::daemon::control::{request, Request, StatusReply};
 use crate::optimize::emergency::EmergencyReport;
 use crate::sys::paths::DEFAULT_CONFIG;
 

@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use crate::cli::{SwapAction, SwapArgs};
 use crate::config::{format_size, human_size, parse_size, Config};
-use crate::daemon::control::{request, ClientError, Request};
+use crate::control::{request, ClientError, Request};
 use crate::daemon::{client_socket_path, load_config, EXIT_CONFIG};
 use crate::swap::engine::{Engine, Mode, SwapStatus};
 use crate::swap::task::SwapRequest;

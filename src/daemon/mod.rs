@@ -4,7 +4,6 @@ pub mod control;
 pub mod marker;
 pub mod report;
 mod supervisor;
-pub mod tasks;
 
 use std::path::{Path, PathBuf};
 

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::tasks::Tasks;
+use crate::runtime::tasks::Tasks;
 use crate::sampler::SnapshotReceiver;
 use crate::sys::notify::{Notice, Notifier};
 use crate::sys::ticker::Tick;

@@ -12,12 +12,13 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::control::{self, ConfigInfo, ControlSocket, ControlState};
-use super::tasks::{Heartbeat, TaskState, Tasks};
+use super::control::{self, ControlSocket, ControlState};
 use super::{load_config, report, socket_path, DaemonError, Options};
 use crate::config::{Config, ConfigError};
 use crate::logging::LogHandle;
 use crate::optimize;
+use crate::report::{ConfigInfo, Reports};
+use crate::runtime::tasks::{Heartbeat, TaskState, Tasks};
 use crate::sampler::{self, Sampler};
 use crate::swap::{self, engine::Engine};
 use crate::sys::notify::{Notice, Notifier, SdNotifier};
@@ -142,20 +143,19 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     set.spawn("health", crate::health::task::HEARTBEAT_PERIOD, |hb| {
         crate::health::task::run(config_rx.clone(), health_tx, alerts, hb, cancel.clone(), dry_run)
     });
-    let state = ControlState {
+    let reports = Reports {
         started,
         dry_run: opts.dry_run,
         tasks: tasks.clone(),
         snapshots: snapshot_rx.clone(),
         config: info_rx,
-        swap: swap_tx,
         optimize: optimize_rx,
         emergency: emergency_rx,
-        free_memory: free_memory_tx,
         health: health_rx.clone(),
         alerts: alerts_rx,
     };
-    let metrics_state = state.clone();
+    let metrics_state = reports.clone();
+    let state = ControlState { reports, swap: swap_tx, free_memory: free_memory_tx };
     set.spawn("control", control::HEARTBEAT_PERIOD, |hb| control::run(socket, state, hb, cancel.clone()));
     set.spawn("metrics", crate::metrics::server::HEARTBEAT_PERIOD, |hb| {
         crate::metrics::server::run(config_rx.clone(), metrics_state, swap_metrics_rx, hb, cancel.clone())

@@ -17,7 +17,7 @@ use super::{HealthReport, ServiceReport, WorkersReport};
 use crate::alerts::task::{raise, AlertSender};
 use crate::alerts::Alert;
 use crate::config::{format_duration, Config, Probe, ServiceConfig};
-use crate::daemon::tasks::Heartbeat;
+use crate::runtime::tasks::Heartbeat;
 use crate::sys::systemd::{unit_file_exists, Systemd};
 use crate::sys::ticker::Ticker;
 

@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{SwapMetrics, View};
 use crate::config::Config;
-use crate::daemon::control::ControlState;
-use crate::daemon::tasks::Heartbeat;
+use crate::report::Reports;
 use crate::runtime::slots::RequestSeen;
+use crate::runtime::tasks::Heartbeat;
 
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
 /// The request head must be whole within this (hyper's `header_read_timeout`).
@@ -31,7 +31,7 @@ pub type SwapMetricsReceiver = watch::Receiver<Arc<SwapMetrics>>;
 
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
-    state: ControlState,
+    state: Reports,
     swap: SwapMetricsReceiver,
     heartbeat: Heartbeat,
     cancel: CancellationToken,
@@ -100,7 +100,7 @@ pub async fn run(
     }
 }
 
-type Source = Arc<(ControlState, SwapMetricsReceiver, f64)>;
+type Source = Arc<(Reports, SwapMetricsReceiver, f64)>;
 
 /// One connection through hyper's HTTP/1.1 server: one request, then closed.
 async fn serve(stream: TcpStream, source: Source, seen: RequestSeen) {
@@ -128,7 +128,7 @@ fn respond(req: &hyper::Request<hyper::body::Incoming>, source: &Source) -> hype
     let (status, kind, body) = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => {
             let (state, swap, start) = source.as_ref();
-            let view = View { status: state.status(), swap: swap.borrow().as_ref().clone(), start_time_unix: *start };
+            let view = View { status: state.node_report(), swap: swap.borrow().as_ref().clone(), start_time_unix: *start };
             let kind = if openmetrics {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8"
             } else {

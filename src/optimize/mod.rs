@@ -8,4 +8,5 @@ pub mod peers;
 pub mod plan;
 pub mod profile;
 pub mod task;
+pub mod tier;
 pub mod watch;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::check::{recommended, tier, Tier};
 use super::profile::Profile;
+use super::tier::{recommended, tier, Recommended, Tier};
 use crate::config::{human_size, OptimizeConfig};
 
 const GIB: u64 = 1 << 30;
@@ -195,6 +195,20 @@ pub fn diff(current: Option<&str>, file: &EnvFile) -> Vec<Change> {
         .filter(|(k, v)| now.get(*k) != Some(*v))
         .map(|(k, v)| Change { key: k.clone(), from: now.get(k).cloned(), to: v.clone() })
         .collect()
+}
+
+impl Plan {
+    /// The plan's settings in the shape `check` reports them (so the two never disagree).
+    pub fn recommended(&self) -> Recommended {
+        let p = self;
+        Recommended {
+            dask_workers: p.dask_workers.value,
+            dask_threads_per_worker: p.dask_threads_per_worker.value,
+            dask_memory_limit_bytes: p.dask_memory_limit_bytes.value,
+            ollama_gpu_layers: p.ollama_gpu_layers.value,
+            ollama_max_loaded_models: p.ollama_max_loaded_models.value,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::apply::{self, FileOutcome};
 use super::plan::{self, Plan};
 use super::profile::{gather, Sources};
 use crate::config::{human_size, Config};
-use crate::daemon::tasks::Heartbeat;
+use crate::runtime::tasks::Heartbeat;
 use crate::sampler::SnapshotReceiver;
 use crate::sys::ticker::Ticker;
 use crate::sys::uevent::{hardware_change, Uevent, Uevents};

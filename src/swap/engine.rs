@@ -8,13 +8,13 @@ use std::time::{Duration, Instant as StdInstant};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+pub use super::files::SwapError;
 use super::files::{self, Inventory, ManagedFile};
 use super::kernel;
 use super::policy::{self, Books, Decision, Hold, PolicyState, Readings};
 use crate::config::{format_size, human_size, Config, SwapConfig};
 use crate::sys::display_path;
 use crate::sys::fs::DiskUsage;
-use crate::sys::procfs::ProcError;
 use crate::sys::swap::{SwapEntry, SwapFs};
 use crate::sys::swap_os::SwapOs;
 
@@ -57,16 +57,6 @@ pub struct SwapStatus {
     pub running: Option<String>,
     /// How many times the task has looked at memory and decided, since it started.
     pub looks: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SwapError {
-    #[error("{0}")]
-    Read(#[from] ProcError),
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// Whether a failure to make a swap file says swap files cannot work in swap.dir at all (a
@@ -117,8 +107,8 @@ pub struct Engine {
     /// Where the disk guard's and max_size's episodes are raised as alerts.
     pub alerts: Option<crate::alerts::task::AlertSender>,
     /// Where the counters and gauges of `/metrics` are published (after each look and change).
-    pub metrics: Option<tokio::sync::watch::Sender<std::sync::Arc<crate::metrics::SwapMetrics>>>,
-    counters: crate::metrics::SwapMetrics,
+    pub metrics: Option<tokio::sync::watch::Sender<std::sync::Arc<super::metrics::SwapMetrics>>>,
+    counters: super::metrics::SwapMetrics,
     last_logged: Option<Decision>,
     /// The last error logged, so a condition that lasts is logged once per episode.
     last_error: Option<String>,
@@ -150,7 +140,7 @@ impl Engine {
             max_active: false,
             alerts: None,
             metrics: None,
-            counters: crate::metrics::SwapMetrics::default(),
+            counters: super::metrics::SwapMetrics::default(),
             last_logged: None,
             last_error: None,
             looks: 0,

@@ -7,10 +7,22 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::SwapError;
 use crate::fault;
+use crate::sys::procfs::ProcError;
 use crate::sys::swap::{SwapEntry, SwapFs};
 use crate::sys::swap_os::{DirFile, SwapOs};
+
+/// Why a swap step failed: the swap table could not be read, the step was refused (with the
+/// reason and the fix), or the filesystem said no.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error("{0}")]
+    Read(#[from] ProcError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
 
 const PREFIX: &str = "cluster-ai-";
 const SUFFIX: &str = ".swap";

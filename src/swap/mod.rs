@@ -4,5 +4,6 @@
 pub mod engine;
 pub mod files;
 pub mod kernel;
+pub mod metrics;
 pub mod policy;
 pub mod task;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::engine::{Engine, Mode, SwapError, SwapStatus};
 use super::policy::{self, Decision};
 use crate::config::{human_size, Config};
-use crate::daemon::tasks::Heartbeat;
+use crate::runtime::tasks::Heartbeat;
 use crate::sampler::SnapshotReceiver;
 use crate::sys::psi::PsiTrigger;
 use crate::sys::ticker::Ticker;

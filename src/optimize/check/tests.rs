@@ -95,7 +95,7 @@ fn check_recommends_what_optimize_plans() {
     let cpu_only = machine(4, 8 * G);
     let r = report(cpu_only.clone(), &cfg, true, 0.0).recommended.unwrap();
     let p = crate::optimize::plan::plan(&cpu_only, &cfg.optimize);
-    assert_eq!(r, Recommended::from_plan(&p));
+    assert_eq!(r, p.recommended());
     assert_eq!(r.ollama_gpu_layers, 0);
     let mut gpu = machine(8, 32 * G);
     gpu.gpus.push(Gpu { vendor: "nvidia".into(), name: "x".into(), vram_bytes: Some(8 * G), source: "nvml".into() });

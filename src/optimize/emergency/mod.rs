@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::peers::{self, PeerError};
 use super::watch::{Limits, Step, Watch, WatchReport};
 use crate::config::{human_size, Config, EmergencyConfig};
-use crate::daemon::tasks::Heartbeat;
+use crate::runtime::tasks::Heartbeat;
 use crate::sampler::{Snapshot, SnapshotReceiver};
 use crate::swap::task::{SwapCommand, SwapSender};
 use crate::sys::http::Endpoint;

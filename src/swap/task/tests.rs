@@ -1,7 +1,7 @@
 //! The swap task on the in-memory system: requests, and what it answers while an operation runs.
 
 use super::*;
-use crate::daemon::tasks::Tasks;
+use crate::runtime::tasks::Tasks;
 use crate::sys::swap_os::fake::FakeSwapOs;
 
 struct Running {
