@@ -69,6 +69,5 @@ pub fn hit(point: &str) -> std::io::Result<()> {
 }
 
 fn kill_self() -> ! {
-    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-    std::process::abort()
+    crate::sys::process::kill_self()
 }

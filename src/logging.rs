@@ -2,8 +2,6 @@
 //! device:inode), else to stderr as text. The level comes from `log_level` and follows a
 //! reload; `RUST_LOG`, when set, wins over both.
 
-use std::os::fd::AsRawFd;
-
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -27,19 +25,7 @@ impl LogHandle {
     }
 }
 
-/// Whether stderr is connected to the journal, as sd_journal_stream_fd(3) documents it.
-pub fn stderr_is_journal() -> bool {
-    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
-        return false;
-    };
-    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
-        return false;
-    };
-    let Ok(st) = nix::sys::stat::fstat(std::io::stderr().as_raw_fd()) else {
-        return false;
-    };
-    dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
-}
+pub use crate::sys::process::stderr_is_journal;
 
 /// Every target at `level`.
 fn targets(level: LogLevel) -> Targets {

@@ -118,7 +118,7 @@ fn message(cfg: &AlertsConfig, alert: &Alert) -> Result<Message, String> {
 fn credentials(path: &Path) -> Result<(String, String), String> {
     let shown = crate::sys::display_path(path);
     let meta = std::fs::metadata(path).map_err(|e| format!("alerts.smtp_credentials_file {shown}: {e}"))?;
-    let me = nix::unistd::geteuid().as_raw();
+    let me = crate::sys::node::euid();
     if meta.mode() & 0o077 != 0 || (meta.uid() != 0 && meta.uid() != me) {
         return Err(format!(
             "alerts.smtp_credentials_file {shown} may be read by others (mode {:o}, owner {}); chmod 600 it, owned by root",

@@ -164,14 +164,7 @@ pub fn rfc3339(unix_ms: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, unix_ms % 1000)
 }
 
-/// This machine's name, for alerts when `[alerts] node` is not set.
-pub fn hostname() -> String {
-    crate::sys::fs::read_text(std::path::Path::new("/proc/sys/kernel/hostname"), crate::sys::fs::SMALL_FILE)
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
+pub use crate::sys::node::hostname;
 
 #[cfg(test)]
 mod tests {

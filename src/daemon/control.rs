@@ -101,7 +101,7 @@ pub async fn run(socket: ControlSocket, state: ControlState, heartbeat: Heartbea
                 }
                 // Out of descriptors: accepting again at once would spin. Say it once per
                 // episode and wait for clients to leave.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                Err(e) if crate::sys::socket::out_of_descriptors(&e) => {
                     let wait = match backoff {
                         None => {
                             tracing::warn!(error = %e, "control socket: out of file descriptors; new connections wait until some close");

@@ -69,7 +69,7 @@ pub fn socket_path(setting: &SocketSetting) -> Result<PathBuf, String> {
 /// "use sudo" rather than "not running" while the root daemon runs.
 pub fn client_socket_path(setting: &SocketSetting) -> Result<PathBuf, String> {
     let own = socket_path(setting)?;
-    if *setting == SocketSetting::Auto && !own.exists() && !nix::unistd::geteuid().is_root() {
+    if *setting == SocketSetting::Auto && !own.exists() && !crate::sys::node::is_root() {
         let system = Path::new(crate::sys::paths::SYSTEM_RUNTIME_DIR).join(crate::sys::paths::SOCKET_NAME);
         if system.exists() {
             return Ok(system);

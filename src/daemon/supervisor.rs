@@ -124,7 +124,8 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     });
     let (emergency_tx, emergency_rx) = watch::channel(Arc::new(optimize::emergency::EmergencyReport::default()));
     let (free_memory_tx, free_memory_rx) = tokio::sync::mpsc::channel(4);
-    let mut measures = optimize::emergency::Emergency::new(&config_rx.borrow(), Some(swap_tx.clone()), dry_run);
+    let mut measures =
+        optimize::emergency::Emergency::new(&config_rx.borrow(), Some(swap_tx.clone()), Arc::new(crate::sys::node::RealNode), dry_run);
     measures.alerts = Some(alert_tx.clone());
     set.spawn("emergency", optimize::emergency::HEARTBEAT_PERIOD, |hb| {
         optimize::emergency::run(config_rx.clone(), snapshot_rx.clone(), measures, free_memory_rx, emergency_tx, hb, cancel.clone())

@@ -107,7 +107,7 @@ pub async fn run_with_workers(
     let w = dask_workers(url, timeout).await;
     if local_worker {
         let verdict = match &w {
-            Ok(all) if all.iter().any(|(addr, name)| ThisNode::read().has(addr, name)) => None,
+            Ok(all) if all.iter().any(|(addr, name)| ThisNode::of(&crate::sys::node::RealNode).has(addr, name)) => None,
             Ok(all) => Some(format!("no worker of this node among the scheduler's {} worker(s)", all.len())),
             Err(e) => Some(format!("cannot read the scheduler's workers: {e}")),
         };
@@ -127,17 +127,9 @@ pub struct ThisNode {
 }
 
 impl ThisNode {
-    pub fn read() -> ThisNode {
-        let mut addrs = Vec::new();
-        for ifa in nix::ifaddrs::getifaddrs().into_iter().flatten() {
-            let Some(a) = ifa.address else { continue };
-            if let Some(v4) = a.as_sockaddr_in() {
-                addrs.push(std::net::IpAddr::V4(v4.ip()));
-            } else if let Some(v6) = a.as_sockaddr_in6() {
-                addrs.push(std::net::IpAddr::V6(v6.ip()));
-            }
-        }
-        ThisNode { addrs, hostname: crate::alerts::hostname() }
+    /// What `node` says of itself.
+    pub fn of(node: &dyn crate::sys::node::Node) -> ThisNode {
+        ThisNode { addrs: node.local_addresses(), hostname: node.hostname() }
     }
 
     /// Whether the worker at `address` ("tcp://10.0.0.5:40001") named `name` runs here.
@@ -280,7 +272,7 @@ mod tests {
         assert!(here.has("tcp://10.0.0.9:40001", "gpu-1"));
         assert!(!here.has("tcp://10.0.0.9:40001", "gpu-2"));
         assert!(!here.has("tcp://gpu-2:40001", "w"));
-        assert!(super::ThisNode::read().has("tcp://127.0.0.1:1", ""), "loopback is this machine's");
+        assert!(super::ThisNode::of(&crate::sys::node::RealNode).has("tcp://127.0.0.1:1", ""), "loopback is this machine's");
     }
 
     #[test]

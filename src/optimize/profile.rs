@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::sys::hardware::{self, Cpu, Gpu};
 use crate::sys::nvml::{self, Nvml};
 use crate::sys::procfs::{parse_meminfo, ProcFs};
-use crate::sys::swap::{classify_fs, rotational_of, SwapFs};
+use crate::sys::swap::{rotational_of, SwapFs};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
@@ -134,8 +134,8 @@ pub fn gather(cfg: &Config, root: &Path, sources: Sources) -> Result<Profile, St
         });
     }
 
-    let (fs_name, supported) = match nix::sys::statfs::statfs(&existing) {
-        Ok(st) => match classify_fs(st.filesystem_type().0) {
+    let (fs_name, supported) = match crate::sys::swap::filesystem_at(&existing) {
+        Ok(kind) => match kind {
             Ok(SwapFs::Btrfs) => match crate::sys::swap::btrfs::refusal(root, &existing) {
                 Some(why) => (format!("btrfs: swap.dir {why}"), false),
                 None => ("btrfs".into(), true),

@@ -53,3 +53,9 @@ pub fn bind_private(path: &Path) -> Result<UnixListener, BindError> {
 pub fn remove(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
+
+/// Whether an `accept` failed for want of file descriptors (`EMFILE`, `ENFILE`): accepting
+/// again at once would spin.
+pub fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}

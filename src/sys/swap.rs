@@ -189,6 +189,13 @@ pub enum SwapFs {
     F2fs,
 }
 
+/// What kind of filesystem `path` is on, for swap files: `Ok(Err(why))` where swap files
+/// cannot work (tmpfs, NFS, …); `Err` when statfs(2) itself fails.
+pub fn filesystem_at(path: &std::path::Path) -> std::io::Result<Result<SwapFs, String>> {
+    let st = nix::sys::statfs::statfs(path).map_err(std::io::Error::from)?;
+    Ok(classify_fs(st.filesystem_type().0))
+}
+
 /// What `statfs` says a filesystem is, by its magic number.
 pub fn classify_fs(magic: i64) -> Result<SwapFs, String> {
     Ok(match magic {

@@ -29,6 +29,7 @@ use crate::runtime::tasks::Heartbeat;
 use crate::sampler::{Snapshot, SnapshotReceiver};
 use crate::swap::task::{SwapCommand, SwapSender};
 use crate::sys::http::Endpoint;
+use crate::sys::node::Node;
 use crate::sys::systemd::Systemd;
 use crate::sys::ticker::Ticker;
 
@@ -40,7 +41,6 @@ const MAX_UNLOADS: usize = 8;
 const OLLAMA_BUDGET: Duration = Duration::from_secs(30);
 /// Loaded models shown in `status`, in the measure's order.
 const RANKED_SHOWN: usize = 20;
-const JOURNAL_DIRS: [&str; 2] = ["/var/log/journal", "/run/log/journal"];
 
 /// One thing a measure did (or, with `act = false`, would have done).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +92,8 @@ pub struct Emergency {
     memory: Watch,
     disk: Watch,
     swap: Option<SwapSender>,
+    /// The node's housekeeping: the journal's vacuum, the page cache.
+    node: Arc<dyn Node>,
     systemd: Option<Systemd>,
     /// Workers retired in this CPU episode, to bring back when calm.
     retired: u32,
@@ -123,7 +125,7 @@ fn limits(threshold: u8, sustain: Duration, c: &EmergencyConfig) -> Limits {
 }
 
 impl Emergency {
-    pub fn new(cfg: &Config, swap: Option<SwapSender>, dry_run: bool) -> Self {
+    pub fn new(cfg: &Config, swap: Option<SwapSender>, node: Arc<dyn Node>, dry_run: bool) -> Self {
         let c = &cfg.emergency;
         let mut e = Emergency {
             cfg: c.clone(),
@@ -134,6 +136,7 @@ impl Emergency {
             memory: Watch::new(limits(c.memory_threshold, c.memory_sustain, c)),
             disk: Watch::new(limits(c.disk_threshold, c.disk_sustain, c)),
             swap,
+            node,
             systemd: None,
             retired: 0,
             saved_weights: Vec::new(),
@@ -464,7 +467,8 @@ impl Emergency {
         }
         if self.cfg.drop_page_cache {
             if self.act {
-                match tokio::task::spawn_blocking(drop_page_cache).await {
+                let node = self.node.clone();
+                match tokio::task::spawn_blocking(move || node.drop_page_cache()).await {
                     Ok(Ok(freed)) => self.record(measure, "drop_page_cache", why, "dropped the clean page cache".into(), Some(freed), true),
                     Ok(Err(e)) => self.record(measure, "drop_page_cache", why, format!("drop the page cache: {e}"), None, false),
                     Err(e) => self.record(measure, "drop_page_cache", why, format!("drop the page cache: {e}"), None, false),
@@ -624,24 +628,11 @@ impl Emergency {
         if !self.act {
             return self.record("disk", "vacuum_journal", why, format!("journalctl {arg}"), None, false);
         }
-        let usage = || JOURNAL_DIRS.iter().map(|d| crate::sys::sweep::tree_bytes(std::path::Path::new(d))).sum::<u64>();
-        let before = tokio::task::spawn_blocking(usage).await.unwrap_or(0);
-        let run = tokio::process::Command::new("journalctl").arg(&arg).kill_on_drop(true).output();
-        let outcome = match tokio::time::timeout(Duration::from_secs(60), run).await {
-            Err(_) => Err("journalctl did not finish within 60 s".to_string()),
-            Ok(Err(e)) => Err(format!("cannot run journalctl: {e}")),
-            Ok(Ok(o)) if !o.status.success() => Err(format!("journalctl {arg}: {}", String::from_utf8_lossy(&o.stderr).trim())),
-            // journalctl reports a file it could not delete (a read-only /var/log under a
-            // sandboxed unit) on stderr and still exits 0.
-            Ok(Ok(o)) => match vacuum_failure(&String::from_utf8_lossy(&o.stderr)) {
-                Some(e) => Err(format!("journalctl {arg}: {e}")),
-                None => Ok(()),
-            },
-        };
-        let after = tokio::task::spawn_blocking(usage).await.unwrap_or(before);
-        match outcome {
-            Ok(()) => self.record("disk", "vacuum_journal", why, format!("journalctl {arg}"), Some(before.saturating_sub(after)), true),
-            Err(e) => self.record("disk", "vacuum_journal", why, e, None, false),
+        let node = self.node.clone();
+        match tokio::task::spawn_blocking(move || node.vacuum_journal(size)).await {
+            Ok(Ok(freed)) => self.record("disk", "vacuum_journal", why, format!("journalctl {arg}"), Some(freed), true),
+            Ok(Err(e)) => self.record("disk", "vacuum_journal", why, e, None, false),
+            Err(e) => self.record("disk", "vacuum_journal", why, format!("journalctl {arg}: {e}"), None, false),
         }
     }
 
@@ -678,18 +669,6 @@ fn retired_detail(listed: u32, r: &peers::Retired) -> String {
     format!("retired Dask worker {}{more} ({listed} -> {left} workers)", r.shown.join(", "))
 }
 
-/// The first "Failed to …" line of `journalctl --vacuum-size`'s stderr, with a hint where the
-/// cause is the unit's read-only view of the journal.
-fn vacuum_failure(stderr: &str) -> Option<String> {
-    let line = stderr.lines().map(str::trim).find(|l| l.starts_with("Failed to"))?;
-    let hint = if line.contains("Read-only file system") {
-        " (the unit needs ReadWritePaths=-/var/log/journal -/run/log/journal, as the shipped one has)"
-    } else {
-        ""
-    };
-    Some(format!("{line}{hint}"))
-}
-
 fn fmt(d: Duration) -> String {
     crate::config::format_duration(d)
 }
@@ -700,21 +679,6 @@ fn weight_text(w: u64) -> String {
     } else {
         w.to_string()
     }
-}
-
-/// `sync; echo 1 > /proc/sys/vm/drop_caches`; what MemFree grew by.
-fn drop_page_cache() -> std::io::Result<u64> {
-    let free = || -> u64 {
-        crate::sys::fs::read_text(std::path::Path::new("/proc/meminfo"), crate::sys::fs::SMALL_FILE)
-            .ok()
-            .and_then(|m| m.lines().find(|l| l.starts_with("MemFree:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-            .unwrap_or(0)
-            * 1024
-    };
-    let before = free();
-    nix::unistd::sync();
-    std::fs::write("/proc/sys/vm/drop_caches", b"1")?;
-    Ok(free().saturating_sub(before))
 }
 
 pub async fn run(
@@ -764,7 +728,8 @@ pub async fn run(
 mod tests {
     use proptest::prelude::*;
 
-    use super::{peers::Retired, retired_detail, vacuum_failure};
+    use super::{peers::Retired, retired_detail};
+    use crate::sys::node::vacuum_failure;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
