@@ -35,6 +35,13 @@ fn targets(level: LogLevel) -> Targets {
 /// `RUST_LOG` takes a level (`debug`) or per-module levels (`cluster_ai=debug,zbus=warn`): the
 /// directives of tracing's `Targets` filter, without span or field filters (which would cost the
 /// binary a regex engine).
+/// A handle that changes nothing (the in-process tests' daemon: the test process has its own
+/// logger, or none).
+pub fn detached() -> LogHandle {
+    let (_, filter) = reload::Layer::<Targets, Registry>::new(targets(LogLevel::Info));
+    LogHandle { filter, from_env: true }
+}
+
 pub fn init(level: LogLevel) -> LogHandle {
     let env = std::env::var("RUST_LOG").ok().and_then(|v| v.parse::<Targets>().ok());
     let from_env = env.is_some();

@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{human_size, Config};
-use crate::runtime::tasks::Heartbeat;
+use crate::config::human_size;
+use crate::runtime::TaskCtx;
 use crate::sys::fs::{disk_usage, DiskUsage};
 use crate::sys::procfs::{
     parse_loadavg, parse_meminfo, parse_pressure, parse_stat, CpuTimes, MemInfo, Pressure, ProcError, ProcFile, ProcFs,
@@ -167,13 +166,8 @@ pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
 /// The task. Reads run inline on the runtime thread: `/proc` files are generated from kernel
 /// memory and never block on a device, and a blocking-pool thread every few seconds would cost
 /// more (a thread, its stack, extra wakeups) than the reads themselves.
-pub async fn run(
-    mut sampler: Sampler,
-    mut config: watch::Receiver<Arc<Config>>,
-    snapshots: SnapshotSender,
-    heartbeat: Heartbeat,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(mut sampler: Sampler, snapshots: SnapshotSender, ctx: TaskCtx) -> anyhow::Result<()> {
+    let TaskCtx { mut config, heartbeat, cancel, .. } = ctx;
     let mut interval = config.borrow_and_update().sample_interval;
     heartbeat.set_period(interval);
     let mut ticker = Ticker::new(interval)?;

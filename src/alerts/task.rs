@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use super::channel::{self, Channel};
 use super::dead::{DeadLetter, DeadLetters};
 use super::queue::{Delivery, Queue, FILE_NAME};
 use super::{Alert, AlertState};
-use crate::config::{AlertsConfig, Config};
-use crate::runtime::tasks::Heartbeat;
+use crate::config::AlertsConfig;
+use crate::runtime::TaskCtx;
 use crate::sys::ticker::Ticker;
 
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
@@ -150,17 +149,11 @@ struct State {
     dead_dirty: bool,
 }
 
-pub async fn run(
-    mut config: watch::Receiver<Arc<Config>>,
-    mut inbox: AlertInbox,
-    report: watch::Sender<Arc<AlertsReport>>,
-    heartbeat: Heartbeat,
-    cancel: CancellationToken,
-    dry_run: bool,
-) -> anyhow::Result<()> {
+pub async fn run(mut inbox: AlertInbox, report: watch::Sender<Arc<AlertsReport>>, ctx: TaskCtx) -> anyhow::Result<()> {
+    let TaskCtx { mut config, heartbeat, cancel, state_dir, dry_run, .. } = ctx;
     heartbeat.started();
     let cfg = config.borrow_and_update().alerts.clone();
-    let path = (!dry_run).then(|| crate::sys::paths::state_dir().join(FILE_NAME));
+    let path = state_dir.map(|d| d.join(FILE_NAME));
     let dead_path = path.as_ref().map(|p| p.with_file_name(super::dead::FILE_NAME));
     let ((queue, problem), (dead, dead_problem)) =
         tokio::task::spawn_blocking(move || (Queue::load(path, cfg.queue_max as usize), DeadLetters::load(dead_path))).await?;

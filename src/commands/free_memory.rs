@@ -37,7 +37,7 @@ pub fn main(args: StatusArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let mut measures = Emergency::new(&config, None, std::sync::Arc::new(crate::sys::node::RealNode), false);
+            let mut measures = Emergency::new(&config, None, crate::runtime::Os::real(), false);
             rt.block_on(measures.memory_act("free-memory", "asked by cluster-ai free-memory"))
         }
         Err(e) => {

@@ -32,7 +32,10 @@ pub fn main(args: StatusArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            (rt.block_on(crate::health::task::check_once(&config)), "one look (no daemon is running)")
+            (
+                rt.block_on(crate::health::task::check_once(&config, crate::sys::systemd::SystemBus::shared())),
+                "one look (no daemon is running)",
+            )
         }
         Err(e) => {
             eprintln!("cluster-ai health: {e}");

@@ -46,7 +46,7 @@ pub fn main(args: OptimizeArgs) -> ExitCode {
     let mut restarts = Vec::new();
     if config.optimize.apply && !args.dry_run && !restart_needed.is_empty() {
         restarts = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(crate::optimize::task::restart(&restart_needed)),
+            Ok(rt) => rt.block_on(crate::optimize::task::restart(&*crate::sys::systemd::SystemBus::shared(), &restart_needed)),
             Err(e) => restart_needed.iter().map(|u| (u.clone(), format!("failed: {e}"))).collect(),
         };
         failed |= restarts.iter().any(|(_, o)| o != "restarted");

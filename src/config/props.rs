@@ -195,9 +195,9 @@ proptest! {
     }
 }
 
-/// Files as large as are read, each one long key or one deep nesting: one problem each, bounded,
-/// and found at once (the nearest-key search measured a megabyte key against every known key:
-/// 11 s in a debug build).
+/// Files as large as are read, each one long key or one deep nesting: one problem each,
+/// bounded. (The nearest-key search once took 11 s on a megabyte key; how fast it is now is not
+/// asserted here, on a shared machine.)
 #[test]
 fn the_largest_files_are_one_bounded_problem_each() {
     let size = MAX_CONFIG_BYTES as usize - 64;
@@ -208,9 +208,7 @@ fn the_largest_files_are_one_bounded_problem_each() {
         format!("log_level = \"{}\"\n", "\\u001b".repeat(size / 6)),
     ];
     for t in texts {
-        let start = std::time::Instant::now();
         let problems = Config::parse(&t).unwrap_err();
-        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
         let shown = problems[0].to_string();
         assert!(shown.len() < 12_000 && !shown.contains(char::is_control), "{} bytes", shown.len());
     }

@@ -9,12 +9,11 @@ use tokio::net::{UnixListener, UnixStream};
 
 pub use crate::sys::socket::BindError;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::control::{Request, IO_TIMEOUT};
 use crate::optimize::emergency::FreeMemoryRequest;
 use crate::report::Reports;
-use crate::runtime::tasks::Heartbeat;
+use crate::runtime::TaskCtx;
 use crate::swap::{self, task::SwapSender};
 
 const MAX_REQUEST: u64 = 4096;
@@ -66,7 +65,8 @@ impl ControlSocket {
 }
 
 /// The control task.
-pub async fn run(socket: ControlSocket, state: ControlState, heartbeat: Heartbeat, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(socket: ControlSocket, state: ControlState, ctx: TaskCtx) -> anyhow::Result<()> {
+    let TaskCtx { heartbeat, cancel, .. } = ctx;
     let state = std::sync::Arc::new(state);
     let mut clients = crate::runtime::slots::Slots::new(MAX_CLIENTS);
     let mut ticker = crate::sys::ticker::Ticker::new(HEARTBEAT_PERIOD)?;

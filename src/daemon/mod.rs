@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, ConfigError, SocketSetting};
 
-pub use supervisor::run;
+pub use supervisor::{run, run_with, Deps, Sig, Signals};
 
 /// sysexits.h EX_CONFIG: systemd's `RestartPreventExitStatus=78` keeps a bad config from
 /// restarting in a loop.

@@ -2,11 +2,11 @@
 //! stops on SIGTERM/SIGINT. Shutdown is a `CancellationToken` handed to every task.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
@@ -19,11 +19,13 @@ use crate::logging::LogHandle;
 use crate::optimize;
 use crate::report::{ConfigInfo, Reports};
 use crate::runtime::tasks::{Heartbeat, TaskState, Tasks};
+use crate::runtime::{Os, TaskCtx};
 use crate::sampler::{self, Sampler};
 use crate::swap::{self, engine::Engine};
 use crate::sys::notify::{Notice, Notifier, SdNotifier};
 use crate::sys::procfs::ProcFs;
 use crate::sys::swap_os::RealSwapOs;
+use crate::sys::swap_os::SwapOs;
 use crate::sys::unix_ms;
 
 /// How long after READY=1 the start-up mappings are trimmed.
@@ -40,31 +42,111 @@ tokio::task_local! {
 
 type Joined = (&'static str, Result<anyhow::Result<()>, JoinError>);
 
-/// Signal streams, created once before the loop so no signal is lost between iterations.
-struct Signals {
-    hangup: Signal,
-    terminate: Signal,
-    interrupt: Signal,
+/// A signal the daemon acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    /// SIGHUP (`systemctl reload`): read the config again.
+    Hangup,
+    /// SIGTERM (`systemctl stop`).
+    Terminate,
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+}
+
+/// The signals the daemon hears, as one stream: from the process's own signals
+/// ([`Signals::os`]), or from a test ([`Signals::channel`]). Made once before the loop so no
+/// signal is lost between iterations.
+pub struct Signals {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Sig>,
 }
 
 impl Signals {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            hangup: signal(SignalKind::hangup())?,
-            terminate: signal(SignalKind::terminate())?,
-            interrupt: signal(SignalKind::interrupt())?,
-        })
+    /// SIGHUP, SIGTERM and SIGINT of this process (inside a tokio runtime).
+    pub fn os() -> std::io::Result<Signals> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for (kind, sig) in
+            [(SignalKind::hangup(), Sig::Hangup), (SignalKind::terminate(), Sig::Terminate), (SignalKind::interrupt(), Sig::Interrupt)]
+        {
+            let mut stream = signal(kind)?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    if tx.send(sig).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(Signals { rx })
     }
 
+    /// Signals a test sends.
+    pub fn channel() -> (tokio::sync::mpsc::UnboundedSender<Sig>, Signals) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (tx, Signals { rx })
+    }
+
+    async fn next(&mut self) -> Sig {
+        match self.rx.recv().await {
+            Some(s) => s,
+            // Nobody can send any more: wait for ever, as a process nobody signals does.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The next SIGTERM or SIGINT (a SIGHUP while stopping is ignored).
     async fn stop(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
+        loop {
+            match self.next().await {
+                Sig::Terminate => return "SIGTERM",
+                Sig::Interrupt => return "SIGINT",
+                Sig::Hangup => {}
+            }
         }
     }
 }
 
+/// Every OS boundary the daemon crosses, built once: [`Deps::real`] on a machine; tests build
+/// one from fakes (the `fakes` feature), so the whole daemon runs in-process.
+pub struct Deps {
+    pub notifier: Arc<dyn Notifier>,
+    pub signals: Signals,
+    pub os: Os,
+    pub swap_os: Box<dyn SwapOs>,
+    /// Where the sampler reads `/proc`.
+    pub procfs: ProcFs,
+    /// Where the daemon keeps its state (the clean-stop marker, the alert queue).
+    pub state_dir: PathBuf,
+    /// Process-wide set-up a test process must not get: the panic hook and the trim of
+    /// start-up mappings.
+    pub process_wide: bool,
+}
+
+impl Deps {
+    /// This machine: sd_notify, the process's signals, systemd on the system bus, `/proc`,
+    /// `/var/lib/cluster-ai`. Inside a tokio runtime.
+    pub fn real() -> Result<Deps, DaemonError> {
+        let state_dir = crate::sys::paths::state_dir();
+        Ok(Deps {
+            notifier: Arc::new(SdNotifier::from_env()),
+            signals: Signals::os().map_err(|e| DaemonError::Startup(format!("cannot watch signals: {e}")))?,
+            os: Os::real(),
+            swap_os: Box::new(RealSwapOs::new(ProcFs::default(), state_dir.clone())),
+            procfs: ProcFs::default(),
+            state_dir,
+            process_wide: true,
+        })
+    }
+}
+
+/// The daemon on this machine (`cluster-ai run`).
 pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
+    run_with(opts, Deps::real()?, log).await
+}
+
+/// The daemon on the given dependencies: what [`run`] does, and what in-process tests run.
+pub async fn run_with(opts: Options, deps: Deps, log: LogHandle) -> Result<(), DaemonError> {
+    let Deps { notifier, mut signals, os, swap_os, procfs, state_dir, process_wide } = deps;
     let started = Instant::now();
     let (config, from_file) = load_config(&opts.config_path, opts.config_explicit)?;
     log.set_level(config.log_level);
@@ -77,10 +159,10 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     if opts.dry_run {
         tracing::info!("dry run: every decision is logged, nothing on the system is changed");
     }
-    let marker = super::marker::Marker::new((!opts.dry_run).then(crate::sys::paths::state_dir).as_deref());
-    install_panic_hook(marker.clone());
-    let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier::from_env());
-    let mut signals = Signals::new().map_err(|e| DaemonError::Startup(format!("cannot watch signals: {e}")))?;
+    let marker = super::marker::Marker::new((!opts.dry_run).then_some(state_dir.as_path()));
+    if process_wide {
+        install_panic_hook(marker.clone());
+    }
     let socket_file = socket_path(&config.control_socket).map_err(DaemonError::Startup)?;
     let socket = ControlSocket::bind(&socket_file).map_err(|e| DaemonError::Startup(e.to_string()))?;
     tracing::info!(socket = %socket.path().display(), "control socket ready");
@@ -99,9 +181,19 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     let (note_tx, note_rx) = watch::channel(String::new());
 
     let mut set = TaskSet { set: JoinSet::new(), tasks: tasks.clone() };
+    let dry_run = opts.dry_run;
+    let state_dir = (!dry_run).then_some(state_dir);
+    let ctx = |heartbeat: Heartbeat| TaskCtx {
+        config: config_rx.clone(),
+        heartbeat,
+        cancel: cancel.clone(),
+        dry_run,
+        state_dir: state_dir.clone(),
+        os: os.clone(),
+    };
     let sample_interval = config_rx.borrow().sample_interval;
     set.spawn("sampler", sample_interval, |hb| {
-        let task = sampler::run(Sampler::new(ProcFs::default()), config_rx.clone(), snapshot_tx, hb.clone(), cancel.clone());
+        let task = sampler::run(Sampler::new(procfs), snapshot_tx, ctx(hb.clone()));
         async move {
             hb.started();
             task.await
@@ -110,30 +202,23 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     // Where every task's alerts go (the alerts task, spawned below).
     let (alert_tx, alert_rx) = crate::alerts::task::inbox();
     let (swap_tx, swap_rx) = tokio::sync::mpsc::channel(8);
-    let swap_os = RealSwapOs::new(ProcFs::default(), crate::sys::paths::state_dir());
-    let mut engine = Engine::new(&config_rx.borrow(), Box::new(swap_os), opts.dry_run);
+    let mut engine = Engine::new(&config_rx.borrow(), swap_os, opts.dry_run);
     engine.alerts = Some(alert_tx.clone());
     let (swap_metrics_tx, swap_metrics_rx) = watch::channel(Arc::new(crate::metrics::SwapMetrics::default()));
     engine.metrics = Some(swap_metrics_tx);
     let check_interval = config_rx.borrow().swap.check_interval;
-    set.spawn("swap", check_interval, |hb| swap::task::run(engine, config_rx.clone(), snapshot_rx.clone(), swap_rx, hb, cancel.clone()));
+    set.spawn("swap", check_interval, |hb| swap::task::run(engine, snapshot_rx.clone(), swap_rx, ctx(hb)));
     let (optimize_tx, optimize_rx) = watch::channel(None);
-    let dry_run = opts.dry_run;
-    set.spawn("optimize", optimize::task::HEARTBEAT_PERIOD, |hb| {
-        optimize::task::run(config_rx.clone(), snapshot_rx.clone(), optimize_tx, hb, cancel.clone(), dry_run)
-    });
+    set.spawn("optimize", optimize::task::HEARTBEAT_PERIOD, |hb| optimize::task::run(snapshot_rx.clone(), optimize_tx, ctx(hb)));
     let (emergency_tx, emergency_rx) = watch::channel(Arc::new(optimize::emergency::EmergencyReport::default()));
     let (free_memory_tx, free_memory_rx) = tokio::sync::mpsc::channel(4);
-    let mut measures =
-        optimize::emergency::Emergency::new(&config_rx.borrow(), Some(swap_tx.clone()), Arc::new(crate::sys::node::RealNode), dry_run);
+    let mut measures = optimize::emergency::Emergency::new(&config_rx.borrow(), Some(swap_tx.clone()), os.clone(), dry_run);
     measures.alerts = Some(alert_tx.clone());
     set.spawn("emergency", optimize::emergency::HEARTBEAT_PERIOD, |hb| {
-        optimize::emergency::run(config_rx.clone(), snapshot_rx.clone(), measures, free_memory_rx, emergency_tx, hb, cancel.clone())
+        optimize::emergency::run(measures, snapshot_rx.clone(), free_memory_rx, emergency_tx, ctx(hb))
     });
     let (alerts_tx, alerts_rx) = watch::channel(Arc::new(crate::alerts::task::AlertsReport::default()));
-    set.spawn("alerts", crate::alerts::task::HEARTBEAT_PERIOD, |hb| {
-        crate::alerts::task::run(config_rx.clone(), alert_rx, alerts_tx, hb, cancel.clone(), dry_run)
-    });
+    set.spawn("alerts", crate::alerts::task::HEARTBEAT_PERIOD, |hb| crate::alerts::task::run(alert_rx, alerts_tx, ctx(hb)));
     if let Some(why) = marker.begin() {
         let text = format!("cluster-ai restarted; its last run did not stop cleanly: {why}");
         tracing::warn!("{text}");
@@ -141,9 +226,7 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     }
     let (health_tx, health_rx) = watch::channel(Arc::new(crate::health::HealthReport::default()));
     let alerts = Some(alert_tx.clone());
-    set.spawn("health", crate::health::task::HEARTBEAT_PERIOD, |hb| {
-        crate::health::task::run(config_rx.clone(), health_tx, alerts, hb, cancel.clone(), dry_run)
-    });
+    set.spawn("health", crate::health::task::HEARTBEAT_PERIOD, |hb| crate::health::task::run(health_tx, alerts, ctx(hb)));
     let reports = Reports {
         started,
         dry_run: opts.dry_run,
@@ -157,9 +240,9 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
     };
     let metrics_state = reports.clone();
     let state = ControlState { reports, swap: swap_tx, free_memory: free_memory_tx };
-    set.spawn("control", control::HEARTBEAT_PERIOD, |hb| control::run(socket, state, hb, cancel.clone()));
+    set.spawn("control", control::HEARTBEAT_PERIOD, |hb| control::run(socket, state, ctx(hb)));
     set.spawn("metrics", crate::metrics::server::HEARTBEAT_PERIOD, |hb| {
-        crate::metrics::server::run(config_rx.clone(), metrics_state, swap_metrics_rx, hb, cancel.clone())
+        crate::metrics::server::run(metrics_state, swap_metrics_rx, ctx(hb))
     });
     let set = &mut set.set;
 
@@ -187,21 +270,19 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
         }
     };
     tokio::spawn(report::run(report_ticker, tasks.clone(), notifier.clone(), snapshot_rx, note_rx, health_rx, cancel.clone()));
-    tokio::spawn(trim_after_start(cancel.clone()));
+    if process_wide {
+        tokio::spawn(trim_after_start(cancel.clone()));
+    }
 
     let failure = loop {
         tokio::select! {
-            _ = signals.hangup.recv() => {
-                reload(&opts, &config_tx, &info_tx, &note_tx, &notifier, &log).await;
-            }
-            _ = signals.terminate.recv() => {
-                tracing::info!(signal = "SIGTERM", "stopping");
-                break None;
-            }
-            _ = signals.interrupt.recv() => {
-                tracing::info!(signal = "SIGINT", "stopping");
-                break None;
-            }
+            sig = signals.next() => match sig {
+                Sig::Hangup => reload(&opts, &config_tx, &info_tx, &note_tx, &notifier, &log).await,
+                Sig::Terminate | Sig::Interrupt => {
+                    tracing::info!(signal = if sig == Sig::Terminate { "SIGTERM" } else { "SIGINT" }, "stopping");
+                    break None;
+                }
+            },
             Some(Ok(joined)) = set.join_next() => break failure_of(&tasks, joined, false),
         }
     };

@@ -17,8 +17,8 @@ use super::{HealthReport, ServiceReport, WorkersReport};
 use crate::alerts::task::{raise, AlertSender};
 use crate::alerts::Alert;
 use crate::config::{format_duration, Config, Probe, ServiceConfig};
-use crate::runtime::tasks::Heartbeat;
-use crate::sys::systemd::{unit_file_exists, Systemd};
+use crate::runtime::TaskCtx;
+use crate::sys::systemd::{unit_file_exists, ServiceManager};
 use crate::sys::ticker::Ticker;
 
 /// The task beats at least this often (its tick is never longer).
@@ -48,7 +48,7 @@ enum Msg {
 /// What carrying out a decision needs besides the service.
 struct Ctx<'a> {
     generation: u64,
-    systemd: &'a Option<Systemd>,
+    systemd: &'a Option<Arc<dyn ServiceManager>>,
     tx: &'a mpsc::Sender<(u64, Msg)>,
     alerts: &'a Option<AlertSender>,
     dry_run: bool,
@@ -129,14 +129,9 @@ impl Svc {
     }
 }
 
-pub async fn run(
-    mut config: watch::Receiver<Arc<Config>>,
-    state: watch::Sender<Arc<HealthReport>>,
-    alerts: Option<AlertSender>,
-    heartbeat: Heartbeat,
-    cancel: CancellationToken,
-    dry_run: bool,
-) -> anyhow::Result<()> {
+pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSender>, ctx: TaskCtx) -> anyhow::Result<()> {
+    let TaskCtx { mut config, heartbeat, cancel, dry_run, os, .. } = ctx;
+    let services = os.services;
     heartbeat.started();
     let (tx, mut rx) = mpsc::channel::<(u64, Msg)>(64);
     let mut generation = 0u64;
@@ -150,17 +145,17 @@ pub async fn run(
         let now = Instant::now();
         let mut svcs: Vec<Svc> = h.services.iter().map(|s| Svc::new(s.clone(), Policy::new(h, s), now)).collect();
         let mut systemd_text = "not needed".to_string();
-        let mut systemd: Option<Systemd> = None;
+        let mut systemd: Option<Arc<dyn ServiceManager>> = None;
         if h.enabled {
             if svcs.iter().any(|s| s.cfg.unit.is_some()) {
-                match heartbeat.during(Systemd::connect()).await {
-                    Ok(s) => {
+                match heartbeat.during(services.connect()).await {
+                    Ok(()) => {
                         systemd_text = "connected".into();
-                        systemd = Some(s);
+                        systemd = Some(services.clone());
                     }
                     Err(e) => {
                         tracing::warn!("health: {e}; units are judged by their unit files and probes, and nothing can be restarted");
-                        systemd_text = e;
+                        systemd_text = e.to_string();
                     }
                 }
             }
@@ -251,7 +246,14 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Follows one unit for as long as the config generation lives.
-async fn follow(systemd: Systemd, unit: String, i: usize, generation: u64, tx: mpsc::Sender<(u64, Msg)>, cancel: CancellationToken) {
+async fn follow(
+    systemd: Arc<dyn ServiceManager>,
+    unit: String,
+    i: usize,
+    generation: u64,
+    tx: mpsc::Sender<(u64, Msg)>,
+    cancel: CancellationToken,
+) {
     let send = |m: Msg| {
         let tx = tx.clone();
         async move {
@@ -264,19 +266,19 @@ async fn follow(systemd: Systemd, unit: String, i: usize, generation: u64, tx: m
         Err(e) => {
             // Cannot tell: judge by the unit file, and say why the state is unknown.
             send(Msg::Installed(i, unit_file_exists(&unit))).await;
-            return send(Msg::Unit(i, Err(e))).await;
+            return send(Msg::Unit(i, Err(e.to_string()))).await;
         }
     };
     send(Msg::Installed(i, true)).await;
     send(Msg::RestartsItself(i, watch.restarts_itself().await)).await;
-    let first = watch.state().await.map(|(a, s)| UnitState::from_systemd(&a, &s));
+    let first = watch.state().await.map(|(a, s)| UnitState::from_systemd(&a, &s)).map_err(|e| e.to_string());
     send(Msg::Unit(i, first)).await;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             changed = watch.changed() => {
                 let end = changed.is_err();
-                send(Msg::Unit(i, changed.map(|(a, s)| UnitState::from_systemd(&a, &s)))).await;
+                send(Msg::Unit(i, changed.map(|(a, s)| UnitState::from_systemd(&a, &s)).map_err(|e| e.to_string()))).await;
                 if end {
                     return;
                 }
@@ -576,7 +578,7 @@ fn act(i: usize, s: &mut Svc, e: Event, ctx: &Ctx<'_>) {
             tokio::spawn(async move {
                 let r = match (container, systemd) {
                     (Some((name, socket)), _) => probe::restart_container(&socket, &name).await,
-                    (None, Some(sd)) => sd.restart(&unit).await,
+                    (None, Some(sd)) => sd.restart(&unit).await.map_err(|e| e.to_string()),
                     (None, None) => Err("systemd cannot be reached".to_string()),
                 };
                 let _ = tx.send((generation, Msg::Restarted(i, r))).await;
@@ -646,15 +648,15 @@ fn report(enabled: bool, systemd: &str, svcs: &[Svc]) -> HealthReport {
 /// One look at every service, without the daemon (`cluster-ai health` when none runs): the
 /// unit's state from systemd where it can be asked, each installed service's probe once, all
 /// at the same time.
-pub async fn check_once(cfg: &Config) -> HealthReport {
+pub async fn check_once(cfg: &Config, services: Arc<dyn ServiceManager>) -> HealthReport {
     let h = Arc::new(cfg.health.clone());
     if !h.enabled {
         return HealthReport { enabled: false, systemd: "not needed".into(), services: Vec::new() };
     }
     let (systemd, systemd_text) = if h.services.iter().any(|s| s.unit.is_some()) {
-        match Systemd::connect().await {
-            Ok(s) => (Some(s), "connected".to_string()),
-            Err(e) => (None, e),
+        match services.connect().await {
+            Ok(()) => (Some(services), "connected".to_string()),
+            Err(e) => (None, e.to_string()),
         }
     } else {
         (None, "not needed".to_string())
@@ -669,7 +671,7 @@ pub async fn check_once(cfg: &Config) -> HealthReport {
     report(true, &systemd_text, &svcs)
 }
 
-async fn look(i: usize, h: Arc<crate::config::HealthConfig>, s: ServiceConfig, systemd: Option<Systemd>) -> (usize, Svc) {
+async fn look(i: usize, h: Arc<crate::config::HealthConfig>, s: ServiceConfig, systemd: Option<Arc<dyn ServiceManager>>) -> (usize, Svc) {
     let now = Instant::now();
     let mut policy = Policy::new(&h, &s);
     // One look decides: the thresholds in a row are for the daemon's watch; it restarts nothing.

@@ -11,13 +11,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use super::{SwapMetrics, View};
-use crate::config::Config;
 use crate::report::Reports;
 use crate::runtime::slots::RequestSeen;
-use crate::runtime::tasks::Heartbeat;
+use crate::runtime::TaskCtx;
 
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
 /// The request head must be whole within this (hyper's `header_read_timeout`).
@@ -29,13 +27,8 @@ const MAX_CLIENTS: usize = 8;
 
 pub type SwapMetricsReceiver = watch::Receiver<Arc<SwapMetrics>>;
 
-pub async fn run(
-    mut config: watch::Receiver<Arc<Config>>,
-    state: Reports,
-    swap: SwapMetricsReceiver,
-    heartbeat: Heartbeat,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> anyhow::Result<()> {
+    let TaskCtx { mut config, heartbeat, cancel, .. } = ctx;
     heartbeat.started();
     let source = Arc::new((state, swap, crate::sys::unix_ms() as f64 / 1000.0));
     let mut clients = crate::runtime::slots::Slots::new(MAX_CLIENTS);

@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use super::apply::{self, FileOutcome};
 use super::plan::{self, Plan};
 use super::profile::{gather, Sources};
 use crate::config::{human_size, Config};
-use crate::runtime::tasks::Heartbeat;
+use crate::runtime::TaskCtx;
 use crate::sampler::SnapshotReceiver;
+use crate::sys::systemd::ServiceManager;
 use crate::sys::ticker::Ticker;
 use crate::sys::uevent::{hardware_change, Uevent, Uevents};
 
@@ -50,14 +50,8 @@ pub struct OptimizeState {
 
 pub type OptimizeReceiver = watch::Receiver<Option<Arc<OptimizeState>>>;
 
-pub async fn run(
-    mut config: watch::Receiver<Arc<Config>>,
-    mut snapshots: SnapshotReceiver,
-    state: watch::Sender<Option<Arc<OptimizeState>>>,
-    heartbeat: Heartbeat,
-    cancel: CancellationToken,
-    dry_run: bool,
-) -> anyhow::Result<()> {
+pub async fn run(mut snapshots: SnapshotReceiver, state: watch::Sender<Option<Arc<OptimizeState>>>, ctx: TaskCtx) -> anyhow::Result<()> {
+    let TaskCtx { mut config, heartbeat, cancel, dry_run, os, .. } = ctx;
     let mut ticker = Ticker::new(HEARTBEAT_PERIOD)?;
     heartbeat.started();
     let mut memory_total: Option<u64> = None;
@@ -78,7 +72,7 @@ pub async fn run(
                 Ok(Ok(mut s)) => {
                     log(&s);
                     if s.apply && !s.restart_needed.is_empty() {
-                        s.restarts = heartbeat.during(restart(&s.restart_needed)).await;
+                        s.restarts = heartbeat.during(restart(&*os.services, &s.restart_needed)).await;
                     }
                     state.send_replace(Some(Arc::new(s)));
                 }
@@ -149,9 +143,9 @@ fn plan_once(cfg: &Config, reason: &str, dry_run: bool) -> Result<OptimizeState,
 }
 
 /// Restarts each unit whose env file was just written, through systemd, one at a time.
-pub async fn restart(units: &[String]) -> Vec<(String, String)> {
-    let systemd = match crate::sys::systemd::Systemd::connect().await {
-        Ok(s) => s,
+pub async fn restart(systemd: &dyn ServiceManager, units: &[String]) -> Vec<(String, String)> {
+    match systemd.connect().await {
+        Ok(()) => {}
         Err(e) => {
             tracing::error!(units = ?units, "optimize: cannot restart {}: {e}; restart them yourself to apply the new settings", units.join(", "));
             return units.iter().map(|u| (u.clone(), format!("failed: {e}"))).collect();

@@ -4,18 +4,16 @@
 //! task keeps its heartbeat, answers `swap status` from the books it had when the operation
 //! began (saying what runs), and turns other requests away as busy.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Mode, SwapError, SwapStatus};
 use super::policy::{self, Decision};
-use crate::config::{human_size, Config};
-use crate::runtime::tasks::Heartbeat;
+use crate::config::human_size;
+use crate::runtime::{Heartbeat, TaskCtx};
 use crate::sampler::SnapshotReceiver;
 use crate::sys::psi::PsiTrigger;
 use crate::sys::ticker::Ticker;
@@ -122,12 +120,11 @@ struct Ctx<'a> {
 
 pub async fn run(
     engine: Engine,
-    mut config: watch::Receiver<Arc<Config>>,
     mut snapshots: SnapshotReceiver,
     mut commands: mpsc::Receiver<SwapCommand>,
-    heartbeat: Heartbeat,
-    cancel: CancellationToken,
+    ctx: TaskCtx,
 ) -> anyhow::Result<()> {
+    let TaskCtx { mut config, heartbeat, cancel, .. } = ctx;
     let mut engine = heartbeat
         .blocking(CREATE_TIMEOUT, move || {
             let mut engine = engine;

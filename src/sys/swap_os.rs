@@ -20,7 +20,7 @@ use super::procfs::{parse_meminfo, MemInfo, ProcError, ProcFile, ProcFs};
 use super::swap::{self as sys, classify_fs, SwapDirError, SwapEntry, SwapFs};
 use super::sysctl::{Sysctl, Tunables};
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fakes"))]
 pub mod fake;
 
 /// A regular file in the swap directory.

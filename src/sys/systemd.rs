@@ -2,7 +2,14 @@
 //! set a unit's CPU weight at run time (and put it back), and follow a unit's state as systemd
 //! announces it (no polling). The system bus is
 //! `DBUS_SYSTEM_BUS_ADDRESS` when set (zbus honours it), else `/run/dbus/system_bus_socket`.
+//!
+//! [`ServiceManager`] is the seam the tasks use: [`SystemBus`] is one connection to the
+//! system bus, made when first needed and shared by every task; [`fake::FakeServiceManager`]
+//! (tests, and `tests/` with the `fakes` feature) keeps units in memory.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
@@ -13,6 +20,111 @@ pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// `CPUWeight=` unset ("[not set]" in `systemctl show`): the default weight.
 pub const CPU_WEIGHT_UNSET: u64 = u64::MAX;
+
+/// A future the seam's methods return (boxed, so the traits can be used as `dyn`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why systemd did not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SystemdError {
+    /// The system bus cannot be reached (no D-Bus, a container without systemd).
+    #[error("cannot reach systemd on the system bus: {0}")]
+    Unreachable(String),
+    /// systemd did not answer within the call's deadline.
+    #[error("{0}")]
+    TimedOut(String),
+    /// systemd refused, in its own words ("Unit x.service not found.").
+    #[error("{0}")]
+    Refused(String),
+    /// A restart job ended other than "done" (`failed`, `canceled`, `timeout`, …).
+    #[error("its restart job ended {result:?} (see journalctl -u {unit})")]
+    JobFailed { unit: String, result: String },
+    /// Anything else the bus said.
+    #[error("{0}")]
+    Bus(String),
+}
+
+impl From<String> for SystemdError {
+    fn from(s: String) -> Self {
+        SystemdError::Bus(s)
+    }
+}
+
+/// `(ActiveState, SubState)` as systemd names them ("active", "running").
+pub type UnitStateText = (String, String);
+
+/// What the tasks ask of systemd: restart a unit and wait for its job, follow a unit's state,
+/// read and set its CPU weight at run time.
+pub trait ServiceManager: Send + Sync + 'static {
+    /// Makes sure systemd can be reached (connecting once, shared by every caller).
+    fn connect(&self) -> BoxFuture<'_, Result<(), SystemdError>>;
+    /// `systemctl restart UNIT`, waiting for the job (at most [`JOB_TIMEOUT`]); `Ok` only
+    /// when it ended "done".
+    fn restart<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<(), SystemdError>>;
+    /// A unit to follow, or `None` when systemd has no such unit.
+    fn unit<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Box<dyn UnitFollow>>, SystemdError>>;
+    /// The unit's `CPUWeight` ([`CPU_WEIGHT_UNSET`] when not set).
+    fn cpu_weight<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<u64, SystemdError>>;
+    /// `systemctl set-property --runtime UNIT CPUWeight=W` ([`CPU_WEIGHT_UNSET`] unsets it).
+    fn set_cpu_weight<'a>(&'a self, unit: &'a str, weight: u64) -> BoxFuture<'a, Result<(), SystemdError>>;
+}
+
+/// One followed unit.
+pub trait UnitFollow: Send {
+    /// Whether the unit has a `Restart=` of its own (then nobody else should restart it).
+    fn restarts_itself(&self) -> BoxFuture<'_, bool>;
+    /// Its state now.
+    fn state(&self) -> BoxFuture<'_, Result<UnitStateText, SystemdError>>;
+    /// Waits for its next change of state; `Err` when the connection is gone.
+    fn changed(&mut self) -> BoxFuture<'_, Result<UnitStateText, SystemdError>>;
+}
+
+/// The system bus: one connection, made on first use and kept (a failed attempt is tried
+/// again on the next call).
+#[derive(Default)]
+pub struct SystemBus {
+    conn: tokio::sync::OnceCell<Systemd>,
+}
+
+impl SystemBus {
+    pub fn shared() -> Arc<dyn ServiceManager> {
+        Arc::new(SystemBus::default())
+    }
+
+    async fn get(&self) -> Result<&Systemd, SystemdError> {
+        self.conn.get_or_try_init(Systemd::connect).await
+    }
+}
+
+impl ServiceManager for SystemBus {
+    fn connect(&self) -> BoxFuture<'_, Result<(), SystemdError>> {
+        Box::pin(async move { self.get().await.map(|_| ()) })
+    }
+    fn restart<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<(), SystemdError>> {
+        Box::pin(async move { self.get().await?.restart(unit).await })
+    }
+    fn unit<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Box<dyn UnitFollow>>, SystemdError>> {
+        Box::pin(async move { Ok(self.get().await?.unit(name).await?.map(|w| Box::new(w) as Box<dyn UnitFollow>)) })
+    }
+    fn cpu_weight<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<u64, SystemdError>> {
+        Box::pin(async move { self.get().await?.cpu_weight(unit).await })
+    }
+    fn set_cpu_weight<'a>(&'a self, unit: &'a str, weight: u64) -> BoxFuture<'a, Result<(), SystemdError>> {
+        Box::pin(async move { self.get().await?.set_cpu_weight(unit, weight).await })
+    }
+}
+
+impl UnitFollow for UnitWatch {
+    fn restarts_itself(&self) -> BoxFuture<'_, bool> {
+        Box::pin(UnitWatch::restarts_itself(self))
+    }
+    fn state(&self) -> BoxFuture<'_, Result<UnitStateText, SystemdError>> {
+        Box::pin(UnitWatch::state(self))
+    }
+    fn changed(&mut self) -> BoxFuture<'_, Result<UnitStateText, SystemdError>> {
+        Box::pin(UnitWatch::changed(self))
+    }
+}
 
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -38,24 +150,24 @@ trait Unit {
     fn load_state(&self) -> zbus::Result<String>;
 }
 
-/// A connection to systemd, made when first needed.
+/// A connection to systemd.
 #[derive(Clone)]
-pub struct Systemd {
+struct Systemd {
     manager: ManagerProxy<'static>,
 }
 
 impl Systemd {
-    pub async fn connect() -> Result<Systemd, String> {
+    async fn connect() -> Result<Systemd, SystemdError> {
         let conn = tokio::time::timeout(CALL_TIMEOUT, zbus::Connection::system())
             .await
-            .map_err(|_| "the system bus did not answer within 10 s".to_string())?
-            .map_err(|e| format!("cannot reach systemd on the system bus: {e}"))?;
-        let manager = ManagerProxy::new(&conn).await.map_err(|e| e.to_string())?;
+            .map_err(|_| SystemdError::Unreachable("the system bus did not answer within 10 s".into()))?
+            .map_err(|e| SystemdError::Unreachable(e.to_string()))?;
+        let manager = ManagerProxy::new(&conn).await.map_err(|e| SystemdError::Unreachable(e.to_string()))?;
         Ok(Systemd { manager })
     }
 
     /// The standard Properties interface of one of systemd's objects.
-    async fn properties(&self, path: OwnedObjectPath) -> Result<zbus::fdo::PropertiesProxy<'static>, String> {
+    async fn properties(&self, path: OwnedObjectPath) -> Result<zbus::fdo::PropertiesProxy<'static>, SystemdError> {
         zbus::fdo::PropertiesProxy::builder(self.manager.inner().connection())
             .destination("org.freedesktop.systemd1")
             .map_err(|e| e.to_string())?
@@ -63,21 +175,21 @@ impl Systemd {
             .map_err(|e| e.to_string())?
             .build()
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| SystemdError::Bus(e.to_string()))
     }
 
     /// Asks systemd to send its signals to this connection. Once per connection is enough;
     /// systemd 252 answers a second call with `AlreadySubscribed`, which is success here.
-    async fn subscribe(&self) -> Result<(), String> {
+    async fn subscribe(&self) -> Result<(), SystemdError> {
         match self.manager.subscribe().await {
             Ok(()) => Ok(()),
             Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(SystemdError::Bus(e.to_string())),
         }
     }
 
     /// `systemctl restart UNIT`, waiting for the job to finish; `Ok` only when it ended "done".
-    pub async fn restart(&self, unit: &str) -> Result<(), String> {
+    async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
         let call = async {
             self.subscribe().await?;
             let mut removed = self.manager.receive_job_removed().await.map_err(|e| e.to_string())?;
@@ -87,18 +199,20 @@ impl Systemd {
                 if args.job == job {
                     return match args.result.as_str() {
                         "done" => Ok(()),
-                        other => Err(format!("its restart job ended {other:?} (see journalctl -u {unit})")),
+                        other => Err(SystemdError::JobFailed { unit: unit.to_string(), result: other.to_string() }),
                     };
                 }
             }
-            Err("the bus connection closed".to_string())
+            Err(SystemdError::Bus("the bus connection closed".into()))
         };
-        tokio::time::timeout(JOB_TIMEOUT, call).await.map_err(|_| format!("its restart did not finish within {JOB_TIMEOUT:?}"))?
+        tokio::time::timeout(JOB_TIMEOUT, call)
+            .await
+            .map_err(|_| SystemdError::TimedOut(format!("its restart did not finish within {JOB_TIMEOUT:?}")))?
     }
 
     /// A unit to follow, or `None` when systemd has no such unit (`LoadState` "not-found").
     /// Subscribes first, so systemd sends its property changes.
-    pub async fn unit(&self, name: &str) -> Result<Option<UnitWatch>, String> {
+    async fn unit(&self, name: &str) -> Result<Option<UnitWatch>, SystemdError> {
         let call = async {
             self.subscribe().await?;
             let path = self.manager.load_unit(name).await.map_err(|e| describe(&e))?;
@@ -116,30 +230,27 @@ impl Systemd {
             let changes = props.receive_properties_changed().await.map_err(|e| e.to_string())?;
             Ok(Some(UnitWatch { unit, props, changes }))
         };
-        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| "systemd did not answer within 10 s".to_string())?
+        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| timed_out())?
     }
 
     /// The unit's `CPUWeight` (`CPU_WEIGHT_UNSET` when not set).
-    pub async fn cpu_weight(&self, unit: &str) -> Result<u64, String> {
+    async fn cpu_weight(&self, unit: &str) -> Result<u64, SystemdError> {
         let call = async {
             let path = self.manager.load_unit(unit).await.map_err(|e| describe(&e))?;
             let props = self.properties(path).await?;
             let iface = unit_interface(unit)?;
             let iface = zbus::names::InterfaceName::try_from(iface).map_err(|e| e.to_string())?;
             let v = props.get(iface, "CPUWeight").await.map_err(|e| e.to_string())?;
-            u64::try_from(v).map_err(|e| format!("CPUWeight is not a number: {e}"))
+            u64::try_from(v).map_err(|e| SystemdError::Bus(format!("CPUWeight is not a number: {e}")))
         };
-        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| "systemd did not answer within 10 s".to_string())?
+        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| timed_out())?
     }
 
     /// `systemctl set-property --runtime UNIT CPUWeight=W` (`CPU_WEIGHT_UNSET` unsets it).
-    pub async fn set_cpu_weight(&self, unit: &str, weight: u64) -> Result<(), String> {
+    async fn set_cpu_weight(&self, unit: &str, weight: u64) -> Result<(), SystemdError> {
         let properties = [("CPUWeight", Value::U64(weight))];
         let call = self.manager.set_unit_properties(unit, true, &properties);
-        tokio::time::timeout(CALL_TIMEOUT, call)
-            .await
-            .map_err(|_| "systemd did not answer within 10 s".to_string())?
-            .map_err(|e| describe(&e))
+        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| timed_out())?.map_err(|e| describe(&e))
     }
 }
 
@@ -153,7 +264,7 @@ pub struct UnitWatch {
 impl UnitWatch {
     /// Whether the unit has a `Restart=` of its own (a service whose `Restart` is not "no"):
     /// systemd then restarts it after a failure, and nobody else should.
-    pub async fn restarts_itself(&self) -> bool {
+    async fn restarts_itself(&self) -> bool {
         let Ok(iface) = zbus::names::InterfaceName::try_from("org.freedesktop.systemd1.Service") else { return false };
         match tokio::time::timeout(CALL_TIMEOUT, self.props.get(iface, "Restart")).await {
             Ok(Ok(v)) => String::try_from(v).is_ok_and(|r| r != "no"),
@@ -162,20 +273,20 @@ impl UnitWatch {
     }
 
     /// `(ActiveState, SubState)` now.
-    pub async fn state(&self) -> Result<(String, String), String> {
+    async fn state(&self) -> Result<UnitStateText, SystemdError> {
         let call = async {
             let active = self.unit.active_state().await.map_err(|e| e.to_string())?;
             let sub = self.unit.sub_state().await.map_err(|e| e.to_string())?;
             Ok((active, sub))
         };
-        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| "systemd did not answer within 10 s".to_string())?
+        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| timed_out())?
     }
 
     /// Waits for the next change of the unit's state and returns the new one; `Err` when the
     /// bus connection is gone.
-    pub async fn changed(&mut self) -> Result<(String, String), String> {
+    async fn changed(&mut self) -> Result<UnitStateText, SystemdError> {
         loop {
-            let signal = self.changes.next().await.ok_or_else(|| "the bus connection closed".to_string())?;
+            let signal = self.changes.next().await.ok_or_else(|| SystemdError::Bus("the bus connection closed".into()))?;
             let Ok(args) = signal.args() else { continue };
             if args.interface_name.as_str() != "org.freedesktop.systemd1.Unit" {
                 continue;
@@ -199,7 +310,7 @@ pub fn unit_file_exists(name: &str) -> bool {
 }
 
 /// The D-Bus interface that carries a unit's cgroup properties.
-fn unit_interface(unit: &str) -> Result<&'static str, String> {
+fn unit_interface(unit: &str) -> Result<&'static str, SystemdError> {
     match unit.rsplit_once('.').map(|(_, t)| t) {
         Some("service") => Ok("org.freedesktop.systemd1.Service"),
         Some("scope") => Ok("org.freedesktop.systemd1.Scope"),
@@ -207,15 +318,179 @@ fn unit_interface(unit: &str) -> Result<&'static str, String> {
         Some("socket") => Ok("org.freedesktop.systemd1.Socket"),
         Some("mount") => Ok("org.freedesktop.systemd1.Mount"),
         Some("swap") => Ok("org.freedesktop.systemd1.Swap"),
-        _ => Err(format!("{unit:?} is not a unit with a CPU weight (expected a name such as ollama.service)")),
+        _ => Err(SystemdError::Refused(format!("{unit:?} is not a unit with a CPU weight (expected a name such as ollama.service)"))),
     }
 }
 
 /// systemd's error in its own words ("Unit x.service not found.").
-fn describe(e: &zbus::Error) -> String {
+fn describe(e: &zbus::Error) -> SystemdError {
     match e {
-        zbus::Error::MethodError(_, Some(text), _) => text.clone(),
-        other => other.to_string(),
+        zbus::Error::MethodError(_, Some(text), _) => SystemdError::Refused(text.clone()),
+        other => SystemdError::Bus(other.to_string()),
+    }
+}
+
+fn timed_out() -> SystemdError {
+    SystemdError::TimedOut("systemd did not answer within 10 s".into())
+}
+
+#[cfg(any(test, feature = "fakes"))]
+pub mod fake {
+    //! systemd in memory: units with a state a test sets, restarts recorded (a restart makes
+    //! the unit active/running unless the test armed it to fail), CPU weights kept.
+
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex, MutexGuard};
+
+    use tokio::sync::watch;
+
+    use super::{BoxFuture, ServiceManager, SystemdError, UnitFollow, UnitStateText, CPU_WEIGHT_UNSET};
+
+    struct FakeUnit {
+        state: watch::Sender<UnitStateText>,
+        restarts_itself: bool,
+        /// What the next restarts answer (and the unit's state is left as it was).
+        fail_restart: Option<SystemdError>,
+        cpu_weight: u64,
+    }
+
+    #[derive(Default)]
+    struct State {
+        units: BTreeMap<String, FakeUnit>,
+        restarts: Vec<String>,
+        unreachable: Option<String>,
+    }
+
+    #[derive(Default)]
+    pub struct FakeServiceManager {
+        state: Mutex<State>,
+    }
+
+    fn text(active: &str, sub: &str) -> UnitStateText {
+        (active.to_string(), sub.to_string())
+    }
+
+    impl FakeServiceManager {
+        pub fn new() -> Arc<FakeServiceManager> {
+            Arc::new(FakeServiceManager::default())
+        }
+
+        fn lock(&self) -> MutexGuard<'_, State> {
+            self.state.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        /// A unit in the given state ("active", "running").
+        pub fn add_unit(&self, name: &str, active: &str, sub: &str) {
+            let (state, _) = watch::channel(text(active, sub));
+            self.lock()
+                .units
+                .insert(name.into(), FakeUnit { state, restarts_itself: false, fail_restart: None, cpu_weight: CPU_WEIGHT_UNSET });
+        }
+
+        /// The unit changes state, as systemd would announce it.
+        pub fn set_state(&self, name: &str, active: &str, sub: &str) {
+            if let Some(u) = self.lock().units.get(name) {
+                u.state.send_replace(text(active, sub));
+            }
+        }
+
+        pub fn state_of(&self, name: &str) -> Option<UnitStateText> {
+            self.lock().units.get(name).map(|u| u.state.borrow().clone())
+        }
+
+        /// Every restart asked for, in order.
+        pub fn restarts(&self) -> Vec<String> {
+            self.lock().restarts.clone()
+        }
+
+        /// Restarts of `name` fail with `e` until `None`.
+        pub fn fail_restarts(&self, name: &str, e: Option<SystemdError>) {
+            if let Some(u) = self.lock().units.get_mut(name) {
+                u.fail_restart = e;
+            }
+        }
+
+        pub fn cpu_weight_of(&self, name: &str) -> Option<u64> {
+            self.lock().units.get(name).map(|u| u.cpu_weight)
+        }
+
+        /// The bus cannot be reached (`Some(why)`) or can again (`None`).
+        pub fn set_unreachable(&self, why: Option<&str>) {
+            self.lock().unreachable = why.map(String::from);
+        }
+
+        fn reachable(&self) -> Result<(), SystemdError> {
+            match &self.lock().unreachable {
+                Some(why) => Err(SystemdError::Unreachable(why.clone())),
+                None => Ok(()),
+            }
+        }
+
+        fn not_found(name: &str) -> SystemdError {
+            SystemdError::Refused(format!("Unit {name} not found."))
+        }
+    }
+
+    struct FakeFollow {
+        state: watch::Receiver<UnitStateText>,
+        restarts_itself: bool,
+    }
+
+    impl UnitFollow for FakeFollow {
+        fn restarts_itself(&self) -> BoxFuture<'_, bool> {
+            Box::pin(async move { self.restarts_itself })
+        }
+        fn state(&self) -> BoxFuture<'_, Result<UnitStateText, SystemdError>> {
+            Box::pin(async move { Ok(self.state.borrow().clone()) })
+        }
+        fn changed(&mut self) -> BoxFuture<'_, Result<UnitStateText, SystemdError>> {
+            Box::pin(async move {
+                self.state.changed().await.map_err(|_| SystemdError::Bus("the bus connection closed".into()))?;
+                Ok(self.state.borrow_and_update().clone())
+            })
+        }
+    }
+
+    impl ServiceManager for FakeServiceManager {
+        fn connect(&self) -> BoxFuture<'_, Result<(), SystemdError>> {
+            Box::pin(async move { self.reachable() })
+        }
+        fn restart<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<(), SystemdError>> {
+            Box::pin(async move {
+                self.reachable()?;
+                let mut st = self.lock();
+                st.restarts.push(unit.to_string());
+                let u = st.units.get(unit).ok_or_else(|| Self::not_found(unit))?;
+                if let Some(e) = &u.fail_restart {
+                    return Err(e.clone());
+                }
+                u.state.send_replace(text("active", "running"));
+                Ok(())
+            })
+        }
+        fn unit<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Box<dyn UnitFollow>>, SystemdError>> {
+            Box::pin(async move {
+                self.reachable()?;
+                Ok(self.lock().units.get(name).map(|u| {
+                    Box::new(FakeFollow { state: u.state.subscribe(), restarts_itself: u.restarts_itself }) as Box<dyn UnitFollow>
+                }))
+            })
+        }
+        fn cpu_weight<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<u64, SystemdError>> {
+            Box::pin(async move {
+                self.reachable()?;
+                self.lock().units.get(unit).map(|u| u.cpu_weight).ok_or_else(|| Self::not_found(unit))
+            })
+        }
+        fn set_cpu_weight<'a>(&'a self, unit: &'a str, weight: u64) -> BoxFuture<'a, Result<(), SystemdError>> {
+            Box::pin(async move {
+                self.reachable()?;
+                let mut st = self.lock();
+                let u = st.units.get_mut(unit).ok_or_else(|| Self::not_found(unit))?;
+                u.cpu_weight = weight;
+                Ok(())
+            })
+        }
     }
 }
 
@@ -225,6 +500,6 @@ mod tests {
     fn interfaces_by_unit_type() {
         assert_eq!(super::unit_interface("ollama.service"), Ok("org.freedesktop.systemd1.Service"));
         assert_eq!(super::unit_interface("user.slice"), Ok("org.freedesktop.systemd1.Slice"));
-        assert!(super::unit_interface("ollama").unwrap_err().contains("ollama.service"));
+        assert!(super::unit_interface("ollama").unwrap_err().to_string().contains("ollama.service"));
     }
 }

@@ -20,17 +20,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::peers::{self, PeerError};
 use super::watch::{Limits, Step, Watch, WatchReport};
 use crate::config::{human_size, Config, EmergencyConfig};
-use crate::runtime::tasks::Heartbeat;
+use crate::runtime::Os;
+use crate::runtime::TaskCtx;
 use crate::sampler::{Snapshot, SnapshotReceiver};
 use crate::swap::task::{SwapCommand, SwapSender};
 use crate::sys::http::Endpoint;
 use crate::sys::node::Node;
-use crate::sys::systemd::Systemd;
+use crate::sys::systemd::ServiceManager;
 use crate::sys::ticker::Ticker;
 
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
@@ -94,7 +94,9 @@ pub struct Emergency {
     swap: Option<SwapSender>,
     /// The node's housekeeping: the journal's vacuum, the page cache.
     node: Arc<dyn Node>,
-    systemd: Option<Systemd>,
+    /// systemd, once it answered (`services.connect()`).
+    systemd: Option<Arc<dyn ServiceManager>>,
+    services: Arc<dyn ServiceManager>,
     /// Workers retired in this CPU episode, to bring back when calm.
     retired: u32,
     /// Critical units' own CPU weights, to put back when calm.
@@ -125,7 +127,7 @@ fn limits(threshold: u8, sustain: Duration, c: &EmergencyConfig) -> Limits {
 }
 
 impl Emergency {
-    pub fn new(cfg: &Config, swap: Option<SwapSender>, node: Arc<dyn Node>, dry_run: bool) -> Self {
+    pub fn new(cfg: &Config, swap: Option<SwapSender>, os: Os, dry_run: bool) -> Self {
         let c = &cfg.emergency;
         let mut e = Emergency {
             cfg: c.clone(),
@@ -136,8 +138,9 @@ impl Emergency {
             memory: Watch::new(limits(c.memory_threshold, c.memory_sustain, c)),
             disk: Watch::new(limits(c.disk_threshold, c.disk_sustain, c)),
             swap,
-            node,
+            node: os.node,
             systemd: None,
+            services: os.services,
             retired: 0,
             saved_weights: Vec::new(),
             cpu_undo_pending: false,
@@ -286,17 +289,17 @@ impl Emergency {
         }
     }
 
-    async fn systemd(&mut self) -> Option<&Systemd> {
+    async fn systemd(&mut self) -> Option<Arc<dyn ServiceManager>> {
         if self.systemd.is_none() {
-            match Systemd::connect().await {
-                Ok(s) => {
+            match self.services.connect().await {
+                Ok(()) => {
                     self.problem("systemd", None);
-                    self.systemd = Some(s);
+                    self.systemd = Some(self.services.clone());
                 }
-                Err(e) => self.problem("systemd", Some(e)),
+                Err(e) => self.problem("systemd", Some(e.to_string())),
             }
         }
-        self.systemd.as_ref()
+        self.systemd.clone()
     }
 
     async fn cpu_act(&mut self, why: &str) {
@@ -312,7 +315,7 @@ impl Emergency {
                 let outcome = async {
                     let old = sd.cpu_weight(&unit).await?;
                     sd.set_cpu_weight(&unit, weight).await?;
-                    Ok::<u64, String>(old)
+                    Ok::<u64, crate::sys::systemd::SystemdError>(old)
                 }
                 .await;
                 match outcome {
@@ -421,8 +424,8 @@ impl Emergency {
             match self.worker_unit.clone() {
                 Some(unit) => {
                     let outcome = match self.systemd().await {
-                        Some(sd) => sd.restart(&unit).await,
-                        None => Err("systemd is not reachable".into()),
+                        Some(sd) => sd.restart(&unit).await.map_err(|e| e.to_string()),
+                        None => Err("systemd is not reachable".to_string()),
                     };
                     let ok = outcome.is_ok();
                     let detail = match outcome {
@@ -682,14 +685,13 @@ fn weight_text(w: u64) -> String {
 }
 
 pub async fn run(
-    mut config: watch::Receiver<Arc<Config>>,
-    mut snapshots: SnapshotReceiver,
     mut emergency: Emergency,
+    mut snapshots: SnapshotReceiver,
     mut free_memory: mpsc::Receiver<FreeMemoryRequest>,
     state: watch::Sender<Arc<EmergencyReport>>,
-    heartbeat: Heartbeat,
-    cancel: CancellationToken,
+    ctx: TaskCtx,
 ) -> anyhow::Result<()> {
+    let TaskCtx { mut config, heartbeat, cancel, .. } = ctx;
     let mut ticker = Ticker::new(HEARTBEAT_PERIOD)?;
     heartbeat.started();
     state.send_replace(Arc::new(emergency.report(Instant::now())));

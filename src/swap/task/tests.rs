@@ -1,7 +1,13 @@
 //! The swap task on the in-memory system: requests, and what it answers while an operation runs.
 
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
 use super::*;
-use crate::runtime::tasks::Tasks;
+use crate::config::Config;
+use crate::runtime::{Os, TaskCtx};
 use crate::sys::swap_os::fake::FakeSwapOs;
 
 struct Running {
@@ -17,12 +23,11 @@ fn start(swap: &str) -> Running {
     let config = Config::parse(&format!("[swap]\ndir = \"/srv/swap\"\n{swap}")).unwrap();
     let fake = FakeSwapOs::new();
     let engine = Engine::new(&config, Box::new(fake.clone()), false);
-    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let (ctx, config_tx) = TaskCtx::fake("swap", config, Os::fake());
     let (snap_tx, snap_rx) = watch::channel(None);
     let (tx, rx) = mpsc::channel(8);
-    let cancel = CancellationToken::new();
-    let hb = Tasks::default().register("swap", Duration::from_secs(30));
-    let handle = tokio::spawn(run(engine, config_rx, snap_rx, rx, hb, cancel.clone()));
+    let cancel = ctx.cancel.clone();
+    let handle = tokio::spawn(run(engine, snap_rx, rx, ctx));
     Running { tx, fake, cancel, handle, _config: config_tx, _snapshots: snap_tx }
 }
 

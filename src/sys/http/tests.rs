@@ -173,10 +173,10 @@ async fn a_peer_cannot_make_a_request_read_without_end() {
     ];
     for (what, head, filler) in cases {
         let (ep, written) = endless(head, filler).await;
-        let started = std::time::Instant::now();
         let r = request(&ep, "GET", "/", None, deadline).await;
+        // A protocol error, not a timeout: the bound ended it, not the deadline (no clock is
+        // read: this machine may be slow).
         assert!(matches!(r, Err(HttpError::Protocol(_))), "{what}: {r:?}");
-        assert!(started.elapsed() < deadline / 2, "{what}: ended by the deadline, not by a bound");
         let written = written.await.unwrap();
         // What the client read is at most MAX_RAW; the rest sat in the kernel's socket buffers.
         assert!(written < MAX_RAW + (32 << 20), "{what}: the peer wrote {written} bytes");

@@ -1,0 +1,231 @@
+//! The whole daemon in this test process, on fakes (`daemon::run_with` with `Deps` from the
+//! `fakes` feature): systemd in memory, a recording notifier, signals from the test, swap on
+//! the in-memory `SwapOs`. No root, no peer, no unit: each test takes a few seconds. The
+//! real-peer and real-systemd tests (tests/health.rs, tests/e2e.rs) prove the seams tell the
+//! truth; these prove what the daemon does with what the seams say.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cluster_ai::control::{request, Request};
+use cluster_ai::daemon::{run_with, Deps, Options, Sig, Signals};
+use cluster_ai::runtime::Os;
+use cluster_ai::sys::node::fake::FakeNode;
+use cluster_ai::sys::notify::{Notice, Notifier};
+use cluster_ai::sys::procfs::ProcFs;
+use cluster_ai::sys::swap_os::fake::FakeSwapOs;
+use cluster_ai::sys::systemd::fake::FakeServiceManager;
+use cluster_ai::sys::systemd::SystemdError;
+
+/// What systemd would have heard, in order.
+#[derive(Default)]
+struct Heard {
+    notices: Mutex<Vec<String>>,
+    watchdog: Option<Duration>,
+}
+
+impl Notifier for Heard {
+    fn send(&self, notices: &[Notice]) {
+        let mut n = self.notices.lock().unwrap();
+        for notice in notices {
+            n.push(match notice {
+                Notice::Ready => "READY".into(),
+                Notice::Reloading => "RELOADING".into(),
+                Notice::Stopping => "STOPPING".into(),
+                Notice::Watchdog => "WATCHDOG".into(),
+                Notice::Status(s) => format!("STATUS={s}"),
+            });
+        }
+    }
+    fn watchdog_interval(&self) -> Option<Duration> {
+        self.watchdog
+    }
+}
+
+impl Heard {
+    fn all(&self) -> Vec<String> {
+        self.notices.lock().unwrap().clone()
+    }
+    fn count(&self, what: &str) -> usize {
+        self.all().iter().filter(|n| *n == what).count()
+    }
+}
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    heard: Arc<Heard>,
+    systemd: Arc<FakeServiceManager>,
+    signal: tokio::sync::mpsc::UnboundedSender<Sig>,
+    run: tokio::task::JoinHandle<Result<(), cluster_ai::daemon::DaemonError>>,
+}
+
+/// The config every test starts from: the control socket and swap.dir in the tempdir, no
+/// metrics listener, optimize not applying, the emergency measures deciding but not acting
+/// (the sampler reads this machine's real /proc: its load must not reach real peers), one
+/// service followed by its unit only.
+fn config(dir: &Path, extra: &str) -> String {
+    format!(
+        r#"control_socket = "{sock}"
+[swap]
+dir = "{swap}"
+min_size = "0"
+[optimize]
+apply = false
+[emergency]
+act = false
+[metrics]
+listen = ""
+[health]
+[[health.service]]
+name = "dask-scheduler"
+unit = "dask-scheduler.service"
+probe = ""
+restart = "on-failure"
+{extra}"#,
+        sock = dir.join("control.sock").display(),
+        swap = dir.join("swap").display(),
+    )
+}
+
+async fn start(extra: &str, watchdog: Option<Duration>) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config(dir.path(), extra)).unwrap();
+    let systemd = FakeServiceManager::new();
+    systemd.add_unit("dask-scheduler.service", "active", "running");
+    let heard = Arc::new(Heard { watchdog, ..Heard::default() });
+    let (signal, signals) = Signals::channel();
+    let deps = Deps {
+        notifier: heard.clone(),
+        signals,
+        os: Os { services: systemd.clone(), node: Arc::new(FakeNode::new("node-a")) },
+        swap_os: Box::new(FakeSwapOs::new()),
+        procfs: ProcFs::default(),
+        state_dir: dir.path().join("state"),
+        process_wide: false,
+    };
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let opts = Options { config_path: path, config_explicit: true, dry_run: false };
+    let run = tokio::spawn(run_with(opts, deps, cluster_ai::logging::detached()));
+    let d = Daemon { dir, heard, systemd, signal, run };
+    wait_for("READY", || d.heard.count("READY") >= 1).await;
+    d
+}
+
+/// Polls `cond` every 20 ms for up to 20 s (a deadline, not a measurement: a slow machine
+/// passes, a daemon that never does it fails with what was heard).
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{what} did not happen within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Daemon {
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    async fn ask(&self, r: Request) -> serde_json::Value {
+        let path = self.socket();
+        tokio::task::spawn_blocking(move || request(&path, &r)).await.unwrap().unwrap()
+    }
+
+    async fn stop(self) -> Vec<String> {
+        self.signal.send(Sig::Terminate).unwrap();
+        let socket = self.socket();
+        let r = tokio::time::timeout(Duration::from_secs(20), self.run).await.expect("stops within 20 s").unwrap();
+        assert!(r.is_ok(), "a clean stop: {r:?}");
+        assert!(!socket.exists(), "the control socket is removed at stop");
+        self.heard.all()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_then_a_failed_unit_is_restarted_through_systemd_and_status_says_so() {
+    let d = start("", None).await;
+    let st = d.ask(Request::Status).await;
+    assert_eq!(st["health"]["systemd"], "connected", "{st}");
+    d.systemd.set_state("dask-scheduler.service", "failed", "failed");
+    wait_for("a restart of the failed unit", || d.systemd.restarts() == ["dask-scheduler.service"]).await;
+    assert_eq!(d.systemd.state_of("dask-scheduler.service").unwrap().0, "active");
+    let health = d.ask(Request::Health).await;
+    let svc = &health["services"][0];
+    assert_eq!(svc["name"], "dask-scheduler", "{health}");
+    let heard = d.stop().await;
+    assert_eq!(heard.first().map(String::as_str), Some("READY"), "{heard:?}");
+    assert!(heard.iter().any(|n| n == "STOPPING"), "{heard:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_systemd_refuses_is_retried_with_backoff_not_in_a_loop() {
+    let d = start("", None).await;
+    d.systemd.fail_restarts(
+        "dask-scheduler.service",
+        Some(SystemdError::JobFailed { unit: "dask-scheduler.service".into(), result: "failed".into() }),
+    );
+    d.systemd.set_state("dask-scheduler.service", "failed", "failed");
+    wait_for("a first restart", || !d.systemd.restarts().is_empty()).await;
+    // The policy's backoff: a second attempt is not made at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(d.systemd.restarts().len(), 1, "no retry within half a second: {:?}", d.systemd.restarts());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
+    let d = start("", None).await;
+    let path = d.dir.path().join("config.toml");
+    std::fs::write(&path, config(d.dir.path(), "interval = \"7s\"\n")).unwrap();
+    d.signal.send(Sig::Hangup).unwrap();
+    wait_for("RELOADING then READY", || d.heard.count("RELOADING") == 1 && d.heard.count("READY") == 2).await;
+    let st = d.ask(Request::Status).await;
+    assert_eq!(st["config"]["last_reload_error"], serde_json::Value::Null, "{st}");
+
+    std::fs::write(&path, config(d.dir.path(), "no_such_key = 1\n")).unwrap();
+    d.signal.send(Sig::Hangup).unwrap();
+    wait_for("the second reload's READY", || d.heard.count("READY") == 3).await;
+    let st = d.ask(Request::Status).await;
+    let err = st["config"]["last_reload_error"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("no_such_key"), "the refused reload names the key: {st}");
+    // Still running on the good config: the unit is still followed and restarted.
+    d.systemd.set_state("dask-scheduler.service", "failed", "failed");
+    wait_for("a restart after the refused reload", || d.systemd.restarts().len() == 1).await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_go_out_while_every_task_beats() {
+    let d = start("", Some(Duration::from_millis(400))).await;
+    wait_for("two watchdog pings", || d.heard.count("WATCHDOG") >= 2).await;
+    let st = d.ask(Request::Status).await;
+    let tasks: Vec<&str> = st["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    for t in ["sampler", "swap", "optimize", "emergency", "alerts", "health", "control", "metrics"] {
+        assert!(tasks.contains(&t), "task {t} in status: {tasks:?}");
+    }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_unreachable_is_reported_and_nothing_is_restarted() {
+    let d = start("", None).await;
+    d.systemd.set_unreachable(Some("no bus here"));
+    // A reload makes the health task connect again, and it cannot.
+    d.signal.send(Sig::Hangup).unwrap();
+    wait_for("the reload", || d.heard.count("READY") == 2).await;
+    let mut health = d.ask(Request::Health).await;
+    let start = Instant::now();
+    while !health["systemd"].as_str().unwrap_or_default().contains("no bus here") {
+        assert!(start.elapsed() < Duration::from_secs(20), "health never said systemd is unreachable: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        health = d.ask(Request::Health).await;
+    }
+    d.systemd.set_state("dask-scheduler.service", "failed", "failed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(d.systemd.restarts().is_empty(), "nothing restarted without systemd: {:?}", d.systemd.restarts());
+    d.stop().await;
+}
