@@ -143,7 +143,7 @@ fn status_tells_not_running_from_not_answering_and_from_root_only() {
     assert!(err(&out).contains("listens on") && err(&out).contains("did not answer within 5s"), "{}", err(&out));
 
     // The root daemon's 0600 socket, asked by a user.
-    if nix::unistd::geteuid().is_root() {
+    if common::require_root("the root-only socket part of the status test (it runs the client as another user)") {
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&hung, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let out = std::process::Command::new("setpriv")

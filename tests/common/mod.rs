@@ -330,6 +330,25 @@ pub fn require_root(what: &str) -> bool {
     panic!("{what} needs root; run the tests as root, or set {SKIP_PRIVILEGED}=1 to skip them");
 }
 
+/// The one variable that lets a machine without a peer (Dask's venv, Prometheus, dockerd, …)
+/// skip the tests that need it; separate from [`SKIP_PRIVILEGED`], so a missing peer is never
+/// mistaken for missing root. CI never sets it.
+pub const SKIP_MISSING_PEERS: &str = "CLUSTER_AI_SKIP_MISSING_PEERS";
+
+/// True when `peer` is here. Without it the test fails, naming the peer and how to install it
+/// (`tests/run-all.sh` installs every one), unless `CLUSTER_AI_SKIP_MISSING_PEERS=1`, when it
+/// says what it left out and returns false.
+pub fn require_peer(peer: &str, present: bool, install: &str) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var(SKIP_MISSING_PEERS).as_deref() == Ok("1") {
+        eprintln!("SKIPPED ({SKIP_MISSING_PEERS}=1): no {peer} here ({install})");
+        return false;
+    }
+    panic!("this test needs {peer}: {install} (tests/run-all.sh installs it), or set {SKIP_MISSING_PEERS}=1 to skip it");
+}
+
 /// Fails clearly in a build whose binary ignores `CLUSTER_AI_FAULT` (a release build without
 /// the `fault-injection` feature), instead of passing without the fault.
 pub fn require_faults() {

@@ -10,25 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::SKIP_PRIVILEGED;
-
 /// The venv with `distributed` (`.ci/run` makes it); `CLUSTER_AI_DASK_VENV` overrides.
 pub fn dask_venv() -> Option<PathBuf> {
     let v = std::env::var_os("CLUSTER_AI_DASK_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dask-venv"));
-    if v.join("bin/dask").exists() {
-        return Some(v);
-    }
-    if std::env::var(SKIP_PRIVILEGED).as_deref() == Ok("1") {
-        eprintln!("SKIPPED ({SKIP_PRIVILEGED}=1): no Dask venv at {}", v.display());
-        return None;
-    }
-    panic!(
-        "this test needs a real Dask: python3 -m venv {v} && {v}/bin/pip install distributed (as .ci/run does), \
-         or set {SKIP_PRIVILEGED}=1 to skip it",
-        v = v.display()
-    );
+    let install = format!("python3 -m venv {v} && {v}/bin/pip install distributed dask", v = v.display());
+    crate::common::require_peer("a real Dask (its venv)", v.join("bin/dask").exists(), &install).then_some(v)
 }
 
 /// A loopback port nothing listens on right now.
