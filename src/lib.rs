@@ -23,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod emergency;
 pub mod fault;
 pub mod health;
 pub mod logging;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::optimize::emergency::{EmergencyReceiver, EmergencyReport};
+use crate::emergency::{EmergencyReceiver, EmergencyReport};
 use crate::optimize::task::{OptimizeReceiver, OptimizeState};
 use crate::runtime::tasks::{TaskReport, Tasks};
 use crate::sampler::{Snapshot, SnapshotReceiver};

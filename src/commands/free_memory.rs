@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::cli::StatusArgs;
 use crate::config::human_size;
 use crate::control::{request, ClientError, Request};
-use crate::optimize::emergency::{Action, Emergency};
+use crate::emergency::{Action, Emergency};
 
 pub fn main(args: StatusArgs) -> ExitCode {
     let (config, socket) = match super::config_and_socket("free-memory", &args) {

@@ -7,7 +7,7 @@ use crate::cli::StatusArgs;
 use crate::config::{human_size, Config, SocketSetting};
 use crate::control::{request, Request, StatusReply};
 use crate::daemon::client_socket_path;
-use crate::optimize::emergency::EmergencyReport;
+use crate::emergency::EmergencyReport;
 use crate::sys::paths::DEFAULT_CONFIG;
 
 pub fn main(args: StatusArgs) -> ExitCode {
@@ -83,7 +83,7 @@ pub fn emergency_lines(e: &EmergencyReport) -> String {
         out += &format!("          {peer}: {p}\n");
     }
     if !e.ollama_models.is_empty() {
-        use crate::optimize::emergency::ollama::Verdict;
+        use crate::emergency::ollama::Verdict;
         let models: Vec<String> = e
             .ollama_models
             .iter()

@@ -11,7 +11,7 @@ pub use crate::sys::socket::BindError;
 use tokio::time::Instant;
 
 use crate::control::{Request, IO_TIMEOUT};
-use crate::optimize::emergency::FreeMemoryRequest;
+use crate::emergency::FreeMemoryRequest;
 use crate::report::Reports;
 use crate::runtime::TaskCtx;
 use crate::swap::{self, task::SwapSender};

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::control::{self, ControlSocket, ControlState};
 use super::{load_config, report, socket_path, DaemonError, Options};
 use crate::config::{Config, ConfigError};
+use crate::emergency;
 use crate::logging::LogHandle;
 use crate::optimize;
 use crate::report::{ConfigInfo, Reports};
@@ -210,12 +211,12 @@ pub async fn run_with(opts: Options, deps: Deps, log: LogHandle) -> Result<(), D
     set.spawn("swap", check_interval, |hb| swap::task::run(engine, snapshot_rx.clone(), swap_rx, ctx(hb)));
     let (optimize_tx, optimize_rx) = watch::channel(None);
     set.spawn("optimize", optimize::task::HEARTBEAT_PERIOD, |hb| optimize::task::run(snapshot_rx.clone(), optimize_tx, ctx(hb)));
-    let (emergency_tx, emergency_rx) = watch::channel(Arc::new(optimize::emergency::EmergencyReport::default()));
+    let (emergency_tx, emergency_rx) = watch::channel(Arc::new(emergency::EmergencyReport::default()));
     let (free_memory_tx, free_memory_rx) = tokio::sync::mpsc::channel(4);
-    let mut measures = optimize::emergency::Emergency::new(&config_rx.borrow(), Some(swap_tx.clone()), os.clone(), dry_run);
+    let mut measures = emergency::Emergency::new(&config_rx.borrow(), Some(swap_tx.clone()), os.clone(), dry_run);
     measures.alerts = Some(alert_tx.clone());
-    set.spawn("emergency", optimize::emergency::HEARTBEAT_PERIOD, |hb| {
-        optimize::emergency::run(measures, snapshot_rx.clone(), free_memory_rx, emergency_tx, ctx(hb))
+    set.spawn("emergency", emergency::HEARTBEAT_PERIOD, |hb| {
+        emergency::run(measures, snapshot_rx.clone(), free_memory_rx, emergency_tx, ctx(hb))
     });
     let (alerts_tx, alerts_rx) = watch::channel(Arc::new(crate::alerts::task::AlertsReport::default()));
     set.spawn("alerts", crate::alerts::task::HEARTBEAT_PERIOD, |hb| crate::alerts::task::run(alert_rx, alerts_tx, ctx(hb)));

@@ -3,7 +3,6 @@
 
 pub mod apply;
 pub mod check;
-pub mod emergency;
 pub mod peers;
 pub mod plan;
 pub mod profile;

@@ -1,0 +1,176 @@
+//! The CPU measure: raise the CPU weight of the critical units (systemd, run time only), retire
+//! one Dask worker per step (never below the minimum); when calm, the weights go back and the
+//! worker unit is restarted to bring the retired workers back.
+
+use super::*;
+
+impl Emergency {
+    pub(super) async fn cpu_act(&mut self, why: &str) {
+        // Critical units first, once per episode: their own weight is kept to be put back.
+        if self.saved_weights.is_empty() && !self.cfg.critical_units.is_empty() {
+            let weight = self.cfg.critical_cpu_weight;
+            for unit in self.cfg.critical_units.clone() {
+                if !self.act {
+                    self.record("cpu", "raise_cpu_weight", why, format!("set CPUWeight={weight} on {unit}"), None, false);
+                    continue;
+                }
+                let Some(sd) = self.systemd().await else { break };
+                let outcome = async {
+                    let old = sd.cpu_weight(&unit).await?;
+                    sd.set_cpu_weight(&unit, weight).await?;
+                    Ok::<u64, crate::sys::systemd::SystemdError>(old)
+                }
+                .await;
+                match outcome {
+                    Ok(old) => {
+                        self.saved_weights.push((unit.clone(), old));
+                        self.record(
+                            "cpu",
+                            "raise_cpu_weight",
+                            why,
+                            format!("{unit}: CPUWeight {} -> {weight}", weight_text(old)),
+                            None,
+                            true,
+                        );
+                    }
+                    Err(e) => self.record("cpu", "raise_cpu_weight", why, format!("{unit}: {e}"), None, false),
+                }
+            }
+        }
+        let Some(url) = self.cfg.dask_scheduler.clone() else { return };
+        let Ok(scheduler) = Endpoint::parse_url(&url) else { return };
+        let n = match peers::dask_worker_count(&scheduler).await {
+            Ok(count) => u32::try_from(count).unwrap_or(u32::MAX),
+            Err(e) => return self.dask_problem(&url, e),
+        };
+        self.problem("dask", None);
+        if n <= self.cfg.dask_min_workers {
+            tracing::info!(
+                measure = "cpu",
+                workers = n,
+                "emergency ({why}): Dask has {n} workers, the minimum ({}); none retired",
+                self.cfg.dask_min_workers
+            );
+            return;
+        }
+        if !self.act {
+            return self.record("cpu", "retire_dask_worker", why, format!("retire one of {n} Dask workers"), None, false);
+        }
+        match peers::dask_retire_one(&scheduler).await {
+            Ok(r) if r.count > 0 => self.retired_workers(why, n, &r, ""),
+            Ok(_) => self.record("cpu", "retire_dask_worker", why, "the scheduler retired no worker".into(), None, false),
+            // A 5xx or no answer in time is an outcome unknown, not a failure: distributed can
+            // answer 500 after retiring (distributed#8370), and retiring a worker that holds
+            // data can outlast any deadline (dask-kubernetes#821). What the scheduler did is
+            // read back: the workers that are gone were retired by us.
+            Err(e @ (PeerError::Http(_) | PeerError::Status { status: 500..=599, .. })) => match peers::dask_worker_count(&scheduler).await
+            {
+                Ok(now) if u32::try_from(now).unwrap_or(u32::MAX) < n => {
+                    let now = u32::try_from(now).unwrap_or(u32::MAX);
+                    self.problem("dask", None);
+                    let gone = peers::Retired { count: (n - now) as usize, shown: Vec::new() };
+                    self.retired_workers(why, n, &gone, &format!(" (the scheduler answered: {e}; read back: {now} left)"));
+                }
+                _ => self.dask_problem(&url, e),
+            },
+            Err(e) => self.dask_problem(&url, e),
+        }
+    }
+
+    /// Workers that were retired (by the scheduler's word or read back), counted to bring back
+    /// when calm.
+    pub(super) fn retired_workers(&mut self, why: &str, n: u32, r: &peers::Retired, how: &str) {
+        self.retired = self.retired.saturating_add(u32::try_from(r.count).unwrap_or(u32::MAX));
+        let detail = format!("{}{how}", retired_detail(n, r));
+        self.record("cpu", "retire_dask_worker", why, detail, None, true);
+    }
+
+    pub(super) fn dask_problem(&mut self, url: &str, e: PeerError) {
+        // The route being off lasts until the scheduler's config changes; anything else is
+        // this CPU episode's and ends with it.
+        self.dask_problem_is_episodes = !matches!(e, PeerError::RouteOff);
+        let p = match e {
+            PeerError::RouteOff => format!("{url}: {e}"),
+            e => format!("{url}: {e} (retried at the next step)"),
+        };
+        self.problem("dask", Some(p));
+    }
+
+    /// Puts back what the CPU measure changed; `true` when nothing is left to undo.
+    pub(super) async fn cpu_undo(&mut self, why: &str) -> bool {
+        let mut left = false;
+        if !self.saved_weights.is_empty() {
+            let saved = std::mem::take(&mut self.saved_weights);
+            if let Some(sd) = self.systemd().await {
+                let mut failed = Vec::new();
+                let mut results = Vec::new();
+                for (unit, old) in saved {
+                    match sd.set_cpu_weight(&unit, old).await {
+                        Ok(()) => results.push((format!("{unit}: CPUWeight back to {}", weight_text(old)), true)),
+                        Err(e) => {
+                            results.push((format!("{unit}: {e}"), false));
+                            failed.push((unit, old));
+                        }
+                    }
+                }
+                for (detail, ok) in results {
+                    self.record("cpu", "restore_cpu_weight", why, detail, None, ok);
+                }
+                left |= !failed.is_empty();
+                self.saved_weights = failed;
+            } else {
+                self.saved_weights = saved;
+                left = true;
+            }
+        }
+        if self.retired > 0 {
+            match self.worker_unit.clone() {
+                Some(unit) => {
+                    let outcome = match self.systemd().await {
+                        Some(sd) => sd.restart(&unit).await.map_err(|e| e.to_string()),
+                        None => Err("systemd is not reachable".to_string()),
+                    };
+                    let ok = outcome.is_ok();
+                    let detail = match outcome {
+                        Ok(()) => format!("restarted {unit} to bring back {} retired Dask worker(s)", self.retired),
+                        Err(e) => format!("restart {unit}: {e}"),
+                    };
+                    self.record("cpu", "restart_dask_workers", why, detail, None, ok);
+                    if ok {
+                        self.retired = 0;
+                    }
+                    left |= !ok;
+                }
+                None => {
+                    tracing::warn!(
+                        measure = "cpu",
+                        "emergency ({why}): {} retired Dask worker(s) stay retired: set [optimize] dask_worker_unit to have them restarted, or restart them yourself",
+                        self.retired
+                    );
+                    self.retired = 0;
+                }
+            }
+        }
+        !left
+    }
+}
+
+/// "retired Dask worker tcp://… (4 -> 3 workers)". The scheduler's count, not ours: it may
+/// retire more than it listed a moment ago, or name more than are shown.
+pub(super) fn retired_detail(listed: u32, r: &peers::Retired) -> String {
+    let left = listed.saturating_sub(u32::try_from(r.count).unwrap_or(u32::MAX));
+    if r.shown.is_empty() {
+        return format!("retired {} Dask worker(s) ({listed} -> {left} workers)", r.count);
+    }
+    let more = r.count.saturating_sub(r.shown.len());
+    let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+    format!("retired Dask worker {}{more} ({listed} -> {left} workers)", r.shown.join(", "))
+}
+
+fn weight_text(w: u64) -> String {
+    if w == crate::sys::systemd::CPU_WEIGHT_UNSET {
+        "unset".into()
+    } else {
+        w.to_string()
+    }
+}
