@@ -14,11 +14,13 @@ pub(super) struct Checker<'a> {
     pub(super) merged: &'a Merged,
     pub(super) problems: Vec<Problem>,
     pub(super) origins: Origins,
+    /// Every key asked for: a test proves each key of [`super::keys`] is read by its table.
+    pub(super) read: Vec<String>,
 }
 
 impl<'a> Checker<'a> {
     pub(super) fn new(merged: &'a Merged) -> Self {
-        Checker { merged, problems: merged.problems.clone(), origins: Origins::default() }
+        Checker { merged, problems: merged.problems.clone(), origins: Origins::default(), read: Vec::new() }
     }
 
     /// The setting `key` (dotted, as listed in [`super::keys`]): the value of the last layer
@@ -45,6 +47,7 @@ impl<'a> Checker<'a> {
     }
 
     fn setting<T>(&mut self, key: &str, setting: Option<&Setting>, parse: &impl Fn(&toml::Value) -> Result<T, String>) -> (T, Option<Loc>) {
+        self.read.push(key.to_string());
         if let Some(s) = setting {
             match parse(&s.value) {
                 Ok(v) => return (v, Some(s.at.clone())),

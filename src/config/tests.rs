@@ -365,3 +365,15 @@ fn swap_policy_keys() {
     );
     assert!(problems("[swap]\ndisk_reserve = \"lots\"\n")[0].contains("or a percentage of the filesystem such as \"10%\""));
 }
+
+#[test]
+fn every_documented_key_is_read_by_its_table() {
+    // A key in a KEYS table that no validate() asks for would be accepted and silently ignored.
+    let text = "[[health.service]]\nname = \"x\"\nunit = \"x.service\"\n[health]\nremove_services = []\n";
+    let merged = layers::Merged::new(vec![layers::Layer { path: None, text: text.into(), main: true }]);
+    let mut c = Checker::new(&merged);
+    let _ = Config::validate(&mut c);
+    for k in keys().filter(|k| k.key != "name") {
+        assert!(c.read.contains(&k.name()), "{} is documented but never read", k.name());
+    }
+}
