@@ -24,6 +24,8 @@ pub fn main(args: ConfigCheckArgs) -> ExitCode {
         (path, Ok(loaded)) => {
             if loaded.files.is_empty() {
                 println!("{}: no such file; the daemon would run on built-in defaults", path.display());
+            } else if !loaded.files.contains(&path) {
+                println!("{}: no such file; the drop-ins below apply over the built-in defaults", path.display());
             }
             for file in &loaded.files {
                 println!("{}: ok", file.display());
