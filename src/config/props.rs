@@ -152,6 +152,34 @@ proptest! {
         check_valid(&r)?;
     }
 
+    /// A main file and two drop-ins of any shape: a config, or problems that each name the
+    /// file they are in and a line and column inside that file.
+    #[test]
+    fn drop_ins_of_any_text_are_a_config_or_problems_in_their_own_file(
+        main in text_like(&PACKAGED), a in document(), b in text_like(&PACKAGED),
+    ) {
+        let texts = [main, a, b];
+        let paths: Vec<PathBuf> = ["/m.toml", "/d/10.toml", "/d/20.toml"].iter().map(PathBuf::from).collect();
+        let layers = texts
+            .iter()
+            .zip(&paths)
+            .enumerate()
+            .map(|(i, (t, p))| layers::Layer { path: Some(p.clone()), text: t.clone(), main: i == 0 })
+            .collect();
+        let merged = layers::Merged::new(layers);
+        let mut c = Checker::new(&merged);
+        let config = Config::validate(&mut c);
+        if c.problems.is_empty() {
+            check_valid(&Ok(config))?;
+        }
+        for p in &c.problems {
+            let i = paths.iter().position(|f| Some(f) == p.file.as_ref());
+            prop_assert!(i.is_some(), "{p:?} names no file");
+            let one = Err(vec![Problem { file: None, ..p.clone() }]);
+            check(&texts[i.unwrap_or(0)], &one)?;
+        }
+    }
+
     /// A byte offset anywhere, inside a multi-byte character or past the end: the position is
     /// that of the character it falls in.
     #[test]
