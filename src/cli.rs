@@ -170,12 +170,17 @@ pub struct AlertTestArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a config file; errors are printed as PATH:LINE:COL: key: problem. Exit 0 or 78.
+    /// Validate a config file and its drop-ins (config.d/*.toml beside it); every problem is
+    /// printed as PATH:LINE:COL: key: problem. Exit 0 or 78.
     Check(ConfigCheckArgs),
+    /// Print the effective configuration, one `key = value` a line, each with where it came
+    /// from (default, or the file and line). Exit 0, or 78 when the files are invalid.
+    Show(ConfigCheckArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ConfigCheckArgs {
-    /// The file to check [default: /etc/cluster-ai/config.toml].
+    /// The main file; its drop-ins are config.d/*.toml beside it [default:
+    /// /etc/cluster-ai/config.toml].
     pub path: Option<PathBuf>,
 }

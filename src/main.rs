@@ -10,6 +10,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::main(args),
         Command::Status(args) => commands::status::main(args),
         Command::Config(ConfigCommand::Check(args)) => commands::config_check::main(args),
+        Command::Config(ConfigCommand::Show(args)) => commands::config_check::show(args),
         Command::Swap(args) => commands::swap::main(args),
         Command::Check(args) => commands::check::main(args),
         Command::Optimize(args) => commands::optimize::main(args),

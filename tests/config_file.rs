@@ -6,34 +6,45 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use cluster_ai::config::Config;
+use cluster_ai::config::{keys, Config};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml");
 
+/// The example with every setting uncommented: a commented setting is `#key = value` (or
+/// `#[[health.service]]`), with no space after the `#`; prose is `# text`.
+fn uncommented(text: &str) -> String {
+    text.lines().map(|l| if l.starts_with('#') && !l.starts_with("# ") && l != "#" { &l[1..] } else { l }).collect::<Vec<_>>().join("\n")
+}
+
 #[test]
 fn the_documented_config_is_exactly_the_built_in_defaults() {
-    let loaded = Config::load(Path::new(EXAMPLE)).unwrap();
-    assert_eq!(loaded, Config::default());
-    // Every key is written out (not left to its default), so the file documents all of them.
     let text = std::fs::read_to_string(EXAMPLE).unwrap();
-    for (key, value) in Config::default().entries() {
-        if key == "health.service" {
-            // An array of tables, one entry per service: compared whole above (loaded == default).
-            continue;
-        }
-        let (table, bare) = key.rsplit_once('.').unwrap_or(("", key));
-        // The key's line within its own table (`memory_threshold` is in [swap] and [emergency]).
+    // As shipped, every setting is commented out: the file is the defaults.
+    assert_eq!(Config::load(Path::new(EXAMPLE)).unwrap(), Config::default());
+    assert!(
+        text.lines().all(|l| l.is_empty() || l.starts_with('#') || (l.starts_with('[') && !l.starts_with("[["))),
+        "only table headers are left uncommented"
+    );
+    // Uncommented, every key shown is valid and is its built-in default.
+    let open = uncommented(&text);
+    assert_eq!(Config::parse(&open).map_err(|p| p.iter().map(|p| p.to_string()).collect::<Vec<_>>()), Ok(Config::default()));
+    // Every key of config::keys() is shown, in its table, with its documented default.
+    for k in keys().filter(|k| k.table != "health.service") {
         let mut current = "";
-        let line = text
+        let line = open
             .lines()
             .find(|l| {
                 if let Some(t) = l.strip_prefix('[') {
                     current = t.trim_end_matches(']');
                 }
-                current == table && l.starts_with(&format!("{bare} ="))
+                current == k.table && l.starts_with(&format!("{} =", k.key))
             })
-            .unwrap_or_else(|| panic!("{key} is not in {EXAMPLE}"));
-        assert!(line.contains(&value) || line.contains(&format!("\"{value}\"")), "{key}: {line} vs default {value}");
+            .unwrap_or_else(|| panic!("{} is not in {EXAMPLE}", k.name()));
+        assert_eq!(line, format!("{} = {}", k.key, k.default), "{}", k.name());
+    }
+    // And each key of a service is described.
+    for k in keys().filter(|k| k.table == "health.service") {
+        assert!(text.contains(k.key), "health.service.{} is not described in {EXAMPLE}", k.key);
     }
 }
 
@@ -49,7 +60,11 @@ fn config_check_exit_codes_and_messages() {
     let out = Command::new(common::BIN).args(["config", "check"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with(&format!("{}:5:1: swap.bogus: unknown key `bogus`; the keys here are dir,", bad.display())), "{err}");
+    // Every problem at once, the unknown key too, in file order.
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert_eq!(lines[0], format!("{}:4:12: swap.max_size: 4G is below swap.min_size 8G; expected max_size >= min_size", bad.display()));
+    assert!(lines[1].starts_with(&format!("{}:5:1: swap.bogus: unknown key `bogus`; the keys here are dir,", bad.display())), "{err}");
     std::fs::write(&bad, "[swap]\nmin_sise = \"1G\"\n").unwrap();
     let out = Command::new(common::BIN).args(["config", "check"]).arg(&bad).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -96,4 +111,51 @@ fn every_command_has_help_and_the_binary_a_version() {
     }
     let out = Command::new(common::BIN).arg("--version").output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("cluster-ai {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn config_check_and_show_read_the_drop_ins() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    std::fs::write(&main, "[swap]\nmax_size = \"8G\"\n").unwrap();
+    let d = dir.path().join("config.d");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(
+        d.join("50-cm.toml"),
+        "[swap]\nmax_size = \"12G\"\n[alerts]\nwebhook = \"https://hooks.slack.com/services/T0/B0/s3cret\"\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("60-no-webui.toml"), "[health]\nremove_services = [\"open-webui\"]\n").unwrap();
+
+    let out = Command::new(common::BIN).args(["config", "check"]).arg(&main).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        format!("{}: ok\n{}: ok\n{}: ok\n", main.display(), d.join("50-cm.toml").display(), d.join("60-no-webui.toml").display())
+    );
+
+    let out = Command::new(common::BIN).args(["config", "show"]).arg(&main).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let show = String::from_utf8_lossy(&out.stdout);
+    assert!(show.contains(&format!("swap.max_size = 12G  # {}:2\n", d.join("50-cm.toml").display())), "{show}");
+    assert!(show.contains("swap.min_size = 2G  # default\n"), "{show}");
+    assert!(show.contains("health.service = docker (unit docker.service"), "{show}");
+    assert!(!show.contains("open-webui"), "{show}");
+    assert!(show.contains("alerts.webhook = https://hooks.slack.com:443/…  #") && !show.contains("s3cret"), "{show}");
+
+    // An invalid drop-in: both commands exit 78 and name it.
+    std::fs::write(d.join("70-bad.toml"), "[swap]\nmax_size = \"1G\"\n").unwrap();
+    for cmd in ["check", "show"] {
+        let out = Command::new(common::BIN).args(["config", cmd]).arg(&main).output().unwrap();
+        assert_eq!(out.status.code(), Some(78), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err,
+            format!(
+                "{}:2:12: swap.max_size: 1G is below swap.min_size 2G; expected max_size >= min_size\n",
+                d.join("70-bad.toml").display()
+            )
+        );
+    }
 }

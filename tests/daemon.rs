@@ -83,6 +83,34 @@ fn broken_reload_keeps_the_running_config_and_says_why() {
 }
 
 #[test]
+fn a_reload_reads_the_drop_ins_and_refuses_an_invalid_one() {
+    let b = daemon().config("sample_interval = \"1s\"\n");
+    let mut notify = NotifySocket::bind(b.dir());
+    let d = b.env("NOTIFY_SOCKET", notify.path.to_str().unwrap()).spawn();
+    notify.wait_for("READY=1", T, |g| g.has("READY=1"));
+    let drop_ins = d.config.parent().unwrap().join("config.d");
+    std::fs::create_dir(&drop_ins).unwrap();
+    std::fs::write(drop_ins.join("50-cm.toml"), "sample_interval = \"2s\"\n").unwrap();
+    d.signal(Signal::SIGHUP);
+    notify.wait_for("RELOADING=1", T, |g| g.has("RELOADING=1"));
+    notify.wait_for("READY=1 after the reload", T, |g| g.has("READY=1"));
+    d.wait_log("config reloaded: sample_interval: 1s -> 2s", T);
+
+    let bad = drop_ins.join("60-bad.toml");
+    std::fs::write(&bad, "[swap]\nmax_size = \"1X\"\n").unwrap();
+    d.signal(Signal::SIGHUP);
+    notify.wait_for("RELOADING=1", T, |g| g.has("RELOADING=1"));
+    let after = notify.wait_for("READY=1 after a failed reload", T, |g| g.has("READY=1"));
+    let expected = format!("{}:2:12: swap.max_size: unknown size unit", bad.display());
+    assert!(after.value("STATUS").unwrap().contains(&expected), "{:?}", after.value("STATUS"));
+    let log = d.wait_log("reload failed; keeping the running config", T);
+    assert!(log.contains(&expected), "{log}");
+    let status = d.status_json();
+    let sampler = status["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "sampler").unwrap().clone();
+    assert_eq!(sampler["period_seconds"].as_f64(), Some(2.0), "the drop-in's valid value stays");
+}
+
+#[test]
 fn status_reports_the_live_snapshot() {
     let d = daemon().config("sample_interval = \"1s\"\n").spawn();
     d.wait_log("ready", T);

@@ -1,28 +1,73 @@
-//! `cluster-ai config check [PATH]`: exit 0 when the file is valid, 78 otherwise.
+//! `cluster-ai config check [PATH]`: exit 0 when the file and its drop-ins are valid, 78
+//! otherwise. `cluster-ai config show [PATH]`: the effective configuration and where each value
+//! came from.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::cli::ConfigCheckArgs;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Loaded};
 use crate::daemon::EXIT_CONFIG;
 use crate::sys::paths::DEFAULT_CONFIG;
 
-pub fn main(args: ConfigCheckArgs) -> ExitCode {
+/// The files of `args`; a missing default main file is no error (the daemon runs on the
+/// drop-ins over the built-in defaults), a missing named one is.
+fn read(args: ConfigCheckArgs) -> (PathBuf, Result<Loaded, ConfigError>) {
     let explicit = args.path.is_some();
     let path = args.path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    match Config::load(&path) {
-        Ok(_) => {
-            println!("{}: ok", path.display());
+    let loaded = Config::read(&path, explicit);
+    (path, loaded)
+}
+
+pub fn main(args: ConfigCheckArgs) -> ExitCode {
+    match read(args) {
+        (path, Ok(loaded)) => {
+            if loaded.files.is_empty() {
+                println!("{}: no such file; the daemon would run on built-in defaults", path.display());
+            } else if !loaded.files.contains(&path) {
+                println!("{}: no such file; the drop-ins below apply over the built-in defaults", path.display());
+            }
+            for file in &loaded.files {
+                println!("{}: ok", file.display());
+            }
             ExitCode::SUCCESS
         }
-        Err(ConfigError::Read { source, .. }) if !explicit && source.kind() == std::io::ErrorKind::NotFound => {
-            println!("{}: no such file; the daemon would run on built-in defaults", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
+        (_, Err(e)) => {
             eprintln!("{e}");
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+pub fn show(args: ConfigCheckArgs) -> ExitCode {
+    let loaded = match read(args) {
+        (_, Ok(loaded)) => loaded,
+        (_, Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    print!("{}", render(&loaded));
+    ExitCode::SUCCESS
+}
+
+/// `key = value  # origin`, a line each in file order; a service a line of its own. URLs that
+/// may hold a secret (a webhook's token) are shown redacted.
+pub fn render(loaded: &Loaded) -> String {
+    let mut out = String::new();
+    let files: Vec<String> = loaded.files.iter().map(|f| f.display().to_string()).collect();
+    out.push_str(&format!("# files: {}\n", if files.is_empty() { "none (built-in defaults)".to_string() } else { files.join(", ") }));
+    let services = loaded.config.service_summaries();
+    for (key, value) in loaded.config.entries() {
+        if key == "health.service" {
+            for (name, summary) in &services {
+                let origin = loaded.origins.get(&format!("health.service.{name}"));
+                out.push_str(&format!("health.service = {}  # {origin}\n", crate::sys::one_line(summary, 1000)));
+            }
+            continue;
+        }
+        let value = crate::sys::one_line(&crate::config::redacted(key, &value), 1000);
+        out.push_str(&format!("{key} = {value}  # {}\n", loaded.origins.get(key)));
+    }
+    out
 }

@@ -4,9 +4,30 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use super::check::{as_text, count_between, duration_between, http_url, list_of, optional_path, Checker};
+use super::{format_duration, KeyDoc};
 
-use super::{absolute_path, as_text, count_between, duration_between, format_duration, list_of, Checker, Raw};
+/// `[alerts]`'s keys: name, default, one line of doc.
+pub(super) const KEYS: &[KeyDoc] = &[
+    KeyDoc::new("alerts", "node", r#""""#, "The node's name in every alert; \"\" = the hostname."),
+    KeyDoc::new("alerts", "webhook", r#""""#, "A JSON webhook's http:// or https:// URL (Slack reads its \"text\"); \"\" = off."),
+    KeyDoc::new("alerts", "alertmanager", r#""""#, "Prometheus Alertmanager's base URL (POST /api/v2/alerts); \"\" = off."),
+    KeyDoc::new("alerts", "alertmanager_resend", r#""1m""#, "A firing alert goes to Alertmanager again this often (10s to 1h)."),
+    KeyDoc::new("alerts", "queue_max", "1000", "Deliveries kept while a channel is down (1-100000); beyond it the oldest is dropped."),
+    KeyDoc::new("alerts", "retry_max", r#""5m""#, "A failed delivery is retried after 5 s, doubling up to this (5s to 1d)."),
+    KeyDoc::new("alerts", "per_minute", "20", "Per channel, at most this many messages a minute (1-10000)."),
+    KeyDoc::new("alerts", "smtp_server", r#""""#, "Email: the SMTP server as \"host\" or \"host:port\"; \"\" = no email."),
+    KeyDoc::new(
+        "alerts",
+        "smtp_security",
+        r#""starttls""#,
+        "\"starttls\" (port 587), \"tls\" (465) or \"none\" (25, a relay on this machine).",
+    ),
+    KeyDoc::new("alerts", "smtp_from", r#""""#, "The sender's address."),
+    KeyDoc::new("alerts", "smtp_to", "[]", "The recipients' addresses."),
+    KeyDoc::new("alerts", "smtp_credentials_file", r#""""#, "A root-only (0600) file holding user:password on one line; \"\" = none."),
+    KeyDoc::new("alerts", "ca_file", r#""""#, "A PEM file of CA certificates trusted besides the system's, for every TLS channel."),
+];
 
 /// Keys whose URL may carry a secret (a Slack webhook's token is its path; an Alertmanager
 /// behind a proxy may take a token): shown only through [`crate::sys::redact::url`].
@@ -71,21 +92,7 @@ impl SmtpSecurity {
 
 impl Default for AlertsConfig {
     fn default() -> Self {
-        AlertsConfig {
-            node: None,
-            webhook: None,
-            alertmanager: None,
-            alertmanager_resend: Duration::from_secs(60),
-            queue_max: 1000,
-            retry_max: Duration::from_secs(300),
-            per_minute: 20,
-            smtp_server: None,
-            smtp_security: SmtpSecurity::StartTls,
-            smtp_from: None,
-            smtp_to: Vec::new(),
-            smtp_credentials_file: None,
-            ca_file: None,
-        }
+        super::Config::default().alerts
     }
 }
 
@@ -115,42 +122,23 @@ impl AlertsConfig {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawAlerts {
-    node: Raw,
-    webhook: Raw,
-    alertmanager: Raw,
-    alertmanager_resend: Raw,
-    queue_max: Raw,
-    retry_max: Raw,
-    per_minute: Raw,
-    smtp_server: Raw,
-    smtp_security: Raw,
-    smtp_from: Raw,
-    smtp_to: Raw,
-    smtp_credentials_file: Raw,
-    ca_file: Raw,
-}
-
-impl RawAlerts {
-    pub(super) fn validate(self, c: &mut Checker<'_>, d: AlertsConfig) -> AlertsConfig {
+impl AlertsConfig {
+    pub(super) fn validate(c: &mut Checker<'_>) -> AlertsConfig {
         let secs = Duration::from_secs;
-        let (node, _) = c.field("alerts.node", self.node, d.node, |v| {
+        let (node, _) = c.field("alerts.node", |v| {
             let s = as_text(v, "a node name in quotes, or \"\" for the hostname")?;
             if s.chars().any(char::is_control) || s.len() > 253 {
                 return Err(format!("{s:?} is not a node name; expected at most 253 printable characters"));
             }
             Ok((!s.is_empty()).then(|| s.to_string()))
         });
-        let (webhook, _) = c.field("alerts.webhook", self.webhook, d.webhook, super::http_url);
-        let (alertmanager, _) = c.field("alerts.alertmanager", self.alertmanager, d.alertmanager, super::http_url);
-        let (alertmanager_resend, _) =
-            c.field("alerts.alertmanager_resend", self.alertmanager_resend, d.alertmanager_resend, duration_between(secs(10), secs(3600)));
-        let (queue_max, _) = c.field("alerts.queue_max", self.queue_max, d.queue_max, count_between(1, 100_000));
-        let (retry_max, _) = c.field("alerts.retry_max", self.retry_max, d.retry_max, duration_between(secs(5), secs(86400)));
-        let (per_minute, _) = c.field("alerts.per_minute", self.per_minute, d.per_minute, count_between(1, 10_000));
-        let (smtp_server, server_span) = c.field("alerts.smtp_server", self.smtp_server, d.smtp_server, |v| {
+        let (webhook, _) = c.field("alerts.webhook", http_url);
+        let (alertmanager, _) = c.field("alerts.alertmanager", http_url);
+        let (alertmanager_resend, _) = c.field("alerts.alertmanager_resend", duration_between(secs(10), secs(3600)));
+        let (queue_max, _) = c.field("alerts.queue_max", count_between(1, 100_000));
+        let (retry_max, _) = c.field("alerts.retry_max", duration_between(secs(5), secs(86400)));
+        let (per_minute, _) = c.field("alerts.per_minute", count_between(1, 10_000));
+        let (smtp_server, server_span) = c.field("alerts.smtp_server", |v| {
             let s = as_text(v, "an SMTP server as \"host\" or \"host:port\", or \"\" for no email")?;
             if s.is_empty() {
                 return Ok(None);
@@ -162,18 +150,16 @@ impl RawAlerts {
             }
             Ok(Some(s.to_string()))
         });
-        let (smtp_security, security_span) = c.field("alerts.smtp_security", self.smtp_security, d.smtp_security, |v| {
-            match as_text(v, "\"starttls\", \"tls\" or \"none\"")? {
-                "starttls" => Ok(SmtpSecurity::StartTls),
-                "tls" => Ok(SmtpSecurity::Tls),
-                "none" => Ok(SmtpSecurity::None),
-                s => Err(format!("{s:?} is not one of \"starttls\", \"tls\", \"none\"")),
-            }
+        let (smtp_security, security_span) = c.field("alerts.smtp_security", |v| match as_text(v, "\"starttls\", \"tls\" or \"none\"")? {
+            "starttls" => Ok(SmtpSecurity::StartTls),
+            "tls" => Ok(SmtpSecurity::Tls),
+            "none" => Ok(SmtpSecurity::None),
+            s => Err(format!("{s:?} is not one of \"starttls\", \"tls\", \"none\"")),
         });
         let address = |s: &str| {
             s.parse::<lettre::message::Mailbox>().map(|_| s.to_string()).map_err(|e| format!("{s:?} is not an email address ({e})"))
         };
-        let (smtp_from, _) = c.field("alerts.smtp_from", self.smtp_from, d.smtp_from, |v| {
+        let (smtp_from, _) = c.field("alerts.smtp_from", |v| {
             let s = as_text(v, "an address such as \"cluster-ai@example.org\"")?;
             if s.is_empty() {
                 Ok(None)
@@ -181,11 +167,9 @@ impl RawAlerts {
                 address(s).map(Some)
             }
         });
-        let (smtp_to, _) = c
-            .field("alerts.smtp_to", self.smtp_to, d.smtp_to, |v| list_of(v, "a list of addresses such as [\"ops@example.org\"]", address));
-        let file = |v: &toml::Value| if v.as_str() == Some("") { Ok(None) } else { absolute_path(v).map(Some) };
-        let (smtp_credentials_file, _) = c.field("alerts.smtp_credentials_file", self.smtp_credentials_file, d.smtp_credentials_file, file);
-        let (ca_file, _) = c.field("alerts.ca_file", self.ca_file, d.ca_file, file);
+        let (smtp_to, _) = c.field("alerts.smtp_to", |v| list_of(v, "a list of addresses such as [\"ops@example.org\"]", address));
+        let (smtp_credentials_file, _) = c.field("alerts.smtp_credentials_file", optional_path);
+        let (ca_file, _) = c.field("alerts.ca_file", optional_path);
         if smtp_server.is_some() && (smtp_from.is_none() || smtp_to.is_empty()) {
             c.report(server_span, "alerts.smtp_server", "email needs alerts.smtp_from and at least one address in alerts.smtp_to".into());
         }

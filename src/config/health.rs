@@ -2,14 +2,66 @@
 //! restarts. Without any `[[health.service]]` the seed's four services are checked (Docker,
 //! the Dask scheduler, Ollama, Open WebUI); one that is not installed is shown as such and never
 //! probed, so the defaults are safe on any node.
+//!
+//! The list is built file by file: the main file's entries replace the built-in list; each
+//! drop-in's entries add to the list so far, an entry named like one already there replacing
+//! it whole; `remove_services` in a file drops services from the list so far.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
-use toml::Spanned;
+use super::check::{absolute_path, as_text, boolean, count_between, duration_between, kind, list_of, optional_unit, Checker};
+use super::layers::{Entry, Loc, REMOVE_SERVICES};
+use super::{format_duration, KeyDoc, Origin};
 
-use super::{absolute_path, as_text, boolean, count_between, duration_between, format_duration, kind, unit_name, Checker, Raw};
+/// `[health]`'s keys: name, default, one line of doc.
+pub(super) const KEYS: &[KeyDoc] = &[
+    KeyDoc::new("health", "enabled", "true", "Off: no health task at all."),
+    KeyDoc::new(
+        "health",
+        "backoff_initial",
+        r#""1s""#,
+        "The wait before an incident's second restart, doubling up to backoff_max (100ms to 1h).",
+    ),
+    KeyDoc::new("health", "backoff_max", r#""1m""#, "The longest wait between two restarts (1s to 1d, at least backoff_initial)."),
+    KeyDoc::new("health", "flap_restarts", "5", "More restarts (or incidents) than this within flap_window: flapping (1-1000)."),
+    KeyDoc::new("health", "flap_window", r#""10m""#, "The window flap_restarts counts in (1s to 1d)."),
+    KeyDoc::new("health", "flap_hold", r#""15m""#, "A flapping service is not restarted for this long, then tried again (1s to 7d)."),
+    KeyDoc::new("health", "reset_after", r#""5m""#, "Healthy this long: the backoff starts again from backoff_initial (1s to 1d)."),
+    KeyDoc::new(
+        "health",
+        "remove_services",
+        "[]",
+        "Names of services dropped from the list built so far (the built-in one, or the files before).",
+    ),
+];
+
+/// The keys of one `[[health.service]]` entry. A default of "" (no text) means required.
+pub(super) const SERVICE_KEYS: &[KeyDoc] = &[
+    KeyDoc::new("health.service", "name", "", "The service's name (letters, digits, - _ .; at most 64); required."),
+    KeyDoc::new("health.service", "unit", r#""""#, "The systemd unit that runs it and that a restart restarts; \"\" = none (probed only)."),
+    KeyDoc::new(
+        "health.service",
+        "probe",
+        r#""""#,
+        "\"http(s)://host:port/path\", \"tcp://host:port\", \"docker:/path.sock\", \"container:NAME\", or \"\" (the unit's state).",
+    ),
+    KeyDoc::new("health.service", "expect_status", "200", "The HTTP status an http probe expects (100-599)."),
+    KeyDoc::new("health.service", "expect_body", r#""""#, "Text the answer of an http probe must contain; \"\" = any."),
+    KeyDoc::new("health.service", "docker_socket", r#""/var/run/docker.sock""#, "Docker Engine's socket, for a container: probe."),
+    KeyDoc::new("health.service", "interval", r#""30s""#, "Time between probes (1s to 1h)."),
+    KeyDoc::new("health.service", "timeout", r#""5s""#, "A probe's deadline (100ms to 10m, at most interval)."),
+    KeyDoc::new("health.service", "fail_after", "2", "Failed probes in a row that make it unhealthy (1-100)."),
+    KeyDoc::new("health.service", "pass_after", "2", "Passed probes in a row that make it healthy again (1-100)."),
+    KeyDoc::new(
+        "health.service",
+        "restart",
+        r#""on-failure""#,
+        "\"on-failure\", \"always\" (also when stopped) or \"never\" (alert only).",
+    ),
+    KeyDoc::new("health.service", "min_workers", r#""""#, "A Dask scheduler: fewer workers than this is an incident; \"\" = not checked."),
+    KeyDoc::new("health.service", "local_worker", "false", "A Dask scheduler's probe also needs a worker of this node among its workers."),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
@@ -126,7 +178,7 @@ impl ServiceConfig {
     }
 
     /// One line that holds every setting, for `Config::entries` (a reload logs what changed).
-    fn summary(&self) -> String {
+    pub(super) fn summary(&self) -> String {
         let probe = match &self.probe {
             Some(Probe::Http { url, status, body }) => {
                 format!("{url} {status}{}", body.as_ref().map(|b| format!(" {b:?}")).unwrap_or_default())
@@ -149,27 +201,23 @@ impl ServiceConfig {
     }
 }
 
+/// The seed's four services on their usual units and ports: the list when no file has one.
+fn builtin_services() -> Vec<ServiceConfig> {
+    let http = |url: &str, body: Option<&str>| Probe::Http { url: url.into(), status: 200, body: body.map(Into::into) };
+    let mut dask = ServiceConfig::seed("dask-scheduler", "dask-scheduler.service", http("http://127.0.0.1:8787/health", Some("ok")));
+    dask.min_workers = Some(1);
+    vec![
+        ServiceConfig::seed("docker", "docker.service", Probe::Docker { socket: "/var/run/docker.sock".into() }),
+        dask,
+        ServiceConfig::seed("ollama", "ollama.service", http("http://127.0.0.1:11434/api/version", None)),
+        ServiceConfig::seed("open-webui", "open-webui.service", http("http://127.0.0.1:8080/health", Some("\"status\":true"))),
+    ]
+}
+
 impl Default for HealthConfig {
-    /// The seed's four services on their usual units and ports.
+    /// The documented defaults and the seed's four services.
     fn default() -> Self {
-        let http = |url: &str, body: Option<&str>| Probe::Http { url: url.into(), status: 200, body: body.map(Into::into) };
-        let mut dask = ServiceConfig::seed("dask-scheduler", "dask-scheduler.service", http("http://127.0.0.1:8787/health", Some("ok")));
-        dask.min_workers = Some(1);
-        HealthConfig {
-            enabled: true,
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            flap_restarts: 5,
-            flap_window: Duration::from_secs(600),
-            flap_hold: Duration::from_secs(900),
-            reset_after: Duration::from_secs(300),
-            services: vec![
-                ServiceConfig::seed("docker", "docker.service", Probe::Docker { socket: "/var/run/docker.sock".into() }),
-                dask,
-                ServiceConfig::seed("ollama", "ollama.service", http("http://127.0.0.1:11434/api/version", None)),
-                ServiceConfig::seed("open-webui", "open-webui.service", http("http://127.0.0.1:8080/health", Some("\"status\":true"))),
-            ],
-        }
+        super::Config::default().health
     }
 }
 
@@ -186,58 +234,19 @@ impl HealthConfig {
             ("health.service", self.services.iter().map(ServiceConfig::summary).collect::<Vec<_>>().join("; ")),
         ]
     }
-}
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawHealth {
-    enabled: Raw,
-    backoff_initial: Raw,
-    backoff_max: Raw,
-    flap_restarts: Raw,
-    flap_window: Raw,
-    flap_hold: Raw,
-    reset_after: Raw,
-    service: Option<Spanned<Vec<RawService>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawService {
-    name: Raw,
-    unit: Raw,
-    probe: Raw,
-    expect_status: Raw,
-    expect_body: Raw,
-    interval: Raw,
-    timeout: Raw,
-    fail_after: Raw,
-    pass_after: Raw,
-    restart: Raw,
-    min_workers: Raw,
-    local_worker: Raw,
-    docker_socket: Raw,
-}
-
-impl RawHealth {
-    pub(super) fn validate(self, c: &mut Checker<'_>, d: HealthConfig) -> HealthConfig {
+    pub(super) fn validate(c: &mut Checker<'_>) -> HealthConfig {
         let secs = Duration::from_secs;
-        let (enabled, _) = c.field("health.enabled", self.enabled, d.enabled, boolean);
-        let (backoff_initial, _) = c.field(
-            "health.backoff_initial",
-            self.backoff_initial,
-            d.backoff_initial,
-            duration_between(Duration::from_millis(100), secs(3600)),
-        );
-        let (backoff_max, max_span) =
-            c.field("health.backoff_max", self.backoff_max, d.backoff_max, duration_between(secs(1), secs(86400)));
-        let (flap_restarts, _) = c.field("health.flap_restarts", self.flap_restarts, d.flap_restarts, count_between(1, 1000));
-        let (flap_window, _) = c.field("health.flap_window", self.flap_window, d.flap_window, duration_between(secs(1), secs(86400)));
-        let (flap_hold, _) = c.field("health.flap_hold", self.flap_hold, d.flap_hold, duration_between(secs(1), secs(7 * 86400)));
-        let (reset_after, _) = c.field("health.reset_after", self.reset_after, d.reset_after, duration_between(secs(1), secs(86400)));
+        let (enabled, _) = c.field("health.enabled", boolean);
+        let (backoff_initial, _) = c.field("health.backoff_initial", duration_between(Duration::from_millis(100), secs(3600)));
+        let (backoff_max, max_at) = c.field("health.backoff_max", duration_between(secs(1), secs(86400)));
+        let (flap_restarts, _) = c.field("health.flap_restarts", count_between(1, 1000));
+        let (flap_window, _) = c.field("health.flap_window", duration_between(secs(1), secs(86400)));
+        let (flap_hold, _) = c.field("health.flap_hold", duration_between(secs(1), secs(7 * 86400)));
+        let (reset_after, _) = c.field("health.reset_after", duration_between(secs(1), secs(86400)));
         if backoff_max < backoff_initial {
             c.report(
-                max_span,
+                max_at,
                 "health.backoff_max",
                 format!(
                     "{} is below health.backoff_initial {}; expected backoff_max >= backoff_initial",
@@ -246,113 +255,138 @@ impl RawHealth {
                 ),
             );
         }
-        let services = match self.service {
-            None => d.services,
-            Some(list) => {
-                let span = list.span();
-                let mut out: Vec<ServiceConfig> = Vec::new();
-                for raw in list.into_inner() {
-                    let Some(s) = raw.validate(c, span.clone()) else { continue };
-                    if out.iter().any(|o| o.name == s.name) {
-                        c.report(
-                            Some(span.clone()),
-                            "health.service.name",
-                            format!("{:?} is named twice; each service needs its own name", s.name),
-                        );
-                        continue;
-                    }
-                    out.push(s);
-                }
-                out
-            }
-        };
+        let services = services(c);
         HealthConfig { enabled, backoff_initial, backoff_max, flap_restarts, flap_window, flap_hold, reset_after, services }
     }
 }
 
-impl RawService {
-    /// `None` when the entry is unusable (reported); the other entries are still checked.
-    fn validate(self, c: &mut Checker<'_>, table: std::ops::Range<usize>) -> Option<ServiceConfig> {
-        let secs = Duration::from_secs;
-        let Some(raw_name) = self.name else {
-            c.report(Some(table), "health.service", "an entry without a name; add name = \"...\" (e.g. \"ollama\")".into());
-            return None;
-        };
-        let (name, _) = c.field("health.service.name", Some(raw_name), None, |v| {
-            let s = as_text(v, "a name in quotes such as \"ollama\"")?;
-            let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            ok.then(|| Some(s.to_string()))
-                .ok_or_else(|| format!("{s:?} is not a service name; expected letters, digits, - _ . (at most 64)"))
-        });
-        let name = name?;
-        let (unit, _) = c.field("health.service.unit", self.unit, None, |v| {
-            let s = as_text(v, "a unit name such as \"ollama.service\", or \"\" for none")?;
-            if s.is_empty() {
-                Ok(None)
-            } else {
-                unit_name(s).map(Some)
+/// The service list, file by file (see the module's doc); each service's origin is recorded
+/// as `health.service.NAME`.
+fn services(c: &mut Checker<'_>) -> Vec<ServiceConfig> {
+    let merged = c.merged;
+    let mut list: Vec<(ServiceConfig, Origin)> = builtin_services().into_iter().map(|s| (s, Origin::Default)).collect();
+    for layer in &merged.services {
+        if layer.main && !layer.entries.is_empty() {
+            list.clear();
+        }
+        if let Some(remove) = &layer.remove {
+            let names = |v: &toml::Value| list_of(v, "a list of service names such as [\"open-webui\"]", |s| Ok(s.to_string()));
+            let (names, at) = c.entry_field(REMOVE_SERVICES, Some(remove), names);
+            for name in names {
+                match list.iter().position(|(s, _)| s.name == name) {
+                    Some(i) => {
+                        list.remove(i);
+                    }
+                    None => {
+                        let have: Vec<&str> = list.iter().map(|(s, _)| s.name.as_str()).collect();
+                        let message = format!(
+                            "{name:?} is not among the services so far ({}); nothing to remove",
+                            if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                        );
+                        c.report(at.clone(), REMOVE_SERVICES, message);
+                    }
+                }
             }
-        });
-        let (status, _) =
-            c.field("health.service.expect_status", self.expect_status, 200u16, |v| count_between(100, 599)(v).map(|n| n as u16));
-        let (body, _) = c.field("health.service.expect_body", self.expect_body, None, |v| {
-            as_text(v, "text the answer must contain, such as \"ok\"").map(|s| Some(s.to_string()))
-        });
-        let (socket, _) = c.field("health.service.docker_socket", self.docker_socket, PathBuf::from("/var/run/docker.sock"), absolute_path);
-        let probe_span = self.probe.as_ref().map(|p| p.span());
-        let (probe, _) = c.field("health.service.probe", self.probe, None, |v| probe(v, status, body.clone(), &socket));
-        let (interval, _) = c.field("health.service.interval", self.interval, DEFAULT_INTERVAL, duration_between(secs(1), secs(3600)));
-        let (timeout, timeout_span) =
-            c.field("health.service.timeout", self.timeout, DEFAULT_TIMEOUT, duration_between(Duration::from_millis(100), secs(600)));
-        let (fail_after, _) = c.field("health.service.fail_after", self.fail_after, DEFAULT_FAIL_AFTER, count_between(1, 100));
-        let (pass_after, _) = c.field("health.service.pass_after", self.pass_after, 2, count_between(1, 100));
-        let (restart, _) = c.field("health.service.restart", self.restart, RestartPolicy::OnFailure, |v| {
-            match as_text(v, "\"on-failure\", \"always\" or \"never\"")? {
-                "on-failure" => Ok(RestartPolicy::OnFailure),
-                "always" => Ok(RestartPolicy::Always),
-                "never" => Ok(RestartPolicy::Never),
-                s => Err(format!("{s:?} is not a restart policy; expected \"on-failure\", \"always\" or \"never\"")),
+        }
+        let mut named: Vec<String> = Vec::new();
+        for entry in &layer.entries {
+            let Some(s) = service(c, entry) else { continue };
+            if named.contains(&s.name) {
+                c.report(
+                    Some(entry.at.clone()),
+                    "health.service.name",
+                    format!("{:?} is named twice; each service needs its own name", s.name),
+                );
+                continue;
             }
-        });
-        let workers_span = self.min_workers.as_ref().map(|w| w.span());
-        let (min_workers, _) = c.field("health.service.min_workers", self.min_workers, None, |v| count_between(0, 100_000)(v).map(Some));
-        let local_span = self.local_worker.as_ref().map(|w| w.span());
-        let (local_worker, _) = c.field("health.service.local_worker", self.local_worker, false, super::boolean);
-        if unit.is_none() && probe.is_none() {
-            c.report(
-                probe_span.or(Some(table)),
-                "health.service",
-                format!("{name:?} has neither a unit nor a probe; give it at least one"),
-            );
-            return None;
+            named.push(s.name.clone());
+            let origin = Origin::File { path: merged.path(entry.at.layer), line: merged.line(&entry.at) };
+            match list.iter().position(|(o, _)| o.name == s.name) {
+                Some(i) => list[i] = (s, origin),
+                None => list.push((s, origin)),
+            }
         }
-        if timeout > interval {
-            c.report(
-                timeout_span,
-                "health.service.timeout",
-                format!(
-                    "{} is longer than its interval {}; expected timeout <= interval",
-                    format_duration(timeout),
-                    format_duration(interval)
-                ),
-            );
-        }
-        if min_workers.is_some() && !matches!(probe, Some(Probe::Http { .. })) {
-            c.report(
-                workers_span,
-                "health.service.min_workers",
-                "needs an http:// probe of the Dask scheduler (its dashboard address)".into(),
-            );
-        }
-        if local_worker && !matches!(probe, Some(Probe::Http { .. })) {
-            c.report(
-                local_span,
-                "health.service.local_worker",
-                "needs an http:// probe of the Dask scheduler (its dashboard address)".into(),
-            );
-        }
-        Some(ServiceConfig { name, unit, probe, interval, timeout, fail_after, pass_after, restart, min_workers, local_worker })
     }
+    list.into_iter()
+        .map(|(s, origin)| {
+            c.origins.set(&format!("health.service.{}", s.name), origin);
+            s
+        })
+        .collect()
+}
+
+/// One `[[health.service]]` entry; `None` when it is unusable (reported); the other entries
+/// are still checked.
+fn service(c: &mut Checker<'_>, entry: &Entry) -> Option<ServiceConfig> {
+    let secs = Duration::from_secs;
+    let f = |key: &str| entry.fields.get(key);
+    let table: Loc = entry.at.clone();
+    let Some(raw_name) = f("name") else {
+        c.report(Some(table), "health.service", "an entry without a name; add name = \"...\" (e.g. \"ollama\")".into());
+        return None;
+    };
+    let name = {
+        let s = raw_name.value.as_str();
+        let ok = s.is_some_and(|s| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        match s {
+            Some(s) if ok => s.to_string(),
+            Some(s) => {
+                let message = format!("{s:?} is not a service name; expected letters, digits, - _ . (at most 64)");
+                c.report(Some(raw_name.at.clone()), "health.service.name", message);
+                return None;
+            }
+            None => {
+                let message = format!("expected a name in quotes such as \"ollama\", found {}", kind(&raw_name.value));
+                c.report(Some(raw_name.at.clone()), "health.service.name", message);
+                return None;
+            }
+        }
+    };
+    let (unit, _) = c.entry_field("health.service.unit", f("unit"), optional_unit);
+    let (status, _) = c.entry_field("health.service.expect_status", f("expect_status"), |v| count_between(100, 599)(v).map(|n| n as u16));
+    let (body, _) = c.entry_field("health.service.expect_body", f("expect_body"), |v| {
+        as_text(v, "text the answer must contain, such as \"ok\"").map(|s| (!s.is_empty()).then(|| s.to_string()))
+    });
+    let (socket, _) = c.entry_field("health.service.docker_socket", f("docker_socket"), absolute_path);
+    let probe_at = f("probe").map(|s| s.at.clone());
+    let (probe, _) = c.entry_field("health.service.probe", f("probe"), |v| probe(v, status, body.clone(), &socket));
+    let (interval, _) = c.entry_field("health.service.interval", f("interval"), duration_between(secs(1), secs(3600)));
+    let (timeout, timeout_at) =
+        c.entry_field("health.service.timeout", f("timeout"), duration_between(Duration::from_millis(100), secs(600)));
+    let (fail_after, _) = c.entry_field("health.service.fail_after", f("fail_after"), count_between(1, 100));
+    let (pass_after, _) = c.entry_field("health.service.pass_after", f("pass_after"), count_between(1, 100));
+    let (restart, _) =
+        c.entry_field("health.service.restart", f("restart"), |v| match as_text(v, "\"on-failure\", \"always\" or \"never\"")? {
+            "on-failure" => Ok(RestartPolicy::OnFailure),
+            "always" => Ok(RestartPolicy::Always),
+            "never" => Ok(RestartPolicy::Never),
+            s => Err(format!("{s:?} is not a restart policy; expected \"on-failure\", \"always\" or \"never\"")),
+        });
+    let (min_workers, workers_at) = c.entry_field("health.service.min_workers", f("min_workers"), |v| {
+        if v.as_str() == Some("") {
+            return Ok(None);
+        }
+        count_between(0, 100_000)(v).map(Some).map_err(|e| format!("{e}; or \"\" for not checked"))
+    });
+    let (local_worker, local_at) = c.entry_field("health.service.local_worker", f("local_worker"), boolean);
+    if unit.is_none() && probe.is_none() {
+        c.report(probe_at.or(Some(table)), "health.service", format!("{name:?} has neither a unit nor a probe; give it at least one"));
+        return None;
+    }
+    if timeout > interval {
+        c.report(
+            timeout_at,
+            "health.service.timeout",
+            format!("{} is longer than its interval {}; expected timeout <= interval", format_duration(timeout), format_duration(interval)),
+        );
+    }
+    if min_workers.is_some() && !matches!(probe, Some(Probe::Http { .. })) {
+        c.report(workers_at, "health.service.min_workers", "needs an http:// probe of the Dask scheduler (its dashboard address)".into());
+    }
+    if local_worker && !matches!(probe, Some(Probe::Http { .. })) {
+        c.report(local_at, "health.service.local_worker", "needs an http:// probe of the Dask scheduler (its dashboard address)".into());
+    }
+    Some(ServiceConfig { name, unit, probe, interval, timeout, fail_after, pass_after, restart, min_workers, local_worker })
 }
 
 /// `http://host:port/path` (or `https://`), `tcp://host:port`, `docker:/path/to/docker.sock`,

@@ -8,7 +8,13 @@ use proptest::prelude::*;
 use super::*;
 use crate::testing::{floor_boundary, number, piece, scratch_dir, text_like};
 
-const PACKAGED: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml"));
+const SHIPPED: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml"));
+
+/// The packaged config with every setting uncommented (it ships them commented out, `#key =`):
+/// the keys and values the mutations start from.
+static PACKAGED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    SHIPPED.lines().map(|l| if l.starts_with('#') && !l.starts_with("# ") && l != "#" { &l[1..] } else { l }).collect::<Vec<_>>().join("\n")
+});
 
 /// The packaged config's tables and the keys each one documents.
 fn tables() -> Vec<(String, Vec<String>)> {
@@ -133,7 +139,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn any_text_is_a_config_or_problems_with_positions(t in text_like(PACKAGED)) {
+    fn any_text_is_a_config_or_problems_with_positions(t in text_like(&PACKAGED)) {
         let r = Config::parse(&t);
         check(&t, &r)?;
         check_valid(&r)?;
@@ -144,6 +150,34 @@ proptest! {
         let r = Config::parse(&t);
         check(&t, &r)?;
         check_valid(&r)?;
+    }
+
+    /// A main file and two drop-ins of any shape: a config, or problems that each name the
+    /// file they are in and a line and column inside that file.
+    #[test]
+    fn drop_ins_of_any_text_are_a_config_or_problems_in_their_own_file(
+        main in text_like(&PACKAGED), a in document(), b in text_like(&PACKAGED),
+    ) {
+        let texts = [main, a, b];
+        let paths: Vec<PathBuf> = ["/m.toml", "/d/10.toml", "/d/20.toml"].iter().map(PathBuf::from).collect();
+        let layers = texts
+            .iter()
+            .zip(&paths)
+            .enumerate()
+            .map(|(i, (t, p))| layers::Layer { path: Some(p.clone()), text: t.clone(), main: i == 0 })
+            .collect();
+        let merged = layers::Merged::new(layers);
+        let mut c = Checker::new(&merged);
+        let config = Config::validate(&mut c);
+        if c.problems.is_empty() {
+            check_valid(&Ok(config))?;
+        }
+        for p in &c.problems {
+            let i = paths.iter().position(|f| Some(f) == p.file.as_ref());
+            prop_assert!(i.is_some(), "{p:?} names no file");
+            let one = Err(vec![Problem { file: None, ..p.clone() }]);
+            check(&texts[i.unwrap_or(0)], &one)?;
+        }
     }
 
     /// A byte offset anywhere, inside a multi-byte character or past the end: the position is
@@ -175,7 +209,7 @@ proptest! {
     fn a_file_of_any_bytes_is_a_config_or_located_problems(
         bytes in prop_oneof![
             prop::collection::vec(any::<u8>(), 0..400),
-            (text_like(PACKAGED), any::<prop::sample::Index>(), any::<u8>())
+            (text_like(&PACKAGED), any::<prop::sample::Index>(), any::<u8>())
                 .prop_map(|(t, at, b)| { let mut v = t.into_bytes(); v.insert(at.index(v.len() + 1), b | 0x80); v }),
         ],
     ) {

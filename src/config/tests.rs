@@ -85,23 +85,156 @@ fn sizes_in_plain_bytes_or_decimals_and_percentages_with_or_without_the_sign() {
 
 #[test]
 fn every_key_the_file_accepts_is_in_entries() {
-    // serde's own list of the keys each table accepts, from the refusal of an unknown one.
-    let accepted = |table: &str| -> Vec<String> {
-        let probe = if table.is_empty() { "zzzz = 1\n".to_string() } else { format!("[{table}]\nzzzz = 1\n") };
-        let p = problems(&probe);
-        let keys = p[0].split("the keys here are ").nth(1).unwrap().to_string();
-        keys.split(", ").map(|k| if table.is_empty() { k.to_string() } else { format!("{table}.{k}") }).collect()
-    };
-    // Every table, found the same way: a top-level key under which an unknown key is refused.
-    let top = accepted("");
-    let tables: Vec<String> =
-        top.iter().filter(|k| problems(&format!("[{k}]\nzzzz = 1\n"))[0].contains("the keys here are")).cloned().collect();
-    let mut files: Vec<String> = top.iter().filter(|k| !tables.contains(k)).cloned().collect();
-    files.extend(tables.iter().flat_map(|t| accepted(t)));
+    // The parser accepts exactly the keys of `keys()`: each one, set to its default, is read;
+    // a name one letter off is refused.
+    for k in keys().filter(|k| k.table != "health.service") {
+        let doc =
+            if k.table.is_empty() { format!("{} = {}\n", k.key, k.default) } else { format!("[{}]\n{} = {}\n", k.table, k.key, k.default) };
+        assert_eq!(Config::parse(&doc), Ok(Config::default()), "{}", k.name());
+        let typo = doc.replace(&format!("{} =", k.key), &format!("{}x =", k.key));
+        assert!(problems(&typo)[0].contains(&format!("unknown key `{}x`; did you mean `{}`?", k.key, k.key)), "{typo}");
+    }
     let mut listed: Vec<String> = Config::default().entries().into_iter().map(|(k, _)| k.to_string()).collect();
-    files.sort();
+    let mut documented: Vec<String> =
+        keys().filter(|k| k.table != "health.service" && k.name() != "health.remove_services").map(KeyDoc::name).collect();
+    documented.push("health.service".into());
     listed.sort();
-    assert_eq!(files, listed);
+    documented.sort();
+    assert_eq!(listed, documented);
+}
+
+#[test]
+fn every_documented_default_is_valid_and_is_the_default() {
+    // An entry that sets every key of a service to its documented default is the built-in
+    // shape of a service (the seed's numbers).
+    let mut entry = String::from("[[health.service]]\nname = \"x\"\nunit = \"x.service\"\n");
+    for k in keys().filter(|k| k.table == "health.service" && !["name", "unit"].contains(&k.key)) {
+        assert!(!k.default.is_empty(), "{}", k.name());
+        entry.push_str(&format!("{} = {}\n", k.key, k.default));
+    }
+    let s = &Config::parse(&entry).unwrap().health.services[0];
+    let seed = &Config::default().health.services[0];
+    assert_eq!(
+        (s.interval, s.timeout, s.fail_after, s.pass_after, s.restart),
+        (seed.interval, seed.timeout, seed.fail_after, seed.pass_after, seed.restart)
+    );
+    assert_eq!((s.probe.clone(), s.min_workers, s.local_worker), (None, None, false));
+    assert!(keys().all(|k| !k.doc.is_empty() && !k.doc.contains('\n')), "one line of doc each");
+}
+
+#[test]
+fn every_problem_is_reported_at_once_unknown_keys_too() {
+    let p = problems("bogus = 1\n[swap]\nmaxsize = \"2G\"\nmin_size = \"x\"\n[emergency]\ncolour = 1\nact = 3\n");
+    assert_eq!(p.len(), 5, "{p:?}");
+    assert!(p[0].starts_with("1:1: bogus: unknown key `bogus`"), "{p:?}");
+    assert!(p[1].starts_with("3:1: swap.maxsize: unknown key `maxsize`; did you mean `max_size`?"), "{p:?}");
+    assert!(p[2].starts_with("4:12: swap.min_size:"), "{p:?}");
+    assert!(p[3].starts_with("6:1: emergency.colour: unknown key"), "{p:?}");
+    assert!(p[4].starts_with("7:7: emergency.act: expected true or false"), "{p:?}");
+}
+
+/// A main file and drop-ins in a tempdir: `(dir, main path)`.
+fn files(main: &str, drop_ins: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, main).unwrap();
+    if !drop_ins.is_empty() {
+        std::fs::create_dir(dir.path().join("config.d")).unwrap();
+    }
+    for (name, text) in drop_ins {
+        std::fs::write(dir.path().join("config.d").join(name), text).unwrap();
+    }
+    (dir, path)
+}
+
+#[test]
+fn drop_ins_apply_in_lexical_order_over_the_main_file_and_tables_merge() {
+    let (dir, path) = files(
+        "[swap]\nmax_size = \"8G\"\nmin_size = \"1G\"\n",
+        &[
+            ("20-late.toml", "[swap]\nmax_size = \"12G\"\n"),
+            ("10-early.toml", "log_level = \"debug\"\n[swap]\nmax_size = \"4G\"\n"),
+            ("30-x.toml.dpkg-old", "this is not read = ="),
+            (".hidden.toml", "nor = this"),
+            ("README", "nor this"),
+        ],
+    );
+    let loaded = Config::read(&path, true).unwrap();
+    let c = &loaded.config;
+    assert_eq!((c.swap.max_size, c.swap.min_size, c.log_level), (12 << 30, 1 << 30, LogLevel::Debug));
+    let d = dir.path().join("config.d");
+    assert_eq!(loaded.files, [path.clone(), d.join("10-early.toml"), d.join("20-late.toml")]);
+    assert_eq!(loaded.origins.get("swap.max_size"), Origin::File { path: Some(d.join("20-late.toml")), line: 2 });
+    assert_eq!(loaded.origins.get("swap.min_size"), Origin::File { path: Some(path.clone()), line: 3 });
+    assert_eq!(loaded.origins.get("swap.dir"), Origin::Default);
+    // The main file may be absent: the drop-ins apply over the defaults.
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(Config::read(&path, false).unwrap().config.swap.max_size, 12 << 30);
+    assert!(matches!(Config::read(&path, true), Err(ConfigError::Read { .. })));
+}
+
+#[test]
+fn problems_of_every_file_name_their_file_and_cross_file_rules_hold() {
+    let (dir, path) = files(
+        "[swap]\nmin_size = \"8G\"\nbogus = 1\n",
+        &[("10-a.toml", "[swap]\nmax_size = \"4G\"\n"), ("20-b.toml", "log_level = \"loud\"\n[kernel\n")],
+    );
+    let err = Config::load(&path).unwrap_err().to_string();
+    let d = dir.path().join("config.d");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(lines[0].starts_with(&format!("{}:3:1: swap.bogus: unknown key", path.display())), "{err}");
+    assert_eq!(
+        lines[1],
+        format!("{}:2:12: swap.max_size: 4G is below swap.min_size 8G; expected max_size >= min_size", d.join("10-a.toml").display())
+    );
+    // A file that does not parse is reported and the others are still checked.
+    assert!(lines[2].starts_with(&format!("{}:2:", d.join("20-b.toml").display())), "{err}");
+}
+
+#[test]
+fn services_add_replace_and_remove_across_drop_ins() {
+    let (_dir, path) = files(
+        "",
+        &[
+            ("10-db.toml", "[[health.service]]\nname = \"db\"\nprobe = \"tcp://127.0.0.1:5432\"\n"),
+            ("20-ollama.toml", "[[health.service]]\nname = \"ollama\"\nunit = \"ollama.service\"\ninterval = \"10s\"\n"),
+            ("30-no-webui.toml", "[health]\nremove_services = [\"open-webui\"]\n"),
+        ],
+    );
+    let loaded = Config::read(&path, true).unwrap();
+    let names: Vec<&str> = loaded.config.health.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["docker", "dask-scheduler", "ollama", "db"]);
+    let ollama = &loaded.config.health.services[2];
+    assert_eq!((ollama.interval, ollama.probe.clone()), (Duration::from_secs(10), None), "replaced whole");
+    assert_eq!(loaded.origins.get("health.service.docker"), Origin::Default);
+    assert!(matches!(loaded.origins.get("health.service.db"), Origin::File { line: 1, .. }));
+    // The main file's list replaces the built-in one; a drop-in adds to it.
+    let (_dir, path) = files(
+        "[[health.service]]\nname = \"api\"\nunit = \"api.service\"\n",
+        &[("10.toml", "[[health.service]]\nname = \"db\"\nunit = \"db.service\"\n[health]\nremove_services = [\"docker\"]\n")],
+    );
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("10.toml:5:19: health.remove_services: \"docker\" is not among the services so far (api); nothing to remove"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreadable_drop_in_names_itself() {
+    let (dir, path) = files("", &[("10.toml", "")]);
+    let fifo = dir.path().join("config.d/20.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}: cannot read the config file: it is a FIFO", fifo.display())), "{err}");
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::write(dir.path().join("config.d/30.toml"), b"log_level = \"\xff\"\n").unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}:1:14: log_level: byte 0xff is not UTF-8", dir.path().join("config.d/30.toml").display())),
+        "{err}"
+    );
 }
 
 #[test]
@@ -231,4 +364,16 @@ fn swap_policy_keys() {
         ]
     );
     assert!(problems("[swap]\ndisk_reserve = \"lots\"\n")[0].contains("or a percentage of the filesystem such as \"10%\""));
+}
+
+#[test]
+fn every_documented_key_is_read_by_its_table() {
+    // A key in a KEYS table that no validate() asks for would be accepted and silently ignored.
+    let text = "[[health.service]]\nname = \"x\"\nunit = \"x.service\"\n[health]\nremove_services = []\n";
+    let merged = layers::Merged::new(vec![layers::Layer { path: None, text: text.into(), main: true }]);
+    let mut c = Checker::new(&merged);
+    let _ = Config::validate(&mut c);
+    for k in keys().filter(|k| k.key != "name") {
+        assert!(c.read.contains(&k.name()), "{} is documented but never read", k.name());
+    }
 }

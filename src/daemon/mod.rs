@@ -44,16 +44,12 @@ impl DaemonError {
     }
 }
 
-/// The config at `path`, or the built-in defaults when the default file is simply absent.
-/// Returns whether it came from the file.
+/// The config at `path` and its drop-ins (`config.d/*.toml` beside it), or, when the default
+/// file is simply absent, the drop-ins over the built-in defaults. Returns whether any file was
+/// read.
 pub fn load_config(path: &Path, explicit: bool) -> Result<(Config, bool), ConfigError> {
-    match Config::load(path) {
-        Ok(c) => Ok((c, true)),
-        Err(ConfigError::Read { source, .. }) if !explicit && source.kind() == std::io::ErrorKind::NotFound => {
-            Ok((Config::default(), false))
-        }
-        Err(e) => Err(e),
-    }
+    let loaded = Config::read(path, explicit)?;
+    Ok((loaded.config, !loaded.files.is_empty()))
 }
 
 /// Where the control socket is, for the daemon and the CLI alike.

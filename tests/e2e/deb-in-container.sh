@@ -14,6 +14,8 @@ OLD=$(ls /ci/cluster-ai_*-1_*.deb) NEW=$(ls /ci/cluster-ai_*-2_*.deb)
 SWAPDIR=/var/lib/cluster-ai/swap
 
 apt-get install -y -q "$OLD" </dev/null >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; fail "apt install $OLD"; }
+# The resource check ran at install time and said the tier and the score.
+grep -q '^tier: ' /tmp/apt.log && grep -q '^score: ' /tmp/apt.log || { cat /tmp/apt.log; fail "no 'check --quick' report at install"; }
 systemctl is-enabled -q cluster-ai || fail "not enabled after install"
 for _ in $(seq 100); do systemctl is-active -q cluster-ai && break; sleep 0.1; done
 systemctl is-active -q cluster-ai || fail "not active after install"
@@ -29,17 +31,35 @@ cluster-ai status >/dev/null || fail "cluster-ai status"
 systemctl reload cluster-ai || fail "systemctl reload"
 for _ in $(seq 50); do journalctl -u cluster-ai -q | grep -q "config reloaded" && break; sleep 0.1; done
 journalctl -u cluster-ai -q | grep -q "config reloaded" || fail "no 'config reloaded' in the journal"
+# A drop-in, as a configuration-management tool would write one, applies on reload; an
+# invalid one is refused with its own path and the running config stays.
+mkdir -p /etc/cluster-ai/config.d
+printf 'sample_interval = "2s"\n' >/etc/cluster-ai/config.d/50-cm.toml
+cluster-ai config check >/dev/null || fail "config check refused the drop-in"
+systemctl reload cluster-ai || fail "systemctl reload with a drop-in"
+for _ in $(seq 50); do journalctl -u cluster-ai -q | grep -q "sample_interval: 5s -> 2s" && break; sleep 0.1; done
+journalctl -u cluster-ai -q | grep -q "sample_interval: 5s -> 2s" || fail "the drop-in was not applied on reload"
+cluster-ai config show | grep -qx 'sample_interval = 2s  # /etc/cluster-ai/config.d/50-cm.toml:1' ||
+  fail "config show: $(cluster-ai config show | grep sample_interval)"
+printf '[swap]\nmax_size = "1X"\n' >/etc/cluster-ai/config.d/60-bad.toml
+systemctl reload cluster-ai || true
+for _ in $(seq 50); do journalctl -u cluster-ai -q | grep -q "60-bad.toml:2:12: swap.max_size" && break; sleep 0.1; done
+journalctl -u cluster-ai -q | grep -q "60-bad.toml:2:12: swap.max_size" || fail "an invalid drop-in was not named on reload"
+systemctl is-active -q cluster-ai || fail "not active after an invalid drop-in"
+rm /etc/cluster-ai/config.d/60-bad.toml
 # Structured: the swap file's fields are journal fields of their own.
 journalctl -u cluster-ai -o json -q | grep '"MESSAGE":"swap file added' | grep -q '"F_REASON":"baseline"' ||
   fail "no structured F_REASON field: $(journalctl -u cluster-ai -o json -q | grep 'swap file added' | head -1)"
 
 # Upgrade to the rebuilt package: the edited config and the swap file stay.
-sed -i 's/^log_level = "info"/log_level = "debug"/' /etc/cluster-ai/config.toml
+# (Every default is commented out in the shipped file: pinning one is uncommenting it.)
+sed -i 's/^#log_level = "info"/log_level = "debug"/' /etc/cluster-ai/config.toml
 grep -q '^log_level = "debug"' /etc/cluster-ai/config.toml || fail "could not edit the config"
 PID=$(systemctl show -P MainPID cluster-ai)
 apt-get install -y -q "$NEW" </dev/null >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; fail "apt install $NEW (upgrade)"; }
 dpkg-query -W -f '${Version}' cluster-ai | grep -q -- '-2$' || fail "not upgraded: $(dpkg-query -W cluster-ai)"
 grep -q '^log_level = "debug"' /etc/cluster-ai/config.toml || fail "the upgrade lost the edited config"
+[ -f /etc/cluster-ai/config.d/50-cm.toml ] || fail "the upgrade lost the drop-in"
 [ "$(stat -c %a /etc/cluster-ai/config.toml)" = 640 ] || fail "config is $(stat -c %a /etc/cluster-ai/config.toml) after the upgrade, not 640"
 for _ in $(seq 100); do systemctl is-active -q cluster-ai && [ "$(systemctl show -P MainPID cluster-ai)" != "$PID" ] && break; sleep 0.1; done
 [ "$(systemctl show -P MainPID cluster-ai)" != "$PID" ] || fail "not restarted on upgrade"
