@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(super) use super::layers::kind;
 use super::layers::{Loc, Merged, Setting};
 use super::{find_key, format_duration, parse_duration, parse_size, Origin, Origins, Problem};
 
@@ -71,19 +72,6 @@ fn default_of<T>(key: &str, parse: &impl Fn(&toml::Value) -> Result<T, String>) 
     let doc = find_key(key).unwrap_or_else(|| unreachable!("{key} is not in config::keys()"));
     let value = super::layers::value_of_text(doc.default).unwrap_or_else(|e| unreachable!("{key}: default {}: {e}", doc.default));
     parse(&value).unwrap_or_else(|e| unreachable!("{key}: default {}: {e}", doc.default))
-}
-
-/// What a TOML value is, in a user's words.
-pub(super) fn kind(v: &toml::Value) -> String {
-    match v {
-        toml::Value::String(s) => format!("the text {s:?}"),
-        toml::Value::Integer(i) => format!("the number {i}"),
-        toml::Value::Float(f) => format!("the number {f}"),
-        toml::Value::Boolean(b) => format!("{b}"),
-        toml::Value::Datetime(d) => format!("the date {d}"),
-        toml::Value::Array(_) => "a list".into(),
-        toml::Value::Table(_) => "a table".into(),
-    }
 }
 
 pub(super) fn as_text<'v>(v: &'v toml::Value, expected: &str) -> Result<&'v str, String> {
@@ -200,37 +188,4 @@ pub(super) fn optional_unit(v: &toml::Value) -> Result<Option<String>, String> {
 pub(super) fn list_of<T>(v: &toml::Value, expected: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
     let toml::Value::Array(items) = v else { return Err(format!("expected {expected}, found {}", kind(v))) };
     items.iter().map(|i| item(as_text(i, expected)?)).collect()
-}
-
-/// An unknown key in our words, with the nearest known key of its table.
-pub(super) fn unknown_key(unknown: &str, known: &[&str]) -> String {
-    // The distance is at least the difference in length: a key far longer than every known
-    // one (a line of a megabyte) is no typo, and measuring it would cost seconds.
-    let length = unknown.chars().count();
-    let reach = |k: &str| 2.max(k.len() / 3);
-    let nearest = known
-        .iter()
-        .filter(|k| length.abs_diff(k.len()) <= reach(k))
-        .map(|k| (edit_distance(unknown, k), *k))
-        .min()
-        .filter(|(d, k)| *d <= reach(k));
-    match nearest {
-        Some((_, k)) => format!("unknown key `{unknown}`; did you mean `{k}`?"),
-        None => format!("unknown key `{unknown}`; the keys here are {}", known.join(", ")),
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }

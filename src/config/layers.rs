@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{Item, TableLike};
 
-use super::check::{kind, unknown_key};
 use super::{keys, ConfigError, Problem, MAX_CONFIG_BYTES};
 
 /// The drop-in directory of a main file: `config.d` beside it (`/etc/cluster-ai/config.d`).
@@ -280,4 +279,50 @@ pub fn drop_in_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     }
     out.sort();
     Ok(out)
+}
+
+/// What a TOML value is, in a user's words.
+pub(super) fn kind(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("the text {s:?}"),
+        toml::Value::Integer(i) => format!("the number {i}"),
+        toml::Value::Float(f) => format!("the number {f}"),
+        toml::Value::Boolean(b) => format!("{b}"),
+        toml::Value::Datetime(d) => format!("the date {d}"),
+        toml::Value::Array(_) => "a list".into(),
+        toml::Value::Table(_) => "a table".into(),
+    }
+}
+
+/// An unknown key in our words, with the nearest known key of its table.
+pub(super) fn unknown_key(unknown: &str, known: &[&str]) -> String {
+    // The distance is at least the difference in length: a key far longer than every known
+    // one (a line of a megabyte) is no typo, and measuring it would cost seconds.
+    let length = unknown.chars().count();
+    let reach = |k: &str| 2.max(k.len() / 3);
+    let nearest = known
+        .iter()
+        .filter(|k| length.abs_diff(k.len()) <= reach(k))
+        .map(|k| (edit_distance(unknown, k), *k))
+        .min()
+        .filter(|(d, k)| *d <= reach(k));
+    match nearest {
+        Some((_, k)) => format!("unknown key `{unknown}`; did you mean `{k}`?"),
+        None => format!("unknown key `{unknown}`; the keys here are {}", known.join(", ")),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
