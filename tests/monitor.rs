@@ -245,3 +245,35 @@ fn not_on_a_terminal_it_prints_plain_lines_without_escape_codes() {
     }
     assert!(err.contains("no cluster-ai daemon is running") && err.contains("sampling this machine here"), "{err}");
 }
+
+/// `free-memory` with no daemon, against an "Ollama" that accepts and never answers: the
+/// measure waits out its deadline (5 s). On a terminal a line says how long it has been and
+/// is gone at the end; on a pipe nothing of it is written.
+#[test]
+fn a_long_free_memory_shows_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("[emergency]\ndask_scheduler = \"\"\nollama = \"http://{}\"\n", silent.local_addr().unwrap())).unwrap();
+    let socket = dir.path().join("nobody.sock");
+    let command = format!("{BIN} free-memory --config {} --socket {}", config.display(), socket.display());
+
+    let t = Tmux::start(100, 10, &command);
+    let screen = t.wait_screen("the progress line", |s| s.contains("free-memory: unloading Ollama models: 2 s"));
+    assert!(screen.contains("no daemon is running"), "{screen}");
+    let screen = t.wait_screen("free-memory to end", |s| s.contains("EXITED"));
+    assert!(!screen.contains("unloading Ollama models:"), "the progress line stayed:\n{screen}");
+    drop(t);
+
+    let out = Command::new(BIN)
+        .args(["free-memory", "--config"])
+        .arg(&config)
+        .arg("--socket")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no daemon is running"), "{err}");
+    assert!(!err.contains('\r') && !err.contains('\x1b') && !err.contains("unloading Ollama models"), "{err:?}");
+}
