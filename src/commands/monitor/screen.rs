@@ -276,8 +276,13 @@ fn header(st: &State, now_ms: u64) -> Line<'static> {
 
 fn draw_side(frame: &mut Frame, st: &State, area: Rect, now_ms: u64, colours: &Look3) {
     let (services_area, actions_area) = if area.width >= 48 && area.height > 16 {
-        let n = st.last.as_ref().and_then(|l| l.services.as_ref()).map_or(1, |s| s.len().max(1)) as u16;
-        let [a, b] = Layout::vertical([Constraint::Length(n + 2), Constraint::Min(0)]).areas(area);
+        // A line per service, up to two more where a reason wraps; at most half the panel.
+        let n = st
+            .last
+            .as_ref()
+            .and_then(|l| l.services.as_ref())
+            .map_or(1, |s| s.iter().map(|s| 1 + 2 * s.reason.is_some() as u16).sum::<u16>().max(1));
+        let [a, b] = Layout::vertical([Constraint::Length((n + 2).min(area.height / 2)), Constraint::Min(0)]).areas(area);
         (a, b)
     } else {
         let [a, b] = Layout::horizontal([Constraint::Ratio(1, 2); 2]).areas(area);
@@ -297,6 +302,7 @@ fn draw_side(frame: &mut Frame, st: &State, area: Rect, now_ms: u64, colours: &L
                 lines.push(Line::from(vec![
                     Span::styled(format!("{:<10}", s.state), colours.state(&s.state)),
                     Span::raw(format!(" {} ({}){restarts}", one_line(&s.name, 40), one_line(&s.unit_state, 20))),
+                    Span::raw(s.reason.as_deref().map(|r| format!(": {}", one_line(r, 80))).unwrap_or_default()),
                 ]));
             }
         }
@@ -320,7 +326,7 @@ fn draw_side(frame: &mut Frame, st: &State, area: Rect, now_ms: u64, colours: &L
     } else {
         events.into_iter().map(|(at, what)| Line::raw(format!("{:>3} {what}", ago(now_ms, at)))).collect()
     };
-    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title("Recent actions")), actions_area);
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title("Recent actions")), actions_area);
 }
 
 #[cfg(test)]
@@ -334,6 +340,51 @@ mod tests {
         t.draw(|f| draw(f, st, now_ms)).unwrap();
         let buf = t.backend().buffer().clone();
         (0..h).map(|y| (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>() + "\n").collect()
+    }
+
+    fn service(name: &str, state: &str, restarts: u64) -> crate::health::ServiceReport {
+        crate::health::ServiceReport {
+            name: name.into(),
+            unit: None,
+            probe: None,
+            state: state.into(),
+            unit_state: "active".into(),
+            since_unix_ms: 0,
+            last_probe: None,
+            reason: (state == "unhealthy").then(|| "not answering".into()),
+            restarts,
+            backoff_seconds: 0.0,
+            held_until_unix_ms: None,
+            workers: None,
+        }
+    }
+
+    #[test]
+    fn service_changes_between_two_looks_are_listed_as_seen_beside_the_daemons_actions() {
+        use crate::commands::monitor::history::tests::look;
+        let mut st = State::new(false);
+        let mut a = look(1000, 40.0, &[]);
+        a.services = Some(vec![service("web", "healthy", 0), service("db", "healthy", 0)]);
+        st.add(a);
+        let mut b = look(1010, 40.0, &[]);
+        b.services = Some(vec![service("web", "unhealthy", 0), service("db", "healthy", 1)]);
+        b.recent_actions = vec![crate::optimize::emergency::Action {
+            at_unix_ms: 1_005_000,
+            measure: "memory".into(),
+            action: "unload_ollama_model".into(),
+            why: "memory 90% >= 85% for 10s".into(),
+            detail: "unloaded Ollama model llama3:8b".into(),
+            freed_bytes: Some(1 << 30),
+            done: true,
+        }];
+        st.add(b);
+        let s = screen(&st, 200, 50, 1_020_000);
+        let events: Vec<&str> = s.lines().filter(|l| l.contains("(seen)") || l.contains("unloaded")).collect();
+        assert_eq!(events.len(), 3, "{s}");
+        assert!(events[0].contains("10s web: healthy → unhealthy (seen)"), "{s}");
+        assert!(events[1].contains("10s db restarted (restart 1) (seen)"), "{s}");
+        assert!(events[2].contains("15s unloaded Ollama model llama3:8b, freed"), "{s}");
+        assert!(s.contains("unhealthy  web (active): not answering"), "{s}");
     }
 
     #[test]
