@@ -189,6 +189,19 @@ fn without_a_daemon_it_says_so_and_charts_what_it_samples_here_and_ctrl_c_or_sig
     t.wait_screen("the charts", |s| s.contains("Memory used "));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(t.program_pid()), nix::sys::signal::Signal::SIGTERM).unwrap();
     t.assert_exited_and_restored();
+    drop(t);
+
+    // The terminal goes away (a closed pane, a dropped ssh session): the monitor ends too,
+    // rather than spinning on end-of-file.
+    let t = Tmux::start(80, 24, &monitor_command(&socket));
+    t.wait_screen("the charts", |s| s.contains("Memory used "));
+    let pid = nix::unistd::Pid::from_raw(t.program_pid());
+    t.tmux(&["kill-session", "-t", "m"]);
+    let gone = wait_until_or(Duration::from_secs(5), || nix::sys::signal::kill(pid, None).is_err().then_some(()));
+    if gone.is_none() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        panic!("the monitor outlived its terminal");
+    }
 }
 
 /// Runs the monitor on a pipe until it printed `n` lines, then SIGTERM; its stdout lines and

@@ -5,6 +5,7 @@
 //! every other exit (q, Esc, Ctrl-C, SIGTERM, SIGHUP, an error) goes through `run`'s restore.
 
 use std::collections::VecDeque;
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
@@ -78,6 +79,16 @@ enum Next {
 pub fn run(source: &mut Source, interval: Duration, stop: &StopFlag) -> std::io::Result<()> {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let mut terminal = ratatui::try_init()?;
+    // A terminal that goes away (the ssh session or the tmux pane closed) leaves crossterm
+    // reading end-of-file in a loop inside `event::poll`, where neither the keys nor the
+    // signal flag are looked at again: a watcher ends the process then (there is no terminal
+    // left to restore).
+    let _ = std::thread::Builder::new().name("terminal-watch".into()).spawn(|| loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if !std::io::stdin().is_terminal() {
+            std::process::exit(0);
+        }
+    });
     let result = run_on(&mut terminal, source, interval, stop, State::new(no_color));
     drop(terminal);
     let restored = ratatui::try_restore();
