@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::control::{request, ClientError, Request, StatusReply};
+use crate::emergency::Action;
 use crate::health::ServiceReport;
-use crate::optimize::emergency::Action;
 use crate::sampler::{Sampler, Snapshot};
 use crate::sys::procfs::{ProcFile, ProcFs};
 use crate::sys::swap::parse_swaps;

@@ -379,7 +379,7 @@ mod tests {
         st.add(a);
         let mut b = look(1010, 40.0, &[]);
         b.services = Some(vec![service("web", "unhealthy", 0), service("db", "healthy", 1)]);
-        b.recent_actions = vec![crate::optimize::emergency::Action {
+        b.recent_actions = vec![crate::emergency::Action {
             at_unix_ms: 1_005_000,
             measure: "memory".into(),
             action: "unload_ollama_model".into(),
