@@ -42,9 +42,11 @@ pub enum Command {
     /// Every service the health task watches: state and since when, the last probe, restarts,
     /// backoff, open incidents. Exit 1 when one is unhealthy. Without a daemon, one look from here.
     Health(StatusArgs),
-    /// A live view of the running daemon (CPU, memory, swap, disk, pressure, the plan, recent
-    /// emergency actions), refreshed every 2 s until q or Ctrl-C; plain lines when not a terminal.
-    Monitor(StatusArgs),
+    /// A live view: charts of the last minutes of memory, swap (managed files stacked), CPU and
+    /// pressure, with the services and recent actions beside them, until q, Esc or Ctrl-C (+/-
+    /// change the window). From the running daemon; without one, sampled here. Plain lines when
+    /// not a terminal, one JSON object per line with --json.
+    Monitor(MonitorArgs),
     /// The whole cluster, as the Prometheus server that scrapes every node sees it.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -152,6 +154,30 @@ pub struct StatusArgs {
     /// Config file to read control_socket from [default: /etc/cluster-ai/config.toml].
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// One JSON object per refresh, one per line (fields in docs/monitor.md), even on a terminal.
+    #[arg(long)]
+    pub json: bool,
+    /// Time between refreshes, e.g. 2s or 500ms (at least 100ms).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_refresh)]
+    pub interval: std::time::Duration,
+    /// The control socket [default: from the config's control_socket, else the runtime directory].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Config file to read control_socket and swap.dir from [default: /etc/cluster-ai/config.toml].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+fn parse_refresh(text: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::parse_duration(text)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("{text} is shorter than 100ms"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Subcommand)]

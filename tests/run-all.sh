@@ -39,6 +39,8 @@ command -v openssl >/dev/null || need+=(openssl)
 # default awk (no regex intervals), whatever awk this machine prefers.
 command -v lintian >/dev/null || need+=(lintian)
 command -v mawk >/dev/null || need+=(mawk)
+# The monitor test: a real terminal to draw in, keys sent and the screen read back.
+command -v tmux >/dev/null || need+=(tmux)
 # The swap test's btrfs RAID1 (on two loop devices), where the kernel refuses swap files.
 command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)
 if ((${#need[@]})); then

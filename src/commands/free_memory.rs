@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use super::progress::Progress;
 use crate::cli::StatusArgs;
 use crate::config::human_size;
 use crate::control::{request, ClientError, Request};
@@ -14,8 +15,11 @@ pub fn main(args: StatusArgs) -> ExitCode {
         Ok(v) => v,
         Err(code) => return code,
     };
+    // Each Ollama unload may wait on its deadline: say how long it has been, on a terminal.
+    let progress = Progress::start("free-memory: unloading Ollama models", None);
     let actions: Vec<Action> = match request(&socket, &Request::FreeMemory) {
         Ok(v) => {
+            drop(progress);
             if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
                 eprintln!("cluster-ai free-memory: {e}");
                 return ExitCode::FAILURE;
@@ -29,6 +33,7 @@ pub fn main(args: StatusArgs) -> ExitCode {
             }
         }
         Err(ClientError::NotRunning(_)) => {
+            drop(progress);
             eprintln!("no daemon is running: swap is not expanded (`cluster-ai swap expand` does it); the other measures run here");
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -37,10 +42,14 @@ pub fn main(args: StatusArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let progress = Progress::start("free-memory: unloading Ollama models", None);
             let mut measures = Emergency::new(&config, None, crate::runtime::Os::real(), false);
-            rt.block_on(measures.memory_act("free-memory", "asked by cluster-ai free-memory"))
+            let actions = rt.block_on(measures.memory_act("free-memory", "asked by cluster-ai free-memory"));
+            drop(progress);
+            actions
         }
         Err(e) => {
+            drop(progress);
             eprintln!("cluster-ai free-memory: {e}");
             return ExitCode::from(e.exit_code());
         }

@@ -9,6 +9,7 @@ pub mod free_memory;
 pub mod health;
 pub mod monitor;
 pub mod optimize;
+pub mod progress;
 pub mod run;
 pub mod status;
 pub mod swap;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::progress::{managed_swap_left, Progress};
 use crate::cli::{SwapAction, SwapArgs};
 use crate::config::{format_size, human_size, parse_size, Config};
 use crate::control::{request, ClientError, Request};
@@ -53,12 +54,28 @@ fn swap(args: SwapArgs) -> Result<(), (u8, anyhow::Error)> {
         SwapAction::Shrink => SwapRequest::Shrink,
         SwapAction::Clean { force } => SwapRequest::Clean { force: *force },
     };
+    // A swapoff can take minutes (every page read back in): say how it goes, on a terminal.
+    let label = match &args.action {
+        SwapAction::Status { .. } => None,
+        SwapAction::Expand { .. } => Some("swap expand: writing the new swap file"),
+        SwapAction::Shrink => Some("swap shrink: swapoff of the newest managed file"),
+        SwapAction::Clean { .. } => Some("swap clean: swapoff of every managed file"),
+    };
+    let progress = label.map(|l| Progress::start(l, Some(managed_swap_left(config.swap.dir.clone()))));
     let value = match request(&socket, &Request::Swap(req)) {
         Ok(v) => v,
         // With no daemon the command acts itself, under the lock on swap.dir.
-        Err(ClientError::NotRunning(_)) => return direct(&config, args.action, size).map_err(fail),
+        Err(ClientError::NotRunning(_)) => {
+            let done = direct(&config, args.action, size).map_err(fail);
+            drop(progress);
+            if let Ok(Some(message)) = &done {
+                println!("{message}");
+            }
+            return done.map(|_| ());
+        }
         Err(e) => return Err((e.exit_code().max(1), e.into())),
     };
+    drop(progress);
     match args.action {
         SwapAction::Status { json: true } => println!("{}", serde_json::to_string_pretty(&value).map_err(|e| fail(e.into()))?),
         SwapAction::Status { json: false } => print!("{}", render(&serde_json::from_value(value).map_err(|e| fail(e.into()))?)),
@@ -67,7 +84,9 @@ fn swap(args: SwapArgs) -> Result<(), (u8, anyhow::Error)> {
     Ok(())
 }
 
-fn direct(config: &Config, action: SwapAction, size: Option<u64>) -> anyhow::Result<()> {
+/// Status is printed here; an action's message is returned, for the caller to print once its
+/// progress line is gone.
+fn direct(config: &Config, action: SwapAction, size: Option<u64>) -> anyhow::Result<Option<String>> {
     let os = RealSwapOs::new(ProcFs::default(), crate::sys::paths::state_dir());
     let mut engine = Engine::new(config, Box::new(os), false);
     engine.lock_wait = Duration::from_secs(10);
@@ -82,7 +101,7 @@ fn direct(config: &Config, action: SwapAction, size: Option<u64>) -> anyhow::Res
         } else {
             print!("{}", render(&status));
         }
-        return Ok(());
+        return Ok(None);
     }
     engine.take_over()?;
     let message = match action {
@@ -95,8 +114,7 @@ fn direct(config: &Config, action: SwapAction, size: Option<u64>) -> anyhow::Res
         SwapAction::Clean { force } => engine.clean(force).context("swap clean")?,
         SwapAction::Status { .. } => unreachable!("handled above"),
     };
-    println!("{message}");
-    Ok(())
+    Ok(Some(message))
 }
 
 pub fn render(s: &SwapStatus) -> String {

@@ -13,6 +13,7 @@ pub mod process;
 pub mod procfs;
 pub mod psi;
 pub mod redact;
+pub mod signals;
 pub mod socket;
 pub mod swap;
 pub mod swap_os;
