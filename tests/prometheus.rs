@@ -106,6 +106,17 @@ fn metrics_pass_promtool_and_agree_with_the_daemons_state() {
     }
     assert_eq!(m.keys().filter(|k| k.starts_with("cluster_ai_task_up{")).count(), tasks.len());
     assert!(m["cluster_ai_service_probe_duration_seconds{service=\"web\"}"] > 0.0);
+    // Raw counters and timestamps, not rates and ages; the daemon's own process_* metrics.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    for t in tasks {
+        let beat = m[&format!("cluster_ai_task_last_heartbeat_timestamp_seconds{{task=\"{}\"}}", t["name"].as_str().unwrap())];
+        assert!(beat > now - 120.0 && beat <= now + 1.0, "{beat} vs {now}: {text}");
+    }
+    assert!(m["cluster_ai_cpu_seconds_total{mode=\"busy\"}"] > 0.0 && m["cluster_ai_cpu_seconds_total{mode=\"idle\"}"] > 0.0);
+    assert!(m["process_resident_memory_bytes"] > 0.0 && m["process_open_fds"] >= 3.0 && m["process_cpu_seconds_total"] >= 0.0);
+    let started = m["process_start_time_seconds"];
+    assert!(started > now - 120.0 && started <= now, "{started} vs {now}");
+    assert!(m["process_max_fds"] >= m["process_open_fds"]);
     assert_eq!(m["cluster_ai_swap_expand_duration_seconds_bucket{le=\"+Inf\"}"], m["cluster_ai_swap_expand_duration_seconds_count"]);
 
     // The swap task's counters: one file added through the daemon shows in them.
@@ -421,6 +432,10 @@ fn a_real_prometheus_scrapes_over_tls_with_basic_auth_and_a_wrong_password_is_do
         assert!(!body.contains("cluster_ai_"), "{body}");
     }
     assert!(http(&addr, "GET", "/metrics", "").is_none_or(|(s, _)| s != 200), "plain HTTP must not be answered with metrics");
+    // Clients that never finish their TLS handshake hold no slot a scrape needs.
+    let stalled: Vec<_> = (0..16).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    assert_eq!(https_get(&addr, &ca, Some(("prometheus", "s3cret"))).0, 200);
+    drop(stalled);
 
     // A real Prometheus: the right password is up, the wrong one down with Prometheus's 401.
     let pdir = tempfile::tempdir().unwrap();
