@@ -38,13 +38,10 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
     let mut ticker = crate::sys::ticker::Ticker::new(HEARTBEAT_PERIOD)?;
     // The web configuration in use: re-read on every reload; a file that no longer loads keeps
     // the last good one (as a config reload does), and none at all keeps /metrics closed.
-    let mut web: Option<(Option<PathBuf>, Web)> = None;
+    let web_file = config.borrow_and_update().metrics.web_config_file.clone();
+    let mut web: Option<(Option<PathBuf>, Web)> = load_web(web_file.as_deref(), None);
     loop {
-        let (listen, web_file) = {
-            let c = config.borrow_and_update();
-            (c.metrics.listen, c.metrics.web_config_file.clone())
-        };
-        web = load_web(web_file.as_deref(), web.take());
+        let listen = config.borrow_and_update().metrics.listen;
         let listener = match (listen, &web) {
             (None, _) => None,
             (Some(_), None) => None,
