@@ -33,7 +33,11 @@ pub type SwapMetricsReceiver = watch::Receiver<Arc<SwapMetrics>>;
 pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> anyhow::Result<()> {
     let TaskCtx { mut config, heartbeat, cancel, .. } = ctx;
     heartbeat.started();
-    let source = Arc::new((state, swap));
+    let procfs = crate::sys::procfs::ProcFs::default();
+    let boot_time = crate::sys::proc_self::boot_time(&procfs)
+        .map_err(|e| tracing::warn!("metrics: no process_* metrics (the boot time is needed for the start time): {e}"))
+        .ok();
+    let source = Arc::new(Scrape { state, swap, procfs, boot_time });
     let mut clients = crate::runtime::slots::Slots::new(MAX_CLIENTS);
     let mut ticker = crate::sys::ticker::Ticker::new(HEARTBEAT_PERIOD)?;
     // The web configuration in use: re-read on every reload; a file that no longer loads keeps
@@ -139,7 +143,16 @@ fn load_web(file: Option<&Path>, previous: Option<(Option<PathBuf>, Web)>) -> Op
     }
 }
 
-type Source = Arc<(Reports, SwapMetricsReceiver)>;
+/// What a scrape reads.
+struct Scrape {
+    state: Reports,
+    swap: SwapMetricsReceiver,
+    procfs: crate::sys::procfs::ProcFs,
+    /// `btime`, read once at start (`None`: no `process_*` metrics).
+    boot_time: Option<u64>,
+}
+
+type Source = Arc<Scrape>;
 
 /// One connection through hyper's HTTP/1.1 server, after the TLS handshake when the web config
 /// has TLS (within the head's time limit): one request, then closed.
@@ -195,13 +208,14 @@ async fn respond(
         req.headers().get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("application/openmetrics-text")));
     let (status, kind, body) = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => {
-            let (state, swap) = source.as_ref();
-            let process = crate::sys::proc_self::ProcessStats::read(&crate::sys::procfs::ProcFs::default())
-                .map_err(|e| tracing::debug!("metrics: process_* metrics: {e}"))
-                .ok();
+            let process = source.boot_time.and_then(|boot| {
+                crate::sys::proc_self::ProcessStats::read(&source.procfs, boot)
+                    .map_err(|e| tracing::debug!("metrics: process_* metrics: {e}"))
+                    .ok()
+            });
             let view = View {
-                status: state.node_report(),
-                swap: swap.borrow().as_ref().clone(),
+                status: source.state.node_report(),
+                swap: source.swap.borrow().as_ref().clone(),
                 process,
                 now_unix: crate::sys::unix_ms() as f64 / 1000.0,
             };

@@ -1,7 +1,7 @@
 //! The daemon's own process, as Prometheus client libraries report it (`process_*` metrics):
 //! CPU time, resident and virtual memory, open and maximum file descriptors, start time. The
 //! same sources as client_golang's procfs collector: `/proc/self/stat`, `/proc/self/limits`,
-//! `/proc/self/fd` and `btime` in `/proc/stat`, read under a root so tests run on fixtures.
+//! `/proc/self/fd` and `btime` in `/proc/stat` (read once), under a root so tests run on fixtures.
 
 use super::fs::read_text;
 use super::procfs::ProcFs;
@@ -33,15 +33,16 @@ pub fn clock_ticks_per_second() -> u64 {
 }
 
 impl ProcessStats {
-    /// Reads `proc/self/*` and `proc/stat` under `procfs`'s root. Errors name the file.
-    pub fn read(procfs: &ProcFs) -> Result<ProcessStats, String> {
+    /// Reads `proc/self/*` under `procfs`'s root; `boot_time` is [`boot_time`]'s, read once by
+    /// the caller (`/proc/stat` is long on a machine of many CPUs, and `btime` never changes).
+    /// Errors name the file.
+    pub fn read(procfs: &ProcFs, boot_time: u64) -> Result<ProcessStats, String> {
         let read = |rel: &str| {
             let path = procfs.path(rel);
             read_text(&path, MAX).map_err(|e| format!("{}: {e}", super::display_path(&path)))
         };
         let named = |rel: &str, e: String| format!("{}: {e}", super::display_path(&procfs.path(rel)));
         let stat = parse_self_stat(&read("self/stat")?).map_err(|e| named("self/stat", e))?;
-        let btime = parse_btime(&read("stat")?).map_err(|e| named("stat", e))?;
         let max_fds = parse_max_open_files(&read("self/limits")?).map_err(|e| named("self/limits", e))?;
         let fd_dir = procfs.path("self/fd");
         let open_fds = std::fs::read_dir(&fd_dir).map_err(|e| format!("{}: {e}", super::display_path(&fd_dir)))?.count() as u64;
@@ -52,9 +53,18 @@ impl ProcessStats {
             virtual_memory_bytes: stat.vsize,
             open_fds,
             max_fds,
-            start_time_seconds: btime as f64 + stat.starttime as f64 / hz,
+            start_time_seconds: boot_time as f64 + stat.starttime as f64 / hz,
         })
     }
+}
+
+/// The boot time (`btime` of `proc/stat` under `procfs`'s root), in seconds since the Unix epoch.
+pub fn boot_time(procfs: &ProcFs) -> Result<u64, String> {
+    let path = procfs.path("stat");
+    let shown = super::display_path(&path);
+    // The whole file: `btime` follows the per-CPU and interrupt lines.
+    let text = read_text(&path, super::fs::LARGE_FILE).map_err(|e| format!("{shown}: {e}"))?;
+    parse_btime(&text).map_err(|e| format!("{shown}: {e}"))
 }
 
 /// The fields of `/proc/<pid>/stat` that [`ProcessStats`] uses, in the kernel's units.
@@ -137,7 +147,7 @@ mod tests {
 
     #[test]
     fn this_process_reads_as_itself() {
-        let p = ProcessStats::read(&ProcFs::default()).unwrap();
+        let p = ProcessStats::read(&ProcFs::default(), boot_time(&ProcFs::default()).unwrap()).unwrap();
         assert!(p.resident_memory_bytes > 0 && p.virtual_memory_bytes >= p.resident_memory_bytes, "{p:?}");
         // stdin, stdout, stderr at least, and the fd of the directory being listed.
         assert!(p.open_fds >= 3, "{p:?}");
@@ -148,7 +158,9 @@ mod tests {
     #[test]
     fn a_missing_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let e = ProcessStats::read(&ProcFs::new(dir.path())).unwrap_err();
+        let e = ProcessStats::read(&ProcFs::new(dir.path()), 0).unwrap_err();
         assert!(e.contains("proc/self/stat"), "{e}");
+        let e = boot_time(&ProcFs::new(dir.path())).unwrap_err();
+        assert!(e.contains("proc/stat"), "{e}");
     }
 }
