@@ -20,6 +20,10 @@ pub struct Snapshot {
     pub taken_at_unix_ms: u64,
     /// Busy share of all CPUs since the previous sample; absent in the very first one.
     pub cpu_busy_percent: Option<f64>,
+    /// CPU time of all CPUs since boot, split as the CPU watch splits it (iowait counts as
+    /// idle, guest time is not counted twice); absent when `/proc/stat` could not be read.
+    #[serde(default)]
+    pub cpu_seconds: Option<CpuSeconds>,
     pub memory_total_bytes: u64,
     pub memory_available_bytes: u64,
     pub memory_used_percent: f64,
@@ -30,6 +34,13 @@ pub struct Snapshot {
     /// Absent when the kernel has no PSI.
     pub pressure: Option<PressureSet>,
     pub load_average: [f64; 3],
+}
+
+/// Cumulative CPU time of all CPUs, in seconds (`/proc/stat`'s ticks over `USER_HZ`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CpuSeconds {
+    pub busy: f64,
+    pub idle: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -94,6 +105,7 @@ pub struct Sampler {
     loadavg: Slot,
     pressure: [Slot; 3],
     previous_cpu: Option<CpuTimes>,
+    clock_ticks: u64,
 }
 
 impl Sampler {
@@ -105,6 +117,7 @@ impl Sampler {
             loadavg: Slot::new("loadavg"),
             pressure: [Slot::new("pressure/memory"), Slot::new("pressure/cpu"), Slot::new("pressure/io")],
             previous_cpu: None,
+            clock_ticks: crate::sys::proc_self::clock_ticks_per_second(),
         }
     }
 
@@ -113,15 +126,16 @@ impl Sampler {
     pub fn sample(&mut self, swap_dir: &Path) -> Result<Snapshot, ProcError> {
         let procfs = &self.procfs;
         let mem: MemInfo = self.meminfo.parse(procfs, parse_meminfo)?;
-        let cpu_busy_percent = match self.stat.parse(procfs, parse_stat) {
+        let (cpu_busy_percent, cpu_seconds) = match self.stat.parse(procfs, parse_stat) {
             Ok(now) => {
                 let pct = self.previous_cpu.and_then(|before| now.busy_percent_since(&before));
                 self.previous_cpu = Some(now);
-                pct
+                let hz = self.clock_ticks as f64;
+                (pct, Some(CpuSeconds { busy: now.busy as f64 / hz, idle: now.total.saturating_sub(now.busy) as f64 / hz }))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read CPU times");
-                None
+                (None, None)
             }
         };
         let [m, c, i] = &mut self.pressure;
@@ -147,6 +161,7 @@ impl Sampler {
         Ok(Snapshot {
             taken_at_unix_ms: crate::sys::unix_ms(),
             cpu_busy_percent,
+            cpu_seconds,
             memory_total_bytes: mem.total,
             memory_available_bytes: mem.available,
             memory_used_percent: mem.used_percent(),
@@ -257,6 +272,10 @@ mod tests {
         std::fs::write(dir.path().join("proc/stat"), "cpu  40 0 40 120 0 0 0 0\n").unwrap();
         let second = s.sample(&dir.path().join("swap")).unwrap();
         assert_eq!(second.cpu_busy_percent, Some(60.0));
+        // The raw counters /metrics exports: 80 busy and 120 idle ticks at USER_HZ.
+        let hz = crate::sys::proc_self::clock_ticks_per_second() as f64;
+        assert_eq!(second.cpu_seconds, Some(CpuSeconds { busy: 80.0 / hz, idle: 120.0 / hz }));
+        assert_eq!(second.pressure.unwrap().memory.some_total_us, Some(1));
         assert_eq!(second.summary(), "mem 75% swap 1.0 GiB/2.0 GiB cpu 60%");
     }
 
@@ -268,7 +287,7 @@ mod tests {
         std::fs::remove_file(dir.path().join("proc/loadavg")).unwrap();
         let mut s = Sampler::new(ProcFs::new(dir.path()));
         let snap = s.sample(Path::new("/")).unwrap();
-        assert_eq!((snap.cpu_busy_percent, snap.pressure, snap.load_average), (None, None, [0.0; 3]));
+        assert_eq!((snap.cpu_busy_percent, snap.cpu_seconds, snap.pressure, snap.load_average), (None, None, None, [0.0; 3]));
         std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: x\n").unwrap();
         assert!(s.sample(Path::new("/")).is_err());
     }

@@ -159,3 +159,27 @@ fn config_check_and_show_read_the_drop_ins() {
         );
     }
 }
+
+/// `config check` loads the web config file `[metrics] web_config_file` names, as the daemon
+/// would: an error names the config, the web config file and its key.
+#[test]
+fn config_check_loads_the_metrics_web_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web-config.yml");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("[metrics]\nweb_config_file = \"{}\"\n", web.display())).unwrap();
+    let check = || Command::new(common::BIN).args(["config", "check"]).arg(&config).output().unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[metrics] web_config_file") && err.contains("web-config.yml"), "{err}");
+    std::fs::write(&web, "basic_auth_users:\n  prometheus: hunter2\n").unwrap();
+    let err = String::from_utf8_lossy(&check().stderr).into_owned();
+    assert!(err.contains("basic_auth_users.prometheus") && err.contains("bcrypt"), "{err}");
+    std::fs::write(&web, "tls_server_config:\n  cert_file: none.crt\n  key_file: none.key\n").unwrap();
+    let err = String::from_utf8_lossy(&check().stderr).into_owned();
+    assert!(err.contains("tls_server_config.cert_file") && err.contains("none.crt"), "{err}");
+    std::fs::write(&web, "").unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}

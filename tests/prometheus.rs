@@ -106,6 +106,17 @@ fn metrics_pass_promtool_and_agree_with_the_daemons_state() {
     }
     assert_eq!(m.keys().filter(|k| k.starts_with("cluster_ai_task_up{")).count(), tasks.len());
     assert!(m["cluster_ai_service_probe_duration_seconds{service=\"web\"}"] > 0.0);
+    // Raw counters and timestamps, not rates and ages; the daemon's own process_* metrics.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    for t in tasks {
+        let beat = m[&format!("cluster_ai_task_last_heartbeat_timestamp_seconds{{task=\"{}\"}}", t["name"].as_str().unwrap())];
+        assert!(beat > now - 120.0 && beat <= now + 1.0, "{beat} vs {now}: {text}");
+    }
+    assert!(m["cluster_ai_cpu_seconds_total{mode=\"busy\"}"] > 0.0 && m["cluster_ai_cpu_seconds_total{mode=\"idle\"}"] > 0.0);
+    assert!(m["process_resident_memory_bytes"] > 0.0 && m["process_open_fds"] >= 3.0 && m["process_cpu_seconds_total"] >= 0.0);
+    let started = m["process_start_time_seconds"];
+    assert!(started > now - 120.0 && started <= now, "{started} vs {now}");
+    assert!(m["process_max_fds"] >= m["process_open_fds"]);
     assert_eq!(m["cluster_ai_swap_expand_duration_seconds_bucket{le=\"+Inf\"}"], m["cluster_ai_swap_expand_duration_seconds_count"]);
 
     // The swap task's counters: one file added through the daemon shows in them.
@@ -190,18 +201,26 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(targets: &[String], alertmanager: u16) -> Prometheus {
+        let targets = targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+        let jobs = format!("  - job_name: cluster-ai\n    static_configs:\n      - targets: [{targets}]\n");
+        Prometheus::start_with(&jobs, Some(alertmanager), tempfile::tempdir().unwrap())
+    }
+
+    /// Prometheus with `scrape_configs` (YAML list items, indented two spaces) in `dir`, which
+    /// may hold files the jobs name.
+    fn start_with(scrape_configs: &str, alertmanager: Option<u16>, dir: tempfile::TempDir) -> Prometheus {
         need("prometheus");
-        let dir = tempfile::tempdir().unwrap();
         let rules = std::fs::read_to_string(packaging().join("cluster-ai-rules.yml")).unwrap();
         let rules: String = rules.lines().map(|l| if l.trim_start().starts_with("for: ") { "" } else { l }).collect::<Vec<_>>().join("\n");
         std::fs::write(dir.path().join("cluster-ai-rules.yml"), rules).unwrap();
-        let targets = targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+        let alerting = alertmanager
+            .map(|am| format!("alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"127.0.0.1:{am}\"]\n"))
+            .unwrap_or_default();
         std::fs::write(
             dir.path().join("prometheus.yml"),
             format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [cluster-ai-rules.yml]\n\
-                 alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"127.0.0.1:{alertmanager}\"]\n\
-                 scrape_configs:\n  - job_name: cluster-ai\n    static_configs:\n      - targets: [{targets}]\n"
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [cluster-ai-rules.yml]\n{alerting}\
+                 scrape_configs:\n{scrape_configs}"
             ),
         )
         .unwrap();
@@ -318,4 +337,135 @@ fn the_daemons_alert_and_the_rules_alert_for_one_incident_are_one_group() {
     let sizes: BTreeMap<String, usize> =
         groups.iter().map(|g| (g["labels"]["node"].as_str().unwrap_or("").to_string(), g["alerts"].as_array().unwrap().len())).collect();
     assert_eq!(sizes, BTreeMap::from([("gpu-1".to_string(), 2), ("gpu-2".to_string(), 1)]), "{groups:?}");
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed, made with the openssl CLI:
+/// (CA certificate, server certificate, server key) in `dir`.
+fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    common::require_tool("openssl", "Debian's openssl package");
+    let p = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"];
+    openssl(&[&["req", "-x509"], &ec[..], &["-subj", "/CN=cluster-ai test CA", "-keyout", "ca.key", "-out", "ca.crt"]].concat());
+    openssl(
+        &[
+            &["req", "-x509", "-CA", "ca.crt", "-CAkey", "ca.key"],
+            &ec[..],
+            &["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"],
+            &["-keyout", "server.key", "-out", "server.crt"],
+        ]
+        .concat(),
+    );
+    (p("ca.crt"), p("server.crt"), p("server.key"))
+}
+
+/// One GET /metrics over TLS (trusting `ca`), with basic auth when given: the status line's
+/// code and the whole answer.
+fn https_get(addr: &str, ca: &Path, auth: Option<(&str, &str)>) -> (u16, String) {
+    use base64::Engine;
+    use rustls::pki_types::pem::PemObject;
+    use std::io::Read;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_file(ca).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, std::net::TcpStream::connect(addr).unwrap());
+    let header = auth
+        .map(|(u, p)| format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))))
+        .unwrap_or_default();
+    tls.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{header}Connection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut out = Vec::new();
+    // The server closes without close_notify's wait: what arrived is the answer.
+    let _ = tls.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let code = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line: {out:?}"));
+    (code, out)
+}
+
+/// `[metrics] web_config_file` in exporter-toolkit's format: a real Prometheus scrapes over
+/// TLS with basic auth (up 1); the same target with a wrong password is up 0 with a 401; plain
+/// HTTP gets nothing; a changed file is picked up on reload.
+#[test]
+fn a_real_prometheus_scrapes_over_tls_with_basic_auth_and_a_wrong_password_is_down() {
+    need("prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _, _) = certificates(dir.path());
+    // Cost 4 keeps a debug build's bcrypt quick; the cost is the hash's own, whatever it is.
+    let hash = |p: &str| bcrypt::hash_with_salt(p, 4, [42; 16]).unwrap().to_string();
+    let web = dir.path().join("web-config.yml");
+    let write_web = |password: &str| {
+        std::fs::write(
+            &web,
+            format!(
+                "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {}\n",
+                hash(password)
+            ),
+        )
+        .unwrap()
+    };
+    write_web("s3cret");
+    let port = free_port();
+    let d = daemon().config(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\nweb_config_file = \"{}\"\n", web.display())).spawn();
+    let addr = format!("127.0.0.1:{port}");
+    d.wait_log("metrics: serving https://", T);
+
+    // Directly: the right password gets the metrics, a wrong one or none 401 with a challenge,
+    // plain HTTP no answer at all.
+    let (code, body) = wait_until("an https answer", T, || {
+        std::net::TcpStream::connect(&addr).ok()?;
+        Some(https_get(&addr, &ca, Some(("prometheus", "s3cret"))))
+    });
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("cluster_ai_build_info{") && body.contains("process_resident_memory_bytes "), "{body}");
+    for auth in [Some(("prometheus", "wrong")), Some(("nobody", "s3cret")), None] {
+        let (code, body) = https_get(&addr, &ca, auth);
+        assert_eq!(code, 401, "{auth:?}: {body}");
+        assert!(body.to_ascii_lowercase().contains("www-authenticate: basic"), "{body}");
+        assert!(!body.contains("cluster_ai_"), "{body}");
+    }
+    assert!(http(&addr, "GET", "/metrics", "").is_none_or(|(s, _)| s != 200), "plain HTTP must not be answered with metrics");
+    // Clients that never finish their TLS handshake hold no slot a scrape needs.
+    let stalled: Vec<_> = (0..16).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    assert_eq!(https_get(&addr, &ca, Some(("prometheus", "s3cret"))).0, 200);
+    drop(stalled);
+
+    // A real Prometheus: the right password is up, the wrong one down with Prometheus's 401.
+    let pdir = tempfile::tempdir().unwrap();
+    let tls = format!("    scheme: https\n    tls_config:\n      ca_file: {}\n", ca.display());
+    let jobs = format!(
+        "  - job_name: cluster-ai\n{tls}    basic_auth:\n      username: prometheus\n      password: s3cret\n\
+         \x20   static_configs:\n      - targets: [\"{addr}\"]\n\
+         \x20 - job_name: wrong-password\n{tls}    basic_auth:\n      username: prometheus\n      password: wrong\n\
+         \x20   static_configs:\n      - targets: [\"{addr}\"]\n"
+    );
+    let prom = Prometheus::start_with(&jobs, None, pdir);
+    let up = |job: &str| prom.query(&format!("up{{job=\"{job}\"}}")).first().and_then(|r| r["value"][1].as_str().map(String::from));
+    wait_until("up 1 over TLS with basic auth", T, || (up("cluster-ai").as_deref() == Some("1")).then_some(()));
+    wait_until("up 0 with the wrong password", T, || (up("wrong-password").as_deref() == Some("0")).then_some(()));
+    let (_, targets) = http(&format!("127.0.0.1:{}", prom.port), "GET", "/api/v1/targets", "").unwrap();
+    let targets: serde_json::Value = serde_json::from_str(&targets).unwrap();
+    let wrong = targets["data"]["activeTargets"].as_array().unwrap().iter().find(|t| t["labels"]["job"] == "wrong-password").unwrap();
+    assert!(wrong["lastError"].as_str().unwrap().contains("401"), "{wrong}");
+    // The series arrive through TLS: the node's memory and the daemon's own process metrics.
+    assert_eq!(prom.query("cluster_ai_memory_total_bytes{job=\"cluster-ai\"}").len(), 1);
+    assert_eq!(prom.query("process_resident_memory_bytes{job=\"cluster-ai\"}").len(), 1);
+
+    // A changed file is read on reload: the new password works, the old one no longer.
+    write_web("n3w");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until("the new password after reload", T, || (https_get(&addr, &ca, Some(("prometheus", "n3w"))).0 == 200).then_some(()));
+    assert_eq!(https_get(&addr, &ca, Some(("prometheus", "s3cret"))).0, 401);
+    // A broken file on reload keeps the last good one (and says so).
+    std::fs::write(&web, "tls_server_config:\n  cert_fil: server.crt\n").unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("keeping the web config loaded before", T);
+    assert_eq!(https_get(&addr, &ca, Some(("prometheus", "n3w"))).0, 200);
 }

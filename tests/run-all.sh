@@ -32,7 +32,7 @@ command -v promtool >/dev/null || need+=(prometheus)
 # The container health test's image: a static busybox.
 [ -x /bin/busybox ] || need+=(busybox-static)
 # The email test: a real SMTP server (aiosmtpd, for Debian's own python3) and openssl for its
-# certificates.
+# certificates (the /metrics TLS test makes its certificates with openssl too).
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 command -v openssl >/dev/null || need+=(openssl)
 # The package test: lintian checks the .deb; postrm's awk program runs under mawk, Debian's

@@ -114,7 +114,9 @@ pub async fn read(url: &str, job: &str) -> Result<Vec<Node>, String> {
         n.node = l.get("node").cloned();
         n.version = l.get("version").cloned();
     });
-    each(query(&ep, &format!("cluster_ai_memory_used_ratio{sel}")).await?, &mut |n, _, v| n.memory_used_ratio = Some(v));
+    // The share of memory in use as the daemon computes it (1 - MemAvailable / MemTotal).
+    let used = format!("1 - cluster_ai_memory_available_bytes{sel} / cluster_ai_memory_total_bytes{sel}");
+    each(query(&ep, &used).await?, &mut |n, _, v| n.memory_used_ratio = Some(v));
     each(query(&ep, &format!("cluster_ai_swap_used_bytes{sel}")).await?, &mut |n, _, v| n.swap_used_bytes = Some(v));
     each(query(&ep, &format!("cluster_ai_swap_total_bytes{sel}")).await?, &mut |n, _, v| n.swap_total_bytes = Some(v));
     each(query(&ep, &format!("cluster_ai_service_up{sel} == 0")).await?, &mut |n, l, _| {

@@ -27,6 +27,13 @@ pub fn main(args: ConfigCheckArgs) -> ExitCode {
             } else if !loaded.files.contains(&path) {
                 println!("{}: no such file; the drop-ins below apply over the built-in defaults", path.display());
             }
+            // The file the config names that the daemon reads at start and on reload.
+            if let Some(web) = &loaded.config.metrics.web_config_file {
+                if let Err(e) = crate::metrics::web_config::Web::load(web) {
+                    eprintln!("{}: [metrics] web_config_file: {e}", path.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
             for file in &loaded.files {
                 println!("{}: ok", file.display());
             }

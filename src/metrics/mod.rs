@@ -1,11 +1,13 @@
 //! `/metrics`: the daemon's state in the Prometheus/OpenMetrics text format, for a Prometheus
 //! server that scrapes every node (the seed's central monitor, on the engines users already
 //! run). A scrape encodes what the tasks already publish (the sampler's snapshot, the swap
-//! task's counters, the health, alert and emergency reports, the heartbeats); it reads nothing
-//! from `/proc`. Names follow Prometheus's conventions: `cluster_ai_` prefix, base units,
-//! `_total` counters; README.md lists them.
+//! task's counters, the health, alert and emergency reports, the heartbeats); the only thing it
+//! reads itself is the daemon's own `/proc/self` for the standard `process_*` metrics. Names
+//! follow Prometheus's conventions: `cluster_ai_` prefix, base units, `_total` counters, raw
+//! counters rather than rates, timestamps rather than ages; docs/metrics.md lists them.
 
 pub mod server;
+pub mod web_config;
 
 use std::collections::BTreeMap;
 
@@ -17,7 +19,10 @@ pub use crate::swap::metrics::{Histogram, SwapMetrics, EXPAND_BUCKETS};
 pub struct View {
     pub status: NodeReport,
     pub swap: SwapMetrics,
-    pub start_time_unix: f64,
+    /// The daemon's own process (`None` when `/proc/self` could not be read; logged).
+    pub process: Option<crate::sys::proc_self::ProcessStats>,
+    /// The scrape's time, as a Unix time in seconds (heartbeats are exported as timestamps).
+    pub now_unix: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +142,6 @@ fn label(k: &'static str, v: &str) -> Labels {
 
 const BYTES: Option<&str> = Some("bytes");
 const SECONDS: Option<&str> = Some("seconds");
-const RATIO: Option<&str> = Some("ratio");
 
 /// Every family a scrape shows.
 pub fn families(view: &View) -> Vec<Family> {
@@ -153,29 +157,64 @@ pub fn families(view: &View) -> Vec<Family> {
         None,
         vec![(vec![("version", st.version.clone()), ("node", node)], 1.0)],
     );
-    o.gauge("start_time", "When the daemon started, as a Unix time.", SECONDS, view.start_time_unix);
     o.gauge("dry_run", "1 when the daemon only logs what it would do.", None, flag(st.dry_run));
 
+    // The node's readings that the daemon's decisions use. node_exporter has the same numbers
+    // under node_*; docs/metrics.md says why they are here too (the rules and `cluster status`
+    // work on a node without node_exporter, and these are the very samples the policies saw).
     if let Some(s) = &st.snapshot {
-        o.gauge("memory_total", "Memory installed (MemTotal).", BYTES, s.memory_total_bytes as f64);
-        o.gauge("memory_available", "Memory available (MemAvailable).", BYTES, s.memory_available_bytes as f64);
-        o.gauge("memory_used", "Share of memory in use (1 - available / total).", RATIO, s.memory_used_percent / 100.0);
-        o.gauge("swap_total", "Swap of every kind on this node (ours and others').", BYTES, s.swap_total_bytes as f64);
-        o.gauge("swap_used", "Swap in use on this node.", BYTES, s.swap_used_bytes as f64);
-        if let Some(c) = s.cpu_busy_percent {
-            o.gauge("cpu_busy", "Busy share of all CPUs over the last sampling interval.", RATIO, c / 100.0);
+        o.gauge("memory_total", "Memory installed (MemTotal of /proc/meminfo).", BYTES, s.memory_total_bytes as f64);
+        o.gauge(
+            "memory_available",
+            "Memory available without swapping (MemAvailable of /proc/meminfo).",
+            BYTES,
+            s.memory_available_bytes as f64,
+        );
+        o.gauge("swap_total", "Swap of every kind on this node, ours and others' (SwapTotal).", BYTES, s.swap_total_bytes as f64);
+        o.gauge("swap_used", "Swap in use on this node (SwapTotal - SwapFree).", BYTES, s.swap_used_bytes as f64);
+        if let Some(c) = &s.cpu_seconds {
+            o.family(
+                "cpu",
+                "CPU time of all CPUs since boot, split as the CPU emergency watch splits it (iowait counts as idle).",
+                Kind::Counter,
+                SECONDS,
+                vec![(label("mode", "busy"), c.busy), (label("mode", "idle"), c.idle)],
+            );
         }
-        let disks = [("root", &s.disk_root), ("swap_dir", &s.disk_swap_dir)]
-            .into_iter()
-            .filter_map(|(k, d)| d.as_ref().map(|d| (label("disk", k), d.used_percent / 100.0)))
-            .collect();
-        o.family("disk_used", "Share of the file system in use (as df's Use%).", Kind::Gauge, RATIO, disks);
+        let disks: Vec<_> =
+            [("root", &s.disk_root), ("swap_dir", &s.disk_swap_dir)].into_iter().filter_map(|(k, d)| d.as_ref().map(|d| (k, d))).collect();
+        let size = disks.iter().map(|(k, d)| (label("disk", k), d.total_bytes as f64)).collect();
+        o.family("filesystem_size", "Size of the file system holding / or swap.dir.", Kind::Gauge, BYTES, size);
+        let avail = disks.iter().map(|(k, d)| (label("disk", k), d.available_bytes as f64)).collect();
+        o.family(
+            "filesystem_avail",
+            "Space free to unprivileged users on the file system holding / or swap.dir (df's Avail).",
+            Kind::Gauge,
+            BYTES,
+            avail,
+        );
         if let Some(p) = &s.pressure {
-            let some = [("memory", p.memory), ("cpu", p.cpu), ("io", p.io)]
-                .into_iter()
-                .map(|(k, v)| (label("resource", k), v.some_avg10 / 100.0))
-                .collect();
-            o.family("pressure_some_avg10", "PSI: share of the last 10 s some task stalled.", Kind::Gauge, RATIO, some);
+            let us = |v: Option<u64>| v.map(|t| t as f64 / 1e6);
+            for (resource, r) in [("cpu", p.cpu), ("memory", p.memory), ("io", p.io)] {
+                if let Some(t) = us(r.some_total_us) {
+                    o.family(
+                        &format!("pressure_{resource}_waiting"),
+                        pressure_help(resource, false),
+                        Kind::Counter,
+                        SECONDS,
+                        vec![(Vec::new(), t)],
+                    );
+                }
+                if let Some(t) = us(r.full_total_us) {
+                    o.family(
+                        &format!("pressure_{resource}_stalled"),
+                        pressure_help(resource, true),
+                        Kind::Counter,
+                        SECONDS,
+                        vec![(Vec::new(), t)],
+                    );
+                }
+            }
         }
     }
 
@@ -255,11 +294,48 @@ pub fn families(view: &View) -> Vec<Family> {
         o.family("emergency_freed", "Bytes the emergency measures freed, by action.", Kind::Counter, BYTES, by_action(&em.freed_bytes));
     }
 
-    let beats = st.tasks.iter().map(|t| (label("task", &t.name), t.last_heartbeat_seconds_ago)).collect();
-    o.family("task_heartbeat_age", "Since each task of the daemon last showed it was alive.", Kind::Gauge, SECONDS, beats);
+    let beats = st.tasks.iter().map(|t| (label("task", &t.name), view.now_unix - t.last_heartbeat_seconds_ago)).collect();
+    o.family(
+        "task_last_heartbeat_timestamp",
+        "When each task of the daemon last showed it was alive, as a Unix time.",
+        Kind::Gauge,
+        SECONDS,
+        beats,
+    );
     let up = st.tasks.iter().map(|t| (label("task", &t.name), flag(t.state == "running"))).collect();
     o.family("task_up", "1 while the task runs.", Kind::Gauge, None, up);
+    if let Some(p) = &view.process {
+        process_families(&mut o.0, p);
+    }
     o.0
+}
+
+fn pressure_help(resource: &str, full: bool) -> &'static str {
+    match (resource, full) {
+        ("cpu", false) => "PSI: time at least one task waited for CPU (some total of /proc/pressure/cpu).",
+        ("cpu", true) => "PSI: time all non-idle tasks waited for CPU at once (full total of /proc/pressure/cpu).",
+        ("memory", false) => "PSI: time at least one task waited for memory (some total of /proc/pressure/memory).",
+        ("memory", true) => "PSI: time all non-idle tasks stalled on memory at once (full total of /proc/pressure/memory).",
+        ("io", false) => "PSI: time at least one task waited for I/O (some total of /proc/pressure/io).",
+        _ => "PSI: time all non-idle tasks stalled on I/O at once (full total of /proc/pressure/io).",
+    }
+}
+
+/// The standard `process_*` families of client libraries (client_golang's process collector:
+/// same names, types and units), for the daemon itself.
+fn process_families(out: &mut Vec<Family>, p: &crate::sys::proc_self::ProcessStats) {
+    let mut one = |name: &str, help: &'static str, kind: Kind, unit: Option<&'static str>, v: f64| {
+        let suffix = if kind == Kind::Counter { "_total" } else { "" };
+        out.push(Family { name: name.into(), help, kind, unit, samples: vec![Sample { suffix, labels: Vec::new(), value: v }] });
+    };
+    one("process_cpu_seconds", "Total user and system CPU time spent in seconds.", Kind::Counter, SECONDS, p.cpu_seconds);
+    one("process_resident_memory_bytes", "Resident memory size in bytes.", Kind::Gauge, BYTES, p.resident_memory_bytes as f64);
+    one("process_virtual_memory_bytes", "Virtual memory size in bytes.", Kind::Gauge, BYTES, p.virtual_memory_bytes as f64);
+    one("process_open_fds", "Number of open file descriptors.", Kind::Gauge, None, p.open_fds as f64);
+    if let Some(max) = p.max_fds {
+        one("process_max_fds", "Maximum number of open file descriptors.", Kind::Gauge, None, max as f64);
+    }
+    one("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", Kind::Gauge, SECONDS, p.start_time_seconds);
 }
 
 #[cfg(test)]

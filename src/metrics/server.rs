@@ -1,9 +1,11 @@
-//! The metrics task: `GET /metrics` on `[metrics] listen`, over plain HTTP/1.1 (hyper's server),
-//! one request per connection. A scrape costs one encoding of what the tasks already publish;
+//! The metrics task: `GET /metrics` on `[metrics] listen`, over HTTP/1.1 (hyper's server), with
+//! TLS and basic auth when `[metrics] web_config_file` asks for them (`web_config`), one request
+//! per connection. A scrape costs one encoding of what the tasks already publish;
 //! anything else gets 404. At most 8 connections at once, shared fairly (`runtime::slots`): a
 //! client that has not sent its request head within 2 s is dropped, and sooner when a newcomer
 //! needs its slot, so slow clients cannot shut out Prometheus; a whole exchange gets 10 s.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use http_body_util::Full;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::web_config::Web;
 use super::{SwapMetrics, View};
 use crate::report::Reports;
 use crate::runtime::slots::RequestSeen;
@@ -30,27 +33,42 @@ pub type SwapMetricsReceiver = watch::Receiver<Arc<SwapMetrics>>;
 pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> anyhow::Result<()> {
     let TaskCtx { mut config, heartbeat, cancel, .. } = ctx;
     heartbeat.started();
-    let source = Arc::new((state, swap, crate::sys::unix_ms() as f64 / 1000.0));
+    let procfs = crate::sys::procfs::ProcFs::default();
+    let boot_time = crate::sys::proc_self::boot_time(&procfs)
+        .map_err(|e| tracing::warn!("metrics: no process_* metrics (the boot time is needed for the start time): {e}"))
+        .ok();
+    let source = Arc::new(Scrape { state, swap, procfs, boot_time });
     let mut clients = crate::runtime::slots::Slots::new(MAX_CLIENTS);
     let mut ticker = crate::sys::ticker::Ticker::new(HEARTBEAT_PERIOD)?;
+    // The web configuration in use: re-read on every reload; a file that no longer loads keeps
+    // the last good one (as a config reload does), and none at all keeps /metrics closed.
+    let web_file = config.borrow_and_update().metrics.web_config_file.clone();
+    let mut web: Option<(Option<PathBuf>, Web)> = load_web(web_file.as_deref(), None);
     loop {
         let listen = config.borrow_and_update().metrics.listen;
-        let listener = match listen {
-            None => None,
-            Some(addr) => match TcpListener::bind(addr).await {
-                Ok(l) => {
-                    let addr = l.local_addr().unwrap_or(addr);
-                    tracing::info!(listen = %addr, "metrics: serving http://{addr}/metrics");
-                    Some(l)
+        let listener = match (listen, &web) {
+            (None, _) => None,
+            (Some(_), None) => None,
+            (Some(addr), Some((_, w))) => {
+                match TcpListener::bind(addr).await {
+                    Ok(l) => {
+                        let addr = l.local_addr().unwrap_or(addr);
+                        let scheme = if w.tls.is_some() { "https" } else { "http" };
+                        tracing::info!(listen = %addr, "metrics: serving {scheme}://{addr}/metrics");
+                        if w.tls.is_none() && w.auth.is_some() {
+                            tracing::warn!("metrics: basic auth without TLS sends passwords in the clear; add tls_server_config to the web config file");
+                        }
+                        Some(l)
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            listen = %addr,
+                            "metrics: cannot listen on {addr}: {e}; no /metrics until [metrics] listen is changed (\"\" turns it off) and the config reloaded"
+                        );
+                        None
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(
-                        listen = %addr,
-                        "metrics: cannot listen on {addr}: {e}; no /metrics until [metrics] listen is changed (\"\" turns it off) and the config reloaded"
-                    );
-                    None
-                }
-            },
+            }
         };
         loop {
             let accept = async {
@@ -65,8 +83,14 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
                     if changed.is_err() {
                         return Ok(());
                     }
-                    if config.borrow().metrics.listen != listen {
-                        break; // rebind
+                    let (new_listen, new_file) = {
+                        let c = config.borrow();
+                        (c.metrics.listen, c.metrics.web_config_file.clone())
+                    };
+                    let had = web.is_some();
+                    web = load_web(new_file.as_deref(), web.take());
+                    if new_listen != listen || had != web.is_some() {
+                        break; // rebind (or close, or open now that the web config loads)
                     }
                 }
                 tick = ticker.tick() => {
@@ -75,9 +99,10 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
                 }
                 accepted = accept => match accepted {
                     Ok((stream, _)) => {
-                        let source = source.clone();
+                        let Some((_, w)) = &web else { continue };
+                        let (source, w) = (source.clone(), w.clone());
                         clients.spawn(move |seen| async move {
-                            let _ = tokio::time::timeout(CLIENT_TIMEOUT, serve(stream, source, seen)).await;
+                            let _ = tokio::time::timeout(CLIENT_TIMEOUT, serve(stream, w, source, seen)).await;
                         });
                     }
                     Err(e) => {
@@ -93,35 +118,107 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
     }
 }
 
-type Source = Arc<(Reports, SwapMetricsReceiver, f64)>;
+/// The web configuration for `file` (plain HTTP when none). When the file does not load, the
+/// previous configuration of the same file stays in use, and with none /metrics stays closed:
+/// a broken file never opens the endpoint to anyone.
+fn load_web(file: Option<&Path>, previous: Option<(Option<PathBuf>, Web)>) -> Option<(Option<PathBuf>, Web)> {
+    let Some(path) = file else { return Some((None, Web::open())) };
+    match Web::load(path) {
+        Ok(w) => {
+            let tls = if w.tls.is_some() { "TLS" } else { "no TLS" };
+            let auth = if w.auth.is_some() { "basic auth" } else { "no authentication" };
+            tracing::info!(web_config_file = %crate::sys::display_path(path), "metrics: web config loaded: {tls}, {auth}");
+            Some((Some(path.to_path_buf()), w))
+        }
+        Err(e) => match previous.filter(|(p, _)| p.as_deref() == Some(path)) {
+            Some(kept) => {
+                tracing::error!("metrics: [metrics] web_config_file: {e}; keeping the web config loaded before");
+                Some(kept)
+            }
+            None => {
+                tracing::error!("metrics: [metrics] web_config_file: {e}; /metrics stays closed until it is fixed and the config reloaded");
+                None
+            }
+        },
+    }
+}
 
-/// One connection through hyper's HTTP/1.1 server: one request, then closed.
-async fn serve(stream: TcpStream, source: Source, seen: RequestSeen) {
+/// What a scrape reads.
+struct Scrape {
+    state: Reports,
+    swap: SwapMetricsReceiver,
+    procfs: crate::sys::procfs::ProcFs,
+    /// `btime`, read once at start (`None`: no `process_*` metrics).
+    boot_time: Option<u64>,
+}
+
+type Source = Arc<Scrape>;
+
+/// One connection through hyper's HTTP/1.1 server, after the TLS handshake when the web config
+/// has TLS (within the head's time limit): one request, then closed.
+async fn serve(stream: TcpStream, web: Web, source: Source, seen: RequestSeen) {
+    let auth = web.auth.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         seen.mark();
-        let answer = respond(&req, &source);
-        async move { Ok::<_, std::convert::Infallible>(answer) }
+        let (source, auth) = (source.clone(), auth.clone());
+        async move { Ok::<_, std::convert::Infallible>(respond(&req, &source, auth).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    let http = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
         .keep_alive(false)
         .max_buf_size(8192)
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-    if let Err(e) = conn.await {
+        .clone();
+    let result = match &web.tls {
+        None => http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await,
+        Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(stream)).await {
+            Ok(Ok(stream)) => http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await,
+            Ok(Err(e)) => {
+                tracing::debug!("metrics: a client's TLS handshake: {e}");
+                return;
+            }
+            Err(_) => return,
+        },
+    };
+    if let Err(e) = result {
         tracing::debug!("metrics: a client's connection: {e}");
     }
 }
 
-fn respond(req: &hyper::Request<hyper::body::Incoming>, source: &Source) -> hyper::Response<Full<Bytes>> {
+async fn respond(
+    req: &hyper::Request<hyper::body::Incoming>,
+    source: &Source,
+    auth: Option<Arc<super::web_config::Authenticator>>,
+) -> hyper::Response<Full<Bytes>> {
     use hyper::{header, Method, StatusCode};
+    if let Some(auth) = auth {
+        let given = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+        // bcrypt takes tens of milliseconds: off the runtime's one thread.
+        let ok = tokio::task::spawn_blocking(move || auth.check(given.as_deref())).await.unwrap_or(false);
+        if !ok {
+            let mut answer = hyper::Response::new(Full::new(Bytes::from_static(b"Unauthorized\n")));
+            *answer.status_mut() = StatusCode::UNAUTHORIZED;
+            answer.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic"));
+            answer.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+            return answer;
+        }
+    }
     // Prometheus asks for OpenMetrics; anything else (curl, promtool) gets the classic format.
     let openmetrics =
         req.headers().get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("application/openmetrics-text")));
     let (status, kind, body) = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => {
-            let (state, swap, start) = source.as_ref();
-            let view = View { status: state.node_report(), swap: swap.borrow().as_ref().clone(), start_time_unix: *start };
+            let process = source.boot_time.and_then(|boot| {
+                crate::sys::proc_self::ProcessStats::read(&source.procfs, boot)
+                    .map_err(|e| tracing::debug!("metrics: process_* metrics: {e}"))
+                    .ok()
+            });
+            let view = View {
+                status: source.state.node_report(),
+                swap: source.swap.borrow().as_ref().clone(),
+                process,
+                now_unix: crate::sys::unix_ms() as f64 / 1000.0,
+            };
             let kind = if openmetrics {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8"
             } else {

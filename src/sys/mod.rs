@@ -9,6 +9,7 @@ pub mod node;
 pub mod notify;
 pub mod nvml;
 pub mod paths;
+pub mod proc_self;
 pub mod process;
 pub mod procfs;
 pub mod psi;

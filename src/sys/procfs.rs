@@ -118,12 +118,18 @@ pub fn parse_stat(text: &str) -> Result<CpuTimes, String> {
     Ok(CpuTimes { busy: total.saturating_sub(idle), total })
 }
 
-/// The 10-second averages of one `/proc/pressure/*` file, in percent.
+/// One `/proc/pressure/*` file: the 10-second averages in percent, and the cumulative stall
+/// times (`total=`, microseconds since boot) that `/metrics` exports as counters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Pressure {
     pub some_avg10: f64,
     /// Absent from `cpu` on kernels before 5.13.
     pub full_avg10: Option<f64>,
+    /// Time some task stalled, in microseconds since boot (`None` when the line has no `total=`).
+    #[serde(default)]
+    pub some_total_us: Option<u64>,
+    #[serde(default)]
+    pub full_total_us: Option<u64>,
 }
 
 pub fn parse_pressure(text: &str) -> Result<Pressure, String> {
@@ -136,13 +142,20 @@ pub fn parse_pressure(text: &str) -> Result<Pressure, String> {
             Some("full") => &mut full,
             _ => continue,
         };
-        let avg10 = words.find_map(|w| w.strip_prefix("avg10=")).ok_or_else(|| format!("no avg10= in {line:?}"))?;
+        let words: Vec<&str> = words.collect();
+        let avg10 = words.iter().find_map(|w| w.strip_prefix("avg10=")).ok_or_else(|| format!("no avg10= in {line:?}"))?;
         // A share of time in percent: NaN, infinities and values outside 0..=100 are not the
         // kernel's, and a NaN would compare as "under every threshold".
         let value = avg10.parse::<f64>().ok().filter(|v| (0.0..=100.0).contains(v));
-        *slot = Some(value.ok_or_else(|| format!("avg10 is not a percentage: {avg10:?}"))?);
+        let value = value.ok_or_else(|| format!("avg10 is not a percentage: {avg10:?}"))?;
+        let total = match words.iter().find_map(|w| w.strip_prefix("total=")) {
+            None => None,
+            Some(t) => Some(t.parse::<u64>().map_err(|_| format!("total is not a number of microseconds: {t:?}"))?),
+        };
+        *slot = Some((value, total));
     }
-    Ok(Pressure { some_avg10: some.ok_or("no \"some\" line")?, full_avg10: full })
+    let (some_avg10, some_total_us) = some.ok_or("no \"some\" line")?;
+    Ok(Pressure { some_avg10, full_avg10: full.map(|f| f.0), some_total_us, full_total_us: full.and_then(|f| f.1) })
 }
 
 pub fn parse_loadavg(text: &str) -> Result<[f64; 3], String> {
@@ -281,10 +294,10 @@ mod tests {
     fn pressure_parses_some_and_optional_full() {
         let p =
             parse_pressure("some avg10=1.50 avg60=0.00 avg300=0.00 total=12\nfull avg10=0.25 avg60=0.00 avg300=0.00 total=3\n").unwrap();
-        assert_eq!(p, Pressure { some_avg10: 1.5, full_avg10: Some(0.25) });
+        assert_eq!(p, Pressure { some_avg10: 1.5, full_avg10: Some(0.25), some_total_us: Some(12), full_total_us: Some(3) });
         let cpu = parse_pressure("some avg10=3.00 avg60=0.00 avg300=0.00 total=12\n").unwrap();
         assert_eq!(cpu.full_avg10, None);
-        for bad in ["", "some avg60=1", "some avg10=abc", "full avg10=1.0"] {
+        for bad in ["", "some avg60=1", "some avg10=abc", "full avg10=1.0", "some avg10=1.0 total=-5"] {
             assert!(parse_pressure(bad).is_err(), "{bad:?}");
         }
     }

@@ -150,6 +150,7 @@ pub mod tests {
             snapshot: Some(Snapshot {
                 taken_at_unix_ms: at_s * 1000,
                 cpu_busy_percent: Some(mem / 2.0),
+                cpu_seconds: None,
                 memory_total_bytes: 100,
                 memory_available_bytes: 50,
                 memory_used_percent: mem,

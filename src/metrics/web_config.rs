@@ -1,0 +1,342 @@
+//! `[metrics] web_config_file`: TLS and basic auth for `/metrics`, in the web configuration
+//! file format of Prometheus's exporter-toolkit (the `--web.config.file` of node_exporter and
+//! Prometheus itself), so a file written for them works here:
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: server.crt        # PEM; relative paths are relative to this file's directory
+//!   key_file: server.key
+//!   client_auth_type: RequireAndVerifyClientCert   # optional, with client_ca_file
+//!   client_ca_file: clients.crt
+//!   min_version: TLS12           # TLS12 (default) or TLS13
+//!   max_version: TLS13
+//! basic_auth_users:
+//!   prometheus: $2y$10$...       # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':\n')
+//! ```
+//!
+//! exporter-toolkit keys that cluster-ai does not implement (`cipher_suites`,
+//! `curve_preferences`, `prefer_server_cipher_suites`, `client_allowed_sans`, inline `cert`
+//! and `key`, `http_server_config`) are errors that say so, not silently ignored settings.
+//! Errors name the file, the key and what would be right.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// The file and the certificates it names are read whole, up to this size each.
+const MAX_FILE: u64 = 1 << 20;
+
+/// A verified password is remembered this long after its last use, so a scrape every 15 s costs
+/// one bcrypt, not one per scrape (exporter-toolkit caches the same way); a password no longer
+/// used is forgotten after it.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(300);
+/// At most this many remembered verifications (one per user in practice).
+const AUTH_CACHE_MAX: usize = 64;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWebConfig {
+    tls_server_config: Option<RawTls>,
+    http_server_config: Option<serde_yaml_ng::Value>,
+    basic_auth_users: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_auth_type: Option<String>,
+    client_ca_file: Option<String>,
+    min_version: Option<String>,
+    max_version: Option<String>,
+    cert: Option<serde_yaml_ng::Value>,
+    key: Option<serde_yaml_ng::Value>,
+    cipher_suites: Option<serde_yaml_ng::Value>,
+    curve_preferences: Option<serde_yaml_ng::Value>,
+    prefer_server_cipher_suites: Option<serde_yaml_ng::Value>,
+    client_allowed_sans: Option<serde_yaml_ng::Value>,
+}
+
+/// A validated web configuration (certificates not yet read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    pub tls: Option<TlsSettings>,
+    /// User name → bcrypt hash. Empty: no authentication.
+    pub users: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_auth: ClientAuth,
+    pub min_version: TlsVersion,
+    pub max_version: TlsVersion,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `NoClientCert` (the default).
+    None,
+    /// `VerifyClientCertIfGiven`: a certificate is optional but must chain to the CA file.
+    IfGiven(PathBuf),
+    /// `RequireAndVerifyClientCert`.
+    Required(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// Parses the file's text; `path` names it in errors and anchors relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<WebConfig, String> {
+    let shown = crate::sys::display_path(path);
+    let at = |key: &str, msg: String| format!("{shown}: {key}: {msg}");
+    // An empty file is exporter-toolkit's "no TLS, no authentication".
+    let raw: RawWebConfig = if text.trim().is_empty() {
+        RawWebConfig::default()
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| format!("{shown}: {e}"))?
+    };
+    let unsupported = |key: &str| {
+        at(key, "exporter-toolkit's key, which cluster-ai does not implement; remove it (docs/metrics.md lists the keys it reads)".into())
+    };
+    if raw.http_server_config.is_some() {
+        return Err(unsupported("http_server_config"));
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let file = |key: &str, v: Option<String>| -> Result<PathBuf, String> {
+        match v.filter(|s| !s.is_empty()) {
+            None => Err(at(key, "missing; expected the path of a PEM file".into())),
+            Some(s) => Ok(dir.join(s)),
+        }
+    };
+    let tls = match raw.tls_server_config {
+        None => None,
+        Some(t) => {
+            for (key, v) in [
+                ("cert", &t.cert),
+                ("key", &t.key),
+                ("cipher_suites", &t.cipher_suites),
+                ("curve_preferences", &t.curve_preferences),
+                ("prefer_server_cipher_suites", &t.prefer_server_cipher_suites),
+                ("client_allowed_sans", &t.client_allowed_sans),
+            ] {
+                if v.is_some() {
+                    return Err(unsupported(&format!("tls_server_config.{key}")));
+                }
+            }
+            let version = |key: &str, v: Option<String>, default: TlsVersion| match v.as_deref() {
+                None | Some("") => Ok(default),
+                Some("TLS12") => Ok(TlsVersion::Tls12),
+                Some("TLS13") => Ok(TlsVersion::Tls13),
+                Some(o @ ("TLS10" | "TLS11")) => Err(at(key, format!("{o:?} is too old for cluster-ai (rustls); expected TLS12 or TLS13"))),
+                Some(o) => Err(at(key, format!("{o:?} is not a TLS version; expected TLS12 or TLS13"))),
+            };
+            let min_version = version("tls_server_config.min_version", t.min_version, TlsVersion::Tls12)?;
+            let max_version = version("tls_server_config.max_version", t.max_version, TlsVersion::Tls13)?;
+            if min_version > max_version {
+                return Err(at("tls_server_config.max_version", "is below min_version".into()));
+            }
+            let ca = || file("tls_server_config.client_ca_file", t.client_ca_file.clone());
+            let client_auth = match t.client_auth_type.as_deref() {
+                None | Some("") | Some("NoClientCert") => ClientAuth::None,
+                Some("VerifyClientCertIfGiven") => ClientAuth::IfGiven(ca()?),
+                Some("RequireAndVerifyClientCert") => ClientAuth::Required(ca()?),
+                Some(o @ ("RequestClientCert" | "RequireAnyClientCert")) => {
+                    return Err(at(
+                        "tls_server_config.client_auth_type",
+                        format!("{o:?} accepts unverified certificates, which cluster-ai does not; use VerifyClientCertIfGiven or RequireAndVerifyClientCert with client_ca_file"),
+                    ))
+                }
+                Some(o) => {
+                    return Err(at(
+                        "tls_server_config.client_auth_type",
+                        format!("{o:?} is not a client auth type; expected NoClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert"),
+                    ))
+                }
+            };
+            if client_auth == ClientAuth::None && t.client_ca_file.as_deref().is_some_and(|s| !s.is_empty()) {
+                return Err(at(
+                    "tls_server_config.client_ca_file",
+                    "is set but client_auth_type is NoClientCert; set client_auth_type to RequireAndVerifyClientCert".into(),
+                ));
+            }
+            Some(TlsSettings {
+                cert_file: file("tls_server_config.cert_file", t.cert_file)?,
+                key_file: file("tls_server_config.key_file", t.key_file)?,
+                client_auth,
+                min_version,
+                max_version,
+            })
+        }
+    };
+    let users = raw.basic_auth_users.unwrap_or_default();
+    for (user, hash) in &users {
+        let key = format!("basic_auth_users.{user}");
+        if user.is_empty() || user.contains(':') {
+            return Err(at(&key, "a user name must be non-empty and hold no ':' (basic auth splits on it)".into()));
+        }
+        hash.parse::<bcrypt::HashParts>()
+            .map_err(|e| at(&key, format!("not a bcrypt hash ({e}); expected e.g. the output of htpasswd -nBC 10 \"\" | tr -d ':\\n'")))?;
+    }
+    Ok(WebConfig { tls, users })
+}
+
+/// Reads and parses the file.
+pub fn read(path: &Path) -> Result<WebConfig, String> {
+    let text = crate::sys::fs::read_text(path, MAX_FILE).map_err(|e| format!("{}: {e}", crate::sys::display_path(path)))?;
+    parse(path, &text)
+}
+
+/// What the server uses: the TLS acceptor (certificates read) and the authenticator.
+#[derive(Clone)]
+pub struct Web {
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub auth: Option<Arc<Authenticator>>,
+}
+
+impl Web {
+    /// Plain HTTP, no authentication (no web_config_file).
+    pub fn open() -> Web {
+        Web { tls: None, auth: None }
+    }
+
+    /// Reads the file and the certificates it names; errors name the file and the key.
+    pub fn load(path: &Path) -> Result<Web, String> {
+        let config = read(path)?;
+        let tls = config.tls.as_ref().map(acceptor).transpose()?;
+        let auth = (!config.users.is_empty()).then(|| Arc::new(Authenticator::new(config.users)));
+        Ok(Web { tls, auth })
+    }
+}
+
+fn acceptor(t: &TlsSettings) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |key: &str, p: &Path| {
+        crate::sys::fs::read_regular_file(p, MAX_FILE).map_err(|e| format!("tls_server_config.{key}: {}: {e}", crate::sys::display_path(p)))
+    };
+    let bad = |key: &str, p: &Path, e: String| format!("tls_server_config.{key}: {}: {e}", crate::sys::display_path(p));
+    let certs = |key: &str, p: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
+        let pem = read(key, p)?;
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().map_err(|e| bad(key, p, e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad(key, p, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
+        }
+        Ok(certs)
+    };
+    let chain = certs("cert_file", &t.cert_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&read("key_file", &t.key_file)?)
+        .map_err(|e| bad("key_file", &t.key_file, format!("no PEM private key ({e})")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> =
+        [(TlsVersion::Tls12, &rustls::version::TLS12), (TlsVersion::Tls13, &rustls::version::TLS13)]
+            .into_iter()
+            .filter(|(v, _)| (t.min_version..=t.max_version).contains(v))
+            .map(|(_, p)| p)
+            .collect();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("tls_server_config.min_version/max_version: {e}"))?;
+    let builder = match &t.client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::IfGiven(ca) | ClientAuth::Required(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs("client_ca_file", ca)? {
+                roots.add(c).map_err(|e| bad("client_ca_file", ca, e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if matches!(t.client_auth, ClientAuth::IfGiven(_)) { verifier.allow_unauthenticated() } else { verifier };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| bad("client_ca_file", ca, e.to_string()))?)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+        format!(
+            "tls_server_config: {} and {} do not make a certificate and its key: {e}",
+            crate::sys::display_path(&t.cert_file),
+            crate::sys::display_path(&t.key_file)
+        )
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Basic auth against bcrypt hashes, remembering recent successes ([`AUTH_CACHE_TTL`]).
+pub struct Authenticator {
+    users: BTreeMap<String, String>,
+    /// User → (SHA-256 of the password that verified, when it was last used).
+    verified: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+}
+
+impl Authenticator {
+    pub fn new(users: BTreeMap<String, String>) -> Authenticator {
+        Authenticator { users, verified: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether an `Authorization` header's value (`Basic base64(user:password)`) names a user
+    /// with that password. A bcrypt runs (blocking, 10–100 ms at the usual costs) unless the
+    /// same user and password verified within [`AUTH_CACHE_TTL`]; run it off the runtime thread.
+    /// An unknown user costs a bcrypt too, so the answer's timing does not tell which users exist.
+    pub fn check(&self, authorization: Option<&[u8]>) -> bool {
+        let Some((user, password)) = authorization.and_then(decode_basic) else { return false };
+        let digest = sha256(password.as_bytes());
+        let now = Instant::now();
+        if let Ok(mut cache) = self.verified.lock() {
+            if let Some((d, used)) = cache.get_mut(&user) {
+                if *d == digest && now.duration_since(*used) < AUTH_CACHE_TTL {
+                    *used = now;
+                    return true;
+                }
+            }
+        }
+        let (hash, known) = match self.users.get(&user) {
+            Some(h) => (h, true),
+            // Any configured hash: the same cost as a real user's, and the answer is "no".
+            None => match self.users.values().next() {
+                Some(h) => (h, false),
+                None => return false,
+            },
+        };
+        let ok = bcrypt::verify(password.as_bytes(), hash).unwrap_or(false) && known;
+        if ok {
+            if let Ok(mut cache) = self.verified.lock() {
+                cache.retain(|_, (_, used)| now.duration_since(*used) < AUTH_CACHE_TTL);
+                if cache.len() < AUTH_CACHE_MAX || cache.contains_key(&user) {
+                    cache.insert(user, (digest, now));
+                }
+            }
+        }
+        ok
+    }
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, b);
+    let mut out = [0; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// `Basic dXNlcjpwYXNz` → `("user", "pass")`; `None` for any other scheme or a malformed value.
+fn decode_basic(v: &[u8]) -> Option<(String, String)> {
+    use base64::Engine;
+    let v = std::str::from_utf8(v).ok()?.trim();
+    let (scheme, rest) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+use super::*;
+
+/// A cost-4 hash made here with a fixed salt (no randomness needed to check a password).
+fn hash(password: &str) -> String {
+    bcrypt::hash_with_salt(password, 4, [7; 16]).unwrap().to_string()
+}
+
+fn p() -> &'static Path {
+    Path::new("/etc/cluster-ai/web-config.yml")
+}
+
+fn err(text: &str) -> String {
+    parse(p(), text).unwrap_err()
+}
+
+#[test]
+fn exporter_toolkits_format_parses_with_paths_beside_the_file() {
+    let text = format!(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: /abs/server.key\n  min_version: TLS13\n\
+         basic_auth_users:\n  prometheus: {}\n",
+        hash("secret")
+    );
+    let c = parse(p(), &text).unwrap();
+    let tls = c.tls.unwrap();
+    assert_eq!(tls.cert_file, Path::new("/etc/cluster-ai/server.crt"));
+    assert_eq!(tls.key_file, Path::new("/abs/server.key"));
+    assert_eq!((tls.min_version, tls.max_version, tls.client_auth), (TlsVersion::Tls13, TlsVersion::Tls13, ClientAuth::None));
+    assert_eq!(c.users.len(), 1);
+    // Empty file: exporter-toolkit's "nothing".
+    assert_eq!(parse(p(), "\n").unwrap(), WebConfig { tls: None, users: BTreeMap::new() });
+    let mtls = parse(
+        p(),
+        "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+    )
+    .unwrap();
+    assert_eq!(mtls.tls.unwrap().client_auth, ClientAuth::Required(PathBuf::from("/etc/cluster-ai/ca.crt")));
+}
+
+#[test]
+fn bad_yaml_unknown_and_unsupported_keys_name_the_file_and_the_key() {
+    let e = err("tls_server_config: [unclosed\n");
+    assert!(e.starts_with("/etc/cluster-ai/web-config.yml: ") && e.contains("line"), "{e}");
+    let e = err("tls_server_config:\n  cert_fil: a\n");
+    assert!(e.contains("web-config.yml") && e.contains("cert_fil") && e.contains("cert_file"), "{e}");
+    let e = err("basic_auth_user:\n  a: b\n");
+    assert!(e.contains("basic_auth_user") && e.contains("basic_auth_users"), "{e}");
+    let e = err("tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n");
+    assert!(e.contains("tls_server_config.cipher_suites") && e.contains("does not implement"), "{e}");
+    let e = err("http_server_config:\n  http2: false\n");
+    assert!(e.contains("http_server_config") && e.contains("does not implement"), "{e}");
+    let e = err("tls_server_config: {}\n");
+    assert!(e.contains("tls_server_config.cert_file: missing"), "{e}");
+    let e = err("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS10\n");
+    assert!(e.contains("tls_server_config.min_version") && e.contains("TLS12"), "{e}");
+    let e = err("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS13\n  max_version: TLS12\n");
+    assert!(e.contains("max_version"), "{e}");
+    let e = err("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n");
+    assert!(e.contains("client_ca_file: missing"), "{e}");
+    let e = err("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAnyClientCert\n");
+    assert!(e.contains("client_auth_type") && e.contains("unverified"), "{e}");
+    let e = err("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_ca_file: ca\n");
+    assert!(e.contains("client_ca_file") && e.contains("NoClientCert"), "{e}");
+    let e = err("basic_auth_users:\n  prometheus: plaintext\n");
+    assert!(e.contains("basic_auth_users.prometheus") && e.contains("bcrypt"), "{e}");
+    let e = err("- a\n- b\n");
+    assert!(e.contains("web-config.yml"), "{e}");
+}
+
+#[test]
+fn missing_or_unreadable_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = read(&dir.path().join("nope.yml")).unwrap_err();
+    assert!(e.contains("nope.yml"), "{e}");
+    let e = read(dir.path()).unwrap_err();
+    assert!(e.contains(&dir.path().display().to_string()) && e.contains("directory"), "{e}");
+    let cfg = dir.path().join("web.yml");
+    std::fs::write(&cfg, "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n").unwrap();
+    let e = Web::load(&cfg).err().unwrap();
+    assert!(e.contains("tls_server_config.cert_file") && e.contains("missing.crt"), "{e}");
+    std::fs::write(dir.path().join("missing.crt"), "not pem\n").unwrap();
+    let e = Web::load(&cfg).err().unwrap();
+    assert!(e.contains("tls_server_config.cert_file") && e.contains("no PEM certificate"), "{e}");
+}
+
+fn basic(user: &str, password: &str) -> Vec<u8> {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))).into_bytes()
+}
+
+#[test]
+fn basic_auth_checks_bcrypt_and_remembers_only_successes() {
+    let mut a = Authenticator::new(BTreeMap::from([("prometheus".to_string(), hash("s3cret:with colon"))]));
+    assert!(a.check(Some(&basic("prometheus", "s3cret:with colon"))));
+    // Remembered: with the hash changed under it, the same password still passes from the
+    // cache (no bcrypt ran); the old hash is put back for the rest.
+    let real = a.users.insert("prometheus".into(), hash("other")).unwrap();
+    assert!(a.check(Some(&basic("prometheus", "s3cret:with colon"))));
+    a.users.insert("prometheus".into(), real);
+    assert!(!a.check(Some(&basic("prometheus", "wrong"))));
+    assert!(!a.check(Some(&basic("nobody", "s3cret:with colon"))));
+    assert!(!a.check(None));
+    assert!(!a.check(Some(b"Bearer abc")));
+    assert!(!a.check(Some(b"Basic !!!not-base64")));
+    assert_eq!(a.verified.lock().unwrap().len(), 1);
+    // A stale entry is not trusted: the password is verified again.
+    a.verified.lock().unwrap().get_mut("prometheus").unwrap().1 = Instant::now() - AUTH_CACHE_TTL - Duration::from_secs(1);
+    assert!(!a.check(Some(&basic("prometheus", "wrong"))));
+    assert!(a.check(Some(&basic("prometheus", "s3cret:with colon"))));
+}
