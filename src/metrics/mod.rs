@@ -3,7 +3,7 @@
 //! run). A scrape encodes what the tasks already publish (the sampler's snapshot, the swap
 //! task's counters, the health, alert and emergency reports, the heartbeats); it reads nothing
 //! from `/proc`. Names follow Prometheus's conventions: `cluster_ai_` prefix, base units,
-//! `_total` counters; README.md lists them.
+//! `_total` counters; docs/metrics.md lists them.
 
 pub mod server;
 
