@@ -90,7 +90,7 @@ pub const TABLE: &[ExitStatus] = &[
     ExitStatus {
         code: CONFIG,
         meaning: "the config file is invalid, or --config names a missing file (sysexits.h EX_CONFIG; the systemd unit does not restart on it)",
-        commands: &["run", "config check", "swap", "check", "optimize", "free-memory", "alert test", "health", "monitor"],
+        commands: &["run", "config check", "config show", "swap", "check", "optimize", "free-memory", "alert test", "health", "monitor"],
     },
 ];
 
