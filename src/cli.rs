@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::commands::exit;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,7 +27,7 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Pre-install resource check: hardware, tier, score, recommended settings, warnings.
-    /// Exit 0 when the machine meets the minimum, 1 when it does not, 78 on a bad config.
+    /// Exit 0 when the machine meets the minimum, 6 when it does not.
     Check(CheckArgs),
     /// Size Dask and Ollama to this machine: print the plan as a diff against the env files in
     /// place, and write them (to [optimize] env_dir) unless --dry-run.
@@ -40,7 +42,8 @@ pub enum Command {
     #[command(subcommand)]
     Alert(AlertCommand),
     /// Every service the health task watches: state and since when, the last probe, restarts,
-    /// backoff, open incidents. Exit 1 when one is unhealthy. Without a daemon, one look from here.
+    /// backoff, open incidents. Exit 5 when one is unhealthy, 7 when none could be looked at.
+    /// Without a daemon, one look from here.
     Health(StatusArgs),
     /// A live view: charts of the last minutes of memory, swap (managed files stacked), CPU and
     /// pressure, with the services and recent actions beside them, until q, Esc or Ctrl-C (+/-
@@ -50,12 +53,50 @@ pub enum Command {
     /// The whole cluster, as the Prometheus server that scrapes every node sees it.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Print the shell completion script for SHELL to stdout, for installs without the Debian
+    /// package (which ships them): e.g. `cluster-ai completions bash >
+    /// ~/.local/share/bash-completion/completions/cluster-ai`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// The command line as clap parses it, with each command's exit statuses (from
+/// [`exit::TABLE`]) at the end of its `--help`.
+pub fn command() -> clap::Command {
+    with_exit_help(Cli::command(), "")
+}
+
+fn with_exit_help(cmd: clap::Command, path: &str) -> clap::Command {
+    let mut text = String::from("Exit status:\n");
+    for s in exit::for_command(path) {
+        text += &format!("  {:>2}  {}\n", s.code, s.meaning);
+    }
+    let subs: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    let mut cmd = cmd.after_long_help(text.trim_end().to_string());
+    for name in subs {
+        let sub_path = if path.is_empty() { name.clone() } else { format!("{path} {name}") };
+        cmd = cmd.mut_subcommand(name, |c| with_exit_help(c, &sub_path));
+    }
+    cmd
+}
+
+/// Parses the process's arguments (exiting with usage status 2, or 0 for --help, as clap does).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// One line per node the Prometheus server scrapes: up, memory, swap, services down, last
-    /// seen, firing alerts. Exit 1 when a node is down, has a service down or an alert firing.
+    /// seen, firing alerts. Exit 5 when a node is down, has a service down or an alert firing,
+    /// 69 when the Prometheus server cannot be reached.
     Status(ClusterStatusArgs),
 }
 
@@ -112,7 +153,7 @@ pub struct CheckArgs {
     /// Cheap sources only (well under 100 ms): no NVML, no port probes, no disk write test.
     #[arg(long)]
     pub quick: bool,
-    /// Print the report as JSON (schema_version 1, documented in the README).
+    /// Print the report as JSON (schema_version 1, documented in docs/optimize.md).
     #[arg(long)]
     pub json: bool,
     /// Config file, for swap.dir and its sizes [default: /etc/cluster-ai/config.toml].
@@ -197,7 +238,7 @@ pub struct AlertTestArgs {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate a config file and its drop-ins (config.d/*.toml beside it); every problem is
-    /// printed as PATH:LINE:COL: key: problem. Exit 0 or 78.
+    /// printed as PATH:LINE:COL: key: problem. Exit 0 or 78. The keys: man:cluster-ai.toml(5).
     Check(ConfigCheckArgs),
     /// Print the effective configuration, one `key = value` a line, each with where it came
     /// from (default, or the file and line). Exit 0, or 78 when the files are invalid.

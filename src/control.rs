@@ -77,12 +77,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// LSB exit codes for status actions: 3 not running, 4 unknown.
+    /// The exit status ([`crate::commands::exit`]): as the LSB status action, 3 not running
+    /// and 4 unknown; 1 for a request the daemon refused.
     pub fn exit_code(&self) -> u8 {
+        use crate::commands::exit;
         match self {
-            ClientError::NotRunning(_) => 3,
-            ClientError::Refused(_) => 1,
-            _ => 4,
+            ClientError::NotRunning(_) => exit::NOT_RUNNING,
+            ClientError::Refused(_) => exit::FAILURE,
+            _ => exit::UNKNOWN,
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod emergency;
 pub mod fault;
 pub mod health;
 pub mod logging;
+pub mod manual;
 pub mod metrics;
 pub mod optimize;
 pub mod report;

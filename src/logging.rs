@@ -27,6 +27,12 @@ impl LogHandle {
 
 pub use crate::sys::process::stderr_is_journal;
 
+/// Whether text output may carry ANSI colour: only on a terminal, and never when `NO_COLOR` is
+/// set to anything but the empty string (<https://no-color.org>).
+pub fn colour(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Every target at `level`.
 fn targets(level: LogLevel) -> Targets {
     level.as_str().parse().unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
@@ -50,7 +56,7 @@ pub fn init(level: LogLevel) -> LogHandle {
     let text = journald.is_none().then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_ansi(colour(std::io::IsTerminal::is_terminal(&std::io::stderr()), std::env::var_os("NO_COLOR")))
             .with_target(false)
     });
     let _ = tracing_subscriber::registry().with(filter).with(journald).with(text).try_init();
@@ -63,6 +69,14 @@ mod tests {
     use tracing_subscriber::filter::Targets;
 
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color_set() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())), "an empty NO_COLOR is unset, as no-color.org says");
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+    }
 
     #[test]
     fn each_log_level_and_rust_log_directives_filter_as_documented() {

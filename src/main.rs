@@ -1,11 +1,10 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use cluster_ai::cli::{AlertCommand, Cli, ClusterCommand, Command, ConfigCommand};
+use cluster_ai::cli::{AlertCommand, ClusterCommand, Command, ConfigCommand};
 use cluster_ai::commands;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cluster_ai::cli::parse();
     match cli.command {
         Command::Run(args) => commands::run::main(args),
         Command::Status(args) => commands::status::main(args),
@@ -19,5 +18,6 @@ fn main() -> ExitCode {
         Command::Health(args) => commands::health::main(args),
         Command::Alert(AlertCommand::Test(args)) => commands::alert::test(args),
         Command::Cluster(ClusterCommand::Status(args)) => commands::cluster::status(args),
+        Command::Completions(args) => commands::completions(args),
     }
 }

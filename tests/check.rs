@@ -103,7 +103,7 @@ impl LimitedCgroup {
 }
 
 #[test]
-fn below_the_minimum_under_a_cgroup_memory_limit_exits_1_and_says_why() {
+fn below_the_minimum_under_a_cgroup_memory_limit_exits_6_and_says_why() {
     if !common::require_root("a memory cgroup of the test's own") {
         return;
     }
@@ -114,7 +114,7 @@ fn below_the_minimum_under_a_cgroup_memory_limit_exits_1_and_says_why() {
     let script =
         format!("echo $$ > {}/cgroup.procs && exec {} check --quick --json --config {}", cg.0.display(), common::BIN, cfg.display());
     let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
     let v = json(&out);
     assert_eq!(v["hardware"]["memory"]["limit_bytes"].as_u64(), Some(2 << 30));
     assert_eq!((v["tier"].as_str(), v["meets_minimum"].as_bool()), (Some("below_minimum"), Some(false)));

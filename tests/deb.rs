@@ -92,7 +92,12 @@ fn the_package_passes_lintian_and_keeps_its_config_from_other_users() {
     // (cargo-deb writes owners as numbers: 0/0 is root:root.)
     let config = entry("./etc/cluster-ai/config.toml");
     assert!(config.starts_with("-rw-r----- 0/0 "), "{config}");
-    for doc in ["copyright", "changelog.Debian.gz"] {
+    // The man pages: a command page per subcommand and the config reference the unit's
+    // Documentation= names.
+    for page in ["./usr/share/man/man1/cluster-ai.1", "./usr/share/man/man1/cluster-ai-run.1", "./usr/share/man/man5/cluster-ai.toml.5"] {
+        assert!(listing.lines().any(|l| l.contains(page)), "no {page} in:\n{listing}");
+    }
+    for doc in ["copyright", "changelog.Debian.gz", "docs/swap.md"] {
         let line = entry(&format!("./usr/share/doc/cluster-ai/{doc}"));
         assert!(line.starts_with("-rw-r--r-- 0/0 "), "{line}");
     }

@@ -66,7 +66,7 @@ fn a_real_dask_scheduler_hung_or_killed_is_unhealthy_and_a_worker_that_left_is_n
     w2.stop();
     let v = wait_until("the worker alert", T, || {
         let (code, v) = health(&d.socket());
-        (code == 1 && service(&v, "dask-scheduler")["workers"]["count"] == 1).then_some(v)
+        (code == 5 && service(&v, "dask-scheduler")["workers"]["count"] == 1).then_some(v)
     });
     assert_eq!(service(&v, "dask-scheduler")["workers"]["left"], serde_json::json!(["w2"]), "{v}");
     assert!(d.log_text().contains("dask-scheduler has 1 worker(s), fewer than 2; left: w2"), "{}", d.log_text());
@@ -85,7 +85,7 @@ fn a_real_dask_scheduler_hung_or_killed_is_unhealthy_and_a_worker_that_left_is_n
     kill(pid, Signal::SIGSTOP).unwrap();
     let log = d.wait_log("health: dask-scheduler is down: not answering: no answer within 500ms", T);
     let (code, v) = health(&d.socket());
-    assert_eq!((code, service(&v, "dask-scheduler")["state"].as_str()), (1, Some("unhealthy")), "{v}\n{log}");
+    assert_eq!((code, service(&v, "dask-scheduler")["state"].as_str()), (5, Some("unhealthy")), "{v}\n{log}");
     kill(pid, Signal::SIGCONT).unwrap();
     d.wait_log("health: dask-scheduler is healthy again after", T);
     let status = String::from_utf8(d.status(&[]).stdout).unwrap();
@@ -187,11 +187,11 @@ fn an_http_service_that_fails_or_hangs_is_down_and_one_look_works_without_a_daem
     // Only the missing unit: nothing could be looked at, which is not "ok".
     let only_missing = b.dir().join("only-missing.toml");
     std::fs::write(&only_missing, "[[health.service]]\nname = \"not-here\"\nunit = \"cluster-ai-test-no-such-unit.service\"\n").unwrap();
-    let nothing = look(&only_missing, 3);
+    let nothing = look(&only_missing, 7);
     assert!(nothing.starts_with("health: nothing watched (1 service(s) configured, none installed"), "{nothing}");
     assert!(text.contains("not-here") && text.contains("not installed"), "{text}");
     *mode.lock().unwrap() = 1;
-    let text = one(1);
+    let text = one(5);
     assert!(text.contains("status 500 (expected 200): oops!"), "{text}");
     *mode.lock().unwrap() = 0;
 
@@ -204,7 +204,7 @@ fn an_http_service_that_fails_or_hangs_is_down_and_one_look_works_without_a_daem
     *mode.lock().unwrap() = 2;
     d.wait_log("health: open-webui is down: not answering: no answer within 300ms", T);
     let (code, v) = health(&d.socket());
-    assert_eq!(code, 1);
+    assert_eq!(code, 5, "unhealthy");
     assert_eq!(service(&v, "not-here")["state"], "not installed", "{v}");
     assert_eq!(service(&v, "not-here")["last_probe"], serde_json::Value::Null, "never probed");
     *mode.lock().unwrap() = 0;

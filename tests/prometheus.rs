@@ -278,7 +278,7 @@ fn a_real_prometheus_scrapes_two_nodes_fires_a_rule_into_alertmanager_and_cluste
 
     // `cluster status` reads both back through Prometheus.
     let (code, out) = cluster_status(prom.port, true);
-    assert_eq!(code, Some(1), "m2 has a service down: {out}");
+    assert_eq!(code, Some(5), "m2 has a service down: {out}");
     let nodes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     let by = |name: &str| nodes.iter().find(|n| n["node"] == name).cloned().unwrap_or_else(|| panic!("no {name}: {out}"));
     let (n1, n2) = (by("m1"), by("m2"));
@@ -301,9 +301,9 @@ fn a_real_prometheus_scrapes_two_nodes_fires_a_rule_into_alertmanager_and_cluste
         nodes.into_iter().find(|n| n["instance"] == format!("127.0.0.1:{p1}") && n["up"] == false)
     });
     assert!(n1["last_seen_unix"].as_f64().is_some(), "{n1}");
-    // Nothing answers at the address: a clear error, exit 2.
+    // Nothing answers at the address: a clear error, exit 69 (EX_UNAVAILABLE).
     let (code, out) = cluster_status(free_port(), false);
-    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(code, Some(69), "{out}");
     assert!(out.contains("cannot connect"), "{out}");
 }
 

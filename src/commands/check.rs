@@ -1,9 +1,11 @@
-//! `cluster-ai check [--quick] [--json]`: the seed's resource checker. Exit 0 when the machine
-//! meets the minimum, 1 when it does not, 78 on a bad config.
+//! `cluster-ai check [--quick] [--json]`: the resource checker. Exit 0 when the machine meets
+//! the minimum, [`exit::BELOW_MINIMUM`] when it does not, [`exit::IO_ERROR`] when the hardware
+//! cannot be read, [`exit::CONFIG`] on a bad config.
 
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::exit;
 use crate::cli::CheckArgs;
 use crate::config::human_size;
 use crate::optimize::check::{report, Report};
@@ -21,7 +23,7 @@ pub fn main(args: CheckArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             eprintln!("cluster-ai check: cannot read the hardware: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::IO_ERROR);
         }
     };
     let r = report(profile, &config, args.quick, took.as_secs_f64() * 1000.0);
@@ -39,7 +41,7 @@ pub fn main(args: CheckArgs) -> ExitCode {
     if r.meets_minimum {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(exit::BELOW_MINIMUM)
     }
 }
 

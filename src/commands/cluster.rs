@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::exit;
 use crate::cli::ClusterStatusArgs;
 use crate::sys::http::{request, Endpoint};
 
@@ -41,7 +42,7 @@ pub fn status(args: ClusterStatusArgs) -> ExitCode {
         Ok(n) => n,
         Err(e) => {
             eprintln!("cluster-ai cluster status: {}: {e}", args.prometheus);
-            return ExitCode::from(2);
+            return ExitCode::from(exit::UNAVAILABLE);
         }
     };
     if args.json {
@@ -51,7 +52,7 @@ pub fn status(args: ClusterStatusArgs) -> ExitCode {
     }
     let trouble = nodes.is_empty() || nodes.iter().any(|n| !n.up || !n.services_down.is_empty() || !n.alerts_firing.is_empty());
     if trouble {
-        ExitCode::FAILURE
+        ExitCode::from(exit::UNHEALTHY)
     } else {
         ExitCode::SUCCESS
     }

@@ -28,7 +28,7 @@ pub fn main(args: StatusArgs) -> ExitCode {
                 Ok(a) => a,
                 Err(e) => {
                     eprintln!("cluster-ai free-memory: the daemon's answer is not understood: {e}");
-                    return ExitCode::FAILURE;
+                    return ExitCode::from(super::exit::UNKNOWN);
                 }
             }
         }

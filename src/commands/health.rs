@@ -1,12 +1,13 @@
 //! `cluster-ai health [--json]` (the seed's health_check.sh): every service, its state and since
 //! when, the last probe's result and latency, restarts and backoff, open incidents. From the
-//! running daemon; without one, one look at each service from here. Exit 1 when any installed
-//! service is unhealthy (or a scheduler has fewer workers than its minimum), 3 when nothing
-//! could be looked at (no service installed here, no systemd bus), so it serves cron and
-//! scripts too.
+//! running daemon; without one, one look at each service from here. Exit
+//! [`exit::UNHEALTHY`] when any installed service is unhealthy (or a scheduler has fewer workers
+//! than its minimum), [`exit::NOTHING_WATCHED`] when nothing could be looked at (no service
+//! installed here, no systemd bus), so it serves cron and scripts too.
 
 use std::process::ExitCode;
 
+use super::exit;
 use crate::cli::StatusArgs;
 use crate::control::{request, ClientError, Request};
 use crate::health::{HealthReport, ServiceReport};
@@ -21,7 +22,7 @@ pub fn main(args: StatusArgs) -> ExitCode {
             Ok(r) => (r, "the daemon"),
             Err(e) => {
                 eprintln!("cluster-ai health: the daemon's answer is not understood: {e}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(exit::UNKNOWN);
             }
         },
         Err(ClientError::NotRunning(_)) => {
@@ -48,18 +49,15 @@ pub fn main(args: StatusArgs) -> ExitCode {
         print!("{}", render(&report, from));
     }
     if !report.down().is_empty() {
-        ExitCode::FAILURE
+        ExitCode::from(exit::UNHEALTHY)
     } else if report.enabled && report.watched() == 0 {
         // "unknown" is not "ok": cron and scripts must not read a machine where nothing could
         // be looked at as healthy.
-        ExitCode::from(NOTHING_WATCHED)
+        ExitCode::from(exit::NOTHING_WATCHED)
     } else {
         ExitCode::SUCCESS
     }
 }
-
-/// The exit status when no service could be looked at (none installed, no systemd bus).
-pub const NOTHING_WATCHED: u8 = 3;
 
 pub fn render(r: &HealthReport, from: &str) -> String {
     let mut out = format!("{} — from {from}\n", r.summary());

@@ -5,6 +5,7 @@ pub mod alert;
 pub mod check;
 pub mod cluster;
 pub mod config_check;
+pub mod exit;
 pub mod free_memory;
 pub mod health;
 pub mod monitor;
@@ -13,6 +14,21 @@ pub mod progress;
 pub mod run;
 pub mod status;
 pub mod swap;
+
+/// `cluster-ai completions SHELL`: the completion script, generated from the same clap
+/// definitions as the packaged ones, on stdout.
+pub fn completions(args: crate::cli::CompletionsArgs) -> std::process::ExitCode {
+    let mut cmd = crate::cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "cluster-ai", &mut out);
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &out) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cluster-ai completions: cannot write the script: {e}");
+            std::process::ExitCode::from(exit::FAILURE)
+        }
+    }
+}
 
 /// The config and the daemon's control socket for a command that talks to the daemon
 /// (`--socket`, else the config's `control_socket`); on an error, the message printed and the
@@ -33,11 +49,11 @@ pub fn config_and_socket(
 }
 
 /// The config a one-shot command runs on (`--config`, or the default file, or the built-in
-/// defaults when that is absent); on an invalid one, the error printed and exit status 78.
+/// defaults when that is absent); on an invalid one, the error printed and [`exit::CONFIG`].
 pub fn config_or_exit(command: &str, explicit: Option<&std::path::Path>) -> Result<crate::config::Config, std::process::ExitCode> {
     let path = explicit.map_or_else(|| std::path::PathBuf::from(crate::sys::paths::DEFAULT_CONFIG), |p| p.to_path_buf());
     crate::daemon::load_config(&path, explicit.is_some()).map(|(c, _)| c).map_err(|e| {
         eprintln!("cluster-ai {command}: {e}");
-        std::process::ExitCode::from(crate::daemon::EXIT_CONFIG)
+        std::process::ExitCode::from(exit::CONFIG)
     })
 }

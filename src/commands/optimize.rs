@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+use super::exit;
 use crate::cli::OptimizeArgs;
 use crate::config::human_size;
 use crate::optimize::apply::{self, FileOutcome};
@@ -36,7 +37,7 @@ pub fn main(args: OptimizeArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             eprintln!("cluster-ai optimize: cannot read the hardware: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::IO_ERROR);
         }
     };
     let plan = plan::plan(&profile, &config.optimize);

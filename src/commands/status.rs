@@ -22,7 +22,7 @@ pub fn main(args: StatusArgs) -> ExitCode {
 }
 
 fn status(args: StatusArgs) -> Result<(), (u8, anyhow::Error)> {
-    let unknown = |e: anyhow::Error| (4, e);
+    let unknown = |e: anyhow::Error| (super::exit::UNKNOWN, e);
     let socket = match args.socket {
         Some(s) => s,
         None => {
@@ -31,7 +31,7 @@ fn status(args: StatusArgs) -> Result<(), (u8, anyhow::Error)> {
             client_socket_path(&setting).map_err(|e| unknown(anyhow::Error::msg(e)))?
         }
     };
-    let value = request(&socket, &Request::Status).map_err(|e| (e.exit_code().max(3), e.into()))?;
+    let value = request(&socket, &Request::Status).map_err(|e| (e.exit_code(), e.into()))?;
     let (json, reply) = (args.json, value);
     show(json, reply).map_err(unknown)
 }

@@ -33,11 +33,8 @@ pub fn main(args: SwapArgs) -> ExitCode {
     }
 }
 
-/// Exit status 2: the command line itself is wrong (as clap's own usage errors).
-const EXIT_USAGE: u8 = 2;
-
 fn swap(args: SwapArgs) -> Result<(), (u8, anyhow::Error)> {
-    let fail = |e: anyhow::Error| (1, e);
+    let fail = |e: anyhow::Error| (super::exit::FAILURE, e);
     let config_path = args.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let (config, _) = load_config(&config_path, args.config.is_some()).map_err(|e| (EXIT_CONFIG, e.into()))?;
     let socket = match &args.socket {
@@ -45,7 +42,7 @@ fn swap(args: SwapArgs) -> Result<(), (u8, anyhow::Error)> {
         None => client_socket_path(&config.control_socket).map_err(|e| fail(anyhow::Error::msg(e)))?,
     };
     let size = match &args.action {
-        SwapAction::Expand { size: Some(s) } => Some(parse_size(s).map_err(|e| (EXIT_USAGE, anyhow::anyhow!("swap expand: {e}")))?),
+        SwapAction::Expand { size: Some(s) } => Some(parse_size(s).map_err(|e| (super::exit::USAGE, anyhow::anyhow!("swap expand: {e}")))?),
         _ => None,
     };
     let req = match &args.action {

@@ -13,7 +13,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// The score, 0–100, and its parts. The formula (also in the README and in `--json`):
+/// The score, 0–100, and its parts. The formula (also in docs/optimize.md and in `--json`):
 /// - cpu    30 × min(logical cores, 16) / 16
 /// - memory 35 × min(effective memory GiB, 32) / 32
 /// - disk   20 × headroom × speed, where headroom = min(available on swap.dir's filesystem /

@@ -67,7 +67,7 @@ pub fn plan(p: &Profile, cfg: &OptimizeConfig) -> Plan {
     let auto_parallel = if mem >= 16 * GIB { 2 } else { 1 };
     let parallel = pick(cfg.ollama_num_parallel, auto_parallel, format!("{} of memory", human_size(mem)));
     let auto_models = recommended(tier).map_or(1, |r| r.ollama_max_loaded_models);
-    let models = pick(cfg.ollama_max_loaded_models, auto_models, format!("the seed's table for the {tier:?} tier").to_lowercase());
+    let models = pick(cfg.ollama_max_loaded_models, auto_models, format!("the recommended table for the {tier:?} tier").to_lowercase());
     let vram = p.gpus.iter().filter_map(|g| g.vram_bytes).max();
     let (auto_layers, layers_why) = match vram {
         None => (0, "no GPU with known memory: CPU only".to_string()),

@@ -24,6 +24,7 @@ grep -q "^$SWAPDIR/cluster-ai-000001.swap " /proc/swaps || fail "no baseline swa
 INODE=$(stat -c %i "$SWAPDIR/cluster-ai-000001.swap")
 [ -f /usr/share/man/man1/cluster-ai.1 ] || [ -f /usr/share/man/man1/cluster-ai.1.gz ] || grep -q "path-exclude=/usr/share/man" /etc/dpkg/dpkg.cfg.d/* 2>/dev/null || fail "no man page"
 [ -f /usr/share/bash-completion/completions/cluster-ai ] || fail "no bash completion"
+systemctl show -p Documentation cluster-ai | grep -qF 'man:cluster-ai.toml(5)' || fail "the unit's Documentation= lacks the config page: $(systemctl show -p Documentation cluster-ai)"
 # The config may hold the webhook's token: root's alone.
 [ "$(stat -c '%a %U:%G' /etc/cluster-ai/config.toml)" = "640 root:root" ] || fail "config is $(stat -c '%a %U:%G' /etc/cluster-ai/config.toml), not 640 root:root"
 cluster-ai status >/dev/null || fail "cluster-ai status"

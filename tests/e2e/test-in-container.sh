@@ -229,7 +229,8 @@ grep -F '[citest] CRITICAL crashy is down: its unit failed' /run/hook.log >/dev/
 wait_for 15 "the hold's end" journal_has "health: flappy: the flap hold is over"
 wait_for 5 "a restart after the hold" journal_has "health: restarting flappy.service (attempt 4)"
 { cluster-ai health --json || true; } | grep -F '"name": "flappy"' >/dev/null || fail "health --json lacks flappy"
-cluster-ai health > /tmp/health.out && fail "health exits 0 while flappy is down: $(cat /tmp/health.out)"
+rc=0; cluster-ai health > /tmp/health.out || rc=$?
+[ "$rc" = 5 ] || fail "health exits $rc, not 5 (unhealthy), while flappy is down: $(cat /tmp/health.out)"
 systemctl stop flappy crashy selfheal web
 
 step "stop: inactive, clean exit in the journal"
