@@ -24,7 +24,7 @@ fn page(cmd: clap::Command, path: &str) -> std::io::Result<Vec<u8>> {
 fn main() -> std::io::Result<()> {
     let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/assets".into()));
     std::fs::create_dir_all(dir.join("completions"))?;
-    let mut cmd = cluster_ai::cli::Cli::command();
+    let cmd = cluster_ai::cli::Cli::command();
     // cluster-ai.1 (it lists the subcommands), and cluster-ai-SUBCOMMAND.1 for each.
     std::fs::write(dir.join(format!("cluster-ai.{COMMAND_SECTION}")), page(cmd.clone(), "")?)?;
     for sub in cmd.get_subcommands() {
@@ -34,9 +34,7 @@ fn main() -> std::io::Result<()> {
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml"))?;
     std::fs::write(dir.join("cluster-ai.toml.5"), config_page(&example, env!("CARGO_PKG_VERSION")))?;
     for (shell, name) in [(Shell::Bash, "cluster-ai"), (Shell::Zsh, "_cluster-ai"), (Shell::Fish, "cluster-ai.fish")] {
-        let mut out = Vec::new();
-        clap_complete::generate(shell, &mut cmd, "cluster-ai", &mut out);
-        std::fs::write(dir.join("completions").join(name), out)?;
+        std::fs::write(dir.join("completions").join(name), cluster_ai::commands::completion_script(shell))?;
     }
     println!("man pages and completions in {}", dir.display());
     Ok(())

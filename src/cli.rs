@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::commands::exit;
+use crate::exit;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "cluster-ai",
     version,
+    max_term_width = 100,
     about = "Keeps a node of a local AI cluster from running out of memory and from silently losing a service"
 )]
 pub struct Cli {

@@ -80,7 +80,7 @@ impl ClientError {
     /// The exit status ([`crate::commands::exit`]): as the LSB status action, 3 not running
     /// and 4 unknown; 1 for a request the daemon refused.
     pub fn exit_code(&self) -> u8 {
-        use crate::commands::exit;
+        use crate::exit;
         match self {
             ClientError::NotRunning(_) => exit::NOT_RUNNING,
             ClientError::Refused(_) => exit::FAILURE,

@@ -24,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod emergency;
+pub mod exit;
 pub mod fault;
 pub mod health;
 pub mod logging;

@@ -5,6 +5,11 @@ use cluster_ai::commands;
 
 fn main() -> ExitCode {
     let cli = cluster_ai::cli::parse();
+    // The daemon and the monitor handle a closed reader themselves; every other command writes
+    // its answer and is done, so a reader that went away simply ends it (not exit 101).
+    if !matches!(cli.command, Command::Run(_) | Command::Monitor(_)) {
+        cluster_ai::sys::process::end_on_broken_pipe();
+    }
     match cli.command {
         Command::Run(args) => commands::run::main(args),
         Command::Status(args) => commands::status::main(args),

@@ -1,11 +1,11 @@
 //! The parts of the man pages that clap_mangen cannot make: each page's EXIT STATUS and SEE ALSO
-//! sections (from [`crate::commands::exit::TABLE`]) and the whole config reference,
+//! sections (from [`crate::exit::TABLE`]) and the whole config reference,
 //! cluster-ai.toml(5), made from the documented example config `packaging/config.toml` (whose
 //! keys and values a test holds to the built-in defaults, and a test here holds the page to the
 //! keys [`crate::config::Config::entries`] lists). `examples/gen-assets.rs` writes them; the
 //! daemon never calls this module, so the linker leaves it out of the binary.
 
-use crate::commands::exit;
+use crate::exit;
 
 /// The man section of every command page: the binary is in /usr/bin and most subcommands are
 /// for any user (Debian policy: section 1 for programs in /usr/bin).

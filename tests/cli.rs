@@ -21,6 +21,9 @@ fn help_is_wrapped_to_the_terminal_width_and_lists_the_exit_statuses() {
     assert!(widest <= 50, "a line of {widest} columns in 50:\n{narrow}");
     let wide = help("100");
     assert!(wide.lines().any(|l| l.chars().count() > 50), "100 columns are used:\n{wide}");
+    // A very wide terminal still gets lines a person can read (docs/commands.md: at most 100).
+    let widest = help("200").lines().map(|l| l.chars().count()).max().unwrap();
+    assert!(widest <= 100, "a line of {widest} columns on a 200-column terminal");
     // The exit statuses of `check`, from the same table as the man page.
     for s in exit::for_command("check") {
         assert!(wide.contains(&format!("{:>2}  {}", s.code, &s.meaning[..20])), "{} missing:\n{wide}", s.code);
@@ -65,12 +68,60 @@ fn completions_for_each_shell_and_a_usage_error_for_an_unknown_one() {
 }
 
 #[test]
+fn bash_completes_the_words_after_the_first() {
+    // In a real bash: source the script, then ask as a <TAB> after `cluster-ai config ` would.
+    let script = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new(common::BIN).args(["completions", "bash"]).output().unwrap();
+    std::fs::write(script.path(), &out.stdout).unwrap();
+    let ask = |words: &str, cword: usize, cur: &str, prev: &str| {
+        let program = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; \
+             _cluster__ai cluster-ai '{cur}' '{prev}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.path().display()
+        );
+        let out = Command::new("bash").args(["--norc", "--noprofile", "-c", &program]).output().unwrap();
+        assert!(out.status.success(), "bash: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let after_config = ask("cluster-ai config ''", 2, "", "config");
+    assert!(after_config.lines().any(|l| l == "check") && after_config.lines().any(|l| l == "show"), "{after_config:?}");
+    let check_options = ask("cluster-ai check --", 2, "--", "check");
+    assert!(check_options.lines().any(|l| l == "--quick"), "{check_options:?}");
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_a_command_quietly() {
+    // `cluster-ai … | head -1` where head has already gone: SIGPIPE ends the command, as it
+    // ends cat or grep; never a panic (exit 101).
+    use std::os::unix::process::ExitStatusExt;
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    for args in [&["check", "--quick", "--json"][..], &["completions", "zsh"], &["config", "show", "/nonexistent/cluster-ai.toml"]] {
+        let out = Command::new(common::BIN)
+            .args(args)
+            .stdout(std::process::Stdio::from(write.try_clone().unwrap()))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
+        assert!(out.status.signal() == Some(13) || out.status.code().is_some_and(|c| c != 101), "{args:?}: {:?}", out.status);
+    }
+}
+
+#[test]
 fn cluster_status_with_no_prometheus_at_the_address_exits_69() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = Command::new(common::BIN).args(["cluster", "status", "--prometheus", &format!("http://127.0.0.1:{port}")]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(i32::from(exit::UNAVAILABLE)), "{err}");
     assert!(err.contains(&format!("http://127.0.0.1:{port}")) && err.contains("cannot connect"), "{err}");
+    // Not a URL at all: a usage error, said so.
+    let out = Command::new(common::BIN).args(["cluster", "status", "--prometheus", "notaurl"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(i32::from(exit::USAGE)), "{err}");
+    assert!(err.contains("--prometheus") && err.contains("not an http:// or https:// URL"), "{err}");
 }
 
 #[test]

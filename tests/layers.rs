@@ -17,12 +17,14 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. `testing` is compiled for tests only; `runtime` holds what every task is
 /// started with (`TaskCtx`: the config, the OS seams); `cli` is clap's model of the command
-/// line (no logic); `report` is every task's report gathered for `status` and `/metrics`;
+/// line (no logic); `exit` the table of exit statuses every command and doc reads; `manual`
+/// the man pages made from the CLI and the config; `report` is every task's report gathered for `status` and `/metrics`;
 /// `control` is the control socket's protocol and client.
 const LAYERS: &[&str] = &[
     "testing",
     "sys",
     "fault",
+    "exit",
     "config",
     "runtime",
     "cli",
@@ -37,6 +39,7 @@ const LAYERS: &[&str] = &[
     "control",
     "metrics",
     "daemon",
+    "manual",
     "commands",
 ];
 

@@ -58,7 +58,7 @@ impl Tmux {
 
     fn wait_screen(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let mut last = String::new();
-        let found = wait_until_or(T, || {
+        let found = peers::poll_until(T, || {
             last = self.screen();
             pred(&last).then_some(())
         });
@@ -92,19 +92,6 @@ impl Tmux {
 fn have_tmux() -> bool {
     let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("tmux").exists()));
     require_peer("tmux", found, "apt-get install tmux")
-}
-
-fn wait_until_or<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if std::time::Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 impl Drop for Tmux {
@@ -197,7 +184,7 @@ fn without_a_daemon_it_says_so_and_charts_what_it_samples_here_and_ctrl_c_or_sig
     t.wait_screen("the charts", |s| s.contains("Memory used "));
     let pid = nix::unistd::Pid::from_raw(t.program_pid());
     t.tmux(&["kill-session", "-t", "m"]);
-    let gone = wait_until_or(Duration::from_secs(5), || nix::sys::signal::kill(pid, None).is_err().then_some(()));
+    let gone = peers::poll_until(Duration::from_secs(5), || nix::sys::signal::kill(pid, None).is_err().then_some(()));
     if gone.is_none() {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         panic!("the monitor outlived its terminal");

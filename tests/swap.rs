@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/peers.rs"]
+mod peers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -114,12 +116,9 @@ fn refused(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Waits for `f` to hold (tests/common/peers.rs's `wait_until`, for a condition).
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    peers::wait_until(what, timeout, || f().then_some(()));
 }
 
 /// Tests that make real memory pressure, or that need memory calm, take turns: one's hog

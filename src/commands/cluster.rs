@@ -31,6 +31,11 @@ pub struct Node {
 }
 
 pub fn status(args: ClusterStatusArgs) -> ExitCode {
+    // A URL that cannot be one is the caller's mistake (2), not Prometheus being away (69).
+    if let Err(e) = crate::sys::http::Endpoint::parse_url(&args.prometheus) {
+        eprintln!("cluster-ai cluster status: --prometheus: {}", crate::sys::redact::in_text(&e, &args.prometheus));
+        return ExitCode::from(exit::USAGE);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -41,7 +46,8 @@ pub fn status(args: ClusterStatusArgs) -> ExitCode {
     let nodes = match rt.block_on(read(&args.prometheus, &args.job)) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("cluster-ai cluster status: {}: {e}", args.prometheus);
+            let e = crate::sys::redact::in_text(&e.to_string(), &args.prometheus);
+            eprintln!("cluster-ai cluster status: {}: {e}", crate::sys::redact::url(&args.prometheus));
             return ExitCode::from(exit::UNAVAILABLE);
         }
     };

@@ -5,7 +5,7 @@ pub mod alert;
 pub mod check;
 pub mod cluster;
 pub mod config_check;
-pub mod exit;
+pub use crate::exit;
 pub mod free_memory;
 pub mod health;
 pub mod monitor;
@@ -18,9 +18,7 @@ pub mod swap;
 /// `cluster-ai completions SHELL`: the completion script, generated from the same clap
 /// definitions as the packaged ones, on stdout.
 pub fn completions(args: crate::cli::CompletionsArgs) -> std::process::ExitCode {
-    let mut cmd = crate::cli::command();
-    let mut out = Vec::new();
-    clap_complete::generate(args.shell, &mut cmd, "cluster-ai", &mut out);
+    let out = completion_script(args.shell);
     match std::io::Write::write_all(&mut std::io::stdout().lock(), &out) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -28,6 +26,21 @@ pub fn completions(args: crate::cli::CompletionsArgs) -> std::process::ExitCode 
             std::process::ExitCode::from(exit::FAILURE)
         }
     }
+}
+
+/// The completion script for `shell` (also what the package ships, examples/gen-assets.rs).
+/// clap_complete 4.6 spells the bash case labels of a hyphenated binary's subcommands
+/// `cluster__subcmd__ai__subcmd__…` while its own loop looks for `cluster__ai__subcmd__…`
+/// (clap-rs/clap#6421, open), so nothing after the first word completed: the labels are put
+/// right here, and tests/cli.rs completes `cluster-ai config <TAB>` in a real bash.
+pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut cmd = crate::cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "cluster-ai", &mut out);
+    if shell == clap_complete::Shell::Bash {
+        return String::from_utf8_lossy(&out).replace("cluster__subcmd__ai", "cluster__ai").into_bytes();
+    }
+    out
 }
 
 /// The config and the daemon's control socket for a command that talks to the daemon

@@ -201,7 +201,7 @@ pub fn render(r: &StatusReply) -> String {
     }
     out += "tasks:\n";
     for t in &r.tasks {
-        out += &format!("  {:<10} {:<10} heartbeat {} ago\n", t.name, t.state, ago(t.last_heartbeat_seconds_ago));
+        out += &format!("  {:<10} {:<10} heartbeat {} ago\n", t.name, t.state.to_string(), ago(t.last_heartbeat_seconds_ago));
     }
     out
 }

@@ -143,10 +143,18 @@ impl AlertsConfig {
             if s.is_empty() {
                 return Ok(None);
             }
+            if s.contains('@') || s.contains("://") {
+                // Never quoted back: it may hold a password.
+                return Err(format!(
+                    "{:?} is a URL or has user:password@; expected host or host:port (e.g. \"mail.example.org:587\"), with the \
+                     credentials in alerts.smtp_credentials_file",
+                    crate::sys::redact::url(s)
+                ));
+            }
             let (host, port) = s.rsplit_once(':').map_or((s, None), |(h, p)| (h, Some(p)));
             let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c));
             if !host_ok || port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
-                return Err(format!("{s:?} is not host or host:port; expected e.g. \"mail.example.org:587\""));
+                return Err(format!("{:?} is not host or host:port; expected e.g. \"mail.example.org:587\"", crate::sys::one_line(s, 200)));
             }
             Ok(Some(s.to_string()))
         });

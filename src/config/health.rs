@@ -118,10 +118,22 @@ pub enum Probe {
     Container { name: String, socket: PathBuf },
 }
 
+/// A probe URL as it may be shown (`config show`, a reload's log, a probe's detail): whole,
+/// unless it carries `user:password@`, a query or a fragment (an `?api_key=`), which only
+/// [`crate::sys::redact::url`]'s `scheme://host:port/…` is shown of.
+fn shown_url(url: &str) -> String {
+    let authority = url.split_once("://").map_or(url, |(_, r)| r).split('/').next().unwrap_or("");
+    if authority.contains('@') || url.contains(['?', '#']) {
+        crate::sys::redact::url(url)
+    } else {
+        url.to_string()
+    }
+}
+
 impl std::fmt::Display for Probe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Probe::Http { url, .. } => write!(f, "{url}"),
+            Probe::Http { url, .. } => write!(f, "{}", shown_url(url)),
             Probe::Tcp { addr } => write!(f, "tcp://{addr}"),
             Probe::Docker { socket } => write!(f, "docker:{}", socket.display()),
             Probe::Container { name, .. } => write!(f, "container:{name}"),
@@ -181,7 +193,7 @@ impl ServiceConfig {
     pub(super) fn summary(&self) -> String {
         let probe = match &self.probe {
             Some(Probe::Http { url, status, body }) => {
-                format!("{url} {status}{}", body.as_ref().map(|b| format!(" {b:?}")).unwrap_or_default())
+                format!("{} {status}{}", shown_url(url), body.as_ref().map(|b| format!(" {b:?}")).unwrap_or_default())
             }
             Some(p) => p.to_string(),
             None => "unit only".into(),
@@ -398,7 +410,8 @@ fn probe(v: &toml::Value, status: u16, body: Option<String>, socket: &std::path:
         return Ok(None);
     }
     if s.starts_with("http://") || s.starts_with("https://") {
-        crate::sys::http::Endpoint::parse_url(s).map_err(|e| format!("{e}; expected e.g. {EXPECTED}"))?;
+        // The error quotes the URL back: shown as any probe URL is (a password or a query hidden).
+        crate::sys::http::Endpoint::parse_url(s).map_err(|e| format!("{}; expected e.g. {EXPECTED}", e.replace(s, &shown_url(s))))?;
         return Ok(Some(Probe::Http { url: s.to_string(), status, body }));
     }
     if let Some(addr) = s.strip_prefix("tcp://") {

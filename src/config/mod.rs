@@ -215,15 +215,37 @@ impl Config {
             Err(ConfigError::Read { source, .. }) if !require_main && source.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        // A drop-in that cannot be read (a directory, a FIFO, not UTF-8) is one problem among
+        // the others: every file is still checked, so one run shows everything to fix.
+        let mut unread = Vec::new();
+        let mut order: Vec<PathBuf> = layers.iter().filter_map(|l| l.path.clone()).collect();
         for file in drop_in_files(&drop_in_dir(path))? {
-            layers.push(layers::read_layer(&file, false)?);
+            order.push(file.clone());
+            match layers::read_layer(&file, false) {
+                Ok(l) => layers.push(l),
+                Err(ConfigError::Invalid { problems, .. }) => {
+                    unread.extend(problems.into_iter().map(|p| Problem { file: Some(file.clone()), ..p }));
+                }
+                Err(ConfigError::Read { source, .. }) => unread.push(Problem {
+                    file: Some(file.clone()),
+                    line: 1,
+                    column: 1,
+                    key: "(drop-in)".into(),
+                    message: format!(
+                        "cannot read it: {source}{}; a drop-in is a regular *.toml file (rename or remove this one)",
+                        unreadable_fix(&source)
+                    ),
+                }),
+            }
         }
         let files: Vec<PathBuf> = layers.iter().filter_map(|l| l.path.clone()).collect();
         let merged = Merged::new(layers);
         let mut c = Checker::new(&merged);
         let config = Config::validate(&mut c);
-        if !c.problems.is_empty() {
-            let mut problems = c.problems;
+        if !c.problems.is_empty() || !unread.is_empty() {
+            let mut problems = unread;
+            problems.extend(c.problems);
+            let files = order;
             // File by file, in the order they apply, then in file order, as a reader fixes them.
             let rank = |p: &Problem| files.iter().position(|f| Some(f) == p.file.as_ref()).unwrap_or(0);
             problems.sort_by_key(|p| (rank(p), p.line, p.column));

@@ -222,19 +222,22 @@ fn services_add_replace_and_remove_across_drop_ins() {
 }
 
 #[test]
-fn an_unreadable_drop_in_names_itself() {
-    let (dir, path) = files("", &[("10.toml", "")]);
+fn an_unreadable_drop_in_names_itself_and_hides_no_other_problem() {
+    let (dir, path) = files("", &[("10.toml", "bogus = 1\n"), ("40.toml", "[swap\n")]);
     let fifo = dir.path().join("config.d/20.toml");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let err = Config::load(&path).unwrap_err().to_string();
-    assert!(err.starts_with(&format!("{}: cannot read the config file: it is a FIFO", fifo.display())), "{err}");
-    std::fs::remove_file(&fifo).unwrap();
+    std::fs::create_dir(dir.path().join("config.d/25.toml")).unwrap();
     std::fs::write(dir.path().join("config.d/30.toml"), b"log_level = \"\xff\"\n").unwrap();
     let err = Config::load(&path).unwrap_err().to_string();
-    assert!(
-        err.starts_with(&format!("{}:1:14: log_level: byte 0xff is not UTF-8", dir.path().join("config.d/30.toml").display())),
-        "{err}"
-    );
+    let d = |n: &str| dir.path().join("config.d").join(n).display().to_string();
+    // Every file's problem, in the order the files apply.
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 5, "{err}");
+    assert!(lines[0].starts_with(&format!("{}:1:1: bogus:", d("10.toml"))), "{err}");
+    assert!(lines[1].starts_with(&format!("{}:1:1: (drop-in): cannot read it: it is a FIFO", d("20.toml"))), "{err}");
+    assert!(lines[2].starts_with(&format!("{}:1:1: (drop-in): cannot read it:", d("25.toml"))), "{err}");
+    assert!(lines[3].starts_with(&format!("{}:1:14: log_level: byte 0xff is not UTF-8", d("30.toml"))), "{err}");
+    assert!(lines[4].starts_with(&d("40.toml")), "{err}");
 }
 
 #[test]
@@ -345,7 +348,15 @@ fn a_reload_never_logs_a_webhook_token_nor_config_check_a_password() {
     assert_eq!(moved.changes_from(&Config::default()), ["alerts.alertmanager:  -> http://am.lan:9093/…"]);
     let e = Config::parse("[alerts]\nalertmanager = \"http://admin:hunter2@am.lan:9093\"\n").unwrap_err();
     let e = e[0].to_string();
-    assert!(e.contains("alerts.alertmanager: \"http://am.lan:9093/…\" has no host:port") && !e.contains("hunter2"), "{e}");
+    assert!(e.contains("alerts.alertmanager: \"http://am.lan:9093/…\" has user:password@") && !e.contains("hunter2"), "{e}");
+    let e = Config::parse("[alerts]\nsmtp_server = \"smtp://user:hunter2@mail.example:587\"\n").unwrap_err();
+    let e = e[0].to_string();
+    assert!(e.contains("alerts.smtp_server") && e.contains("smtp_credentials_file") && !e.contains("hunter2"), "{e}");
+    let e = Config::parse("[alerts]\nsmtp_server = \"user:hunter2@mail.example\"\n").unwrap_err();
+    assert!(!e[0].to_string().contains("hunter2"), "{}", e[0]);
+    let e = Config::parse("[alerts]\nalertmanager = \"http://am.lan:9093?token=t0ken\"\n").unwrap_err();
+    let e = e[0].to_string();
+    assert!(e.contains("put a / before the ? or #") && !e.contains("t0ken"), "{e}");
 }
 
 #[test]
@@ -376,4 +387,21 @@ fn every_documented_key_is_read_by_its_table() {
     for k in keys().filter(|k| k.key != "name") {
         assert!(c.read.contains(&k.name()), "{} is documented but never read", k.name());
     }
+}
+
+#[test]
+fn a_probe_url_with_a_secret_is_never_shown_whole() {
+    let c =
+        Config::parse("[[health.service]]\nname = \"api\"\nunit = \"\"\nprobe = \"http://127.0.0.1:9000/health?api_key=SUPERSECRET\"\n")
+            .unwrap();
+    let shown = format!("{:?} {:?}", c.service_summaries(), c.entries());
+    assert!(!shown.contains("SUPERSECRET"), "{shown}");
+    assert!(shown.contains("http://127.0.0.1:9000/…"), "{shown}");
+    // A password in a probe URL is refused, and not quoted back in the refusal.
+    let e =
+        Config::parse("[[health.service]]\nname = \"api\"\nunit = \"\"\nprobe = \"http://svc:pw@127.0.0.1:9000/health\"\n").unwrap_err();
+    assert!(e[0].message.contains("user:password@") && !e[0].message.contains("svc:pw"), "{}", e[0]);
+    // A plain probe URL is shown whole: its path tells which check it is.
+    let c = Config::parse("[[health.service]]\nname = \"api\"\nunit = \"\"\nprobe = \"http://127.0.0.1:9000/health\"\n").unwrap();
+    assert!(format!("{:?}", c.service_summaries()).contains("http://127.0.0.1:9000/health 200"));
 }

@@ -13,7 +13,7 @@ pub use supervisor::{run, run_with, Deps, Sig, Signals};
 
 /// sysexits.h EX_CONFIG: systemd's `RestartPreventExitStatus=78` keeps a bad config from
 /// restarting in a loop.
-pub const EXIT_CONFIG: u8 = crate::commands::exit::CONFIG;
+pub const EXIT_CONFIG: u8 = crate::exit::CONFIG;
 
 #[derive(Debug, Clone)]
 pub struct Options {

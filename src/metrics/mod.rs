@@ -302,7 +302,7 @@ pub fn families(view: &View) -> Vec<Family> {
         SECONDS,
         beats,
     );
-    let up = st.tasks.iter().map(|t| (label("task", &t.name), flag(t.state == "running"))).collect();
+    let up = st.tasks.iter().map(|t| (label("task", &t.name), flag(t.state == crate::runtime::TaskState::Running))).collect();
     o.family("task_up", "1 while the task runs.", Kind::Gauge, None, up);
     if let Some(p) = &view.process {
         process_families(&mut o.0, p);

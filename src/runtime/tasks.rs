@@ -5,19 +5,50 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
 /// A task whose last beat is older than this many periods is stuck.
 const STALE_AFTER_PERIODS: u32 = 3;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Where a task is in its life. On the wire (`status --json`) and in `status`: "starting",
+/// "running", "stopped", "failed: WHY".
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", from = "String")]
 pub enum TaskState {
     Starting,
     Running,
     Stopped,
     Failed(String),
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskState::Starting => f.write_str("starting"),
+            TaskState::Running => f.write_str("running"),
+            TaskState::Stopped => f.write_str("stopped"),
+            TaskState::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+impl From<TaskState> for String {
+    fn from(s: TaskState) -> String {
+        s.to_string()
+    }
+}
+
+impl From<String> for TaskState {
+    /// The text back; anything unknown (a newer daemon's word) is kept as a failure's reason,
+    /// so a client never refuses a reply over it.
+    fn from(s: String) -> TaskState {
+        match s.as_str() {
+            "starting" => TaskState::Starting,
+            "running" => TaskState::Running,
+            "stopped" => TaskState::Stopped,
+            other => TaskState::Failed(other.strip_prefix("failed: ").unwrap_or(other).to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -34,10 +65,10 @@ pub struct Tasks {
 }
 
 /// What `status` shows of one task.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct TaskReport {
     pub name: String,
-    pub state: String,
+    pub state: TaskState,
     pub last_heartbeat_seconds_ago: f64,
     pub period_seconds: f64,
 }
@@ -87,10 +118,7 @@ impl Tasks {
             .iter()
             .map(|(name, e)| TaskReport {
                 name: name.to_string(),
-                state: match &e.state {
-                    TaskState::Failed(why) => format!("failed: {why}"),
-                    s => format!("{s:?}").to_lowercase(),
-                },
+                state: e.state.clone(),
                 last_heartbeat_seconds_ago: now.saturating_duration_since(e.last_beat).as_secs_f64(),
                 period_seconds: e.period.as_secs_f64(),
             })
@@ -245,6 +273,21 @@ mod tests {
         b.started();
         tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
         let report = tasks.report(Instant::now());
-        assert_eq!(report.iter().map(|r| r.state.as_str()).collect::<Vec<_>>(), ["running", "running"]);
+        assert_eq!(report.iter().map(|r| r.state.clone()).collect::<Vec<_>>(), [TaskState::Running, TaskState::Running]);
+    }
+
+    #[test]
+    fn task_states_keep_their_text_on_the_wire() {
+        for (state, text) in [
+            (TaskState::Starting, "\"starting\""),
+            (TaskState::Running, "\"running\""),
+            (TaskState::Stopped, "\"stopped\""),
+            (TaskState::Failed("panicked: x".into()), "\"failed: panicked: x\""),
+        ] {
+            assert_eq!(serde_json::to_string(&state).unwrap(), text);
+            assert_eq!(serde_json::from_str::<TaskState>(text).unwrap(), state);
+        }
+        // A word this client does not know is shown, not refused.
+        assert_eq!(serde_json::from_str::<TaskState>("\"paused\"").unwrap(), TaskState::Failed("paused".into()));
     }
 }

@@ -29,6 +29,17 @@ pub fn output_within(cmd: &mut Command, timeout: Duration) -> std::io::Result<Ou
     out
 }
 
+/// Restores SIGPIPE's default action (the process ends), which Rust's runtime sets to
+/// "ignore": a one-shot command whose reader went away (`cluster-ai status --json | head -1`)
+/// then ends quietly, as cat or grep do, instead of failing a write and panicking in
+/// `println!`. Not for the daemon, whose clients may close their sockets at any time.
+pub fn end_on_broken_pipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler: nothing runs in
+    // signal context.
+    #[allow(unsafe_code)]
+    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+}
+
 /// Ends this process at once, as `kill -9` would (fault injection's "kill").
 pub fn kill_self() -> ! {
     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);

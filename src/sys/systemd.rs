@@ -79,11 +79,12 @@ pub trait UnitFollow: Send {
     fn changed(&mut self) -> BoxFuture<'_, Result<UnitStateText, SystemdError>>;
 }
 
-/// The system bus: one connection, made on first use and kept (a failed attempt is tried
-/// again on the next call).
+/// The system bus: one connection, made on first use and shared by every task. A call that
+/// fails on the connection itself (closed, timed out; dbus-daemon restarted) drops it, so the
+/// next call connects again; systemd's own refusals keep it.
 #[derive(Default)]
 pub struct SystemBus {
-    conn: tokio::sync::OnceCell<Systemd>,
+    conn: tokio::sync::Mutex<Option<Systemd>>,
 }
 
 impl SystemBus {
@@ -91,8 +92,22 @@ impl SystemBus {
         Arc::new(SystemBus::default())
     }
 
-    async fn get(&self) -> Result<&Systemd, SystemdError> {
-        self.conn.get_or_try_init(Systemd::connect).await
+    async fn get(&self) -> Result<Systemd, SystemdError> {
+        let mut conn = self.conn.lock().await;
+        if let Some(s) = conn.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = Systemd::connect().await?;
+        *conn = Some(s.clone());
+        Ok(s)
+    }
+
+    /// `r`, forgetting the connection when the failure was the connection's.
+    async fn checked<T>(&self, r: Result<T, SystemdError>) -> Result<T, SystemdError> {
+        if matches!(r, Err(SystemdError::Bus(_) | SystemdError::TimedOut(_) | SystemdError::Unreachable(_))) {
+            *self.conn.lock().await = None;
+        }
+        r
     }
 }
 
@@ -101,16 +116,28 @@ impl ServiceManager for SystemBus {
         Box::pin(async move { self.get().await.map(|_| ()) })
     }
     fn restart<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<(), SystemdError>> {
-        Box::pin(async move { self.get().await?.restart(unit).await })
+        Box::pin(async move {
+            let r = self.get().await?.restart(unit).await;
+            self.checked(r).await
+        })
     }
     fn unit<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Box<dyn UnitFollow>>, SystemdError>> {
-        Box::pin(async move { Ok(self.get().await?.unit(name).await?.map(|w| Box::new(w) as Box<dyn UnitFollow>)) })
+        Box::pin(async move {
+            let r = self.get().await?.unit(name).await;
+            Ok(self.checked(r).await?.map(|w| Box::new(w) as Box<dyn UnitFollow>))
+        })
     }
     fn cpu_weight<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<u64, SystemdError>> {
-        Box::pin(async move { self.get().await?.cpu_weight(unit).await })
+        Box::pin(async move {
+            let r = self.get().await?.cpu_weight(unit).await;
+            self.checked(r).await
+        })
     }
     fn set_cpu_weight<'a>(&'a self, unit: &'a str, weight: u64) -> BoxFuture<'a, Result<(), SystemdError>> {
-        Box::pin(async move { self.get().await?.set_cpu_weight(unit, weight).await })
+        Box::pin(async move {
+            let r = self.get().await?.set_cpu_weight(unit, weight).await;
+            self.checked(r).await
+        })
     }
 }
 

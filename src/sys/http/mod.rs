@@ -66,7 +66,13 @@ impl Endpoint {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
         };
-        if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
+        if authority.contains('@') {
+            return Err(format!("{url:?} has user:password@, which is never sent (it would show in logs); remove it"));
+        }
+        if authority.contains(['?', '#']) {
+            return Err(format!("{url:?} has a query or fragment right after the host; put a / before the ? or #"));
+        }
+        if authority.is_empty() || authority.contains(' ') {
             return Err(format!("{url:?} has no host:port"));
         }
         if prefix.contains(|c: char| c.is_whitespace() || c.is_control()) {
