@@ -62,6 +62,19 @@ impl<'a> Checker<'a> {
     pub(super) fn report(&mut self, at: Option<Loc>, key: &str, message: String) {
         self.problems.push(self.merged.problem(at.as_ref(), key.to_string(), message));
     }
+
+    /// A rule between two keys that does not hold: reported at the one written last (the
+    /// later file, then the later line), which is the one whose writer has to fix it; a key
+    /// left at its default is never pointed at when the other was written.
+    pub(super) fn report_between(&mut self, a: (Option<Loc>, &str), b: (Option<Loc>, &str), message: String) {
+        let later = |x: &Option<Loc>| x.as_ref().map(|l| (l.layer, l.span.start));
+        if later(&b.0) > later(&a.0) {
+            // The message speaks of `a`'s value: name it, since the line shown is `b`'s.
+            self.report(b.0, b.1, format!("{} {message}", a.1));
+        } else {
+            self.report(a.0, a.1, message);
+        }
+    }
 }
 
 /// The documented default of `key`, read with the key's own parser. Every default is checked

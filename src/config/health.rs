@@ -250,16 +250,16 @@ impl HealthConfig {
     pub(super) fn validate(c: &mut Checker<'_>) -> HealthConfig {
         let secs = Duration::from_secs;
         let (enabled, _) = c.field("health.enabled", boolean);
-        let (backoff_initial, _) = c.field("health.backoff_initial", duration_between(Duration::from_millis(100), secs(3600)));
+        let (backoff_initial, initial_at) = c.field("health.backoff_initial", duration_between(Duration::from_millis(100), secs(3600)));
         let (backoff_max, max_at) = c.field("health.backoff_max", duration_between(secs(1), secs(86400)));
         let (flap_restarts, _) = c.field("health.flap_restarts", count_between(1, 1000));
         let (flap_window, _) = c.field("health.flap_window", duration_between(secs(1), secs(86400)));
         let (flap_hold, _) = c.field("health.flap_hold", duration_between(secs(1), secs(7 * 86400)));
         let (reset_after, _) = c.field("health.reset_after", duration_between(secs(1), secs(86400)));
         if backoff_max < backoff_initial {
-            c.report(
-                max_at,
-                "health.backoff_max",
+            c.report_between(
+                (max_at, "health.backoff_max"),
+                (initial_at, "health.backoff_initial"),
                 format!(
                     "{} is below health.backoff_initial {}; expected backoff_max >= backoff_initial",
                     format_duration(backoff_max),

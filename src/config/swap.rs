@@ -104,7 +104,7 @@ impl SwapConfig {
     pub(super) fn validate(c: &mut Checker<'_>) -> SwapConfig {
         let secs = Duration::from_secs;
         let (dir, _) = c.field("swap.dir", absolute_path);
-        let (min_size, _) = c.field("swap.min_size", size);
+        let (min_size, min_at) = c.field("swap.min_size", size);
         let (max_size, max_at) = c.field("swap.max_size", size);
         let (increment, inc_at) = c.field("swap.increment", |v| {
             let n = size(v)?;
@@ -113,7 +113,7 @@ impl SwapConfig {
             }
             Ok(n)
         });
-        let (memory_threshold, _) = c.field("swap.memory_threshold", percent_between(1, 99));
+        let (memory_threshold, memory_at) = c.field("swap.memory_threshold", percent_between(1, 99));
         let (check_interval, _) = c.field("swap.check_interval", duration_between(secs(1), secs(3600)));
         let (disk_reserve, _) = c.field("swap.disk_reserve", |v| match v {
             toml::Value::String(s) if s.trim().ends_with('%') => {
@@ -129,25 +129,25 @@ impl SwapConfig {
         let (shrink_threshold, shrink_at) = c.field("swap.shrink_threshold", percent_between(1, 98));
         let (calm_period, _) = c.field("swap.calm_period", duration_between(secs(1), secs(24 * 3600)));
         if shrink_threshold >= memory_threshold {
-            c.report(
-                shrink_at,
-                "swap.shrink_threshold",
+            c.report_between(
+                (shrink_at, "swap.shrink_threshold"),
+                (memory_at, "swap.memory_threshold"),
                 format!(
                     "{shrink_threshold} is not below swap.memory_threshold {memory_threshold}; expected shrink_threshold < memory_threshold"
                 ),
             );
         }
         if max_size < min_size {
-            c.report(
-                max_at,
-                "swap.max_size",
+            c.report_between(
+                (max_at.clone(), "swap.max_size"),
+                (min_at, "swap.min_size"),
                 format!("{} is below swap.min_size {}; expected max_size >= min_size", format_size(max_size), format_size(min_size)),
             );
         }
         if increment > max_size {
-            c.report(
-                inc_at,
-                "swap.increment",
+            c.report_between(
+                (inc_at, "swap.increment"),
+                (max_at, "swap.max_size"),
                 format!("{} is above swap.max_size {}; expected increment <= max_size", format_size(increment), format_size(max_size)),
             );
         }

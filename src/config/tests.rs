@@ -405,3 +405,20 @@ fn a_probe_url_with_a_secret_is_never_shown_whole() {
     let c = Config::parse("[[health.service]]\nname = \"api\"\nunit = \"\"\nprobe = \"http://127.0.0.1:9000/health\"\n").unwrap();
     assert!(format!("{:?}", c.service_summaries()).contains("http://127.0.0.1:9000/health 200"));
 }
+
+#[test]
+fn a_rule_between_keys_points_at_the_file_that_broke_it() {
+    // The main file is fine on its own; the drop-in's value breaks the rule: the drop-in is named.
+    let (dir, path) = files("[swap]\nmax_size = \"16G\"\n", &[("50.toml", "[swap]\nmin_size = \"20G\"\nmemory_threshold = 50\n")]);
+    let err = Config::load(&path).unwrap_err().to_string();
+    let d = dir.path().join("config.d/50.toml").display().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{d}:2:12: swap.min_size: swap.max_size 16G is below swap.min_size 20G; expected max_size >= min_size"),
+            format!("{d}:3:20: swap.memory_threshold: swap.shrink_threshold 60 is not below swap.memory_threshold 50; expected shrink_threshold < memory_threshold"),
+        ],
+        "{err}"
+    );
+}
