@@ -172,7 +172,15 @@ fn config_check_loads_the_metrics_web_config_file() {
     let out = check();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("[metrics] web_config_file") && err.contains("web-config.yml"), "{err}");
+    // Named where it was set: the config's file and line, then the web config file.
+    assert!(err.starts_with(&format!("{}:2: metrics.web_config_file: ", config.display())) && err.contains("web-config.yml"), "{err}");
+    // Set in a drop-in: the drop-in is named.
+    std::fs::create_dir(dir.path().join("config.d")).unwrap();
+    let drop_in = dir.path().join("config.d/50-metrics.toml");
+    std::fs::write(&drop_in, format!("[metrics]\nweb_config_file = \"{}\"\n", web.display())).unwrap();
+    std::fs::write(&config, "").unwrap();
+    let err = String::from_utf8_lossy(&check().stderr).into_owned();
+    assert!(err.starts_with(&format!("{}:2: metrics.web_config_file: ", drop_in.display())), "{err}");
     std::fs::write(&web, "basic_auth_users:\n  prometheus: hunter2\n").unwrap();
     let err = String::from_utf8_lossy(&check().stderr).into_owned();
     assert!(err.contains("basic_auth_users.prometheus") && err.contains("bcrypt"), "{err}");

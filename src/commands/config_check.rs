@@ -30,7 +30,8 @@ pub fn main(args: ConfigCheckArgs) -> ExitCode {
             // The file the config names that the daemon reads at start and on reload.
             if let Some(web) = &loaded.config.metrics.web_config_file {
                 if let Err(e) = crate::metrics::web_config::Web::load(web) {
-                    eprintln!("{}: [metrics] web_config_file: {e}", path.display());
+                    // Named where it was set (a drop-in, maybe), with the line.
+                    eprintln!("{}: metrics.web_config_file: {e}", loaded.origins.get("metrics.web_config_file"));
                     return ExitCode::from(EXIT_CONFIG);
                 }
             }

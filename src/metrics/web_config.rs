@@ -211,7 +211,14 @@ impl Web {
     /// Reads the file and the certificates it names; errors name the file and the key.
     pub fn load(path: &Path) -> Result<Web, String> {
         let config = read(path)?;
-        let tls = config.tls.as_ref().map(acceptor).transpose()?;
+        // The certificates' errors name their key; say which web-config file it is in.
+        let shown = crate::sys::display_path(path);
+        let tls = config
+            .tls
+            .as_ref()
+            .map(acceptor)
+            .transpose()
+            .map_err(|e| if e.starts_with(&shown) { e } else { format!("{shown}: {e}") })?;
         let auth = (!config.users.is_empty()).then(|| Arc::new(Authenticator::new(config.users)));
         Ok(Web { tls, auth })
     }
