@@ -191,3 +191,35 @@ fn config_check_loads_the_metrics_web_config_file() {
     let out = check();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `config check` reads the files alerts read at their first delivery, as they will be read:
+/// a missing or world-readable credentials file and a missing CA file are found now, not when
+/// the first alert fails.
+#[test]
+fn config_check_reads_the_alert_credentials_and_ca_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("smtp.cred");
+    let ca = dir.path().join("ca.pem");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\nsmtp_server = \"mail.example:587\"\nsmtp_from = \"a@example.org\"\nsmtp_to = [\"b@example.org\"]\nsmtp_credentials_file = \"{}\"\nca_file = \"{}\"\n",
+            creds.display(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let check = || {
+        let out = Command::new(common::BIN).args(["config", "check"]).arg(&config).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = check();
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains(&format!("{}:5: alerts.smtp_credentials_file {}", config.display(), creds.display())), "{err}");
+    assert!(err.contains(&format!("{}:6: alerts.ca_file: {}", config.display(), ca.display())), "{err}");
+    std::fs::write(&creds, "mailer:hunter2\n").unwrap();
+    std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let (_, err) = check();
+    assert!(err.contains("may be read by others") && err.contains("chmod 600") && !err.contains("hunter2"), "{err}");
+}

@@ -115,7 +115,7 @@ fn message(cfg: &AlertsConfig, alert: &Alert) -> Result<Message, String> {
 
 /// `user:password` from a file that only its owner may read (mode 0600 or 0400) and that root or
 /// this process's user owns: a password readable by others is refused, with the fix.
-fn credentials(path: &Path) -> Result<(String, String), String> {
+pub fn credentials(path: &Path) -> Result<(String, String), String> {
     let shown = crate::sys::display_path(path);
     let meta = std::fs::metadata(path).map_err(|e| format!("alerts.smtp_credentials_file {shown}: {e}"))?;
     let me = crate::sys::node::euid();

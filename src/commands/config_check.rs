@@ -35,6 +35,25 @@ pub fn main(args: ConfigCheckArgs) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             }
+            // The files alerts read at the first delivery, checked now as they will be then (the
+            // password itself is never shown).
+            let alerts = &loaded.config.alerts;
+            let mut failed = false;
+            if let Some(f) = &alerts.smtp_credentials_file {
+                if let Err(e) = crate::alerts::email::credentials(f) {
+                    eprintln!("{}: {e}", loaded.origins.get("alerts.smtp_credentials_file"));
+                    failed = true;
+                }
+            }
+            if let Some(f) = &alerts.ca_file {
+                if let Err(e) = crate::sys::http::check_ca_file(f) {
+                    eprintln!("{}: alerts.ca_file: {e}", loaded.origins.get("alerts.ca_file"));
+                    failed = true;
+                }
+            }
+            if failed {
+                return ExitCode::from(EXIT_CONFIG);
+            }
             for file in &loaded.files {
                 println!("{}: ok", file.display());
             }

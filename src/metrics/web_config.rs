@@ -213,12 +213,8 @@ impl Web {
         let config = read(path)?;
         // The certificates' errors name their key; say which web-config file it is in.
         let shown = crate::sys::display_path(path);
-        let tls = config
-            .tls
-            .as_ref()
-            .map(acceptor)
-            .transpose()
-            .map_err(|e| if e.starts_with(&shown) { e } else { format!("{shown}: {e}") })?;
+        let tls =
+            config.tls.as_ref().map(acceptor).transpose().map_err(|e| if e.starts_with(&shown) { e } else { format!("{shown}: {e}") })?;
         let auth = (!config.users.is_empty()).then(|| Arc::new(Authenticator::new(config.users)));
         Ok(Web { tls, auth })
     }

@@ -18,6 +18,7 @@
 mod capped;
 mod lines;
 mod tls;
+pub use tls::check_ca_file;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -37,6 +37,15 @@ pub(super) fn server_name(authority: &str) -> Result<rustls::pki_types::ServerNa
 
 /// The client's TLS settings: built once for the usual roots; with a CA file, built per call
 /// (alert deliveries only, which are rare).
+/// Whether `ca_file` can be trusted as it would be at the first delivery (`config check`): its
+/// error, naming the file.
+pub fn check_ca_file(ca_file: &Path) -> Result<(), String> {
+    build_tls(Some(ca_file)).map(|_| ()).map_err(|e| match e {
+        HttpError::Tls(why) => why,
+        other => other.to_string(),
+    })
+}
+
 fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, HttpError> {
     static USUAL: OnceLock<Result<Arc<rustls::ClientConfig>, HttpError>> = OnceLock::new();
     match ca_file {
