@@ -251,4 +251,7 @@ pub struct ConfigCheckArgs {
     /// The main file; its drop-ins are config.d/*.toml beside it [default:
     /// /etc/cluster-ai/config.toml].
     pub path: Option<PathBuf>,
+    /// The same as PATH, spelled as the other commands take it.
+    #[arg(long = "config", value_name = "PATH", conflicts_with = "path")]
+    pub config: Option<PathBuf>,
 }

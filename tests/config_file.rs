@@ -84,6 +84,11 @@ fn config_check_exit_codes_and_messages() {
         ]
     );
 
+    // `--config PATH`, as the other commands take it, is the same as PATH.
+    std::fs::write(&bad, "[swap]\nmax_size = \"8G\"\n").unwrap();
+    let out = Command::new(common::BIN).args(["config", "check", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
     let out = Command::new(common::BIN).args(["config", "check"]).arg(dir.path().join("none.toml")).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("none.toml: cannot read the config file"));

@@ -13,8 +13,9 @@ use crate::sys::paths::DEFAULT_CONFIG;
 /// The files of `args`; a missing default main file is no error (the daemon runs on the
 /// drop-ins over the built-in defaults), a missing named one is.
 fn read(args: ConfigCheckArgs) -> (PathBuf, Result<Loaded, ConfigError>) {
-    let explicit = args.path.is_some();
-    let path = args.path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let chosen = args.path.or(args.config);
+    let explicit = chosen.is_some();
+    let path = chosen.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let loaded = Config::read(&path, explicit);
     (path, loaded)
 }
