@@ -55,9 +55,6 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
                         let addr = l.local_addr().unwrap_or(addr);
                         let scheme = if w.tls.is_some() { "https" } else { "http" };
                         tracing::info!(listen = %addr, "metrics: serving {scheme}://{addr}/metrics");
-                        if w.tls.is_none() && w.auth.is_some() {
-                            tracing::warn!("metrics: basic auth without TLS sends passwords in the clear; add tls_server_config to the web config file");
-                        }
                         Some(l)
                     }
                     Err(e) => {
@@ -87,10 +84,13 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
                         let c = config.borrow();
                         (c.metrics.listen, c.metrics.web_config_file.clone())
                     };
-                    let had = web.is_some();
+                    let tls_of = |w: &Option<(Option<PathBuf>, Web)>| w.as_ref().map(|(_, w)| w.tls.is_some());
+                    let had = tls_of(&web);
                     web = load_web(new_file.as_deref(), web.take());
-                    if new_listen != listen || had != web.is_some() {
-                        break; // rebind (or close, or open now that the web config loads)
+                    if new_listen != listen || had != tls_of(&web) {
+                        // Rebind: a new address, closed or opened now that the web config
+                        // loads, or TLS switched on or off (the "serving" line says which).
+                        break;
                     }
                 }
                 tick = ticker.tick() => {
@@ -128,6 +128,9 @@ fn load_web(file: Option<&Path>, previous: Option<(Option<PathBuf>, Web)>) -> Op
             let tls = if w.tls.is_some() { "TLS" } else { "no TLS" };
             let auth = if w.auth.is_some() { "basic auth" } else { "no authentication" };
             tracing::info!(web_config_file = %crate::sys::display_path(path), "metrics: web config loaded: {tls}, {auth}");
+            if w.tls.is_none() && w.auth.is_some() {
+                tracing::warn!("metrics: basic auth without TLS sends passwords in the clear; add tls_server_config to the web config file");
+            }
             Some((Some(path.to_path_buf()), w))
         }
         Err(e) => match previous.filter(|(p, _)| p.as_deref() == Some(path)) {
