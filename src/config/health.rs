@@ -278,16 +278,19 @@ fn services(c: &mut Checker<'_>) -> Vec<ServiceConfig> {
     let merged = c.merged;
     let mut list: Vec<(ServiceConfig, Origin)> = builtin_services().into_iter().map(|s| (s, Origin::Default)).collect();
     for layer in &merged.services {
-        if layer.main && !layer.entries.is_empty() {
-            list.clear();
-        }
         if let Some(remove) = &layer.remove {
             let names = |v: &toml::Value| list_of(v, "a list of service names such as [\"open-webui\"]", |s| Ok(s.to_string()));
             let (names, at) = c.entry_field(REMOVE_SERVICES, Some(remove), names);
+            let mut removed: Vec<String> = Vec::new();
             for name in names {
+                if removed.contains(&name) {
+                    c.report(at.clone(), REMOVE_SERVICES, format!("{name:?} is named twice; once removes it"));
+                    continue;
+                }
                 match list.iter().position(|(s, _)| s.name == name) {
                     Some(i) => {
                         list.remove(i);
+                        removed.push(name);
                     }
                     None => {
                         let have: Vec<&str> = list.iter().map(|(s, _)| s.name.as_str()).collect();
@@ -299,6 +302,11 @@ fn services(c: &mut Checker<'_>) -> Vec<ServiceConfig> {
                     }
                 }
             }
+        }
+        // The main file's own entries replace the list (after its remove_services, which
+        // therefore speaks of the built-in services).
+        if layer.main && !layer.entries.is_empty() {
+            list.clear();
         }
         let mut named: Vec<String> = Vec::new();
         for entry in &layer.entries {

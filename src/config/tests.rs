@@ -219,6 +219,15 @@ fn services_add_replace_and_remove_across_drop_ins() {
         err.contains("10.toml:5:19: health.remove_services: \"docker\" is not among the services so far (api); nothing to remove"),
         "{err}"
     );
+    // In the main file, remove_services comes before the file's own entries: it speaks of the
+    // built-in list, so it is no error there (and changes nothing, the entries replace it).
+    let (_dir, path) = files("[health]\nremove_services = [\"docker\"]\n[[health.service]]\nname = \"api\"\nunit = \"api.service\"\n", &[]);
+    let names: Vec<String> = Config::load(&path).unwrap().health.services.into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["api"]);
+    // A name given twice is said to be, not "not among the services".
+    let (_dir, path) = files("[health]\nremove_services = [\"docker\", \"docker\"]\n", &[]);
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(err.contains("\"docker\" is named twice"), "{err}");
 }
 
 #[test]

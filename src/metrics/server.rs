@@ -49,23 +49,21 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
         let listener = match (listen, &web) {
             (None, _) => None,
             (Some(_), None) => None,
-            (Some(addr), Some((_, w))) => {
-                match TcpListener::bind(addr).await {
-                    Ok(l) => {
-                        let addr = l.local_addr().unwrap_or(addr);
-                        let scheme = if w.tls.is_some() { "https" } else { "http" };
-                        tracing::info!(listen = %addr, "metrics: serving {scheme}://{addr}/metrics");
-                        Some(l)
-                    }
-                    Err(e) => {
-                        tracing::error!(
-                            listen = %addr,
-                            "metrics: cannot listen on {addr}: {e}; no /metrics until [metrics] listen is changed (\"\" turns it off) and the config reloaded"
-                        );
-                        None
-                    }
+            (Some(addr), Some((_, w))) => match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    let addr = l.local_addr().unwrap_or(addr);
+                    let scheme = if w.tls.is_some() { "https" } else { "http" };
+                    tracing::info!(listen = %addr, "metrics: serving {scheme}://{addr}/metrics");
+                    Some(l)
                 }
-            }
+                Err(e) => {
+                    tracing::error!(
+                        listen = %addr,
+                        "metrics: cannot listen on {addr}: {e}; no /metrics until [metrics] listen is changed (\"\" turns it off) and the config reloaded"
+                    );
+                    None
+                }
+            },
         };
         loop {
             let accept = async {
@@ -129,7 +127,9 @@ fn load_web(file: Option<&Path>, previous: Option<(Option<PathBuf>, Web)>) -> Op
             let auth = if w.auth.is_some() { "basic auth" } else { "no authentication" };
             tracing::info!(web_config_file = %crate::sys::display_path(path), "metrics: web config loaded: {tls}, {auth}");
             if w.tls.is_none() && w.auth.is_some() {
-                tracing::warn!("metrics: basic auth without TLS sends passwords in the clear; add tls_server_config to the web config file");
+                tracing::warn!(
+                    "metrics: basic auth without TLS sends passwords in the clear; add tls_server_config to the web config file"
+                );
             }
             Some((Some(path.to_path_buf()), w))
         }
