@@ -43,8 +43,11 @@ pub fn main(args: StatusArgs) -> ExitCode {
                 }
             };
             let progress = Progress::start("free-memory: unloading Ollama models", None);
-            let mut measures = Emergency::new(&config, None, crate::runtime::Os::real(), false);
-            let actions = rt.block_on(measures.memory_act("free-memory", "asked by cluster-ai free-memory"));
+            // Made and dropped inside the runtime (zbus's drop needs it).
+            let actions = rt.block_on(async {
+                let mut measures = Emergency::new(&config, None, crate::runtime::Os::real(), false);
+                measures.memory_act("free-memory", "asked by cluster-ai free-memory").await
+            });
             drop(progress);
             actions
         }

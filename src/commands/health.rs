@@ -34,7 +34,7 @@ pub fn main(args: StatusArgs) -> ExitCode {
                 }
             };
             (
-                rt.block_on(crate::health::task::check_once(&config, crate::sys::systemd::SystemBus::shared())),
+                rt.block_on(async { crate::health::task::check_once(&config, crate::sys::systemd::SystemBus::shared()).await }),
                 "one look (no daemon is running)",
             )
         }

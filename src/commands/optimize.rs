@@ -47,7 +47,11 @@ pub fn main(args: OptimizeArgs) -> ExitCode {
     let mut restarts = Vec::new();
     if config.optimize.apply && !args.dry_run && !restart_needed.is_empty() {
         restarts = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(crate::optimize::task::restart(&*crate::sys::systemd::SystemBus::shared(), &restart_needed)),
+            // The bus connection is made and dropped inside the runtime: zbus's drop needs it.
+            Ok(rt) => rt.block_on(async {
+                let bus = crate::sys::systemd::SystemBus::shared();
+                crate::optimize::task::restart(&*bus, &restart_needed).await
+            }),
             Err(e) => restart_needed.iter().map(|u| (u.clone(), format!("failed: {e}"))).collect(),
         };
         failed |= restarts.iter().any(|(_, o)| o != "restarted");

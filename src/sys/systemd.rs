@@ -88,6 +88,8 @@ pub struct SystemBus {
 }
 
 impl SystemBus {
+    /// One for the whole process. Drop it inside the tokio runtime that used it: zbus
+    /// unregisters its signal matches on drop, on that runtime.
     pub fn shared() -> Arc<dyn ServiceManager> {
         Arc::new(SystemBus::default())
     }
