@@ -157,7 +157,8 @@ fn table(nodes: &[Node], now: f64) -> String {
             n.node.as_deref().map_or_else(|| "?".into(), cell),
             cell(&n.instance),
             if n.up { "yes" } else { "NO" }.into(),
-            n.memory_used_ratio.filter(|m| m.is_finite()).map_or("-".into(), |m| format!("{:.0}%", m * 100.0)),
+            // A share outside 0..1 (a peer's nonsense, or a float from a broken division) is no figure.
+            n.memory_used_ratio.filter(|m| (0.0..=1.0).contains(m)).map_or("-".into(), |m| format!("{:.0}%", m * 100.0)),
             swap,
             if n.services_down.is_empty() { "-".into() } else { cell(&n.services_down.join(",")) },
             match ago {
