@@ -117,7 +117,7 @@ fn a_stopped_dockerd_is_unhealthy_and_its_recovery_is_seen() {
     assert_eq!(service(&v, "docker")["last_probe"]["detail"], "OK", "{v}");
     drop(docker);
     d.wait_log("health: docker is down", T);
-    assert_eq!(health(&d.socket()).0, 1);
+    assert_eq!(health(&d.socket()).0, 5, "unhealthy (exit 5)");
     let docker = Dockerd::start(tmp.path());
     d.wait_log("health: docker is healthy again after", T);
     assert_eq!(health(&d.socket()).0, 0);
