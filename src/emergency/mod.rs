@@ -358,7 +358,6 @@ mod tests {
 
     use super::cpu::retired_detail;
     use crate::optimize::peers::Retired;
-    use crate::sys::node::vacuum_failure;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
@@ -373,15 +372,5 @@ mod tests {
             prop_assert!(d.ends_with(&format!("({listed} -> {left} workers)")), "{d}");
             prop_assert!(!d.contains('\n'));
         }
-    }
-
-    #[test]
-    fn a_vacuum_that_could_not_delete_is_a_failure_with_its_reason() {
-        let ok = "Vacuuming done, freed 24.0M of archived journals from /var/log/journal/abc.\n";
-        assert_eq!(vacuum_failure(ok), None);
-        let ro = "Failed to delete archived journal file /var/log/journal/abc/system@x.journal: Read-only file system\n\
-                  Vacuuming done, freed 0B of archived journals from /var/log/journal/abc.\n";
-        let e = vacuum_failure(ro).unwrap();
-        assert!(e.starts_with("Failed to delete archived journal file") && e.contains("ReadWritePaths=-/var/log/journal"), "{e}");
     }
 }

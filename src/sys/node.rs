@@ -182,3 +182,18 @@ pub mod fake {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::vacuum_failure;
+
+    #[test]
+    fn a_vacuum_that_could_not_delete_is_a_failure_with_its_reason() {
+        let ok = "Vacuuming done, freed 24.0M of archived journals from /var/log/journal/abc.\n";
+        assert_eq!(vacuum_failure(ok), None);
+        let ro = "Failed to delete archived journal file /var/log/journal/abc/system@x.journal: Read-only file system\n\
+                  Vacuuming done, freed 0B of archived journals from /var/log/journal/abc.\n";
+        let e = vacuum_failure(ro).unwrap();
+        assert!(e.starts_with("Failed to delete archived journal file") && e.contains("ReadWritePaths=-/var/log/journal"), "{e}");
+    }
+}
