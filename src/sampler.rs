@@ -13,7 +13,6 @@ use crate::sys::fs::{disk_usage, DiskUsage};
 use crate::sys::procfs::{
     parse_loadavg, parse_meminfo, parse_pressure, parse_stat, CpuTimes, MemInfo, Pressure, ProcError, ProcFile, ProcFs,
 };
-use crate::sys::ticker::Ticker;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -182,10 +181,10 @@ pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
 /// memory and never block on a device, and a blocking-pool thread every few seconds would cost
 /// more (a thread, its stack, extra wakeups) than the reads themselves.
 pub async fn run(mut sampler: Sampler, snapshots: SnapshotSender, ctx: TaskCtx) -> anyhow::Result<()> {
-    let TaskCtx { mut config, heartbeat, cancel, .. } = ctx;
+    let TaskCtx { mut config, heartbeat, cancel, os, .. } = ctx;
     let mut interval = config.borrow_and_update().sample_interval;
     heartbeat.set_period(interval);
-    let mut ticker = Ticker::new(interval)?;
+    let mut ticker = os.clock.ticker(interval)?;
     let mut failing = false;
     let mut first = true;
     loop {
@@ -199,7 +198,7 @@ pub async fn run(mut sampler: Sampler, snapshots: SnapshotSender, ctx: TaskCtx) 
                 if new != interval {
                     interval = new;
                     heartbeat.set_period(interval);
-                    ticker = Ticker::new(interval)?;
+                    ticker = os.clock.ticker(interval)?;
                     tracing::info!(sample_interval = ?interval, "sampler uses the new interval");
                 }
             }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cluster_ai::control::{request, Request};
 use cluster_ai::daemon::{run_with, Deps, Options, Sig, Signals};
-use cluster_ai::runtime::Os;
+use cluster_ai::runtime::{Clock, Os};
 use cluster_ai::sys::node::fake::FakeNode;
 use cluster_ai::sys::notify::{Notice, Notifier};
 use cluster_ai::sys::procfs::ProcFs;
@@ -101,7 +101,7 @@ async fn start(extra: &str, watchdog: Option<Duration>) -> Daemon {
     let deps = Deps {
         notifier: heard.clone(),
         signals,
-        os: Os { services: systemd.clone(), node: Arc::new(FakeNode::new("node-a")) },
+        os: Os { services: systemd.clone(), node: Arc::new(FakeNode::new("node-a")), clock: Clock::Kernel },
         swap_os: Box::new(FakeSwapOs::new()),
         procfs: ProcFs::default(),
         state_dir: dir.path().join("state"),

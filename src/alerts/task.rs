@@ -7,21 +7,23 @@
 //! not go is in the file.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::channel::{self, Channel};
 use super::dead::{DeadLetter, DeadLetters};
 use super::queue::{Delivery, Queue, FILE_NAME};
 use super::{Alert, AlertState};
 use crate::config::AlertsConfig;
-use crate::runtime::TaskCtx;
-use crate::sys::ticker::Ticker;
+use crate::runtime::{Clock, TaskCtx};
 
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
 /// Alerts waiting for the task, per inbox (it takes them at once; this only absorbs a burst).
@@ -117,6 +119,33 @@ pub fn raise(tx: &Option<AlertSender>, alert: Alert) {
     }
 }
 
+/// What a delivery becomes: its channel's answer (`Ok`: the status line), or why not.
+pub type Sent = Pin<Box<dyn Future<Output = Result<String, channel::Failure>> + Send>>;
+
+/// Where deliveries go: over the network to each channel in the daemon ([`Network`]); a
+/// recorder with scripted answers in tests, so the queue's dedup, rate limit and retry run
+/// under tokio's paused clock.
+pub trait Courier: Send + Sync + 'static {
+    /// Delivers one alert to `channel`.
+    fn deliver(&self, channel: Channel, cfg: &AlertsConfig, alert: &Alert) -> Sent;
+    /// Sends every firing alert to Alertmanager again, in one request.
+    fn resend(&self, cfg: &AlertsConfig, alerts: &[Alert]) -> Sent;
+}
+
+/// The channels for real: HTTP(S) for the webhook and Alertmanager, SMTP for email.
+pub struct Network;
+
+impl Courier for Network {
+    fn deliver(&self, channel: Channel, cfg: &AlertsConfig, alert: &Alert) -> Sent {
+        let (cfg, alert) = (cfg.clone(), alert.clone());
+        Box::pin(async move { channel::deliver(channel, &cfg, &alert).await })
+    }
+    fn resend(&self, cfg: &AlertsConfig, alerts: &[Alert]) -> Sent {
+        let (cfg, alerts) = (cfg.clone(), alerts.to_vec());
+        Box::pin(async move { channel::resend_to_alertmanager(&cfg, &alerts).await })
+    }
+}
+
 /// What a delivery task reports back.
 enum Done {
     Delivery {
@@ -147,10 +176,23 @@ struct State {
     /// `dead_dirty` too).
     dirty: bool,
     dead_dirty: bool,
+    clock: Clock,
+    courier: Arc<dyn Courier>,
 }
 
-pub async fn run(mut inbox: AlertInbox, report: watch::Sender<Arc<AlertsReport>>, ctx: TaskCtx) -> anyhow::Result<()> {
-    let TaskCtx { mut config, heartbeat, cancel, state_dir, dry_run, .. } = ctx;
+/// The task, delivering over the network.
+pub async fn run(inbox: AlertInbox, report: watch::Sender<Arc<AlertsReport>>, ctx: TaskCtx) -> anyhow::Result<()> {
+    run_via(inbox, report, ctx, Arc::new(Network)).await
+}
+
+/// The task, delivering through `courier`.
+pub async fn run_via(
+    mut inbox: AlertInbox,
+    report: watch::Sender<Arc<AlertsReport>>,
+    ctx: TaskCtx,
+    courier: Arc<dyn Courier>,
+) -> anyhow::Result<()> {
+    let TaskCtx { mut config, heartbeat, cancel, state_dir, dry_run, os, .. } = ctx;
     heartbeat.started();
     let cfg = config.borrow_and_update().alerts.clone();
     let path = state_dir.map(|d| d.join(FILE_NAME));
@@ -178,10 +220,12 @@ pub async fn run(mut inbox: AlertInbox, report: watch::Sender<Arc<AlertsReport>>
         full_logged: false,
         dirty: false,
         dead_dirty: false,
+        clock: os.clock,
+        courier,
     };
     st.forget_unconfigured();
     let mut in_flight: JoinSet<Done> = JoinSet::new();
-    let mut ticker = Ticker::new(HEARTBEAT_PERIOD.min(st.cfg.alertmanager_resend))?;
+    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD.min(st.cfg.alertmanager_resend))?;
     let mut last_resend = Instant::now();
     loop {
         // Accepted alerts are in the file before any delivery of them is tried.
@@ -254,7 +298,7 @@ pub async fn run(mut inbox: AlertInbox, report: watch::Sender<Arc<AlertsReport>>
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
+        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }
@@ -343,7 +387,7 @@ impl State {
     /// When the next delivery's time comes: its retry time, or the end of its channel's rate
     /// limit, whichever is later. Channels with a request in flight wake the task when it ends.
     fn next_wake(&mut self) -> Option<Instant> {
-        let (now, now_ms) = (Instant::now(), crate::sys::unix_ms());
+        let (now, now_ms) = (Instant::now(), self.clock.unix_ms());
         let mut wake: Option<Instant> = None;
         for c in Channel::configured(&self.cfg) {
             if self.busy.contains(&c) {
@@ -360,16 +404,16 @@ impl State {
     /// Starts the first due delivery of every channel that is not busy and within its rate
     /// limit, each on a task of its own: a channel that hangs delays none of the others.
     fn start_due(&mut self, in_flight: &mut JoinSet<Done>) {
-        let now_ms = crate::sys::unix_ms();
+        let now_ms = self.clock.unix_ms();
         for channel in Channel::configured(&self.cfg) {
             if self.busy.contains(&channel) || self.limit_ends(channel, Instant::now()).is_some() {
                 continue;
             }
             let Some(d) = self.queue.due(channel, now_ms) else { continue };
-            let (id, alert, cfg) = (d.id, d.alert.clone(), self.cfg.clone());
+            let (id, sent) = (d.id, self.courier.deliver(channel, &self.cfg, &d.alert));
             self.busy.insert(channel);
             self.recent.entry(channel).or_default().push_back(Instant::now());
-            in_flight.spawn(async move { Done::Delivery { channel, id, result: channel::deliver(channel, &cfg, &alert).await } });
+            in_flight.spawn(async move { Done::Delivery { channel, id, result: sent.await } });
         }
     }
 
@@ -382,8 +426,9 @@ impl State {
         if !self.busy.insert(Channel::Alertmanager) {
             return false;
         }
-        let (alerts, cfg): (Vec<Alert>, _) = (self.firing.values().cloned().collect(), self.cfg.clone());
-        in_flight.spawn(async move { Done::Resend(channel::resend_to_alertmanager(&cfg, &alerts).await) });
+        let alerts: Vec<Alert> = self.firing.values().cloned().collect();
+        let sent = self.courier.resend(&self.cfg, &alerts);
+        in_flight.spawn(async move { Done::Resend(sent.await) });
         true
     }
 
@@ -417,7 +462,7 @@ impl State {
                                 channel = channel.as_str(), key = %d.alert.key,
                                 "alerts: {} refused {} for good ({answer}); set aside in {}, not retried", channel.as_str(), d.alert.key, super::dead::FILE_NAME
                             );
-                            self.dead.push(DeadLetter { channel, alert: d.alert, refused_at_unix_ms: crate::sys::unix_ms(), answer });
+                            self.dead.push(DeadLetter { channel, alert: d.alert, refused_at_unix_ms: self.clock.unix_ms(), answer });
                             self.dead_dirty = true;
                         }
                         self.dirty = true;
@@ -431,7 +476,7 @@ impl State {
                                 tracing::warn!(channel = channel.as_str(), key = %d.alert.key, "alerts: {} did not take {}: {e}; kept and retried", channel.as_str(), d.alert.key);
                             }
                         }
-                        self.queue.failed(id, e, crate::sys::unix_ms(), self.cfg.retry_max);
+                        self.queue.failed(id, e, self.clock.unix_ms(), self.cfg.retry_max);
                         self.dirty = true;
                     }
                 }
@@ -482,3 +527,6 @@ pub async fn test_all(cfg: &AlertsConfig) -> Vec<(Channel, Result<String, String
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

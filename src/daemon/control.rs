@@ -66,10 +66,10 @@ impl ControlSocket {
 
 /// The control task.
 pub async fn run(socket: ControlSocket, state: ControlState, ctx: TaskCtx) -> anyhow::Result<()> {
-    let TaskCtx { heartbeat, cancel, .. } = ctx;
+    let TaskCtx { heartbeat, cancel, os, .. } = ctx;
     let state = std::sync::Arc::new(state);
     let mut clients = crate::runtime::slots::Slots::new(MAX_CLIENTS);
-    let mut ticker = crate::sys::ticker::Ticker::new(HEARTBEAT_PERIOD)?;
+    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD)?;
     // An episode of EMFILE/ENFILE: the backoff, and when the last one was seen. It ends once
     // accepting has worked for a second without one.
     let mut backoff: Option<(Duration, Instant)> = None;

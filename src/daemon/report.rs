@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::runtime::tasks::Tasks;
 use crate::sampler::SnapshotReceiver;
 use crate::sys::notify::{Notice, Notifier};
-use crate::sys::ticker::Tick;
+use crate::sys::ticker::Ticker;
 
 /// How often stuck tasks are looked for when systemd does not watch us.
 const UNWATCHED_CHECK: Duration = Duration::from_secs(15);
@@ -29,7 +29,7 @@ pub fn period(notifier: &dyn Notifier) -> Duration {
 }
 
 pub async fn run(
-    mut ticker: impl Tick,
+    mut ticker: Ticker,
     tasks: Tasks,
     notifier: Arc<dyn Notifier>,
     mut snapshots: SnapshotReceiver,
@@ -149,7 +149,7 @@ mod tests {
         let (note_tx, note_rx) = watch::channel(String::new());
         let cancel = CancellationToken::new();
         let (_health_tx, health_rx) = watch::channel(Arc::new(crate::health::HealthReport::default()));
-        let ticker = tokio::time::interval(period(rec.as_ref()));
+        let ticker = crate::sys::ticker::Clock::tokio().ticker(period(rec.as_ref())).unwrap();
         let handle = tokio::spawn(run(ticker, tasks.clone(), rec.clone(), snap_rx, note_rx, health_rx, cancel.clone()));
 
         // Healthy: the task beats every second, the loop pings every second (2 s / 2).

@@ -149,6 +149,7 @@ pub async fn run(opts: Options, log: LogHandle) -> Result<(), DaemonError> {
 pub async fn run_with(opts: Options, deps: Deps, log: LogHandle) -> Result<(), DaemonError> {
     let Deps { notifier, mut signals, os, swap_os, procfs, state_dir, process_wide } = deps;
     let started = Instant::now();
+    let clock = os.clock;
     let (config, from_file) = load_config(&opts.config_path, opts.config_explicit)?;
     log.set_level(config.log_level);
     let path = opts.config_path.display().to_string();
@@ -263,7 +264,7 @@ pub async fn run_with(opts: Options, deps: Deps, log: LogHandle) -> Result<(), D
     // Also without systemd: it is what logs a task that stopped beating.
     // On the tickers' common grid (sys/ticker.rs): the ping rides on a wakeup the sampler makes
     // anyway. A timer that cannot be made is a failed start, as a task's would be.
-    let report_ticker = match crate::sys::ticker::Ticker::new(report::period(notifier.as_ref())) {
+    let report_ticker = match clock.ticker(report::period(notifier.as_ref())) {
         Ok(t) => t,
         Err(e) => {
             let failure = DaemonError::Startup(format!("cannot make the watchdog's timer: {e}"));

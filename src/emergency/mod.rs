@@ -34,7 +34,6 @@ use crate::swap::task::{SwapCommand, SwapSender};
 use crate::sys::http::Endpoint;
 use crate::sys::node::Node;
 use crate::sys::systemd::ServiceManager;
-use crate::sys::ticker::Ticker;
 
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
 const RECENT: usize = 20;
@@ -317,8 +316,8 @@ pub async fn run(
     state: watch::Sender<Arc<EmergencyReport>>,
     ctx: TaskCtx,
 ) -> anyhow::Result<()> {
-    let TaskCtx { mut config, heartbeat, cancel, .. } = ctx;
-    let mut ticker = Ticker::new(HEARTBEAT_PERIOD)?;
+    let TaskCtx { mut config, heartbeat, cancel, os, .. } = ctx;
+    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD)?;
     heartbeat.started();
     state.send_replace(Arc::new(emergency.report(Instant::now())));
     loop {

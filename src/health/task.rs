@@ -19,7 +19,6 @@ use crate::alerts::Alert;
 use crate::config::{format_duration, Config, Probe, ServiceConfig};
 use crate::runtime::TaskCtx;
 use crate::sys::systemd::{unit_file_exists, ServiceManager};
-use crate::sys::ticker::Ticker;
 
 /// The task beats at least this often (its tick is never longer).
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
@@ -141,7 +140,7 @@ pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSe
         let helpers = cancel.child_token();
         let h = &cfg.health;
         let tick = h.services.iter().map(|s| s.interval).min().unwrap_or(HEARTBEAT_PERIOD).min(HEARTBEAT_PERIOD);
-        let mut ticker = Ticker::new(tick)?;
+        let mut ticker = os.clock.ticker(tick)?;
         let now = Instant::now();
         let mut svcs: Vec<Svc> = h.services.iter().map(|s| Svc::new(s.clone(), Policy::new(h, s), now)).collect();
         let mut systemd_text = "not needed".to_string();

@@ -31,7 +31,7 @@ const MAX_CLIENTS: usize = 8;
 pub type SwapMetricsReceiver = watch::Receiver<Arc<SwapMetrics>>;
 
 pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> anyhow::Result<()> {
-    let TaskCtx { mut config, heartbeat, cancel, .. } = ctx;
+    let TaskCtx { mut config, heartbeat, cancel, os, .. } = ctx;
     heartbeat.started();
     let procfs = crate::sys::procfs::ProcFs::default();
     let boot_time = crate::sys::proc_self::boot_time(&procfs)
@@ -39,7 +39,7 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
         .ok();
     let source = Arc::new(Scrape { state, swap, procfs, boot_time });
     let mut clients = crate::runtime::slots::Slots::new(MAX_CLIENTS);
-    let mut ticker = crate::sys::ticker::Ticker::new(HEARTBEAT_PERIOD)?;
+    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD)?;
     // The web configuration in use: re-read on every reload; a file that no longer loads keeps
     // the last good one (as a config reload does), and none at all keeps /metrics closed.
     let web_file = config.borrow_and_update().metrics.web_config_file.clone();

@@ -19,7 +19,6 @@ use crate::config::{human_size, Config};
 use crate::runtime::TaskCtx;
 use crate::sampler::SnapshotReceiver;
 use crate::sys::systemd::ServiceManager;
-use crate::sys::ticker::Ticker;
 use crate::sys::uevent::{hardware_change, Uevent, Uevents};
 
 /// The task is idle between events; it beats this often so a wedged runtime shows.
@@ -52,7 +51,7 @@ pub type OptimizeReceiver = watch::Receiver<Option<Arc<OptimizeState>>>;
 
 pub async fn run(mut snapshots: SnapshotReceiver, state: watch::Sender<Option<Arc<OptimizeState>>>, ctx: TaskCtx) -> anyhow::Result<()> {
     let TaskCtx { mut config, heartbeat, cancel, dry_run, os, .. } = ctx;
-    let mut ticker = Ticker::new(HEARTBEAT_PERIOD)?;
+    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD)?;
     heartbeat.started();
     let mut memory_total: Option<u64> = None;
     let mut replan = Some("start".to_string());

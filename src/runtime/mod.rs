@@ -17,6 +17,7 @@ pub use tasks::{BlockingError, Heartbeat, TaskReport, TaskState, Tasks};
 use crate::config::Config;
 use crate::sys::node::Node;
 use crate::sys::systemd::ServiceManager;
+pub use crate::sys::ticker::{Clock, Ticker};
 
 /// The OS seams the tasks share (one of each per daemon): systemd over one bus connection,
 /// and the node's facts and housekeeping. Real in the daemon, fakes in tests.
@@ -24,13 +25,15 @@ use crate::sys::systemd::ServiceManager;
 pub struct Os {
     pub services: Arc<dyn ServiceManager>,
     pub node: Arc<dyn Node>,
+    /// The tickers and the wall clock: the kernel's in the daemon, tokio's (pausable) in tests.
+    pub clock: Clock,
 }
 
 impl Os {
     /// This machine: systemd on the system bus (one connection, made on first use) and the
     /// running kernel.
     pub fn real() -> Os {
-        Os { services: crate::sys::systemd::SystemBus::shared(), node: Arc::new(crate::sys::node::RealNode) }
+        Os { services: crate::sys::systemd::SystemBus::shared(), node: Arc::new(crate::sys::node::RealNode), clock: Clock::Kernel }
     }
 }
 
@@ -53,9 +56,11 @@ pub struct TaskCtx {
 
 #[cfg(any(test, feature = "fakes"))]
 impl Os {
-    /// Fakes: systemd in memory with no units, and a node named "test-node".
+    /// Fakes: systemd in memory with no units, a node named "test-node", and tokio's clock
+    /// (a test under `tokio::time::pause()` moves every task's time). Inside a tokio runtime.
     pub fn fake() -> Os {
         Os {
+            clock: Clock::tokio(),
             services: crate::sys::systemd::fake::FakeServiceManager::new(),
             node: Arc::new(crate::sys::node::fake::FakeNode::new("test-node")),
         }

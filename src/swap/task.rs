@@ -16,7 +16,6 @@ use crate::config::human_size;
 use crate::runtime::{Heartbeat, TaskCtx};
 use crate::sampler::SnapshotReceiver;
 use crate::sys::psi::PsiTrigger;
-use crate::sys::ticker::Ticker;
 
 /// swapoff of a well-used file can take minutes; past this the task stops waiting (the file
 /// stays in place and in the books, and no other operation starts until it returns).
@@ -124,7 +123,7 @@ pub async fn run(
     mut commands: mpsc::Receiver<SwapCommand>,
     ctx: TaskCtx,
 ) -> anyhow::Result<()> {
-    let TaskCtx { mut config, heartbeat, cancel, .. } = ctx;
+    let TaskCtx { mut config, heartbeat, cancel, os, .. } = ctx;
     let mut engine = heartbeat
         .blocking(CREATE_TIMEOUT, move || {
             let mut engine = engine;
@@ -146,7 +145,7 @@ pub async fn run(
     engine.trigger = psi.as_ref().map_or("adaptive poll".into(), |t| format!("PSI trigger {} + adaptive poll", t.description));
     let mut interval = engine.cfg.check_interval;
     let mut slot = Some(engine);
-    let mut ticker = Ticker::new(interval)?;
+    let mut ticker = os.clock.ticker(interval)?;
     heartbeat.set_period(interval);
     heartbeat.started();
     loop {

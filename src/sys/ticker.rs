@@ -3,7 +3,11 @@
 //! wakeups for a 5 s period); a timerfd wakes it exactly once per period, which is what an
 //! idle daemon should cost.
 //!
-//! Every ticker of the process ticks on one grid: at whole multiples of its period counted
+//! [`Clock`] is the seam: the daemon's tasks ask it for their tickers and the wall-clock time,
+//! and a test hands them [`Clock::Tokio`], tokio's clock, which `tokio::time::pause()` stops
+//! and advances (a timerfd follows the kernel's clock, which no test can move).
+//!
+//! Every timerfd ticker of the process ticks on one grid: at whole multiples of its period counted
 //! from one instant (the first ticker's creation), as absolute CLOCK_MONOTONIC expiries. Periods
 //! that divide one another (the 5 s sampler, the 15 s watchdog, the 30 s heartbeats and checks)
 //! then expire at the same nanosecond, in the same timer interrupt, and the thread wakes once
@@ -32,7 +36,8 @@ fn register(fd: Fd) -> std::io::Result<AsyncFd<Fd>> {
     Ok(unsafe { AsyncFd::register(fd) }?)
 }
 
-pub struct Ticker {
+/// A timerfd on the grid; see the module's text.
+pub struct TimerTicker {
     fd: AsyncFd<Fd>,
     /// The tick owed at once by `new`, not yet taken.
     now_due: bool,
@@ -55,7 +60,7 @@ fn next_on_grid(origin: Duration, now: Duration, period: Duration, min_gap: Dura
     origin + Duration::from_nanos(u64::try_from(n * p).unwrap_or(u64::MAX))
 }
 
-impl Ticker {
+impl TimerTicker {
     /// Ticks at once, then on every grid point of `period`, the first at least half a period
     /// away (so the second reading is not a few milliseconds after the first). On
     /// CLOCK_MONOTONIC; a tick missed while the machine was suspended is delivered once, not as a
@@ -104,22 +109,80 @@ impl Ticker {
     }
 }
 
-/// What ticks: the grid's timerfd in the daemon; tokio's interval, whose clock a test can pause.
-pub trait Tick {
-    /// Waits for the next tick; returns how many periods passed since the last one.
-    fn tick(&mut self) -> impl std::future::Future<Output = std::io::Result<u64>>;
+/// Where the tasks' time comes from: the kernel's clocks in the daemon; tokio's clock in
+/// tests, which `tokio::time::pause()` stops and auto-advances.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// Timerfd tickers on CLOCK_MONOTONIC and the wall clock (CLOCK_REALTIME).
+    Kernel,
+    /// `tokio::time::Interval` tickers, and a wall clock that is `unix_ms` at `origin` plus
+    /// tokio's time since (so a paused test's wall clock moves with its timers).
+    Tokio { unix_ms: u64, origin: tokio::time::Instant },
 }
 
-impl Tick for Ticker {
-    fn tick(&mut self) -> impl std::future::Future<Output = std::io::Result<u64>> {
-        Ticker::tick(self)
+impl Clock {
+    /// Tokio's clock, its wall clock starting at the real time now. Inside a tokio runtime.
+    pub fn tokio() -> Clock {
+        Clock::Tokio { unix_ms: crate::sys::unix_ms(), origin: tokio::time::Instant::now() }
+    }
+
+    /// A ticker of `period` (see [`TimerTicker::new`]: a tick at once, then one a period).
+    /// Errors: the kernel refused a timerfd (EMFILE, ENOMEM).
+    pub fn ticker(&self, period: Duration) -> std::io::Result<Ticker> {
+        match self {
+            Clock::Kernel => Ok(Ticker::Timer(TimerTicker::new(period)?)),
+            Clock::Tokio { .. } => Ok(Ticker::Tokio(tokio_interval(tokio::time::Instant::now(), period))),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch (what alerts and queue files record).
+    pub fn unix_ms(&self) -> u64 {
+        match self {
+            Clock::Kernel => crate::sys::unix_ms(),
+            Clock::Tokio { unix_ms, origin } => unix_ms.saturating_add(origin.elapsed().as_millis() as u64),
+        }
     }
 }
 
-impl Tick for tokio::time::Interval {
-    async fn tick(&mut self) -> std::io::Result<u64> {
-        tokio::time::Interval::tick(self).await;
-        Ok(1)
+fn tokio_interval(first: tokio::time::Instant, period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval_at(first, period.max(Duration::from_millis(1)));
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    i
+}
+
+/// A periodic tick from a [`Clock`].
+pub enum Ticker {
+    Timer(TimerTicker),
+    Tokio(tokio::time::Interval),
+}
+
+impl Ticker {
+    /// A timerfd ticker ([`Clock::Kernel`]'s).
+    pub fn new(period: Duration) -> std::io::Result<Ticker> {
+        Clock::Kernel.ticker(period)
+    }
+
+    /// Waits for the next tick; returns how many periods passed since the last one (1 unless
+    /// the task was late; tokio's ticker always says 1 and skips what it missed).
+    pub async fn tick(&mut self) -> std::io::Result<u64> {
+        match self {
+            Ticker::Timer(t) => t.tick().await,
+            Ticker::Tokio(i) => {
+                i.tick().await;
+                Ok(1)
+            }
+        }
+    }
+
+    /// From now on, one tick per `period`, the first at most one period from now.
+    pub fn set_period(&mut self, period: Duration) -> std::io::Result<()> {
+        match self {
+            Ticker::Timer(t) => t.set_period(period),
+            Ticker::Tokio(i) => {
+                *i = tokio_interval(tokio::time::Instant::now() + period, period);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -132,7 +195,7 @@ mod tests {
     // lower bounds, which a timer cannot beat.
     #[tokio::test]
     async fn ticks_at_once_then_every_period() {
-        let mut t = Ticker::new(Duration::from_secs(60)).unwrap();
+        let mut t = TimerTicker::new(Duration::from_secs(60)).unwrap();
         let first = tokio::time::timeout(Duration::from_secs(30), t.tick()).await;
         assert_eq!(first.expect("the first tick comes at once, not after the 60 s period").unwrap(), 1);
         t.set_period(Duration::from_millis(20)).unwrap();
@@ -161,5 +224,22 @@ mod tests {
         // next.
         assert_eq!(next_on_grid(origin, s(1030), s(30), Duration::ZERO), s(1060));
         assert_eq!(next_on_grid(origin, origin, s(15), Duration::ZERO), s(1015));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokio_clock_ticks_and_its_wall_clock_move_with_paused_time() {
+        let clock = Clock::tokio();
+        let before = clock.unix_ms();
+        let mut t = clock.ticker(Duration::from_secs(30)).unwrap();
+        t.tick().await.unwrap();
+        let start = tokio::time::Instant::now();
+        t.tick().await.unwrap();
+        t.tick().await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(60), "two periods of paused time");
+        assert_eq!(clock.unix_ms() - before, 60_000, "the wall clock moved as much");
+        t.set_period(Duration::from_secs(5)).unwrap();
+        let start = tokio::time::Instant::now();
+        t.tick().await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(5), "the new period, the first a period away");
     }
 }
