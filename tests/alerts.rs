@@ -8,53 +8,20 @@ mod common;
 #[path = "common/peers.rs"]
 mod peers;
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::daemon;
-use peers::{free_port, wait_until, Alertmanager, Proc};
+use peers::{free_port, wait_until, Alertmanager, Answer, Proc, Stub};
 
 const T: Duration = Duration::from_secs(40);
 
-/// An HTTP service whose `/health` answers 200 `ok` (mode 0) or 500 (mode 1).
-fn service(mode: Arc<Mutex<u8>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let _ = read_request(&mut s);
-            let answer: &[u8] = if *mode.lock().unwrap() == 0 {
-                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-            } else {
-                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\nfail"
-            };
-            let _ = s.write_all(answer);
-        }
-    });
-    addr
-}
-
-fn read_request(s: &mut std::net::TcpStream) -> std::io::Result<String> {
-    peers::read_request(s).map(|(_, body)| String::from_utf8_lossy(&body).into_owned())
-}
-
-/// A webhook sink on `port`: every body it receives, in order.
-fn sink(port: u16) -> Arc<Mutex<Vec<serde_json::Value>>> {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            if let Ok(body) = read_request(&mut s) {
-                g.lock().unwrap().push(serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)));
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-            }
-        }
-    });
-    got
+/// A webhook sink on `port` (chosen before the sink starts: a test can point a daemon at it
+/// while it is still down).
+fn sink(port: u16) -> Stub {
+    Stub::on(TcpListener::bind(("127.0.0.1", port)).unwrap(), |_, _| Answer::ok("ok"))
 }
 
 fn web_config(addr: &str, alerts: &str) -> String {
@@ -67,11 +34,11 @@ fn web_config(addr: &str, alerts: &str) -> String {
 #[test]
 fn a_real_alertmanager_receives_the_incident_and_sees_it_resolved() {
     let am = Alertmanager::start();
-    let mode = Arc::new(Mutex::new(0u8));
-    let addr = service(mode.clone());
+    let failing = Arc::new(Mutex::new(false));
+    let addr = Stub::health(failing.clone()).addr;
     let d = daemon().config(&web_config(&addr, &format!("alertmanager = \"http://127.0.0.1:{}\"\n", am.port))).spawn();
     d.wait_log("ready", T);
-    *mode.lock().unwrap() = 1;
+    *failing.lock().unwrap() = true;
     let firing = wait_until("the alert in Alertmanager", T, || {
         am.alerts().into_iter().find(|a| a["labels"]["alertname"] == "ClusterAiServiceDown" && a["labels"]["service"] == "web")
     });
@@ -79,7 +46,7 @@ fn a_real_alertmanager_receives_the_incident_and_sees_it_resolved() {
     assert_eq!(firing["labels"]["severity"], "critical");
     assert_eq!(firing["status"]["state"], "active");
     assert!(firing["annotations"]["summary"].as_str().unwrap().starts_with("web is down: not answering: status 500"), "{firing}");
-    *mode.lock().unwrap() = 0;
+    *failing.lock().unwrap() = false;
     wait_until("the alert resolved in Alertmanager", T, || {
         (!am.alerts().iter().any(|a| a["labels"]["alertname"] == "ClusterAiServiceDown")).then_some(())
     });
@@ -91,8 +58,8 @@ fn a_real_alertmanager_receives_the_incident_and_sees_it_resolved() {
 
 #[test]
 fn a_webhook_that_is_down_gets_every_queued_alert_once_up_also_across_a_daemon_restart() {
-    let mode = Arc::new(Mutex::new(1u8));
-    let addr = service(mode.clone());
+    let failing = Arc::new(Mutex::new(true));
+    let addr = Stub::health(failing.clone()).addr;
     let port = free_port();
     let state = tempfile::tempdir().unwrap();
     let cfg = web_config(&addr, &format!("webhook = \"http://127.0.0.1:{port}/hook\"\n"));
@@ -111,28 +78,28 @@ fn a_webhook_that_is_down_gets_every_queued_alert_once_up_also_across_a_daemon_r
 
     // The service is well again and the sink is up: the new daemon finds the queued alert and
     // delivers it; nothing new happened, so that is all it sends.
-    *mode.lock().unwrap() = 0;
+    *failing.lock().unwrap() = false;
     let got = sink(port);
     let d = daemon().config(&cfg).env("STATE_DIRECTORY", state.path().to_str().unwrap()).spawn();
     d.wait_log("1 undelivered alert(s) from before the restart", T);
-    let first = wait_until("the queued alert at the sink", T, || got.lock().unwrap().first().cloned());
+    let first = wait_until("the queued alert at the sink", T, || got.bodies().first().cloned());
     assert_eq!(first["key"], "service/web", "{first}");
     assert_eq!(first["state"], "firing");
     assert!(first["text"].as_str().unwrap().starts_with("[test-node] CRITICAL web is down: not answering"), "{first}");
     d.wait_log("alerts: sent to webhook", T);
     wait_until("delivered: the queue file empty", T, || read_queue().filter(|k| *k == serde_json::json!([])));
     std::thread::sleep(Duration::from_secs(2));
-    let all = got.lock().unwrap().clone();
+    let all = got.bodies();
     assert_eq!(all.len(), 1, "nothing else to send: {all:?}");
 
     // Down and up again with the sink up: one firing, one resolved, in order.
-    *mode.lock().unwrap() = 1;
-    wait_until("the firing alert", T, || (got.lock().unwrap().len() == 2).then_some(()));
-    *mode.lock().unwrap() = 0;
-    wait_until("the resolved alert", T, || (got.lock().unwrap().len() == 3).then_some(()));
-    let states: Vec<String> = got.lock().unwrap().iter().map(|a| a["state"].as_str().unwrap().to_string()).collect();
+    *failing.lock().unwrap() = true;
+    wait_until("the firing alert", T, || (got.bodies().len() == 2).then_some(()));
+    *failing.lock().unwrap() = false;
+    wait_until("the resolved alert", T, || (got.bodies().len() == 3).then_some(()));
+    let states: Vec<String> = got.bodies().iter().map(|a| a["state"].as_str().unwrap().to_string()).collect();
     assert_eq!(states, ["firing", "firing", "resolved"]);
-    let resolved = got.lock().unwrap()[2].clone();
+    let resolved = got.bodies()[2].clone();
     assert!(resolved["ends_at"].is_string() && resolved["text"].as_str().unwrap().contains("RESOLVED web is healthy again"), "{resolved}");
 }
 
@@ -153,7 +120,7 @@ fn alert_test_reports_each_channel() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains(&format!("webhook http://127.0.0.1:{port}: delivered (200)")), "{text}");
     assert!(text.contains(&format!("alertmanager http://127.0.0.1:{dead}: failed: cannot connect")), "{text}");
-    let body = got.lock().unwrap()[0].clone();
+    let body = got.bodies()[0].clone();
     assert_eq!(body["text"], "[n1] INFO test alert from cluster-ai alert test");
     // No channel: a clear error.
     std::fs::write(&cfg, "").unwrap();
@@ -182,7 +149,7 @@ fn an_emergency_measure_taken_is_a_notice_at_the_webhook() {
         ))
         .spawn();
     let notice =
-        wait_until("the emergency notice", T, || got.lock().unwrap().iter().find(|a| a["key"] == "emergency/unload_ollama_model").cloned());
+        wait_until("the emergency notice", T, || got.bodies().iter().find(|a| a["key"] == "emergency/unload_ollama_model").cloned());
     assert_eq!(notice["state"], "notice", "{notice}");
     assert_eq!(notice["labels"]["measure"], "memory");
     assert!(notice["text"].as_str().unwrap().starts_with("[n2] WARNING emergency (memory"), "{notice}");
@@ -300,12 +267,12 @@ fn a_task_that_fails_is_alerted_and_so_is_the_restart_after_it() {
     let mut d =
         daemon().config(&cfg).env("STATE_DIRECTORY", state.path().to_str().unwrap()).env("CLUSTER_AI_FAULT", "sampler:error").spawn();
     assert_eq!(d.wait_exit(T), Some(1), "{}", d.log_text());
-    let failed = wait_until("the task-failed notice", T, || got.lock().unwrap().iter().find(|a| a["key"] == "task/failed").cloned());
+    let failed = wait_until("the task-failed notice", T, || got.bodies().iter().find(|a| a["key"] == "task/failed").cloned());
     assert_eq!(failed["text"], "[n5] CRITICAL task sampler failed: injected fault at sampler; cluster-ai stops (systemd restarts it)");
     assert!(std::fs::read_to_string(state.path().join("running")).unwrap().contains("reason: task sampler failed"));
     // The restart (as systemd would) says the last run did not stop cleanly, and why.
     let mut d = daemon().config(&cfg).env("STATE_DIRECTORY", state.path().to_str().unwrap()).spawn();
-    let again = wait_until("the restart notice", T, || got.lock().unwrap().iter().find(|a| a["key"] == "task/unclean-stop").cloned());
+    let again = wait_until("the restart notice", T, || got.bodies().iter().find(|a| a["key"] == "task/unclean-stop").cloned());
     assert_eq!(
         again["text"],
         "[n5] CRITICAL cluster-ai restarted; its last run did not stop cleanly: task sampler failed: injected fault at sampler"
@@ -317,7 +284,7 @@ fn a_task_that_fails_is_alerted_and_so_is_the_restart_after_it() {
     let d = daemon().config(&cfg).env("STATE_DIRECTORY", state.path().to_str().unwrap()).spawn();
     d.wait_log("ready", T);
     std::thread::sleep(Duration::from_secs(2));
-    let all = got.lock().unwrap().clone();
+    let all = got.bodies();
     assert_eq!(all.len(), 2, "{all:?}");
 }
 
@@ -341,8 +308,8 @@ fn email_reaches_a_real_smtp_server_plain_and_over_starttls_with_a_private_ca() 
     assert!(mail.contains("Subject: [n3] INFO test alert from cluster-ai alert test"), "{mail}");
     assert!(mail.contains("To: ops@example.org, oncall@example.org") && mail.contains("From: cluster-ai@n3.example"), "{mail}");
 
-    let mode = Arc::new(Mutex::new(1u8));
-    let addr = service(mode.clone());
+    let failing = Arc::new(Mutex::new(true));
+    let addr = Stub::health(failing.clone()).addr;
     let d = daemon()
         .config(
             &web_config(&addr, "").replace("[alerts]\nnode = \"test-node\"\n", &email(plain.port, "none", "").replace("n3", "test-node")),
@@ -351,7 +318,7 @@ fn email_reaches_a_real_smtp_server_plain_and_over_starttls_with_a_private_ca() 
     let down = wait_until("the incident mail", T, || plain.mails().into_iter().find(|m| m.contains("CRITICAL web is down")));
     assert!(down.contains("Subject: [test-node] CRITICAL web is down: not answering: status 500"), "{down}");
     assert!(down.contains("key: service/web") && down.contains("service: web"), "{down}");
-    *mode.lock().unwrap() = 0;
+    *failing.lock().unwrap() = false;
     wait_until("the resolved mail", T, || plain.mails().into_iter().find(|m| m.contains("RESOLVED web is healthy again")));
     drop(d);
 
@@ -391,23 +358,14 @@ fn email_reaches_a_real_smtp_server_plain_and_over_starttls_with_a_private_ca() 
 /// critical one never went.)
 #[test]
 fn a_payload_refused_for_good_is_set_aside_and_the_rest_go_out() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let hook = listener.local_addr().unwrap().to_string();
-    let got: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = got.clone();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let Ok((_, body)) = peers::read_request(&s) else { continue };
-            let body = String::from_utf8_lossy(&body).into_owned();
-            let answer: &[u8] = if body.contains("service/refused") {
-                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 26\r\n\r\ninvalid_blocks: too long\r\n"
-            } else {
-                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-            };
-            seen.lock().unwrap().push(body);
-            let _ = s.write_all(answer);
+    let receiver = Stub::start(|_, body| {
+        if String::from_utf8_lossy(body).contains("service/refused") {
+            Answer::Http(400, "invalid_blocks: too long\r\n".into())
+        } else {
+            Answer::ok("ok")
         }
     });
+    let hook = receiver.addr.clone();
     let down = |name: &str| {
         format!(
             "[[health.service]]\nname = \"{name}\"\nprobe = \"http://127.0.0.1:{}/health\"\ninterval = \"1s\"\ntimeout = \"1s\"\nfail_after = 1\npass_after = 1\n",
@@ -416,10 +374,10 @@ fn a_payload_refused_for_good_is_set_aside_and_the_rest_go_out() {
     };
     let d = daemon().config(&format!("{}{}[alerts]\nwebhook = \"http://{hook}/\"\n", down("refused"), down("next"))).spawn();
     wait_until("the critical alert behind the refused one", T, || {
-        got.lock().unwrap().iter().any(|b| b.contains("service/next") && b.contains("critical")).then_some(())
+        receiver.texts().iter().any(|b| b.contains("service/next") && b.contains("critical")).then_some(())
     });
     std::thread::sleep(Duration::from_secs(6));
-    let refused = got.lock().unwrap().iter().filter(|b| b.contains("service/refused")).count();
+    let refused = receiver.texts().iter().filter(|b| b.contains("service/refused")).count();
     assert_eq!(refused, 1, "sent once, not retried");
     let v = d.status_json();
     let a = &v["alerts"];
@@ -438,19 +396,10 @@ fn a_payload_refused_for_good_is_set_aside_and_the_rest_go_out() {
 /// CRITICAL/RESOLVED pair per incident.
 #[test]
 fn a_service_that_flaps_on_its_own_is_one_flapping_alert() {
-    let mode = Arc::new(Mutex::new(0u8));
-    let web = service(mode.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let hook = listener.local_addr().unwrap().to_string();
-    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let seen = got.clone();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let Ok((_, body)) = peers::read_request(&s) else { continue };
-            seen.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or_default());
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-        }
-    });
+    let failing = Arc::new(Mutex::new(false));
+    let web = Stub::health(failing.clone()).addr;
+    let got = Stub::sink();
+    let hook = got.addr.clone();
     let _d = daemon()
         .config(&format!(
             "[health]\nflap_restarts = 2\nflap_window = \"5m\"\nreset_after = \"5m\"\n\
@@ -461,11 +410,11 @@ fn a_service_that_flaps_on_its_own_is_one_flapping_alert() {
     // Down and up every 1.5 s, six times.
     for i in 0..12 {
         std::thread::sleep(Duration::from_millis(1500));
-        *mode.lock().unwrap() = (i % 2 == 0) as u8;
+        *failing.lock().unwrap() = i % 2 == 0;
     }
-    wait_until("the flapping alert", T, || got.lock().unwrap().iter().any(|a| a["key"] == "flapping/web").then_some(()));
+    wait_until("the flapping alert", T, || got.bodies().iter().any(|a| a["key"] == "flapping/web").then_some(()));
     std::thread::sleep(Duration::from_secs(2));
-    let alerts = got.lock().unwrap().clone();
+    let alerts = got.bodies();
     let count = |key: &str, state: &str| alerts.iter().filter(|a| a["key"] == key && a["state"] == state).count();
     assert_eq!(count("service/web", "firing"), 2, "the first two incidents one by one: {alerts:?}");
     assert_eq!(count("service/web", "resolved"), 2, "{alerts:?}");

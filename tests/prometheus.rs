@@ -10,13 +10,13 @@ mod peers;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::daemon;
-use peers::{free_port, http, wait_until, Alertmanager, Proc};
+use peers::{free_port, http, wait_until, Alertmanager, Proc, Stub};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -26,20 +26,7 @@ fn need(tool: &str) {
 
 /// An HTTP service whose `/health` answers 200 `ok`, or 500 when `healthy` is false.
 fn service(healthy: bool) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let _ = peers::read_request(&s);
-            let answer: &[u8] = if healthy {
-                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-            } else {
-                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\nfail"
-            };
-            let _ = s.write_all(answer);
-        }
-    });
-    addr
+    Stub::health(Arc::new(Mutex::new(!healthy))).addr
 }
 
 fn node_config(node: &str, metrics_port: u16, web: &str) -> String {

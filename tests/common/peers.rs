@@ -462,3 +462,79 @@ impl Alertmanager {
         serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
     }
 }
+
+/// What a [`Stub`] answers one request: a status and a body, or nothing at all (the
+/// connection is held open for 30 s, as a hung service holds it).
+pub enum Answer {
+    Http(u16, String),
+    Hang,
+}
+
+impl Answer {
+    pub fn ok(body: &str) -> Answer {
+        Answer::Http(200, body.into())
+    }
+}
+
+/// A stub HTTP/1.1 service on loopback, each connection on a thread of its own (a hung answer
+/// holds up no other): `respond` gets each request's line and body; every request is kept, in
+/// order. The tests' one stub: webhooks, probed services, a Dask scheduler's HTTP API.
+pub struct Stub {
+    pub addr: String,
+    pub requests: Requests,
+}
+
+/// Each request a stub received: its request line and body.
+pub type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+impl Stub {
+    pub fn start(respond: impl Fn(&str, &[u8]) -> Answer + Send + Sync + 'static) -> Stub {
+        Stub::on(TcpListener::bind("127.0.0.1:0").unwrap(), respond)
+    }
+
+    /// On a listener of the caller's (a port chosen before the stub starts).
+    pub fn on(listener: TcpListener, respond: impl Fn(&str, &[u8]) -> Answer + Send + Sync + 'static) -> Stub {
+        let addr = listener.local_addr().unwrap().to_string();
+        let requests: Requests = Arc::default();
+        let (seen, respond) = (requests.clone(), Arc::new(respond));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (seen, respond) = (seen.clone(), respond.clone());
+                std::thread::spawn(move || {
+                    let Ok((line, body)) = read_request(&stream) else { return };
+                    let answer = respond(&line, &body);
+                    seen.lock().unwrap().push((line, body));
+                    let mut s = stream;
+                    match answer {
+                        Answer::Http(status, body) => {
+                            let _ = write!(s, "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                        }
+                        Answer::Hang => std::thread::sleep(Duration::from_secs(30)),
+                    }
+                });
+            }
+        });
+        Stub { addr, requests }
+    }
+
+    /// A service whose every path answers 200 `ok`, or 500 `fail` while `failing` holds true.
+    pub fn health(failing: Arc<Mutex<bool>>) -> Stub {
+        Stub::start(move |_, _| if *failing.lock().unwrap() { Answer::Http(500, "fail".into()) } else { Answer::ok("ok") })
+    }
+
+    /// A webhook that takes everything (200 `ok`).
+    pub fn sink() -> Stub {
+        Stub::start(|_, _| Answer::ok("ok"))
+    }
+
+    /// The bodies received, as JSON where they parse (else a JSON string).
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        let requests = self.requests.lock().unwrap();
+        requests.iter().map(|(_, b)| serde_json::from_slice(b).unwrap_or_else(|_| String::from_utf8_lossy(b).into_owned().into())).collect()
+    }
+
+    /// The bodies received, as text.
+    pub fn texts(&self) -> Vec<String> {
+        self.requests.lock().unwrap().iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect()
+    }
+}
