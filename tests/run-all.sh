@@ -7,6 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
+# Each phase's wall time, printed at the end: what CI spends installing, building and testing.
+spent=()
+phase() {
+  local name=$1 t0=$SECONDS
+  shift
+  "$@"
+  spent+=("$(printf '%-34s %5d s' "$name" $((SECONDS - t0)))")
+}
 if [ "$(id -u)" != 0 ]; then
   echo "tests/run-all.sh: run it as root (sudo): it installs Debian packages and the root tests make swap files" >&2
   exit 1
@@ -43,6 +51,7 @@ command -v mawk >/dev/null || need+=(mawk)
 command -v tmux >/dev/null || need+=(tmux)
 # The swap test's btrfs RAID1 (on two loop devices), where the kernel refuses swap files.
 command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)
+install_started=$SECONDS
 if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}"
@@ -56,15 +65,21 @@ command -v cargo-deb >/dev/null || cargo install --locked --quiet cargo-deb
 # monit, the restart benchmark's peer.)
 [ -x target/nspawn-root/usr/lib/systemd/systemd ] && [ -x target/nspawn-root/bin/busybox ] && [ -x target/nspawn-root/usr/bin/monit ] \
   || bash tests/e2e/build-root.sh target/nspawn-root
+spent+=("$(printf '%-34s %5d s' "installs (packages, venv, root)" $((SECONDS - install_started)))")
 
-cargo test
+phase "build (debug tests)" cargo test --no-run
+phase "run: cargo test" cargo test
 
 # The failure-path tests and the hostile-peer tier once more on an optimised build (release
 # profile, panic = abort: a panic there is a crash), with fault injection compiled in by its
 # feature: what ships behaves as the debug build does.
-cargo test --release --features fault-injection --test daemon --test swap --test hostile
+phase "build (release tiers)" cargo test --release --features fault-injection --test daemon --test swap --test hostile --no-run
+phase "run: release failure paths" cargo test --release --features fault-injection --test daemon --test swap --test hostile
 
 # The property tests of every parser that sees outside bytes, on the release profile too:
 # overflow checks are off there, so a wrapped number shows as a wrong value the tests assert
 # (test binaries unwind: cargo does not build them with panic = abort).
-cargo test --release --lib -- props any_answer
+phase "release property tests" cargo test --release --lib -- props any_answer
+
+echo "tests/run-all.sh: where the time went"
+printf '  %s\n' "${spent[@]}"
