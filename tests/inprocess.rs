@@ -229,3 +229,60 @@ async fn systemd_unreachable_is_reported_and_nothing_is_restarted() {
     assert!(d.systemd.restarts().is_empty(), "nothing restarted without systemd: {:?}", d.systemd.restarts());
     d.stop().await;
 }
+
+/// Writes `bytes` to the control socket and reads the one-line answer (or what was there when
+/// the daemon closed the connection).
+async fn raw(socket: PathBuf, bytes: Vec<u8>) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = s.write_all(&bytes);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_protocol_answers_every_request_and_refuses_what_is_not_one() {
+    let d = start("", None).await;
+    // Every read-only request has its answer; none is an error.
+    for r in [Request::Status, Request::Health, Request::Alerts, Request::Emergency] {
+        let v = d.ask(r.clone()).await;
+        assert!(v.get("error").is_none(), "{r:?}: {v}");
+    }
+    let st = d.ask(Request::Status).await;
+    assert_eq!(st["health"]["services"][0]["name"], "dask-scheduler", "{st}");
+    let swap = d.ask(Request::Swap(cluster_ai::swap::task::SwapRequest::Status)).await;
+    assert!(swap.get("error").is_none() && swap.is_object(), "{swap}");
+    // What is not a request: one line that says so, then the connection closes.
+    let answer = raw(d.socket(), b"{\"command\":\"reboot\"}\n".to_vec()).await;
+    assert!(answer.starts_with("{\"error\":\"bad request: unknown variant `reboot`"), "{answer}");
+    assert_eq!(answer.lines().count(), 1, "{answer}");
+    let answer = raw(d.socket(), b"not json\n".to_vec()).await;
+    assert!(answer.contains("bad request"), "{answer}");
+    // A request line past 4 KiB is cut there: never read whole, refused.
+    let mut long = b"{\"command\":\"status\",\"pad\":\"".to_vec();
+    long.extend(std::iter::repeat_n(b'x', 64 << 10));
+    long.extend(b"\"}\n");
+    let answer = raw(d.socket(), long).await;
+    assert!(answer.contains("bad request"), "{answer}");
+    // And the daemon still answers.
+    assert!(d.ask(Request::Status).await.get("error").is_none());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_send_a_request_do_not_lock_out_one_that_does() {
+    let d = start("", None).await;
+    // Twice as many silent clients as the daemon serves at once.
+    let silent: Vec<_> =
+        (0..2 * cluster_ai::daemon::control::MAX_CLIENTS).map(|_| std::os::unix::net::UnixStream::connect(d.socket()).unwrap()).collect();
+    let st = d.ask(Request::Status).await;
+    assert!(st.get("error").is_none(), "answered past {} silent clients: {st}", silent.len());
+    drop(silent);
+    d.stop().await;
+}
