@@ -36,16 +36,17 @@ pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(300);
 /// At most this many remembered verifications (one per user in practice).
 const AUTH_CACHE_MAX: usize = 64;
 
+// Described as the file's keys in serde's messages, never by these types' names.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a web config: a mapping with tls_server_config and basic_auth_users")]
 struct RawWebConfig {
     tls_server_config: Option<RawTls>,
     http_server_config: Option<serde_yaml_ng::Value>,
-    basic_auth_users: Option<BTreeMap<String, String>>,
+    basic_auth_users: Option<Users>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping of tls_server_config's keys (cert_file, key_file, ...)")]
 struct RawTls {
     cert_file: Option<String>,
     key_file: Option<String>,
@@ -59,6 +60,30 @@ struct RawTls {
     curve_preferences: Option<serde_yaml_ng::Value>,
     prefer_server_cipher_suites: Option<serde_yaml_ng::Value>,
     client_allowed_sans: Option<serde_yaml_ng::Value>,
+}
+
+/// `basic_auth_users` as written, every entry in order: a map type would keep only the last of
+/// a user written twice, and which password holds would be a guess.
+struct Users(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Users {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Users, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Users;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping of user name to bcrypt hash")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Users, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry::<String, String>()? {
+                    out.push(entry);
+                }
+                Ok(Users(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// A validated web configuration (certificates not yet read).
@@ -94,99 +119,110 @@ pub enum TlsVersion {
     Tls13,
 }
 
-/// Parses the file's text; `path` names it in errors and anchors relative paths.
+/// Parses the file's text; `path` names it in errors and anchors relative paths. Errors:
+/// every problem found, one per line, each as `FILE: KEY: what is wrong and what is right`
+/// (a YAML syntax error stops at the first, with its line and column).
 pub fn parse(path: &Path, text: &str) -> Result<WebConfig, String> {
     let shown = crate::sys::display_path(path);
-    let at = |key: &str, msg: String| format!("{shown}: {key}: {msg}");
+    let mut problems: Vec<String> = Vec::new();
+    let mut at = |key: &str, msg: String| problems.push(format!("{shown}: {key}: {msg}"));
     // An empty file is exporter-toolkit's "no TLS, no authentication".
     let raw: RawWebConfig = if text.trim().is_empty() {
         RawWebConfig::default()
     } else {
         serde_yaml_ng::from_str(text).map_err(|e| format!("{shown}: {e}"))?
     };
-    let unsupported = |key: &str| {
-        at(key, "exporter-toolkit's key, which cluster-ai does not implement; remove it (docs/metrics.md lists the keys it reads)".into())
-    };
+    let unsupported = "exporter-toolkit's key, which cluster-ai does not implement; remove it (docs/metrics.md lists the keys it reads)";
     if raw.http_server_config.is_some() {
-        return Err(unsupported("http_server_config"));
+        at("http_server_config", unsupported.into());
     }
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let file = |key: &str, v: Option<String>| -> Result<PathBuf, String> {
-        match v.filter(|s| !s.is_empty()) {
-            None => Err(at(key, "missing; expected the path of a PEM file".into())),
-            Some(s) => Ok(dir.join(s)),
+    let file = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(|s| dir.join(s));
+    let missing = || "missing; expected the path of a PEM file".to_string();
+    let mut tls = None;
+    if let Some(t) = raw.tls_server_config {
+        for (key, v) in [
+            ("cert", &t.cert),
+            ("key", &t.key),
+            ("cipher_suites", &t.cipher_suites),
+            ("curve_preferences", &t.curve_preferences),
+            ("prefer_server_cipher_suites", &t.prefer_server_cipher_suites),
+            ("client_allowed_sans", &t.client_allowed_sans),
+        ] {
+            if v.is_some() {
+                at(&format!("tls_server_config.{key}"), unsupported.into());
+            }
         }
-    };
-    let tls = match raw.tls_server_config {
-        None => None,
-        Some(t) => {
-            for (key, v) in [
-                ("cert", &t.cert),
-                ("key", &t.key),
-                ("cipher_suites", &t.cipher_suites),
-                ("curve_preferences", &t.curve_preferences),
-                ("prefer_server_cipher_suites", &t.prefer_server_cipher_suites),
-                ("client_allowed_sans", &t.client_allowed_sans),
-            ] {
-                if v.is_some() {
-                    return Err(unsupported(&format!("tls_server_config.{key}")));
-                }
-            }
-            let version = |key: &str, v: Option<String>, default: TlsVersion| match v.as_deref() {
-                None | Some("") => Ok(default),
-                Some("TLS12") => Ok(TlsVersion::Tls12),
-                Some("TLS13") => Ok(TlsVersion::Tls13),
-                Some(o @ ("TLS10" | "TLS11")) => Err(at(key, format!("{o:?} is too old for cluster-ai (rustls); expected TLS12 or TLS13"))),
-                Some(o) => Err(at(key, format!("{o:?} is not a TLS version; expected TLS12 or TLS13"))),
-            };
-            let min_version = version("tls_server_config.min_version", t.min_version, TlsVersion::Tls12)?;
-            let max_version = version("tls_server_config.max_version", t.max_version, TlsVersion::Tls13)?;
-            if min_version > max_version {
-                return Err(at("tls_server_config.max_version", "is below min_version".into()));
-            }
-            let ca = || file("tls_server_config.client_ca_file", t.client_ca_file.clone());
-            let client_auth = match t.client_auth_type.as_deref() {
-                None | Some("") | Some("NoClientCert") => ClientAuth::None,
-                Some("VerifyClientCertIfGiven") => ClientAuth::IfGiven(ca()?),
-                Some("RequireAndVerifyClientCert") => ClientAuth::Required(ca()?),
-                Some(o @ ("RequestClientCert" | "RequireAnyClientCert")) => {
-                    return Err(at(
-                        "tls_server_config.client_auth_type",
-                        format!("{o:?} accepts unverified certificates, which cluster-ai does not; use VerifyClientCertIfGiven or RequireAndVerifyClientCert with client_ca_file"),
-                    ))
-                }
-                Some(o) => {
-                    return Err(at(
-                        "tls_server_config.client_auth_type",
-                        format!("{o:?} is not a client auth type; expected NoClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert"),
-                    ))
-                }
-            };
-            if client_auth == ClientAuth::None && t.client_ca_file.as_deref().is_some_and(|s| !s.is_empty()) {
-                return Err(at(
-                    "tls_server_config.client_ca_file",
-                    "is set but client_auth_type is NoClientCert; set client_auth_type to RequireAndVerifyClientCert".into(),
-                ));
-            }
-            Some(TlsSettings {
-                cert_file: file("tls_server_config.cert_file", t.cert_file)?,
-                key_file: file("tls_server_config.key_file", t.key_file)?,
-                client_auth,
-                min_version,
-                max_version,
+        let version = |v: Option<&str>, default: TlsVersion| match v {
+            None | Some("") => Ok(default),
+            Some("TLS12") => Ok(TlsVersion::Tls12),
+            Some("TLS13") => Ok(TlsVersion::Tls13),
+            Some(o @ ("TLS10" | "TLS11")) => Err(format!("{o:?} is too old for cluster-ai (rustls); expected TLS12 or TLS13")),
+            Some(o) => Err(format!("{o:?} is not a TLS version; expected TLS12 or TLS13")),
+        };
+        let min_version = version(t.min_version.as_deref(), TlsVersion::Tls12)
+            .unwrap_or_else(|e| (at("tls_server_config.min_version", e), TlsVersion::Tls12).1);
+        let max_version = version(t.max_version.as_deref(), TlsVersion::Tls13)
+            .unwrap_or_else(|e| (at("tls_server_config.max_version", e), TlsVersion::Tls13).1);
+        if min_version > max_version {
+            at("tls_server_config.max_version", "is below min_version".into());
+        }
+        let ca = file(t.client_ca_file.as_deref());
+        let needs_ca = |ca: Option<PathBuf>, at: &mut dyn FnMut(&str, String)| {
+            ca.unwrap_or_else(|| {
+                at("tls_server_config.client_ca_file", missing());
+                PathBuf::new()
             })
-        }
-    };
-    let users = raw.basic_auth_users.unwrap_or_default();
-    for (user, hash) in &users {
+        };
+        let client_auth = match t.client_auth_type.as_deref() {
+            None | Some("") | Some("NoClientCert") => {
+                if ca.is_some() {
+                    at(
+                        "tls_server_config.client_ca_file",
+                        "is set but client_auth_type is NoClientCert; set client_auth_type to RequireAndVerifyClientCert".into(),
+                    );
+                }
+                ClientAuth::None
+            }
+            Some("VerifyClientCertIfGiven") => ClientAuth::IfGiven(needs_ca(ca, &mut at)),
+            Some("RequireAndVerifyClientCert") => ClientAuth::Required(needs_ca(ca, &mut at)),
+            Some(o @ ("RequestClientCert" | "RequireAnyClientCert")) => {
+                at(
+                    "tls_server_config.client_auth_type",
+                    format!("{o:?} accepts unverified certificates, which cluster-ai does not; use VerifyClientCertIfGiven or RequireAndVerifyClientCert with client_ca_file"),
+                );
+                ClientAuth::None
+            }
+            Some(o) => {
+                at(
+                    "tls_server_config.client_auth_type",
+                    format!(
+                        "{o:?} is not a client auth type; expected NoClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert"
+                    ),
+                );
+                ClientAuth::None
+            }
+        };
+        let cert_file = file(t.cert_file.as_deref()).unwrap_or_else(|| (at("tls_server_config.cert_file", missing()), PathBuf::new()).1);
+        let key_file = file(t.key_file.as_deref()).unwrap_or_else(|| (at("tls_server_config.key_file", missing()), PathBuf::new()).1);
+        tls = Some(TlsSettings { cert_file, key_file, client_auth, min_version, max_version });
+    }
+    let mut users = BTreeMap::new();
+    for (user, hash) in raw.basic_auth_users.map(|u| u.0).unwrap_or_default() {
         let key = format!("basic_auth_users.{user}");
         if user.is_empty() || user.contains(':') {
-            return Err(at(&key, "a user name must be non-empty and hold no ':' (basic auth splits on it)".into()));
+            at(&key, "a user name must be non-empty and hold no ':' (basic auth splits on it)".into());
+        } else if let Err(e) = hash.parse::<bcrypt::HashParts>() {
+            at(&key, format!("not a bcrypt hash ({e}); expected e.g. the output of htpasswd -nBC 10 \"\" | tr -d ':\\n'"));
+        } else if users.insert(user.clone(), hash).is_some() {
+            at(&key, "written twice; keep one entry per user (which password would hold is a guess)".into());
         }
-        hash.parse::<bcrypt::HashParts>()
-            .map_err(|e| at(&key, format!("not a bcrypt hash ({e}); expected e.g. the output of htpasswd -nBC 10 \"\" | tr -d ':\\n'")))?;
     }
-    Ok(WebConfig { tls, users })
+    if problems.is_empty() {
+        Ok(WebConfig { tls, users })
+    } else {
+        Err(problems.join("\n"))
+    }
 }
 
 /// Reads and parses the file.

@@ -67,6 +67,36 @@ fn bad_yaml_unknown_and_unsupported_keys_name_the_file_and_the_key() {
 }
 
 #[test]
+fn every_problem_is_reported_at_once_each_on_its_line() {
+    let e = err(&format!(
+        "tls_server_config:\n  key_file: b\n  min_version: TLS9\n  client_auth_type: Maybe\n  cipher_suites: [X]\n\
+         basic_auth_users:\n  ops: plaintext\n  prometheus: {}\n",
+        hash("x")
+    ));
+    let lines: Vec<&str> = e.lines().collect();
+    for key in ["cipher_suites", "min_version", "client_auth_type", "cert_file: missing", "basic_auth_users.ops"] {
+        assert_eq!(lines.iter().filter(|l| l.contains(key)).count(), 1, "{key} once: {e}");
+    }
+    assert_eq!(lines.len(), 5, "{e}");
+    assert!(lines.iter().all(|l| l.starts_with("/etc/cluster-ai/web-config.yml: ")), "{e}");
+}
+
+#[test]
+fn a_user_written_twice_is_refused_not_a_guess_at_which_password_holds() {
+    let e = err(&format!("basic_auth_users:\n  prometheus: {}\n  prometheus: {}\n", hash("a"), hash("b")));
+    assert!(e.contains("basic_auth_users.prometheus: written twice"), "{e}");
+}
+
+#[test]
+fn a_wrong_shape_names_the_files_key_not_an_internal_type() {
+    for text in ["tls_server_config: yes\n", "basic_auth_users: [a, b]\n", "- a\n"] {
+        let e = err(text);
+        assert!(!e.contains("Raw") && !e.contains("Users"), "{e}");
+        assert!(e.contains("tls_server_config") || e.contains("user name to bcrypt hash") || e.contains("web config"), "{e}");
+    }
+}
+
+#[test]
 fn missing_or_unreadable_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let e = read(&dir.path().join("nope.yml")).unwrap_err();
