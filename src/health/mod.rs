@@ -3,8 +3,11 @@
 //! process alive but hung), restarts through systemd with a backoff and a flap guard
 //! ([`policy`]), and publishes a [`HealthReport`] for `cluster-ai health` and `status`.
 
+mod act;
+mod follow;
 pub mod policy;
 pub mod probe;
+mod service;
 pub mod task;
 
 use serde::{Deserialize, Serialize};
