@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use super::exit;
 use crate::cli::StatusArgs;
 use crate::control::{request, ClientError, Request};
-use crate::health::{HealthReport, ServiceReport};
+use crate::health::{HealthReport, ServiceReport, ServiceState};
 
 pub fn main(args: StatusArgs) -> ExitCode {
     let (config, socket) = match super::config_and_socket("health", &args) {
@@ -80,12 +80,12 @@ fn line(s: &ServiceReport, now: u64) -> String {
         None => "no unit".into(),
     };
     let mut out = format!("{:<16} {:<13} {unit}", s.name, s.state);
-    if s.state != "not installed" {
+    if s.state != ServiceState::NotInstalled {
         let ago = crate::config::format_duration(std::time::Duration::from_millis(now.saturating_sub(s.since_unix_ms) / 1000 * 1000));
         out += &format!(", for {ago}");
     }
     out.push('\n');
-    if s.state == "not installed" {
+    if s.state == ServiceState::NotInstalled {
         return out;
     }
     if let Some(p) = &s.last_probe {

@@ -29,8 +29,7 @@ pub struct ServiceReport {
     pub unit: Option<String>,
     /// The probe, as configured ("http://127.0.0.1:8787/health").
     pub probe: Option<String>,
-    /// "healthy", "unhealthy", "starting" (not known yet), "not installed".
-    pub state: String,
+    pub state: ServiceState,
     /// The unit's state as systemd reports it ("active", "failed", "auto-restart", …).
     pub unit_state: String,
     /// Since when `state` holds.
@@ -47,6 +46,46 @@ pub struct ServiceReport {
     pub workers: Option<WorkersReport>,
 }
 
+/// A watched service's state, as `cluster-ai health`, `status --json` and the metrics say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceState {
+    /// Its unit and probe say it works.
+    #[serde(rename = "healthy")]
+    Healthy,
+    /// An incident is open: its unit failed or its probe did not answer `fail_after` times.
+    #[serde(rename = "unhealthy")]
+    Unhealthy,
+    /// Not known yet: no probe has answered and its unit has not been seen active.
+    #[serde(rename = "starting")]
+    Starting,
+    /// Neither its unit nor its container exists on this node: not watched.
+    #[serde(rename = "not installed")]
+    NotInstalled,
+}
+
+impl ServiceState {
+    /// The text on the wire and in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Healthy => "healthy",
+            ServiceState::Unhealthy => "unhealthy",
+            ServiceState::Starting => "starting",
+            ServiceState::NotInstalled => "not installed",
+        }
+    }
+
+    /// Looked at and found one way or the other.
+    pub fn known(self) -> bool {
+        matches!(self, ServiceState::Healthy | ServiceState::Unhealthy)
+    }
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkersReport {
     pub count: usize,
@@ -61,14 +100,17 @@ pub struct WorkersReport {
 impl HealthReport {
     /// Services that are installed and not healthy.
     pub fn down(&self) -> Vec<&ServiceReport> {
-        self.services.iter().filter(|s| s.state == "unhealthy" || s.workers.as_ref().is_some_and(WorkersReport::short)).collect()
+        self.services
+            .iter()
+            .filter(|s| s.state == ServiceState::Unhealthy || s.workers.as_ref().is_some_and(WorkersReport::short))
+            .collect()
     }
 
     /// One line for `status` and the unit's STATUS=: "health: 3 ok, down: ollama" or "health:
     /// all 2 ok (2 not installed)".
     /// Services whose state is known: looked at and found healthy or unhealthy.
     pub fn watched(&self) -> usize {
-        self.services.iter().filter(|s| s.state == "healthy" || s.state == "unhealthy").count()
+        self.services.iter().filter(|s| s.state.known()).count()
     }
 
     pub fn summary(&self) -> String {
@@ -86,14 +128,14 @@ impl HealthReport {
                 self.services.len()
             );
         }
-        let installed = self.services.iter().filter(|s| s.state != "not installed").count();
+        let installed = self.services.iter().filter(|s| s.state != ServiceState::NotInstalled).count();
         let absent = self.services.len() - installed;
         let absent = if absent > 0 { format!(" ({absent} not installed)") } else { String::new() };
         let down: Vec<String> = self
             .down()
             .iter()
             .map(|s| match &s.workers {
-                Some(w) if w.short() && s.state != "unhealthy" => format!("{} workers {}/{}", s.name, w.count, w.min),
+                Some(w) if w.short() && s.state != ServiceState::Unhealthy => format!("{} workers {}/{}", s.name, w.count, w.min),
                 _ => s.name.clone(),
             })
             .collect();
@@ -108,5 +150,25 @@ impl HealthReport {
 impl WorkersReport {
     pub fn short(&self) -> bool {
         self.error.is_none() && self.count < self.min as usize
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::ServiceState;
+
+    /// Scripts read `status --json` and `health --json`: the typed states keep their text.
+    #[test]
+    fn service_states_keep_their_text_on_the_wire() {
+        for (s, text) in [
+            (ServiceState::Healthy, "healthy"),
+            (ServiceState::Unhealthy, "unhealthy"),
+            (ServiceState::Starting, "starting"),
+            (ServiceState::NotInstalled, "not installed"),
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), text);
+            assert_eq!(s.to_string(), text);
+            assert_eq!(serde_json::from_value::<ServiceState>(text.into()).unwrap(), s);
+        }
     }
 }

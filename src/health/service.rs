@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::policy::{Machine, Policy, UnitState};
 use super::probe::ProbeResult;
-use super::{HealthReport, ServiceReport, WorkersReport};
+use super::{HealthReport, ServiceReport, ServiceState, WorkersReport};
 use crate::alerts::task::AlertSender;
 use crate::config::{Probe, ServiceConfig};
 use crate::sys::systemd::ServiceManager;
@@ -44,7 +44,7 @@ pub(super) struct Svc {
     pub(super) machine: Machine,
     /// `None` until systemd (or the unit files) said.
     pub(super) installed: Option<bool>,
-    pub(super) state: &'static str,
+    pub(super) state: ServiceState,
     pub(super) since_unix_ms: u64,
     pub(super) last_probe: Option<ProbeResult>,
     pub(super) next_probe: Instant,
@@ -101,7 +101,7 @@ impl Svc {
             flapping: false,
             machine: Machine::new(policy),
             installed: None,
-            state: "starting",
+            state: ServiceState::Starting,
             since_unix_ms: crate::sys::unix_ms(),
             last_probe: None,
             next_probe: now,
@@ -122,12 +122,12 @@ fn listed(mut v: Vec<String>) -> Vec<String> {
 
 const NAMES_REPORTED: usize = 100;
 
-pub(super) fn state_of(s: &Svc) -> &'static str {
+pub(super) fn state_of(s: &Svc) -> ServiceState {
     match s.installed {
-        Some(false) => "not installed",
-        _ if s.machine.incident.is_some() => "unhealthy",
-        _ if s.machine.healthy_since.is_some() => "healthy",
-        _ => "starting",
+        Some(false) => ServiceState::NotInstalled,
+        _ if s.machine.incident.is_some() => ServiceState::Unhealthy,
+        _ if s.machine.healthy_since.is_some() => ServiceState::Healthy,
+        _ => ServiceState::Starting,
     }
 }
 
@@ -142,7 +142,7 @@ pub(super) fn report(enabled: bool, systemd: &str, svcs: &[Svc]) -> HealthReport
                 name: s.cfg.name.clone(),
                 unit: s.cfg.unit.clone(),
                 probe: s.cfg.probe.as_ref().map(ToString::to_string),
-                state: state_of(s).into(),
+                state: state_of(s),
                 unit_state: if s.cfg.unit.is_some() { m.unit.as_str().into() } else { "no unit".into() },
                 since_unix_ms: s.since_unix_ms,
                 last_probe: s.last_probe.clone(),

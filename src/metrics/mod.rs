@@ -11,6 +11,7 @@ pub mod web_config;
 
 use std::collections::BTreeMap;
 
+use crate::health::{ServiceReport, ServiceState};
 use crate::report::NodeReport;
 pub use crate::swap::metrics::{Histogram, SwapMetrics, EXPAND_BUCKETS};
 
@@ -244,14 +245,14 @@ pub fn families(view: &View) -> Vec<Family> {
     });
 
     if let Some(h) = &st.health {
-        let installed: Vec<&crate::health::ServiceReport> = h.services.iter().filter(|s| s.state != "not installed").collect();
-        let per = |f: &dyn Fn(&crate::health::ServiceReport) -> Option<f64>| -> Vec<(Labels, f64)> {
+        let installed: Vec<&ServiceReport> = h.services.iter().filter(|s| s.state != ServiceState::NotInstalled).collect();
+        let per = |f: &dyn Fn(&ServiceReport) -> Option<f64>| -> Vec<(Labels, f64)> {
             installed.iter().filter_map(|s| f(s).map(|v| (label("service", &s.name), v))).collect()
         };
-        let up = per(&|s| match s.state.as_str() {
-            "healthy" => Some(1.0),
-            "unhealthy" => Some(0.0),
-            _ => None,
+        let up = per(&|s| match s.state {
+            ServiceState::Healthy => Some(1.0),
+            ServiceState::Unhealthy => Some(0.0),
+            ServiceState::Starting | ServiceState::NotInstalled => None,
         });
         o.family(
             "service_up",

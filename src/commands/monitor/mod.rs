@@ -122,7 +122,8 @@ fn line(look: &Look) -> String {
             out += &format!(" last=\"{}\"", crate::sys::one_line(&a.detail, 200));
         }
         if let Some(services) = &look.services {
-            let down: Vec<&str> = services.iter().filter(|s| s.state == "unhealthy").map(|s| s.name.as_str()).collect();
+            let down: Vec<&str> =
+                services.iter().filter(|s| s.state == crate::health::ServiceState::Unhealthy).map(|s| s.name.as_str()).collect();
             if !down.is_empty() {
                 out += &format!(" unhealthy={}", crate::sys::one_line(&down.join(","), 200));
             }

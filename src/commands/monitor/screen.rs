@@ -19,6 +19,7 @@ use ratatui::Frame;
 use super::history::{History, Series, DEFAULT_WINDOW, WINDOWS};
 use super::look::{Look, Source};
 use crate::config::human_size;
+use crate::health::ServiceState;
 use crate::sys::one_line;
 use crate::sys::signals::StopFlag;
 
@@ -184,15 +185,15 @@ impl Look3 {
         }
     }
 
-    fn state(&self, state: &str) -> Style {
+    fn state(&self, state: ServiceState) -> Style {
         if self.no_color {
-            return if state == "unhealthy" { Style::default().add_modifier(Modifier::BOLD) } else { Style::default() };
+            return if state == ServiceState::Unhealthy { Style::default().add_modifier(Modifier::BOLD) } else { Style::default() };
         }
         match state {
-            "healthy" => Style::default().fg(Color::Green),
-            "unhealthy" => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
-            "starting" => Style::default().fg(Color::Yellow),
-            _ => Style::default().fg(Color::DarkGray),
+            ServiceState::Healthy => Style::default().fg(Color::Green),
+            ServiceState::Unhealthy => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ServiceState::Starting => Style::default().fg(Color::Yellow),
+            ServiceState::NotInstalled => Style::default().fg(Color::DarkGray),
         }
     }
 }
@@ -311,7 +312,7 @@ fn draw_side(frame: &mut Frame, st: &State, area: Rect, now_ms: u64, colours: &L
                     String::new()
                 };
                 lines.push(Line::from(vec![
-                    Span::styled(format!("{:<10}", s.state), colours.state(&s.state)),
+                    Span::styled(format!("{:<10}", s.state), colours.state(s.state)),
                     Span::raw(format!(" {} ({}){restarts}", one_line(&s.name, 40), one_line(&s.unit_state, 20))),
                     Span::raw(s.reason.as_deref().map(|r| format!(": {}", one_line(r, 80))).unwrap_or_default()),
                 ]));
@@ -353,16 +354,16 @@ mod tests {
         (0..h).map(|y| (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>() + "\n").collect()
     }
 
-    fn service(name: &str, state: &str, restarts: u64) -> crate::health::ServiceReport {
+    fn service(name: &str, state: ServiceState, restarts: u64) -> crate::health::ServiceReport {
         crate::health::ServiceReport {
             name: name.into(),
             unit: None,
             probe: None,
-            state: state.into(),
+            state,
             unit_state: "active".into(),
             since_unix_ms: 0,
             last_probe: None,
-            reason: (state == "unhealthy").then(|| "not answering".into()),
+            reason: (state == ServiceState::Unhealthy).then(|| "not answering".into()),
             restarts,
             backoff_seconds: 0.0,
             held_until_unix_ms: None,
@@ -375,10 +376,10 @@ mod tests {
         use crate::commands::monitor::history::tests::look;
         let mut st = State::new(false);
         let mut a = look(1000, 40.0, &[]);
-        a.services = Some(vec![service("web", "healthy", 0), service("db", "healthy", 0)]);
+        a.services = Some(vec![service("web", ServiceState::Healthy, 0), service("db", ServiceState::Healthy, 0)]);
         st.add(a);
         let mut b = look(1010, 40.0, &[]);
-        b.services = Some(vec![service("web", "unhealthy", 0), service("db", "healthy", 1)]);
+        b.services = Some(vec![service("web", ServiceState::Unhealthy, 0), service("db", ServiceState::Healthy, 1)]);
         b.recent_actions = vec![crate::emergency::Action {
             at_unix_ms: 1_005_000,
             measure: "memory".into(),
