@@ -51,6 +51,8 @@ command -v mawk >/dev/null || need+=(mawk)
 command -v tmux >/dev/null || need+=(tmux)
 # The swap test's btrfs RAID1 (on two loop devices), where the kernel refuses swap files.
 command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)
+# The GPU tests build a fake NVML (tests/fixtures/fake-nvml) as a shared library.
+command -v gcc >/dev/null || need+=(gcc)
 install_started=$SECONDS
 if ((${#need[@]})); then
   apt-get update -qq

@@ -23,7 +23,7 @@ impl Emergency {
                 .await;
                 match outcome {
                     Ok(old) => {
-                        self.saved_weights.push((unit.clone(), old));
+                        self.saved_weights.push(SavedWeight { unit: unit.clone(), old, set: weight });
                         self.record(
                             "cpu",
                             "raise_cpu_weight",
@@ -104,17 +104,35 @@ impl Emergency {
             if let Some(sd) = self.systemd().await {
                 let mut failed = Vec::new();
                 let mut results = Vec::new();
-                for (unit, old) in saved {
-                    match sd.set_cpu_weight(&unit, old).await {
-                        Ok(()) => results.push((format!("{unit}: CPUWeight back to {}", weight_text(old)), true)),
+                for w in saved {
+                    // Put back only while the unit still holds the weight we set: one that
+                    // someone else changed since (systemctl set-property, a drop-in) is theirs.
+                    let (unit, old) = (&w.unit, w.old);
+                    let outcome = match sd.cpu_weight(unit).await {
+                        Ok(now) if now != w.set => Ok(Some(now)),
+                        Ok(_) => sd.set_cpu_weight(unit, old).await.map(|()| None),
+                        Err(e) => Err(e),
+                    };
+                    match outcome {
+                        Ok(None) => results.push(("restore_cpu_weight", format!("{unit}: CPUWeight back to {}", weight_text(old)), true)),
+                        Ok(Some(now)) => results.push((
+                            "keep_cpu_weight",
+                            format!(
+                                "{unit}: CPUWeight is {}, not the {} cluster-ai set: someone else changed it; left as it is (not put back to {})",
+                                weight_text(now),
+                                weight_text(w.set),
+                                weight_text(old)
+                            ),
+                            true,
+                        )),
                         Err(e) => {
-                            results.push((format!("{unit}: {e}"), false));
-                            failed.push((unit, old));
+                            results.push(("restore_cpu_weight", format!("{unit}: {e}"), false));
+                            failed.push(w);
                         }
                     }
                 }
-                for (detail, ok) in results {
-                    self.record("cpu", "restore_cpu_weight", why, detail, None, ok);
+                for (action, detail, ok) in results {
+                    self.record("cpu", action, why, detail, None, ok);
                 }
                 left |= !failed.is_empty();
                 self.saved_weights = failed;
@@ -167,10 +185,73 @@ pub(super) fn retired_detail(listed: u32, r: &peers::Retired) -> String {
     format!("retired Dask worker {}{more} ({listed} -> {left} workers)", r.shown.join(", "))
 }
 
+/// A critical unit's CPU weight before the CPU measure (`old`) and the one it set (`set`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SavedWeight {
+    pub unit: String,
+    pub old: u64,
+    pub set: u64,
+}
+
 fn weight_text(w: u64) -> String {
     if w == crate::sys::systemd::CPU_WEIGHT_UNSET {
         "unset".into()
     } else {
         w.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::runtime::Os;
+    use crate::sys::systemd::fake::FakeServiceManager;
+    use crate::sys::systemd::CPU_WEIGHT_UNSET;
+
+    /// A CPU episode on two critical units through fake systemd; `someone_else` sets a unit's
+    /// weight between the raise and the calm step.
+    async fn episode(someone_else: Option<(&str, u64)>) -> (Arc<FakeServiceManager>, EmergencyReport) {
+        let fake = FakeServiceManager::new();
+        fake.add_unit("dask-worker.service", "active", "running");
+        fake.add_unit("ollama.service", "active", "running");
+        let mut cfg = Config::default();
+        cfg.emergency.dask_scheduler = None;
+        cfg.emergency.critical_units = vec!["dask-worker.service".into(), "ollama.service".into()];
+        cfg.emergency.critical_cpu_weight = 777;
+        let os = Os { services: fake.clone(), ..Os::fake() };
+        let mut e = Emergency::new(&cfg, None, os, false);
+        e.cpu_act("cpu high").await;
+        assert_eq!(fake.cpu_weight_of("dask-worker.service"), Some(777));
+        assert_eq!(fake.cpu_weight_of("ollama.service"), Some(777));
+        if let Some((unit, weight)) = someone_else {
+            fake.set_cpu_weight(unit, weight).await.unwrap();
+        }
+        assert!(e.cpu_undo("cpu calm").await, "nothing left to undo");
+        (fake, e.report(Instant::now()))
+    }
+
+    #[tokio::test]
+    async fn a_weight_still_ours_is_put_back() {
+        let (fake, r) = episode(None).await;
+        assert_eq!(fake.cpu_weight_of("dask-worker.service"), Some(CPU_WEIGHT_UNSET));
+        assert_eq!(fake.cpu_weight_of("ollama.service"), Some(CPU_WEIGHT_UNSET));
+        assert_eq!(r.counts.get("restore_cpu_weight"), Some(&2));
+        assert_eq!(r.counts.get("keep_cpu_weight"), None);
+    }
+
+    #[tokio::test]
+    async fn a_weight_someone_else_changed_is_left_and_said() {
+        let (fake, r) = episode(Some(("ollama.service", 300))).await;
+        assert_eq!(fake.cpu_weight_of("ollama.service"), Some(300), "theirs, left");
+        assert_eq!(fake.cpu_weight_of("dask-worker.service"), Some(CPU_WEIGHT_UNSET), "ours, put back");
+        assert_eq!(r.counts.get("restore_cpu_weight"), Some(&1));
+        assert_eq!(r.counts.get("keep_cpu_weight"), Some(&1));
+        let kept = r.recent.iter().find(|a| a.action == "keep_cpu_weight").unwrap();
+        assert_eq!(
+            kept.detail,
+            "ollama.service: CPUWeight is 300, not the 777 cluster-ai set: someone else changed it; left as it is (not put back to unset)"
+        );
     }
 }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use self::cpu::SavedWeight;
 use crate::config::{human_size, Config, EmergencyConfig};
 use crate::optimize::peers::{self, PeerError};
 use crate::optimize::watch::{Limits, Step, Watch, WatchReport};
@@ -101,8 +102,9 @@ pub struct Emergency {
     services: Arc<dyn ServiceManager>,
     /// Workers retired in this CPU episode, to bring back when calm.
     retired: u32,
-    /// Critical units' own CPU weights, to put back when calm.
-    saved_weights: Vec<(String, u64)>,
+    /// Critical units' own CPU weights, to put back when calm, with the weight we set: a
+    /// unit whose weight someone else changed since is left as it is.
+    saved_weights: Vec<SavedWeight>,
     /// Undo steps that failed, retried every `min_interval` while clear.
     cpu_undo_pending: bool,
     last_undo_try: Option<Instant>,

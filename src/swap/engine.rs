@@ -545,7 +545,12 @@ impl Engine {
             removed += 1;
         }
         let restored = match self.os.restore_tuning() {
-            Ok(Some(t)) => format!("; vm.swappiness {} and vm.vfs_cache_pressure {} restored", t.swappiness, t.vfs_cache_pressure),
+            Ok(Some(r)) => {
+                if let Some(left) = r.left_text() {
+                    tracing::warn!("swap clean: {left}");
+                }
+                format!("; {r}")
+            }
             Ok(None) => String::new(),
             Err(e) => format!("; restoring kernel settings failed: {e}"),
         };

@@ -82,7 +82,7 @@ unsafe fn query(lib: *mut c_void) -> Nvml {
         };
         let rc = init();
         if rc != 0 {
-            return Nvml::Failed(format!("nvmlInit_v2 returned {rc}"));
+            return Nvml::Failed(format!("nvmlInit_v2 returned {rc} ({})", init_error(rc)));
         }
         let mut version = [0 as c_char; 96];
         let driver_version = if driver(version.as_mut_ptr(), version.len() as c_uint) == 0 { text(&version) } else { String::new() };
@@ -106,9 +106,29 @@ unsafe fn query(lib: *mut c_void) -> Nvml {
     }
 }
 
+/// What `nvmlInit_v2`'s return code means (`nvmlReturn_t` in nvml.h) and, for the two a
+/// service meets, what to do.
+fn init_error(rc: c_int) -> &'static str {
+    match rc {
+        4 => "NVML_ERROR_NO_PERMISSION: the GPU's device nodes cannot be opened; under systemd, a driver loaded after cluster-ai started needs `systemctl restart cluster-ai` (DeviceAllow= is resolved at start)",
+        9 => "NVML_ERROR_DRIVER_NOT_LOADED: no NVIDIA kernel driver, or its /dev/nvidia* nodes are not visible here (a unit with PrivateDevices=yes)",
+        12 => "NVML_ERROR_LIBRARY_NOT_FOUND",
+        15 => "NVML_ERROR_GPU_IS_LOST",
+        18 => "NVML_ERROR_LIB_RM_VERSION_MISMATCH: the driver and libnvidia-ml differ in version; reboot after a driver upgrade",
+        _ => "see nvmlReturn_t in nvml.h",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_init_errors_a_service_meets_say_what_to_do() {
+        assert!(init_error(9).contains("PrivateDevices=yes"));
+        assert!(init_error(4).contains("systemctl restart cluster-ai"));
+        assert_eq!(init_error(999), "see nvmlReturn_t in nvml.h");
+    }
 
     #[test]
     fn no_driver_means_absent_not_an_error() {

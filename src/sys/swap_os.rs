@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::fs::DiskUsage;
 use super::procfs::{parse_meminfo, MemInfo, ProcError, ProcFile, ProcFs};
 use super::swap::{self as sys, classify_fs, SwapDirError, SwapEntry, SwapFs};
-use super::sysctl::{Sysctl, Tunables};
+use super::sysctl::{Restored, Sysctl, Tunables};
 
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
@@ -64,8 +64,9 @@ pub trait SwapOs: Send + 'static {
     /// Sets vm.swappiness and vm.vfs_cache_pressure, saving the originals once; returns the
     /// values that were in force.
     fn tune(&mut self, want: Tunables) -> io::Result<Tunables>;
-    /// Puts back the saved originals; `None` when nothing was saved.
-    fn restore_tuning(&mut self) -> io::Result<Option<Tunables>>;
+    /// Puts back the saved originals of the values that still hold what `tune` set, leaving
+    /// the ones someone else changed since; `None` when nothing was saved.
+    fn restore_tuning(&mut self) -> io::Result<Option<Restored>>;
 }
 
 /// The swap directory, open.
@@ -295,7 +296,7 @@ impl SwapOs for RealSwapOs {
         Sysctl::new(self.procfs.root()).apply(&self.state_dir, want)
     }
 
-    fn restore_tuning(&mut self) -> io::Result<Option<Tunables>> {
+    fn restore_tuning(&mut self) -> io::Result<Option<Restored>> {
         Sysctl::new(self.procfs.root()).restore(&self.state_dir)
     }
 }

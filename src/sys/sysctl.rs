@@ -1,5 +1,7 @@
 //! `/proc/sys/vm/swappiness` and `vfs_cache_pressure`, read and set under a root directory, with
-//! the values found before the first change kept in the state directory so they can be put back.
+//! the values found before the first change kept in the state directory so they can be put back,
+//! and the values cluster-ai set beside them: a value someone else changed since is theirs, and
+//! is left as it is.
 
 use std::path::{Path, PathBuf};
 
@@ -48,23 +50,30 @@ impl Sysctl {
     }
 
     /// Sets `want`, saving the current values first unless an earlier run already saved the
-    /// originals (a restart must not save our own values as "previous"). Returns the values
-    /// that were in force.
+    /// originals (a restart must not save our own values as "previous"), and recording `want`
+    /// as what cluster-ai set. Returns the values that were in force.
     pub fn apply(&self, state_dir: &Path, want: Tunables) -> std::io::Result<Tunables> {
         let now = self.read()?;
         let saved = state_dir.join(SAVED);
-        if !saved.exists() {
-            std::fs::create_dir_all(state_dir)?;
-            let tmp = state_dir.join(format!("{SAVED}.tmp"));
-            std::fs::write(&tmp, saved_text(now))?;
-            std::fs::rename(&tmp, &saved)?;
-        }
+        let previous = match super::fs::read_text(&saved, super::fs::SMALL_FILE) {
+            Ok(text) => parse_saved(&text).map_err(|e| {
+                std::io::Error::other(format!("{}: {e}; put the original values there (vm.swappiness=N lines), or delete it to keep the current ones as the originals", saved.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => now,
+            Err(e) => return Err(e),
+        };
+        std::fs::create_dir_all(state_dir)?;
+        let tmp = state_dir.join(format!("{SAVED}.tmp"));
+        std::fs::write(&tmp, saved_text(previous, Some(want)))?;
+        std::fs::rename(&tmp, &saved)?;
         self.write(want)?;
         Ok(now)
     }
 
-    /// Puts back the saved values and forgets them; `None` when nothing was saved.
-    pub fn restore(&self, state_dir: &Path) -> std::io::Result<Option<Tunables>> {
+    /// Puts back each saved value whose key still holds what cluster-ai set, leaves the others
+    /// (someone else changed them), and forgets the saved file; `None` when nothing was saved.
+    /// A file from before cluster-ai recorded what it set puts every value back.
+    pub fn restore(&self, state_dir: &Path) -> std::io::Result<Option<Restored>> {
         let saved = state_dir.join(SAVED);
         let text = match super::fs::read_text(&saved, super::fs::SMALL_FILE) {
             Ok(t) => t,
@@ -72,15 +81,97 @@ impl Sysctl {
             Err(e) => return Err(e),
         };
         let previous = parse_saved(&text).map_err(|e| std::io::Error::other(format!("{}: {e}", saved.display())))?;
-        self.write(previous)?;
+        let restored = restore_plan(previous, parse_set(&text), self.read()?);
+        for (key, value) in &restored.put_back {
+            self.set(key.trim_start_matches("vm."), *value)?;
+        }
         std::fs::remove_file(&saved)?;
-        Ok(Some(previous))
+        Ok(Some(restored))
     }
 }
 
-/// The saved values' file: `sysctl.conf` lines, so an admin can read (and apply) it by hand.
-fn saved_text(t: Tunables) -> String {
-    format!("vm.swappiness={}\nvm.vfs_cache_pressure={}\n", t.swappiness, t.vfs_cache_pressure)
+/// A key cluster-ai did not put back: its value `now` is not the `set` one cluster-ai wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Left {
+    /// "vm.swappiness" or "vm.vfs_cache_pressure".
+    pub key: &'static str,
+    pub now: u32,
+    pub set: u32,
+    pub previous: u32,
+}
+
+/// What a restore did: the keys put back to their saved value, and the ones left as they were.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Restored {
+    pub put_back: Vec<(&'static str, u32)>,
+    pub left: Vec<Left>,
+}
+
+impl Restored {
+    /// One line on the keys left as they were; `None` when every key was put back.
+    pub fn left_text(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .left
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} is {}, not the {} cluster-ai set: someone else changed it; left as it is (not put back to {})",
+                    l.key, l.now, l.set, l.previous
+                )
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+impl std::fmt::Display for Restored {
+    /// "vm.swappiness 60 and vm.vfs_cache_pressure 100 restored; vm.… is …, left as it is".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let back: Vec<String> = self.put_back.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        if !back.is_empty() {
+            write!(f, "{} restored", back.join(" and "))?;
+        }
+        if let Some(left) = self.left_text() {
+            write!(f, "{}{left}", if back.is_empty() { "" } else { "; " })?;
+        }
+        Ok(())
+    }
+}
+
+/// Per key: the saved `previous` value goes back while the kernel holds the value cluster-ai
+/// `set` (`None`: not recorded, an older state file: put back); otherwise it is left.
+pub fn restore_plan(previous: Tunables, set: Option<Tunables>, now: Tunables) -> Restored {
+    let keys = [
+        ("vm.swappiness", previous.swappiness, set.map(|t| t.swappiness), now.swappiness),
+        ("vm.vfs_cache_pressure", previous.vfs_cache_pressure, set.map(|t| t.vfs_cache_pressure), now.vfs_cache_pressure),
+    ];
+    let mut r = Restored::default();
+    for (key, previous, set, now) in keys {
+        match set {
+            Some(set) if set != now => r.left.push(Left { key, now, set, previous }),
+            _ => r.put_back.push((key, previous)),
+        }
+    }
+    r
+}
+
+/// How the values cluster-ai set are recorded in the saved file: comments to `sysctl`.
+const SET_PREFIX: &str = "# set by cluster-ai: ";
+
+/// The saved values' file: `sysctl.conf` lines, so an admin can read (and apply) it by hand,
+/// and, as comments, the values cluster-ai set.
+fn saved_text(previous: Tunables, set: Option<Tunables>) -> String {
+    let mut text = format!("vm.swappiness={}\nvm.vfs_cache_pressure={}\n", previous.swappiness, previous.vfs_cache_pressure);
+    if let Some(t) = set {
+        text += &format!("{SET_PREFIX}vm.swappiness={}\n{SET_PREFIX}vm.vfs_cache_pressure={}\n", t.swappiness, t.vfs_cache_pressure);
+    }
+    text
+}
+
+/// The values cluster-ai recorded as set; `None` unless both are there and valid.
+fn parse_set(text: &str) -> Option<Tunables> {
+    let set: String = text.lines().filter_map(|l| l.strip_prefix(SET_PREFIX)).map(|l| format!("{l}\n")).collect();
+    parse_saved(&set).ok()
 }
 
 /// The values in a saved file: the first valid line of each key.
@@ -114,9 +205,47 @@ mod tests {
         // A restart applies again: the saved originals stay 60/100.
         s.apply(&state, Tunables { swappiness: 30, vfs_cache_pressure: 100 }).unwrap();
         assert_eq!(s.read().unwrap(), Tunables { swappiness: 30, vfs_cache_pressure: 100 });
-        assert_eq!(s.restore(&state).unwrap(), Some(Tunables { swappiness: 60, vfs_cache_pressure: 100 }));
+        let r = s.restore(&state).unwrap().unwrap();
+        assert_eq!(r.put_back, [("vm.swappiness", 60), ("vm.vfs_cache_pressure", 100)]);
+        assert_eq!(r.to_string(), "vm.swappiness 60 and vm.vfs_cache_pressure 100 restored");
         assert_eq!(s.read().unwrap(), Tunables { swappiness: 60, vfs_cache_pressure: 100 });
         assert_eq!(s.restore(&state).unwrap(), None, "nothing saved any more");
+    }
+
+    #[test]
+    fn a_value_someone_else_changed_is_left_and_said() {
+        let t = tempfile::tempdir().unwrap();
+        let vm = t.path().join("proc/sys/vm");
+        std::fs::create_dir_all(&vm).unwrap();
+        std::fs::write(vm.join("swappiness"), "60\n").unwrap();
+        std::fs::write(vm.join("vfs_cache_pressure"), "100\n").unwrap();
+        let state = t.path().join("state");
+        let s = Sysctl::new(t.path());
+        s.apply(&state, Tunables { swappiness: 10, vfs_cache_pressure: 50 }).unwrap();
+        // An admin (or another tool) sets swappiness after us.
+        std::fs::write(vm.join("swappiness"), "35\n").unwrap();
+        let r = s.restore(&state).unwrap().unwrap();
+        assert_eq!(r.put_back, [("vm.vfs_cache_pressure", 100)]);
+        assert_eq!(r.left, [Left { key: "vm.swappiness", now: 35, set: 10, previous: 60 }]);
+        assert_eq!(
+            r.to_string(),
+            "vm.vfs_cache_pressure 100 restored; vm.swappiness is 35, not the 10 cluster-ai set: someone else changed it; left as it is (not put back to 60)"
+        );
+        assert_eq!(s.read().unwrap(), Tunables { swappiness: 35, vfs_cache_pressure: 100 });
+        assert!(!state.join(SAVED).exists(), "done with the saved file");
+    }
+
+    #[test]
+    fn a_saved_file_from_before_the_record_puts_everything_back() {
+        let t = tempfile::tempdir().unwrap();
+        let vm = t.path().join("proc/sys/vm");
+        std::fs::create_dir_all(&vm).unwrap();
+        std::fs::write(vm.join("swappiness"), "35\n").unwrap();
+        std::fs::write(vm.join("vfs_cache_pressure"), "50\n").unwrap();
+        std::fs::write(t.path().join(SAVED), "vm.swappiness=60\nvm.vfs_cache_pressure=100\n").unwrap();
+        let r = Sysctl::new(t.path()).restore(t.path()).unwrap().unwrap();
+        assert!(r.left.is_empty(), "{r}");
+        assert_eq!(Sysctl::new(t.path()).read().unwrap(), Tunables { swappiness: 60, vfs_cache_pressure: 100 });
     }
 
     #[test]
@@ -139,9 +268,11 @@ mod tests {
             #![proptest_config(ProptestConfig::with_cases(512))]
 
             #[test]
-            fn saved_values_round_trip(swappiness in any::<u32>(), vfs_cache_pressure in any::<u32>()) {
+            fn saved_values_round_trip(swappiness in any::<u32>(), vfs_cache_pressure in any::<u32>(), set in any::<Option<(u32, u32)>>()) {
                 let t = Tunables { swappiness, vfs_cache_pressure };
-                prop_assert_eq!(parse_saved(&saved_text(t)), Ok(t));
+                let set = set.map(|(swappiness, vfs_cache_pressure)| Tunables { swappiness, vfs_cache_pressure });
+                prop_assert_eq!(parse_saved(&saved_text(t, set)), Ok(t));
+                prop_assert_eq!(parse_set(&saved_text(t, set)), set);
             }
 
             /// A saved file edited, cut or corrupted: values or an error naming the key, never a panic.

@@ -405,3 +405,16 @@ pub fn require_tool(tool: &str, from: &str) {
     let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()));
     assert!(found, "this test needs {tool} ({from}; .ci/run installs it)");
 }
+
+/// Builds the fake NVML (tests/fixtures/fake-nvml/fake-nvml.c) with gcc as
+/// `DIR/libnvidia-ml.so.1`: with `LD_LIBRARY_PATH=DIR` the binary's own dlopen finds it, and
+/// it answers one GPU (its name, memory and the device node it opens set by `FAKE_NVML_*`,
+/// see the C file).
+pub fn build_fake_nvml(dir: &Path) -> PathBuf {
+    require_tool("gcc", "Debian's gcc");
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake-nvml/fake-nvml.c");
+    let lib = dir.join("libnvidia-ml.so.1");
+    let out = Command::new("gcc").args(["-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o"]).arg(&lib).arg(source).output().unwrap();
+    assert!(out.status.success(), "gcc failed on {source}: {}", String::from_utf8_lossy(&out.stderr));
+    lib
+}

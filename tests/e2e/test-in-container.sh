@@ -150,6 +150,19 @@ printf "sample_interval = \"1s\"\n$emergency""cpu_threshold = 100\n" > /etc/clus
 systemctl reload cluster-ai
 wait_for 15 "CPUWeight back to $before_weight" weight_is "$before_weight"
 cluster-ai status | grep -F "raise_cpu_weight" >/dev/null || fail "status does not count the action: $(cluster-ai status)"
+
+step "a CPUWeight someone else changed during the episode is theirs: left, and the journal and status say so"
+printf "sample_interval = \"1s\"\n$emergency""cpu_threshold = 1\n" > /etc/cluster-ai/config.toml
+timeout 20 sh -c 'while :; do :; done' & burner=$!
+systemctl reload cluster-ai
+wait_for 15 "CPUWeight=777 on dask-worker again" weight_is 777
+systemctl set-property --runtime dask-worker CPUWeight=300
+kill "$burner"
+printf "sample_interval = \"1s\"\n$emergency""cpu_threshold = 100\n" > /etc/cluster-ai/config.toml
+systemctl reload cluster-ai
+wait_for 15 "the journal line on the weight left" journal_has "dask-worker.service: CPUWeight is 300, not the 777 cluster-ai set: someone else changed it; left as it is"
+weight_is 300 || fail "the weight someone else set was not left: $(weight)"
+cluster-ai status | grep -F "keep_cpu_weight" >/dev/null || fail "status does not show the weight left: $(cluster-ai status)"
 systemctl stop dask-worker
 
 step "disk over its threshold vacuums the journal to its configured size, and says what it freed"
@@ -250,4 +263,4 @@ cluster-ai swap clean --force
 [ "$(cluster-ai swap status --json | grep -c '"seq"')" = 0 ] || fail "swap clean left managed swap"
 [ -z "$(ls /var/lib/cluster-ai/swap)" ] || fail "swap clean left files: $(ls /var/lib/cluster-ai/swap)"
 
-echo "e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight, journal vacuum, health restarts and stop all behaved"
+echo "e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight (put back, and left when changed by someone else), journal vacuum, health restarts and stop all behaved"

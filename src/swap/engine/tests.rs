@@ -119,6 +119,22 @@ fn clean_is_refused_when_memory_cannot_take_the_pages_and_restores_tuning() {
 }
 
 #[test]
+fn clean_leaves_a_kernel_value_someone_else_changed_and_says_so() {
+    let fake = FakeSwapOs::new();
+    let mut cfg = config("");
+    cfg.kernel.tune = true;
+    let mut e = Engine::new(&cfg, Box::new(fake.clone()), false);
+    e.start();
+    fake.state().tunables.swappiness = 35;
+    let msg = e.clean(true).unwrap();
+    assert!(
+        msg.ends_with("; vm.vfs_cache_pressure 100 restored; vm.swappiness is 35, not the 10 cluster-ai set: someone else changed it; left as it is (not put back to 60)"),
+        "{msg}"
+    );
+    assert_eq!(fake.state().tunables, crate::sys::sysctl::Tunables { swappiness: 35, vfs_cache_pressure: 100 });
+}
+
+#[test]
 fn recovery_deletes_partials_adopts_active_and_enables_what_fits() {
     let fake = FakeSwapOs::new();
     {

@@ -11,7 +11,7 @@ use super::{DirFile, SwapOs};
 use crate::sys::fs::DiskUsage;
 use crate::sys::procfs::{MemInfo, ProcError};
 use crate::sys::swap::{SwapDirError, SwapEntry, SwapFs};
-use crate::sys::sysctl::Tunables;
+use crate::sys::sysctl::{restore_plan, Restored, Tunables};
 
 #[derive(Debug, Clone, Default)]
 pub struct FakeFile {
@@ -41,6 +41,8 @@ pub struct FakeState {
     pub fail: Option<(&'static str, io::ErrorKind)>,
     pub tunables: Tunables,
     pub saved: Option<Tunables>,
+    /// What `tune` set last (a test changes `tunables` after it to play someone else).
+    pub set: Option<Tunables>,
     /// Every change made, in order, e.g. "swapon cluster-ai-000001.swap 50".
     pub ops: Vec<String>,
     /// swapon waits for a message here first (a test holds an operation mid-way).
@@ -76,6 +78,7 @@ impl FakeSwapOs {
             fail: None,
             tunables: Tunables { swappiness: 60, vfs_cache_pressure: 100 },
             saved: None,
+            set: None,
             ops: Vec::new(),
             gate: None,
         })))
@@ -250,16 +253,21 @@ impl SwapOs for FakeSwapOs {
         let mut s = self.state();
         let was = s.tunables;
         s.saved.get_or_insert(was);
+        s.set = Some(want);
         s.tunables = want;
         Ok(was)
     }
 
-    fn restore_tuning(&mut self) -> io::Result<Option<Tunables>> {
+    fn restore_tuning(&mut self) -> io::Result<Option<Restored>> {
         let mut s = self.state();
-        let saved = s.saved.take();
-        if let Some(t) = saved {
-            s.tunables = t;
+        let Some(previous) = s.saved.take() else { return Ok(None) };
+        let r = restore_plan(previous, s.set.take(), s.tunables);
+        for (key, value) in &r.put_back {
+            match *key {
+                "vm.swappiness" => s.tunables.swappiness = *value,
+                _ => s.tunables.vfs_cache_pressure = *value,
+            }
         }
-        Ok(saved)
+        Ok(Some(r))
     }
 }
