@@ -44,6 +44,21 @@ pub struct NodeReport {
     pub health: Option<crate::health::HealthReport>,
     #[serde(default)]
     pub alerts: Option<crate::alerts::task::AlertsReport>,
+    #[serde(default)]
+    pub metrics: Option<MetricsReport>,
+}
+
+/// What `/metrics` is serving: published by the metrics task.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MetricsReport {
+    /// `http://ADDR/metrics` or `https://ADDR/metrics`; `None`: not served (off, not bound, or
+    /// closed by a web config that does not load).
+    pub url: Option<String>,
+    /// Basic auth is asked for.
+    pub basic_auth: bool,
+    /// Why `/metrics` is closed or serves an older web config: the web config file's last
+    /// problem, until a reload loads it.
+    pub problem: Option<String>,
 }
 
 /// What the supervisor publishes about the loaded config.
@@ -69,6 +84,7 @@ pub struct Reports {
     pub emergency: EmergencyReceiver,
     pub health: crate::health::task::HealthReceiver,
     pub alerts: watch::Receiver<std::sync::Arc<crate::alerts::task::AlertsReport>>,
+    pub metrics: watch::Receiver<MetricsReport>,
 }
 
 impl Reports {
@@ -94,6 +110,7 @@ impl Reports {
             emergency: Some(self.emergency.borrow().as_ref().clone()),
             health: Some(self.health.borrow().as_ref().clone()),
             alerts: Some(self.alerts.borrow().as_ref().clone()),
+            metrics: Some(self.metrics.borrow().clone()),
         }
     }
 }

@@ -455,4 +455,16 @@ fn a_real_prometheus_scrapes_over_tls_with_basic_auth_and_a_wrong_password_is_do
     d.signal(nix::sys::signal::Signal::SIGHUP);
     d.wait_log("keeping the web config loaded before", T);
     assert_eq!(https_get(&addr, &ca, Some(("prometheus", "n3w"))).0, 200);
+    // `status` says so too, until a reload loads the file.
+    let status = String::from_utf8(d.status(&[]).stdout).unwrap();
+    let line = status.lines().find(|l| l.starts_with("metrics:")).unwrap_or_default().to_string();
+    assert!(line.starts_with(&format!("metrics:  https://{addr}/metrics (basic auth); web config: ")), "{status}");
+    assert!(line.contains("cert_fil") && line.contains("serving with the web config loaded before"), "{line}");
+    write_web("n3w");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until("status without the web config's problem", T, || {
+        let status = String::from_utf8(d.status(&[]).stdout).unwrap();
+        status.contains(&format!("metrics:  https://{addr}/metrics (basic auth)\n")).then_some(())
+    });
+    assert_eq!(d.status_json()["metrics"]["problem"], serde_json::Value::Null);
 }

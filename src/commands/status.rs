@@ -102,6 +102,19 @@ pub fn emergency_lines(e: &EmergencyReport) -> String {
     out
 }
 
+/// "metrics:  https://127.0.0.1:9464/metrics (basic auth)", or why it is not served or not
+/// on the current web config.
+fn metrics_line(m: &crate::report::MetricsReport) -> String {
+    let serving = match &m.url {
+        Some(url) => format!("{url}{}", if m.basic_auth { " (basic auth)" } else { "" }),
+        None => "not served".into(),
+    };
+    match &m.problem {
+        Some(p) => format!("metrics:  {serving}; web config: {p}\n"),
+        None => format!("metrics:  {serving}\n"),
+    }
+}
+
 /// "alerts: webhook 3 sent, 1 queued (cannot connect: …); 1 firing" or "alerts: no channel".
 fn alert_line(a: &crate::alerts::task::AlertsReport) -> String {
     if a.channels.is_empty() {
@@ -198,6 +211,9 @@ pub fn render(r: &StatusReply) -> String {
     }
     if let Some(a) = &r.alerts {
         out += &alert_line(a);
+    }
+    if let Some(m) = &r.metrics {
+        out += &metrics_line(m);
     }
     out += "tasks:\n";
     for t in &r.tasks {

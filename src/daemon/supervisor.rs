@@ -229,6 +229,7 @@ pub async fn run_with(opts: Options, deps: Deps, log: LogHandle) -> Result<(), D
     let (health_tx, health_rx) = watch::channel(Arc::new(crate::health::HealthReport::default()));
     let alerts = Some(alert_tx.clone());
     set.spawn("health", crate::health::task::HEARTBEAT_PERIOD, |hb| crate::health::task::run(health_tx, alerts, ctx(hb)));
+    let (metrics_report_tx, metrics_report_rx) = watch::channel(crate::report::MetricsReport::default());
     let reports = Reports {
         started,
         dry_run: opts.dry_run,
@@ -239,12 +240,13 @@ pub async fn run_with(opts: Options, deps: Deps, log: LogHandle) -> Result<(), D
         emergency: emergency_rx,
         health: health_rx.clone(),
         alerts: alerts_rx,
+        metrics: metrics_report_rx,
     };
     let metrics_state = reports.clone();
     let state = ControlState { reports, swap: swap_tx, free_memory: free_memory_tx };
     set.spawn("control", control::HEARTBEAT_PERIOD, |hb| control::run(socket, state, ctx(hb)));
     set.spawn("metrics", crate::metrics::server::HEARTBEAT_PERIOD, |hb| {
-        crate::metrics::server::run(metrics_state, swap_metrics_rx, ctx(hb))
+        crate::metrics::server::run(metrics_state, swap_metrics_rx, metrics_report_tx, ctx(hb))
     });
     let set = &mut set.set;
 

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::web_config::Web;
 use super::{SwapMetrics, View};
-use crate::report::Reports;
+use crate::report::{MetricsReport, Reports};
 use crate::runtime::slots::RequestSeen;
 use crate::runtime::TaskCtx;
 
@@ -30,7 +30,7 @@ const MAX_CLIENTS: usize = 8;
 
 pub type SwapMetricsReceiver = watch::Receiver<Arc<SwapMetrics>>;
 
-pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> anyhow::Result<()> {
+pub async fn run(state: Reports, swap: SwapMetricsReceiver, report: watch::Sender<MetricsReport>, ctx: TaskCtx) -> anyhow::Result<()> {
     let TaskCtx { mut config, heartbeat, cancel, os, .. } = ctx;
     heartbeat.started();
     let procfs = crate::sys::procfs::ProcFs::default();
@@ -43,9 +43,11 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
     // The web configuration in use: re-read on every reload; a file that no longer loads keeps
     // the last good one (as a config reload does), and none at all keeps /metrics closed.
     let web_file = config.borrow_and_update().metrics.web_config_file.clone();
-    let mut web: Option<(Option<PathBuf>, Web)> = load_web(web_file.as_deref(), None);
+    let (loaded, mut problem) = load_web(web_file.as_deref(), None);
+    let mut web: Option<(Option<PathBuf>, Web)> = loaded;
     loop {
         let listen = config.borrow_and_update().metrics.listen;
+        let mut url = None;
         let listener = match (listen, &web) {
             (None, _) => None,
             (Some(_), None) => None,
@@ -54,6 +56,7 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
                     let addr = l.local_addr().unwrap_or(addr);
                     let scheme = if w.tls.is_some() { "https" } else { "http" };
                     tracing::info!(listen = %addr, "metrics: serving {scheme}://{addr}/metrics");
+                    url = Some(format!("{scheme}://{addr}/metrics"));
                     Some(l)
                 }
                 Err(e) => {
@@ -65,6 +68,8 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
                 }
             },
         };
+        let basic_auth = web.as_ref().is_some_and(|(_, w)| w.auth.is_some());
+        report.send_replace(MetricsReport { url: url.clone(), basic_auth, problem: problem.clone() });
         loop {
             let accept = async {
                 match &listener {
@@ -84,7 +89,9 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
                     };
                     let tls_of = |w: &Option<(Option<PathBuf>, Web)>| w.as_ref().map(|(_, w)| w.tls.is_some());
                     let had = tls_of(&web);
-                    web = load_web(new_file.as_deref(), web.take());
+                    (web, problem) = load_web(new_file.as_deref(), web.take());
+                    let basic_auth = web.as_ref().is_some_and(|(_, w)| w.auth.is_some());
+                    report.send_replace(MetricsReport { url: url.clone().filter(|_| web.is_some()), basic_auth, problem: problem.clone() });
                     if new_listen != listen || had != tls_of(&web) {
                         // Rebind: a new address, closed or opened now that the web config
                         // loads, or TLS switched on or off (the "serving" line says which).
@@ -116,11 +123,11 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, ctx: TaskCtx) -> any
     }
 }
 
-/// The web configuration for `file` (plain HTTP when none). When the file does not load, the
-/// previous configuration of the same file stays in use, and with none /metrics stays closed:
-/// a broken file never opens the endpoint to anyone.
-fn load_web(file: Option<&Path>, previous: Option<(Option<PathBuf>, Web)>) -> Option<(Option<PathBuf>, Web)> {
-    let Some(path) = file else { return Some((None, Web::open())) };
+/// The web configuration for `file` (plain HTTP when none), and the file's problem when it
+/// does not load. Then the previous configuration of the same file stays in use, and with none
+/// /metrics stays closed: a broken file never opens the endpoint to anyone.
+fn load_web(file: Option<&Path>, previous: Option<(Option<PathBuf>, Web)>) -> (Option<(Option<PathBuf>, Web)>, Option<String>) {
+    let Some(path) = file else { return (Some((None, Web::open())), None) };
     match Web::load(path) {
         Ok(w) => {
             let tls = if w.tls.is_some() { "TLS" } else { "no TLS" };
@@ -131,16 +138,16 @@ fn load_web(file: Option<&Path>, previous: Option<(Option<PathBuf>, Web)>) -> Op
                     "metrics: basic auth without TLS sends passwords in the clear; add tls_server_config to the web config file"
                 );
             }
-            Some((Some(path.to_path_buf()), w))
+            (Some((Some(path.to_path_buf()), w)), None)
         }
         Err(e) => match previous.filter(|(p, _)| p.as_deref() == Some(path)) {
             Some(kept) => {
                 tracing::error!("metrics: [metrics] web_config_file: {e}; keeping the web config loaded before");
-                Some(kept)
+                (Some(kept), Some(format!("{e}; serving with the web config loaded before")))
             }
             None => {
                 tracing::error!("metrics: [metrics] web_config_file: {e}; /metrics stays closed until it is fixed and the config reloaded");
-                None
+                (None, Some(format!("{e}; /metrics is closed until it is fixed and the config reloaded")))
             }
         },
     }
