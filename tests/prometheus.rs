@@ -301,8 +301,12 @@ fn a_real_prometheus_scrapes_two_nodes_fires_a_rule_into_alertmanager_and_cluste
 fn the_daemons_alert_and_the_rules_alert_for_one_incident_are_one_group() {
     let route = std::fs::read_to_string(packaging().join("alertmanager.yml")).unwrap();
     let am = Alertmanager::start_with(&route);
-    let mut pushed =
-        cluster_ai::alerts::Alert::firing("service/ollama", "critical", "ollama is down: its unit failed").label("service", "ollama");
+    let mut pushed = cluster_ai::alerts::Alert::firing(
+        cluster_ai::alerts::AlertKey::ServiceDown("ollama".into()),
+        cluster_ai::alerts::Severity::Critical,
+        "ollama is down: its unit failed",
+    )
+    .label("service", "ollama");
     pushed.node = "gpu-1".into();
     let daemon_body = cluster_ai::alerts::channel::alertmanager_body(&pushed);
     let rule_body = serde_json::json!([{

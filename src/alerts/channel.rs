@@ -169,6 +169,7 @@ pub fn alertmanager_body(a: &Alert) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerts::{AlertKey, Severity};
 
     #[test]
     fn a_4xx_but_408_and_429_refuses_for_good() {
@@ -179,7 +180,8 @@ mod tests {
 
     #[test]
     fn bodies_follow_each_api() {
-        let mut a = Alert::resolved("service/ollama", "critical", "ollama is healthy again after 42s", 1_000).label("service", "ollama");
+        let mut a = Alert::resolved(AlertKey::ServiceDown("ollama".into()), Severity::Critical, "ollama is healthy again after 42s", 1_000)
+            .label("service", "ollama");
         a.node = "gpu-1".into();
         let w = webhook_body(&a);
         assert_eq!(w["text"], "[gpu-1] RESOLVED ollama is healthy again after 42s");
@@ -189,7 +191,7 @@ mod tests {
         assert_eq!(am[0]["labels"]["service"], "ollama");
         assert_eq!(am[0]["startsAt"], "1970-01-01T00:00:01.000Z");
         assert!(am[0]["endsAt"].is_string());
-        let f = Alert::firing("service/ollama", "critical", "down");
+        let f = Alert::firing(AlertKey::ServiceDown("ollama".into()), Severity::Critical, "down");
         assert!(alertmanager_body(&f)[0].get("endsAt").is_none(), "firing: no end");
     }
 
@@ -210,7 +212,7 @@ mod tests {
             s.write_all(answer.as_bytes()).await.unwrap();
         });
         let cfg = AlertsConfig { webhook: Some(hook.clone()), ..AlertsConfig::default() };
-        let e = deliver(Channel::Webhook, &cfg, &Alert::notice("test", "info", "x")).await.unwrap_err().text;
+        let e = deliver(Channel::Webhook, &cfg, &Alert::notice(AlertKey::Test, Severity::Info, "x")).await.unwrap_err().text;
         assert!(e.contains("404") && !e.contains("s3cret"), "{e}");
         assert_eq!(Channel::Webhook.shown_url(&cfg), format!("http://127.0.0.1:{port}/…"));
         assert_eq!(Channel::Webhook.url(&cfg), Some(hook.as_str()), "sent to the whole URL");

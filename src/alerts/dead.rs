@@ -86,6 +86,7 @@ impl DeadLetters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerts::{AlertKey, Severity};
 
     #[test]
     fn the_last_hundred_are_kept_across_a_reload() {
@@ -96,7 +97,7 @@ mod tests {
         for i in 0..150 {
             d.push(DeadLetter {
                 channel: Channel::Webhook,
-                alert: Alert::firing(format!("service/{i}"), "critical", "down"),
+                alert: Alert::firing(AlertKey::ServiceDown(i.to_string()), Severity::Critical, "down"),
                 refused_at_unix_ms: i,
                 answer: "answered 400: bad payload".into(),
             });

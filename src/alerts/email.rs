@@ -154,7 +154,7 @@ fn certificates(path: &Path) -> Result<Vec<Certificate>, String> {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
-    use crate::alerts::Alert;
+    use crate::alerts::{Alert, AlertKey, Severity};
     use crate::config::{AlertsConfig, SmtpSecurity};
 
     /// A server on loopback whose 535 quotes the credentials back, as some do: the error (which
@@ -195,7 +195,7 @@ mod tests {
             smtp_credentials_file: Some(creds),
             ..AlertsConfig::default()
         };
-        let e = super::send(&cfg, &Alert::notice("test", "info", "test")).await.unwrap_err();
+        let e = super::send(&cfg, &Alert::notice(AlertKey::Test, Severity::Info, "test")).await.unwrap_err();
         assert_eq!(e, format!("127.0.0.1:{port}: the SMTP server refused the credentials (535); check alerts.smtp_credentials_file"));
         assert!(!e.contains("secret") && !e.contains("bad credentials"), "{e}");
         assert_eq!(server.await.unwrap(), ["EHLO", "AUTH", "QUIT"], "AUTH was tried, then the session closed; no mail sent");

@@ -36,13 +36,119 @@ pub enum AlertState {
     Notice,
 }
 
+/// What an alert is about, as the tasks that raise it name it: its kind (Alertmanager's
+/// `alertname`) and its subject. On the wire and in the queue file it is the text
+/// [`AlertKey::as_key`] gives ("service/ollama", "swap/max", "test"), which is how a firing
+/// alert is matched with its resolution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertKey {
+    /// `service/NAME`: a watched service is down (health).
+    ServiceDown(String),
+    /// `flapping/NAME`: its incidents passed `flap_restarts` within `flap_window` (health).
+    Flapping(String),
+    /// `workers/NAME`: a Dask scheduler has fewer workers than `min_workers` (health).
+    WorkersLow(String),
+    /// `emergency/ACTION`: an emergency measure was taken (emergency).
+    Emergency(String),
+    /// `swap/disk-guard`: swap may not grow, the disk is too full (swap).
+    SwapDiskGuard,
+    /// `swap/max`: swap is at `max_size` and memory is still high (swap).
+    SwapMax,
+    /// `task/failed`: one of the daemon's tasks failed (the supervisor).
+    TaskFailed,
+    /// `task/unclean-stop`: the last run did not stop cleanly (the supervisor).
+    UncleanStop,
+    /// `test`: `cluster-ai alert test`.
+    Test,
+    /// Any other text: an alert read back from a queue file written by another version, or a
+    /// test's.
+    Other(String),
+}
+
+impl AlertKey {
+    /// The key's text (see the type).
+    pub fn as_key(&self) -> String {
+        match self {
+            AlertKey::ServiceDown(n) => format!("service/{n}"),
+            AlertKey::Flapping(n) => format!("flapping/{n}"),
+            AlertKey::WorkersLow(n) => format!("workers/{n}"),
+            AlertKey::Emergency(a) => format!("emergency/{a}"),
+            AlertKey::SwapDiskGuard => "swap/disk-guard".into(),
+            AlertKey::SwapMax => "swap/max".into(),
+            AlertKey::TaskFailed => "task/failed".into(),
+            AlertKey::UncleanStop => "task/unclean-stop".into(),
+            AlertKey::Test => "test".into(),
+            AlertKey::Other(s) => s.clone(),
+        }
+    }
+
+    /// A key's text read back (the inverse of [`AlertKey::as_key`]); unknown text is `Other`.
+    pub fn parse(key: &str) -> AlertKey {
+        let subject = |s: &str| s.to_string();
+        match key.split_once('/') {
+            Some(("service", n)) => AlertKey::ServiceDown(subject(n)),
+            Some(("flapping", n)) => AlertKey::Flapping(subject(n)),
+            Some(("workers", n)) => AlertKey::WorkersLow(subject(n)),
+            Some(("emergency", a)) => AlertKey::Emergency(subject(a)),
+            _ => match key {
+                "swap/disk-guard" => AlertKey::SwapDiskGuard,
+                "swap/max" => AlertKey::SwapMax,
+                "task/failed" => AlertKey::TaskFailed,
+                "task/unclean-stop" => AlertKey::UncleanStop,
+                "test" => AlertKey::Test,
+                other => AlertKey::Other(other.into()),
+            },
+        }
+    }
+
+    /// Alertmanager's `alertname` (what the packaged rules and docs/alerts.md name).
+    pub fn alertname(&self) -> String {
+        match self {
+            AlertKey::ServiceDown(_) => "ClusterAiServiceDown".into(),
+            AlertKey::Flapping(_) => "ClusterAiServiceFlapping".into(),
+            AlertKey::WorkersLow(_) => "ClusterAiWorkersLow".into(),
+            AlertKey::Emergency(_) => "ClusterAiEmergencyMeasure".into(),
+            AlertKey::SwapDiskGuard | AlertKey::SwapMax => "ClusterAiSwap".into(),
+            AlertKey::TaskFailed | AlertKey::UncleanStop => "ClusterAiTaskFailed".into(),
+            AlertKey::Test => "ClusterAiTest".into(),
+            AlertKey::Other(text) => {
+                // ClusterAi and the text's kind in CamelCase ("disk/x" → ClusterAiDisk).
+                let mut name = "ClusterAi".to_string();
+                let mut up = true;
+                for c in text.split('/').next().unwrap_or("").chars().filter(char::is_ascii_alphanumeric) {
+                    name.push(if up { c.to_ascii_uppercase() } else { c });
+                    up = false;
+                }
+                name
+            }
+        }
+    }
+}
+
+/// How bad: the first word of a message and Alertmanager's `severity` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
-    /// What the alert is about, unique per incident kind: "service/ollama", "flapping/ollama",
-    /// "workers/dask-scheduler", "emergency/memory", "test".
+    /// What the alert is about: [`AlertKey::as_key`]'s text ("service/ollama").
     pub key: String,
     pub state: AlertState,
-    /// "critical", "warning" or "info".
+    /// [`Severity::as_str`]'s text: "critical", "warning" or "info".
     pub severity: String,
     pub summary: String,
     /// Filled in by the alert task (`[alerts] node`, else the hostname).
@@ -69,11 +175,11 @@ fn first_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Strin
 }
 
 impl Alert {
-    pub fn firing(key: impl Into<String>, severity: &str, summary: impl Into<String>) -> Alert {
+    pub fn firing(key: AlertKey, severity: Severity, summary: impl Into<String>) -> Alert {
         Alert {
-            key: key.into(),
+            key: key.as_key(),
             state: AlertState::Firing,
-            severity: severity.into(),
+            severity: severity.as_str().into(),
             summary: summary.into(),
             node: String::new(),
             starts_at_unix_ms: crate::sys::unix_ms(),
@@ -82,7 +188,7 @@ impl Alert {
         }
     }
 
-    pub fn resolved(key: impl Into<String>, severity: &str, summary: impl Into<String>, started_unix_ms: u64) -> Alert {
+    pub fn resolved(key: AlertKey, severity: Severity, summary: impl Into<String>, started_unix_ms: u64) -> Alert {
         let mut a = Alert::firing(key, severity, summary);
         a.state = AlertState::Resolved;
         a.starts_at_unix_ms = started_unix_ms;
@@ -90,7 +196,7 @@ impl Alert {
         a
     }
 
-    pub fn notice(key: impl Into<String>, severity: &str, summary: impl Into<String>) -> Alert {
+    pub fn notice(key: AlertKey, severity: Severity, summary: impl Into<String>) -> Alert {
         let mut a = Alert::firing(key, severity, summary);
         a.state = AlertState::Notice;
         a
@@ -125,24 +231,12 @@ impl Alert {
 
     /// Alertmanager's `alertname`: from the key's kind ("service/…" → ClusterAiServiceDown).
     pub fn alertname(&self) -> String {
-        let kind = self.key.split('/').next().unwrap_or("");
-        match kind {
-            "service" => "ClusterAiServiceDown".into(),
-            "flapping" => "ClusterAiServiceFlapping".into(),
-            "workers" => "ClusterAiWorkersLow".into(),
-            "emergency" => "ClusterAiEmergencyMeasure".into(),
-            "task" => "ClusterAiTaskFailed".into(),
-            "test" => "ClusterAiTest".into(),
-            other => {
-                let mut name = "ClusterAi".to_string();
-                let mut up = true;
-                for c in other.chars().filter(char::is_ascii_alphanumeric) {
-                    name.push(if up { c.to_ascii_uppercase() } else { c });
-                    up = false;
-                }
-                name
-            }
-        }
+        AlertKey::parse(&self.key).alertname()
+    }
+
+    /// Whether it is critical (an incident's inbox, never shed from a full queue).
+    pub fn critical(&self) -> bool {
+        self.severity == Severity::Critical.as_str()
     }
 }
 
@@ -179,7 +273,11 @@ mod tests {
 
     #[test]
     fn alerts_are_bounded_and_on_one_line() {
-        let mut a = Alert::firing("workers/dask", "warning", format!("workers left: {}", "tcp://10.0.0.1:1234, ".repeat(25_000)));
+        let mut a = Alert::firing(
+            AlertKey::WorkersLow("dask".into()),
+            Severity::Warning,
+            format!("workers left: {}", "tcp://10.0.0.1:1234, ".repeat(25_000)),
+        );
         for i in 0..100 {
             a = a.label(&format!("l{i}"), &"v".repeat(10_000));
         }
@@ -190,16 +288,42 @@ mod tests {
         assert_eq!(b.labels.len(), MAX_LABELS);
         assert!(b.labels.values().all(|v| v.chars().count() <= MAX_SHORT + 1));
         assert!(serde_json::to_vec(&b).unwrap().len() < 8 << 10);
-        let small = Alert::firing("service/x", "critical", "x is down");
+        let small = Alert::firing(AlertKey::ServiceDown("x".into()), Severity::Critical, "x is down");
         assert_eq!(small.clone().bounded(), small, "an ordinary alert is left as it is");
     }
 
     #[test]
     fn alert_names_and_text() {
-        let mut a = Alert::firing("service/ollama", "critical", "ollama is down: its unit failed");
+        let mut a = Alert::firing(AlertKey::ServiceDown("ollama".into()), Severity::Critical, "ollama is down: its unit failed");
         a.node = "gpu-1".into();
         assert_eq!(a.alertname(), "ClusterAiServiceDown");
         assert_eq!(a.text(), "[gpu-1] CRITICAL ollama is down: its unit failed");
-        assert_eq!(Alert::notice("swap/max", "warning", "x").alertname(), "ClusterAiSwap");
+        assert_eq!(Alert::notice(AlertKey::SwapMax, Severity::Warning, "x").alertname(), "ClusterAiSwap");
+    }
+
+    /// Every key's text reads back as the same key (a queue file written before a restart is
+    /// matched with what the tasks raise after it), and names its Alertmanager alert.
+    #[test]
+    fn alert_keys_keep_their_text_and_name_their_alert() {
+        let n = || "ollama".to_string();
+        for (key, text, alertname) in [
+            (AlertKey::ServiceDown(n()), "service/ollama", "ClusterAiServiceDown"),
+            (AlertKey::Flapping(n()), "flapping/ollama", "ClusterAiServiceFlapping"),
+            (AlertKey::WorkersLow("dask-scheduler".into()), "workers/dask-scheduler", "ClusterAiWorkersLow"),
+            (AlertKey::Emergency("unload_ollama_model".into()), "emergency/unload_ollama_model", "ClusterAiEmergencyMeasure"),
+            (AlertKey::SwapDiskGuard, "swap/disk-guard", "ClusterAiSwap"),
+            (AlertKey::SwapMax, "swap/max", "ClusterAiSwap"),
+            (AlertKey::TaskFailed, "task/failed", "ClusterAiTaskFailed"),
+            (AlertKey::UncleanStop, "task/unclean-stop", "ClusterAiTaskFailed"),
+            (AlertKey::Test, "test", "ClusterAiTest"),
+            (AlertKey::Other("disk/full".into()), "disk/full", "ClusterAiDisk"),
+        ] {
+            assert_eq!(key.as_key(), text);
+            assert_eq!(AlertKey::parse(text), key);
+            assert_eq!(key.alertname(), alertname, "{text}");
+            assert_eq!(Alert::notice(key, Severity::Info, "x").alertname(), alertname);
+        }
+        // A name with a slash stays the subject, whole.
+        assert_eq!(AlertKey::parse("service/a/b"), AlertKey::ServiceDown("a/b".into()));
     }
 }

@@ -43,7 +43,7 @@ impl Delivery {
     /// Shed first when the queue is full: a notice that is not critical (an emergency measure
     /// taken, a test), never an incident.
     fn sheddable(&self) -> bool {
-        self.alert.state == AlertState::Notice && self.alert.severity != "critical"
+        self.alert.state == AlertState::Notice && !self.alert.critical()
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::channel::{self, Channel};
 use super::dead::{DeadLetter, DeadLetters};
 use super::queue::{Delivery, Queue, FILE_NAME};
-use super::{Alert, AlertState};
+use super::{Alert, AlertKey, AlertState, Severity};
 use crate::config::AlertsConfig;
 use crate::runtime::{Clock, TaskCtx};
 
@@ -109,7 +109,7 @@ pub struct ChannelReport {
 /// 8th … drop, so a flood costs a few lines.
 pub fn raise(tx: &Option<AlertSender>, alert: Alert) {
     let Some(tx) = tx else { return };
-    let incident = alert.state != AlertState::Notice || alert.severity == "critical";
+    let incident = alert.state != AlertState::Notice || alert.critical();
     let inbox = if incident { &tx.incidents } else { &tx.notices };
     if let Err(e) = inbox.try_send(alert) {
         let n = tx.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -519,7 +519,7 @@ fn names(channels: &[Channel]) -> String {
 /// `cluster-ai alert test`: one test notice straight to every configured channel; each
 /// channel's result.
 pub async fn test_all(cfg: &AlertsConfig) -> Vec<(Channel, Result<String, String>)> {
-    let mut alert = Alert::notice("test", "info", "test alert from cluster-ai alert test");
+    let mut alert = Alert::notice(AlertKey::Test, Severity::Info, "test alert from cluster-ai alert test");
     alert.node = cfg.node.clone().unwrap_or_else(super::hostname);
     let mut out = Vec::new();
     for c in Channel::configured(cfg) {

@@ -224,7 +224,10 @@ pub async fn run_with(opts: Options, deps: Deps, log: LogHandle) -> Result<(), D
     if let Some(why) = marker.begin() {
         let text = format!("cluster-ai restarted; its last run did not stop cleanly: {why}");
         tracing::warn!("{text}");
-        crate::alerts::task::raise(&Some(alert_tx.clone()), crate::alerts::Alert::notice("task/unclean-stop", "critical", text));
+        crate::alerts::task::raise(
+            &Some(alert_tx.clone()),
+            crate::alerts::Alert::notice(crate::alerts::AlertKey::UncleanStop, crate::alerts::Severity::Critical, text),
+        );
     }
     let (health_tx, health_rx) = watch::channel(Arc::new(crate::health::HealthReport::default()));
     let alerts = Some(alert_tx.clone());
@@ -292,7 +295,10 @@ pub async fn run_with(opts: Options, deps: Deps, log: LogHandle) -> Result<(), D
     };
     if let Some(f) = &failure {
         let text = format!("{f}; cluster-ai stops (systemd restarts it)");
-        crate::alerts::task::raise(&Some(alert_tx.clone()), crate::alerts::Alert::notice("task/failed", "critical", text));
+        crate::alerts::task::raise(
+            &Some(alert_tx.clone()),
+            crate::alerts::Alert::notice(crate::alerts::AlertKey::TaskFailed, crate::alerts::Severity::Critical, text),
+        );
     }
     stop(&notifier, &cancel, &tasks, set, &mut signals, failure, &marker).await
 }

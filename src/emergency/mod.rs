@@ -248,8 +248,11 @@ impl Emergency {
         };
         tracing::warn!(measure, action, why, freed_bytes = freed_bytes.unwrap_or(0), done, "emergency ({why}): {verb}{detail}{freed}");
         if self.act {
-            let alert =
-                crate::alerts::Alert::notice(format!("emergency/{action}"), "warning", format!("emergency ({why}): {verb}{detail}{freed}"));
+            let alert = crate::alerts::Alert::notice(
+                crate::alerts::AlertKey::Emergency(action.to_string()),
+                crate::alerts::Severity::Warning,
+                format!("emergency ({why}): {verb}{detail}{freed}"),
+            );
             crate::alerts::task::raise(&self.alerts, alert.label("measure", measure));
         }
         if done {

@@ -8,7 +8,7 @@ use super::policy::Event;
 use super::probe;
 use super::service::{Ctx, Msg, Svc};
 use crate::alerts::task::{raise, AlertSender};
-use crate::alerts::Alert;
+use crate::alerts::{Alert, AlertKey, Severity};
 use crate::config::format_duration;
 
 pub(super) fn workers(s: &mut Svc, w: Result<BTreeMap<String, String>, String>, alerts: &Option<AlertSender>) {
@@ -30,11 +30,11 @@ pub(super) fn workers(s: &mut Svc, w: Result<BTreeMap<String, String>, String>, 
                 let left = names_left(&left);
                 let text = format!("{name} has {} worker(s), fewer than {}{left}", now.len(), ws.min);
                 tracing::warn!(service = %name, workers = now.len(), min = ws.min, "health: {text}");
-                raise(alerts, Alert::firing(format!("workers/{name}"), "warning", text).label("service", &name));
+                raise(alerts, Alert::firing(AlertKey::WorkersLow(name.to_string()), Severity::Warning, text).label("service", &name));
             } else if !short && ws.short {
                 let text = format!("{name} has {} worker(s) again", now.len());
                 tracing::info!(service = %name, workers = now.len(), "health: {text}");
-                raise(alerts, Alert::resolved(format!("workers/{name}"), "warning", text, 0).label("service", &name));
+                raise(alerts, Alert::resolved(AlertKey::WorkersLow(name.to_string()), Severity::Warning, text, 0).label("service", &name));
             }
             if !short {
                 ws.known.clone_from(&now);
@@ -73,14 +73,14 @@ pub(super) fn act(i: usize, s: &mut Svc, e: Event, ctx: &Ctx<'_>) {
     match e {
         Event::Down { reason } => {
             tracing::warn!(service = %name, reason = %reason, "health: {name} is down: {reason}");
-            alert(Alert::firing(format!("service/{name}"), "critical", format!("{name} is down: {reason}")));
+            alert(Alert::firing(AlertKey::ServiceDown(name.to_string()), Severity::Critical, format!("{name} is down: {reason}")));
         }
         Event::Up { after } => {
             let text = format!("{name} is healthy again after {}", format_duration(after));
             tracing::info!(service = %name, down_seconds = after.as_secs_f64(), "health: {text}");
-            alert(Alert::resolved(format!("service/{name}"), "critical", text.clone(), 0));
+            alert(Alert::resolved(AlertKey::ServiceDown(name.to_string()), Severity::Critical, text.clone(), 0));
             if std::mem::take(&mut s.flapping) {
-                alert(Alert::resolved(format!("flapping/{name}"), "critical", text, 0));
+                alert(Alert::resolved(AlertKey::Flapping(name.to_string()), Severity::Critical, text, 0));
             }
         }
         Event::Flapping { restarts, window, hold } => {
@@ -91,7 +91,7 @@ pub(super) fn act(i: usize, s: &mut Svc, e: Event, ctx: &Ctx<'_>) {
             );
             tracing::error!(service = %name, restarts, "health: {text}");
             s.flapping = true;
-            alert(Alert::firing(format!("flapping/{name}"), "critical", text));
+            alert(Alert::firing(AlertKey::Flapping(name.to_string()), Severity::Critical, text));
         }
         Event::FlappingIncidents { incidents, window, quiet_for } => {
             let text = format!(
@@ -101,13 +101,13 @@ pub(super) fn act(i: usize, s: &mut Svc, e: Event, ctx: &Ctx<'_>) {
             );
             tracing::error!(service = %name, incidents, "health: {text}");
             s.flapping = true;
-            alert(Alert::firing(format!("flapping/{name}"), "critical", text));
+            alert(Alert::firing(AlertKey::Flapping(name.to_string()), Severity::Critical, text));
         }
         Event::Steady { after } => {
             let text = format!("{name} is steady again (flapping for {})", format_duration(after));
             tracing::info!(service = %name, "health: {text}");
             s.flapping = false;
-            alert(Alert::resolved(format!("flapping/{name}"), "critical", text, 0));
+            alert(Alert::resolved(AlertKey::Flapping(name.to_string()), Severity::Critical, text, 0));
         }
         Event::HoldOver => tracing::info!(service = %name, "health: {name}: the flap hold is over; restarting it again when needed"),
         Event::Restart { attempt, reason } => {

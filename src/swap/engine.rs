@@ -296,17 +296,20 @@ impl Engine {
     /// swap from growing (not while monitoring only or paused).
     /// Both episodes (disk guard, max_size reached while memory wants more) are alerts too.
     fn note_guard(&mut self, d: &Decision) {
-        use crate::alerts::{task::raise, Alert};
+        use crate::alerts::{task::raise, Alert, AlertKey, Severity};
         let managing = self.mode == Mode::Managing;
         let blocked = managing && matches!(d, Decision::Hold { why: Hold::DiskGuard { .. } });
         if blocked && !self.guard_active {
             self.counters.disk_guard_episodes += 1;
             let text = format!("swap cannot grow: {}", d.describe());
             tracing::warn!(dir = %display_path(&self.cfg.dir), "{text}");
-            raise(&self.alerts, Alert::firing("swap/disk-guard", "warning", text));
+            raise(&self.alerts, Alert::firing(AlertKey::SwapDiskGuard, Severity::Warning, text));
         } else if !blocked && self.guard_active {
             tracing::info!("disk guard released");
-            raise(&self.alerts, Alert::resolved("swap/disk-guard", "warning", "swap may grow again: the disk guard released", 0));
+            raise(
+                &self.alerts,
+                Alert::resolved(AlertKey::SwapDiskGuard, Severity::Warning, "swap may grow again: the disk guard released", 0),
+            );
         }
         self.guard_active = blocked;
         let at_max = managing && matches!(d, Decision::Hold { why: Hold::AtMax { .. } });
@@ -314,10 +317,17 @@ impl Engine {
             self.counters.max_size_episodes += 1;
             raise(
                 &self.alerts,
-                Alert::firing("swap/max", "warning", format!("swap is at swap.max_size and memory is still high: {}", d.describe())),
+                Alert::firing(
+                    AlertKey::SwapMax,
+                    Severity::Warning,
+                    format!("swap is at swap.max_size and memory is still high: {}", d.describe()),
+                ),
             );
         } else if !at_max && self.max_active {
-            raise(&self.alerts, Alert::resolved("swap/max", "warning", "swap is below swap.max_size or memory is calm again", 0));
+            raise(
+                &self.alerts,
+                Alert::resolved(AlertKey::SwapMax, Severity::Warning, "swap is below swap.max_size or memory is calm again", 0),
+            );
         }
         self.max_active = at_max;
     }

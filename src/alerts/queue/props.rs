@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::alerts::{AlertKey, Severity};
 use crate::testing::{peak_heap, piece, scratch_dir, text, text_like};
 
 fn alert() -> impl Strategy<Value = Alert> {
@@ -110,7 +111,7 @@ proptest! {
             (found, problem) => prop_assert!(false, "{found:?}: {problem:?}"),
         }
         // Saving afterwards never replaces what could not be read.
-        q.push(Delivery::new(Channel::Webhook, Alert::firing("test", "info", "x")));
+        q.push(Delivery::new(Channel::Webhook, Alert::firing(AlertKey::Test, Severity::Info, "x")));
         q.save().unwrap();
         if let Found::Directory = found {
             prop_assert!(path.is_dir());
@@ -122,7 +123,8 @@ proptest! {
 /// is set aside, whether it is a queue or not.
 #[test]
 fn files_at_the_size_limit() {
-    let one = serde_json::to_string(&Delivery::new(Channel::Email, Alert::firing("k", "critical", "s"))).unwrap();
+    let one =
+        serde_json::to_string(&Delivery::new(Channel::Email, Alert::firing(AlertKey::Other("k".into()), Severity::Critical, "s"))).unwrap();
     for size in [MAX_BYTES - 1, MAX_BYTES, MAX_BYTES + 1] {
         for valid in [true, false] {
             let mut text = if valid { format!("[{one}]") } else { format!("[{one}") };

@@ -1,7 +1,8 @@
 use super::*;
+use crate::alerts::{AlertKey, Severity};
 
 fn delivery(channel: Channel, key: &str, at: u64) -> Delivery {
-    let mut d = Delivery::new(channel, Alert::firing(key, "critical", key));
+    let mut d = Delivery::new(channel, Alert::firing(AlertKey::Other(key.into()), Severity::Critical, key));
     d.next_try_unix_ms = at;
     d
 }
@@ -53,8 +54,8 @@ fn bounded_ordered_per_channel_and_kept_across_a_reload() {
 fn notices_are_shed_before_incidents() {
     let (mut q, _) = Queue::load(None, 3);
     q.push(delivery(Channel::Webhook, "service/a", 0));
-    q.push(Delivery::new(Channel::Webhook, Alert::notice("emergency/x", "warning", "x")));
-    q.push(Delivery::new(Channel::Webhook, Alert::notice("task/failed", "critical", "y")));
+    q.push(Delivery::new(Channel::Webhook, Alert::notice(AlertKey::Emergency("x".into()), Severity::Warning, "x")));
+    q.push(Delivery::new(Channel::Webhook, Alert::notice(AlertKey::TaskFailed, Severity::Critical, "y")));
     let shed = q.push(delivery(Channel::Webhook, "service/b", 0));
     assert_eq!(shed[0].alert.key, "emergency/x");
     assert_eq!(keys(&q), ["service/a", "task/failed", "service/b"]);
@@ -72,7 +73,10 @@ fn the_file_stays_within_what_is_read_back() {
     let big = "w".repeat(4 * super::super::MAX_SUMMARY);
     let mut n = 0;
     while q.dropped == 0 {
-        q.push(Delivery::new(Channel::Webhook, Alert::firing(format!("workers/{n}"), "warning", big.clone()).bounded()));
+        q.push(Delivery::new(
+            Channel::Webhook,
+            Alert::firing(AlertKey::WorkersLow(n.to_string()), Severity::Warning, big.clone()).bounded(),
+        ));
         n += 1;
     }
     q.save().unwrap();

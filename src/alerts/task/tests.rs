@@ -109,20 +109,20 @@ async fn after(secs: u64) {
 async fn a_firing_alert_already_firing_is_not_sent_again_and_its_resolution_is() {
     let script = Script::new();
     let t = start(&script, false, |_| {});
-    t.raise(Alert::firing("service_down:ollama", "critical", "ollama is down"));
-    t.raise(Alert::firing("service_down:ollama", "critical", "ollama is down"));
+    t.raise(Alert::firing(AlertKey::ServiceDown("ollama".into()), Severity::Critical, "ollama is down"));
+    t.raise(Alert::firing(AlertKey::ServiceDown("ollama".into()), Severity::Critical, "ollama is down"));
     after(1).await;
-    t.raise(Alert::firing("service_down:ollama", "critical", "ollama is still down"));
+    t.raise(Alert::firing(AlertKey::ServiceDown("ollama".into()), Severity::Critical, "ollama is still down"));
     after(1).await;
     assert_eq!(script.seen().len(), 1, "one firing delivery for three raises: {:?}", script.seen());
-    assert_eq!(t.report.borrow().firing, ["service_down:ollama"]);
-    t.raise(Alert::resolved("service_down:ollama", "critical", "ollama is back", 0));
+    assert_eq!(t.report.borrow().firing, ["service/ollama"]);
+    t.raise(Alert::resolved(AlertKey::ServiceDown("ollama".into()), Severity::Critical, "ollama is back", 0));
     after(1).await;
     let states: Vec<AlertState> = script.seen().iter().map(|s| s.state).collect();
     assert_eq!(states, [AlertState::Firing, AlertState::Resolved]);
     assert!(t.report.borrow().firing.is_empty());
     // Firing again after the resolution is a new incident, sent again.
-    t.raise(Alert::firing("service_down:ollama", "critical", "ollama is down"));
+    t.raise(Alert::firing(AlertKey::ServiceDown("ollama".into()), Severity::Critical, "ollama is down"));
     after(1).await;
     assert_eq!(script.seen().len(), 3);
     t.stop().await;
@@ -133,13 +133,13 @@ async fn at_most_per_minute_deliveries_a_minute_per_channel_the_rest_wait_their_
     let script = Script::new();
     let t = start(&script, false, |a| a.per_minute = 2);
     for i in 0..5 {
-        t.raise(Alert::notice(format!("measure:{i}"), "warning", "an emergency measure was taken"));
+        t.raise(Alert::notice(AlertKey::Emergency(format!("m{i}")), Severity::Warning, "an emergency measure was taken"));
     }
     after(600).await;
     let times: Vec<u64> = script.seen().iter().map(|s| s.at_s).collect();
     assert_eq!(times, [0, 0, 60, 60, 120], "two a minute, in order: {:?}", script.seen());
     let keys: Vec<String> = script.seen().into_iter().map(|s| s.key).collect();
-    assert_eq!(keys, ["measure:0", "measure:1", "measure:2", "measure:3", "measure:4"]);
+    assert_eq!(keys, ["emergency/m0", "emergency/m1", "emergency/m2", "emergency/m3", "emergency/m4"]);
     assert_eq!(t.report.borrow().queued, 0);
     t.stop().await;
 }
@@ -149,9 +149,9 @@ async fn a_failed_delivery_is_retried_after_5_s_doubling_up_to_retry_max_and_hol
     let script = Script::new();
     let t = start(&script, false, |a| a.retry_max = Duration::from_secs(30));
     let down = || transient("connection refused");
-    script.answer("service_down:dask-scheduler", vec![down(), down(), down(), down(), down()]);
-    t.raise(Alert::firing("service_down:dask-scheduler", "critical", "dask-scheduler is down"));
-    t.raise(Alert::notice("measure:swap", "warning", "swap expanded"));
+    script.answer("service/dask-scheduler", vec![down(), down(), down(), down(), down()]);
+    t.raise(Alert::firing(AlertKey::ServiceDown("dask-scheduler".into()), Severity::Critical, "dask-scheduler is down"));
+    t.raise(Alert::notice(AlertKey::Emergency("swap".into()), Severity::Warning, "swap expanded"));
     after(1).await;
     {
         let r = t.report.borrow();
@@ -160,9 +160,9 @@ async fn a_failed_delivery_is_retried_after_5_s_doubling_up_to_retry_max_and_hol
     }
     after(600).await;
     // 5, 10, 20, then retry_max (30) between tries; the sixth goes through.
-    assert_eq!(script.times_of("service_down:dask-scheduler"), [0, 5, 15, 35, 65, 95]);
+    assert_eq!(script.times_of("service/dask-scheduler"), [0, 5, 15, 35, 65, 95]);
     // The channel keeps its order: the notice behind the incident waits for it.
-    assert_eq!(script.times_of("measure:swap"), [95]);
+    assert_eq!(script.times_of("emergency/swap"), [95]);
     let r = t.report.borrow().clone();
     assert_eq!((r.channels[0].sent, r.channels[0].failed, r.queued), (2, 5, 0), "{r:?}");
     assert_eq!(r.channels[0].last_error, None, "a delivery that went through clears the error");
@@ -173,12 +173,12 @@ async fn a_failed_delivery_is_retried_after_5_s_doubling_up_to_retry_max_and_hol
 async fn a_refusal_for_good_is_set_aside_once_and_the_next_alert_goes_out() {
     let script = Script::new();
     let t = start(&script, false, |_| {});
-    script.answer("bad", vec![Err(channel::Failure { text: "400 Bad Request: invalid payload".into(), permanent: true })]);
-    t.raise(Alert::firing("bad", "critical", "a payload this receiver refuses"));
-    t.raise(Alert::firing("service_down:ollama", "critical", "ollama is down"));
+    script.answer("service/refused", vec![Err(channel::Failure { text: "400 Bad Request: invalid payload".into(), permanent: true })]);
+    t.raise(Alert::firing(AlertKey::ServiceDown("refused".into()), Severity::Critical, "a payload this receiver refuses"));
+    t.raise(Alert::firing(AlertKey::ServiceDown("ollama".into()), Severity::Critical, "ollama is down"));
     after(600).await;
-    assert_eq!(script.times_of("bad"), [0], "never retried");
-    assert_eq!(script.times_of("service_down:ollama"), [0]);
+    assert_eq!(script.times_of("service/refused"), [0], "never retried");
+    assert_eq!(script.times_of("service/ollama"), [0]);
     let r = t.report.borrow().clone();
     assert_eq!((r.dead_letters, r.channels[0].refused, r.channels[0].sent, r.queued), (1, 1, 1, 0), "{r:?}");
     assert!(r.last_dead_letter.as_deref().unwrap_or_default().contains("400 Bad Request"), "{r:?}");
@@ -189,8 +189,8 @@ async fn a_refusal_for_good_is_set_aside_once_and_the_next_alert_goes_out() {
 async fn alertmanager_gets_every_firing_alert_again_each_resend_period_and_not_the_webhook() {
     let script = Script::new();
     let t = start(&script, true, |a| a.alertmanager_resend = Duration::from_secs(60));
-    t.raise(Alert::firing("service_down:ollama", "critical", "ollama is down"));
-    t.raise(Alert::firing("service_down:open-webui", "critical", "open-webui is down"));
+    t.raise(Alert::firing(AlertKey::ServiceDown("ollama".into()), Severity::Critical, "ollama is down"));
+    t.raise(Alert::firing(AlertKey::ServiceDown("open-webui".into()), Severity::Critical, "open-webui is down"));
     after(1).await;
     let per_channel = |c: Channel| script.seen().iter().filter(|s| s.channel == c).count();
     assert_eq!((per_channel(Channel::Webhook), per_channel(Channel::Alertmanager)), (2, 2));
@@ -200,7 +200,7 @@ async fn alertmanager_gets_every_firing_alert_again_each_resend_period_and_not_t
     assert!(resends.iter().all(|(_, n)| *n == 2), "both firing alerts in each: {resends:?}");
     assert!(resends.windows(2).all(|w| w[1].0 - w[0].0 >= 60), "{resends:?}");
     assert_eq!(per_channel(Channel::Webhook), 2, "the webhook is not re-sent anything");
-    t.raise(Alert::resolved("service_down:ollama", "critical", "ollama is back", 0));
+    t.raise(Alert::resolved(AlertKey::ServiceDown("ollama".into()), Severity::Critical, "ollama is back", 0));
     after(120).await;
     let resends = script.resends.lock().unwrap().clone();
     assert_eq!(resends.last().map(|r| r.1), Some(1), "a resolved alert is no longer re-sent: {resends:?}");
