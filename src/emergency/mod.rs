@@ -276,7 +276,7 @@ impl Emergency {
                 tracing::warn!(measure, conditions = %v.held, "emergency: {measure}: every condition holds ({}); the measure acts once it lasts", v.held)
             }
             "busy" => tracing::info!(measure, conditions = %v.held, "emergency: {measure}: over its percentage, not acting: {}", v.held),
-            _ => tracing::info!(measure, conditions = %v.held, "emergency: {measure}: quiet again: {}", v.held),
+            _ => tracing::info!(measure, conditions = %v.held, "emergency: {measure}: below its percentage again: {}", v.held),
         }
     }
 
