@@ -142,7 +142,7 @@ fn an_emergency_measure_taken_is_a_notice_at_the_webhook() {
     let d = b
         .config(&format!(
             "sample_interval = \"1s\"\n[swap]\ndir = \"{}\"\nmin_size = \"0\"\nmax_size = \"64M\"\nincrement = \"64M\"\n\
-             [emergency]\nmemory_threshold = 1\nmemory_sustain = \"0s\"\nmin_interval = \"1h\"\ndask_scheduler = \"\"\nollama = \"{}\"\n\
+             [emergency]\nmemory_threshold = 1\nmemory_pressure_threshold = 0\nmemory_sustain = \"0s\"\nmin_interval = \"1h\"\ndask_scheduler = \"\"\nollama = \"{}\"\n\
              [alerts]\nnode = \"n2\"\nwebhook = \"http://127.0.0.1:{port}\"\n",
             swap_dir.display(),
             ollama.url()

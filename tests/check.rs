@@ -102,23 +102,45 @@ impl LimitedCgroup {
     }
 }
 
+/// Issue 18 §2: a process in a memory cgroup of its own (the daemon in a unit with
+/// `MemoryMax=200M`) sized the whole cluster from it: `optimize` wrote
+/// `DASK_MEMORY_LIMIT=268435456` for 2 workers (512 MiB) under a 200 MiB limit. That limit is
+/// the process's, not the workers' nor the node's: neither `check` nor `optimize` counts it.
 #[test]
-fn below_the_minimum_under_a_cgroup_memory_limit_exits_6_and_says_why() {
+fn a_memory_cgroup_of_the_process_own_does_not_size_the_cluster() {
     if !common::require_root("a memory cgroup of the test's own") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let cg = LimitedCgroup::new(2 << 30);
-    // The shell joins the cgroup, then becomes `cluster-ai check`.
-    let script =
-        format!("echo $$ > {}/cgroup.procs && exec {} check --quick --json --config {}", cg.0.display(), common::BIN, cfg.display());
-    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
-    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = dir.path().join("config.toml");
+    let env_dir = dir.path().join("env");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[swap]\ndir = \"{}\"\n[optimize]\nenv_dir = \"{}\"\ndask_worker_unit = \"\"\n",
+            dir.path().join("swap").display(),
+            env_dir.display()
+        ),
+    )
+    .unwrap();
+    let cg = LimitedCgroup::new(200 << 20);
+    // The shell joins the cgroup, then becomes the command.
+    let run = |args: &str| {
+        let script = format!("echo $$ > {}/cgroup.procs && exec {} {args} --config {}", cg.0.display(), common::BIN, cfg.display());
+        Command::new("sh").arg("-c").arg(&script).output().unwrap()
+    };
+    let out = run("check --quick --json");
     let v = json(&out);
-    assert_eq!(v["hardware"]["memory"]["limit_bytes"].as_u64(), Some(2 << 30));
-    assert_eq!((v["tier"].as_str(), v["meets_minimum"].as_bool()), (Some("below_minimum"), Some(false)));
-    assert!(v["reasons"][0].as_str().unwrap().contains("2.0 GiB of memory (the cgroup's memory limit)"), "{v}");
-    assert!(v["warnings"][0].as_str().unwrap().starts_with("a memory limit of 2.0 GiB applies"), "{v}");
-    assert!(v["recommended"].is_null());
+    let total = v["hardware"]["memory"]["total_bytes"].as_u64().unwrap();
+    assert!(v["hardware"]["memory"]["limit_bytes"].is_null(), "{v}");
+    assert_eq!(v["hardware"]["memory"]["dask_workers"]["bytes"].as_u64(), Some(total), "{v}");
+    assert_eq!(v["hardware"]["memory"]["dask_workers"]["source"].as_str(), Some("the host's RAM"), "{v}");
+    let out = run("optimize --dry-run --json");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    let workers = v["plan"]["dask_workers"]["value"].as_u64().unwrap();
+    let limit = &v["plan"]["dask_memory_limit_bytes"];
+    assert!(workers * limit["value"].as_u64().unwrap() <= total, "{v}");
+    assert!(limit["why"].as_str().unwrap().contains("(the host's RAM)"), "{v}");
+    assert!(!env_dir.exists(), "--dry-run writes nothing");
 }

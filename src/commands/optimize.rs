@@ -33,13 +33,27 @@ pub fn main(args: OptimizeArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let profile = match gather(&config, Path::new("/"), Sources::PLAN) {
+    let mut profile = match gather(&config, Path::new("/"), Sources::PLAN) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("cluster-ai optimize: cannot read the hardware: {e}");
             return ExitCode::from(exit::IO_ERROR);
         }
     };
+    if config.optimize.dask_worker_unit.is_some() {
+        // The worker unit's MemoryMax=/MemoryHigh= size the workers; the bus connection is
+        // made and dropped inside the runtime (zbus's drop needs it).
+        let read = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(async {
+                let bus = crate::sys::systemd::SystemBus::shared();
+                crate::optimize::task::worker_unit_memory(&*bus, &config).await
+            }),
+            Err(e) => config.optimize.dask_worker_unit.clone().map(|u| (u, Err(e.to_string()))),
+        };
+        if let Some((unit, read)) = read {
+            crate::optimize::profile::set_worker_unit(&mut profile, Path::new("/"), &unit, read);
+        }
+    }
     let plan = plan::plan(&profile, &config.optimize);
     let files = apply::env_files(&plan, &config.optimize, !args.dry_run);
     let mut failed = files.iter().any(|f| f.failed());

@@ -69,6 +69,9 @@ pub fn emergency_lines(e: &EmergencyReport) -> String {
         .map(|(n, w)| format!("{n} {} (>= {:.0}%: {})", w.value.map_or("-".into(), |v| format!("{v:.0}%")), w.threshold, w.state))
         .collect();
     let mut out = format!("measures: {}{}\n", watches.join(", "), if e.act { "" } else { "; act off: decisions logged only" });
+    for (measure, held) in &e.conditions {
+        out += &format!("          {measure}: {held}\n");
+    }
     if e.counts.is_empty() {
         out += "          no action taken\n";
     } else {

@@ -10,9 +10,33 @@ use super::{format_duration, format_size, KeyDoc};
 /// `[emergency]`'s keys: name, default, one line of doc.
 pub(super) const KEYS: &[KeyDoc] = &[
     KeyDoc::new("emergency", "act", "true", "Off: every decision is logged (\"would retire …\"), nothing is done."),
-    KeyDoc::new("emergency", "cpu_threshold", "90", "CPU busy (percent 1-100) that, sustained, starts the CPU measures."),
+    KeyDoc::new("emergency", "cpu_threshold", "90", "CPU busy (percent 1-100): one of the three conditions of the CPU measures."),
+    KeyDoc::new(
+        "emergency",
+        "cpu_pressure_threshold",
+        "20",
+        "PSI cpu some avg10 (percent 0-100): the second condition of the CPU measures; 0 = always held.",
+    ),
+    KeyDoc::new(
+        "emergency",
+        "critical_probe_slow",
+        r#""1s""#,
+        "A critical service's probe this slow (or timed out): the third condition of the CPU measures (0s to 1h).",
+    ),
     KeyDoc::new("emergency", "cpu_sustain", r#""30s""#, "How long CPU stays over its threshold before a measure (0s to 1h)."),
-    KeyDoc::new("emergency", "memory_threshold", "85", "Memory in use (percent 1-100) that, sustained, starts the memory measures."),
+    KeyDoc::new(
+        "emergency",
+        "memory_threshold",
+        "85",
+        "Memory in use (percent 1-100): with a stall or too little headroom, starts the memory measures.",
+    ),
+    KeyDoc::new(
+        "emergency",
+        "memory_pressure_threshold",
+        "10",
+        "PSI memory some avg10 (percent 0-100) that counts as a stall; 0 = always a stall.",
+    ),
+    KeyDoc::new("emergency", "memory_headroom", r#""1G""#, "MemAvailable below this counts as too little headroom."),
     KeyDoc::new("emergency", "memory_sustain", r#""10s""#, "How long memory stays over its threshold before a measure (0s to 1h)."),
     KeyDoc::new(
         "emergency",
@@ -56,8 +80,16 @@ pub struct EmergencyConfig {
     /// Off: the measures are decided and logged ("would retire …"), nothing is done.
     pub act: bool,
     pub cpu_threshold: u8,
+    /// PSI `cpu some avg10`, percent: at or over it, tasks wait for CPU (0: always held).
+    pub cpu_pressure_threshold: u8,
+    /// A critical service's probe at least this slow (a timed-out one included) is starved.
+    pub critical_probe_slow: Duration,
     pub cpu_sustain: Duration,
     pub memory_threshold: u8,
+    /// PSI `memory some avg10`, percent: at or over it, the node stalls on memory.
+    pub memory_pressure_threshold: u8,
+    /// `MemAvailable` below this, in bytes: too little headroom.
+    pub memory_headroom: u64,
     pub memory_sustain: Duration,
     pub disk_threshold: u8,
     pub disk_sustain: Duration,
@@ -95,8 +127,12 @@ impl EmergencyConfig {
         vec![
             ("emergency.act", self.act.to_string()),
             ("emergency.cpu_threshold", self.cpu_threshold.to_string()),
+            ("emergency.cpu_pressure_threshold", self.cpu_pressure_threshold.to_string()),
+            ("emergency.critical_probe_slow", format_duration(self.critical_probe_slow)),
             ("emergency.cpu_sustain", format_duration(self.cpu_sustain)),
             ("emergency.memory_threshold", self.memory_threshold.to_string()),
+            ("emergency.memory_pressure_threshold", self.memory_pressure_threshold.to_string()),
+            ("emergency.memory_headroom", format_size(self.memory_headroom)),
             ("emergency.memory_sustain", format_duration(self.memory_sustain)),
             ("emergency.disk_threshold", self.disk_threshold.to_string()),
             ("emergency.disk_sustain", format_duration(self.disk_sustain)),
@@ -127,8 +163,12 @@ impl EmergencyConfig {
         EmergencyConfig {
             act: c.field("emergency.act", boolean).0,
             cpu_threshold: c.field("emergency.cpu_threshold", percent_between(1, 100)).0,
+            cpu_pressure_threshold: c.field("emergency.cpu_pressure_threshold", percent_between(0, 100)).0,
+            critical_probe_slow: c.field("emergency.critical_probe_slow", duration_between(secs(0), secs(3600))).0,
             cpu_sustain: c.field("emergency.cpu_sustain", duration_between(secs(0), secs(3600))).0,
             memory_threshold: c.field("emergency.memory_threshold", percent_between(1, 100)).0,
+            memory_pressure_threshold: c.field("emergency.memory_pressure_threshold", percent_between(0, 100)).0,
+            memory_headroom: c.field("emergency.memory_headroom", size).0,
             memory_sustain: c.field("emergency.memory_sustain", duration_between(secs(0), secs(3600))).0,
             disk_threshold: c.field("emergency.disk_threshold", percent_between(1, 100)).0,
             disk_sustain: c.field("emergency.disk_sustain", duration_between(secs(0), secs(3600))).0,

@@ -214,8 +214,12 @@ pub async fn run_with(opts: Options, deps: Deps, log: LogHandle) -> Result<(), D
     set.spawn("optimize", optimize::task::HEARTBEAT_PERIOD, |hb| optimize::task::run(snapshot_rx.clone(), optimize_tx, ctx(hb)));
     let (emergency_tx, emergency_rx) = watch::channel(Arc::new(emergency::EmergencyReport::default()));
     let (free_memory_tx, free_memory_rx) = tokio::sync::mpsc::channel(4);
+    // The health report is made here, before both tasks: the CPU measure reads the critical
+    // services' probes from it.
+    let (health_tx, health_rx) = watch::channel(Arc::new(crate::health::HealthReport::default()));
     let mut measures = emergency::Emergency::new(&config_rx.borrow(), Some(swap_tx.clone()), os.clone(), dry_run);
     measures.alerts = Some(alert_tx.clone());
+    measures.health = Some(health_rx.clone());
     set.spawn("emergency", emergency::HEARTBEAT_PERIOD, |hb| {
         emergency::run(measures, snapshot_rx.clone(), free_memory_rx, emergency_tx, ctx(hb))
     });
@@ -229,7 +233,6 @@ pub async fn run_with(opts: Options, deps: Deps, log: LogHandle) -> Result<(), D
             crate::alerts::Alert::notice(crate::alerts::AlertKey::UncleanStop, crate::alerts::Severity::Critical, text),
         );
     }
-    let (health_tx, health_rx) = watch::channel(Arc::new(crate::health::HealthReport::default()));
     let alerts = Some(alert_tx.clone());
     set.spawn("health", crate::health::task::HEARTBEAT_PERIOD, |hb| crate::health::task::run(health_tx, alerts, ctx(hb)));
     let (metrics_report_tx, metrics_report_rx) = watch::channel(crate::report::MetricsReport::default());

@@ -1,6 +1,6 @@
 //! The emergency measures: what the daemon does when CPU, memory or disk stays over its
-//! threshold (`[emergency]`), through each peer's own API, one file per measure (`cpu`,
-//! `memory`, `disk`). It runs as the supervised task "emergency", beside the optimize task's
+//! conditions (`[emergency]`; for CPU and memory more than a percentage: `conditions`), through
+//! each peer's own API, one file per measure (`cpu`, `memory`, `disk`). It runs as the supervised task "emergency", beside the optimize task's
 //! planner, so a slow peer never delays a re-plan; every call has a deadline and the heartbeat beats while it waits.
 //!
 //! - CPU: raise the CPU weight of the critical units (systemd, run time only), retire one Dask
@@ -10,6 +10,7 @@
 //!   (`ollama`); the page cache dropped when opted in.
 //! - Disk: the cleaners that are switched on, each limited to what it is told.
 
+pub mod conditions;
 mod cpu;
 mod disk;
 mod memory;
@@ -78,6 +79,11 @@ pub struct EmergencyReport {
     /// (at most 20).
     #[serde(default)]
     pub ollama_models: Vec<ollama::RankedModel>,
+    /// Per measure ("cpu", "memory"), which of its conditions held at the last sample, e.g.
+    /// "cpu 100% >= 90%, cpu pressure 60% >= 20%, no critical service slow (dask-scheduler
+    /// 15ms < 1.0s)" (see `emergency::conditions`).
+    #[serde(default)]
+    pub conditions: BTreeMap<String, String>,
 }
 
 pub type EmergencyReceiver = watch::Receiver<Arc<EmergencyReport>>;
@@ -118,6 +124,14 @@ pub struct Emergency {
     collected: Option<Vec<Action>>,
     /// Each measure taken is also an alert (a notice: it has no end).
     pub alerts: Option<crate::alerts::task::AlertSender>,
+    /// The health task's report: the critical services' probes, for the CPU measure.
+    pub health: Option<crate::health::task::HealthReceiver>,
+    /// The whole config, for the health services' intervals (how long a probe counts).
+    config: Config,
+    /// Each critical service's latest slow probe, while it counts.
+    slow_probes: conditions::SlowProbes,
+    /// Where each measure stood at the last sample ("quiet", "busy", "starved"), to log changes once.
+    standing: BTreeMap<&'static str, &'static str>,
 }
 
 fn limits(threshold: u8, sustain: Duration, c: &EmergencyConfig) -> Limits {
@@ -155,6 +169,10 @@ impl Emergency {
             ollama_unreleased: BTreeSet::new(),
             collected: None,
             alerts: None,
+            health: None,
+            config: cfg.clone(),
+            standing: BTreeMap::new(),
+            slow_probes: conditions::SlowProbes::default(),
         };
         e.report.act = e.act;
         e
@@ -170,6 +188,7 @@ impl Emergency {
         self.report.act = self.act;
         self.cfg = c.clone();
         self.worker_unit = cfg.optimize.dask_worker_unit.clone();
+        self.config = cfg.clone();
     }
 
     pub fn report(&self, now: Instant) -> EmergencyReport {
@@ -185,17 +204,21 @@ impl Emergency {
     /// One sample: each watch decides, the measures that are due run.
     pub async fn observe(&mut self, s: &Snapshot, now: Instant) {
         let disk = [&s.disk_root, &s.disk_swap_dir].into_iter().flatten().map(|d| d.used_percent).reduce(f64::max);
-        let cpu_step = self.cpu.observe(s.cpu_busy_percent, now);
-        let memory_step = self.memory.observe(Some(s.memory_used_percent), now);
+        let latest = match &self.health {
+            Some(h) => conditions::critical_probes(&h.borrow(), &self.config, s.taken_at_unix_ms),
+            None => Vec::new(),
+        };
+        let probes = self.slow_probes.weigh(latest, self.cfg.critical_probe_slow, s.taken_at_unix_ms);
+        let cpu = conditions::cpu(s, &probes, &self.cfg);
+        let memory = conditions::memory(s, &self.cfg);
+        self.stand("cpu", &cpu);
+        self.stand("memory", &memory);
+        let cpu_step = self.cpu.observe_level(cpu.value, cpu.level, now);
+        let memory_step = self.memory.observe_level(memory.value, memory.level, now);
         let disk_step = self.disk.observe(disk, now);
         match cpu_step {
             Step::Act => {
-                let why = format!(
-                    "cpu {:.0}% >= {}% for {}",
-                    s.cpu_busy_percent.unwrap_or(0.0),
-                    self.cfg.cpu_threshold,
-                    fmt(self.cfg.cpu_sustain)
-                );
+                let why = format!("{} for {}", cpu.held, fmt(self.cfg.cpu_sustain));
                 self.cpu_act(&why).await;
             }
             Step::Undo => {
@@ -212,13 +235,11 @@ impl Emergency {
             && self.last_undo_try.is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.min_interval)
         {
             self.last_undo_try = Some(now);
-            let why =
-                format!("cpu below {}% for {}", self.cfg.cpu_threshold.saturating_sub(self.cfg.hysteresis), fmt(self.cfg.calm_period));
+            let why = format!("cpu clear for {}: {}", fmt(self.cfg.calm_period), cpu.held);
             self.cpu_undo_pending = !self.cpu_undo(&why).await;
         }
         if memory_step == Step::Act {
-            let why =
-                format!("memory {:.0}% >= {}% for {}", s.memory_used_percent, self.cfg.memory_threshold, fmt(self.cfg.memory_sustain));
+            let why = format!("{} for {}", memory.held, fmt(self.cfg.memory_sustain));
             self.memory_act("memory", &why).await;
         } else if memory_step == Step::Undo {
             tracing::info!(measure = "memory", "emergency: memory clear for {}", fmt(self.cfg.calm_period));
@@ -234,6 +255,28 @@ impl Emergency {
             self.disk_act(&why).await;
         } else if disk_step == Step::Undo {
             tracing::info!(measure = "disk", "emergency: disk clear for {}", fmt(self.cfg.calm_period));
+        }
+    }
+
+    /// Shows which conditions held (`status`), and logs once when a measure's standing
+    /// changes: quiet, busy (the percentage alone: left alone) or all conditions held.
+    fn stand(&mut self, measure: &'static str, v: &conditions::Verdict) {
+        self.report.conditions.insert(measure.to_string(), v.held.clone());
+        let standing = match (v.level.over, v.percent_over) {
+            (true, _) => "held",
+            (false, true) => "busy",
+            (false, false) => "quiet",
+        };
+        let was = self.standing.insert(measure, standing);
+        if was.is_some_and(|w| w == standing) || (was.is_none() && standing == "quiet") {
+            return;
+        }
+        match standing {
+            "held" => {
+                tracing::warn!(measure, conditions = %v.held, "emergency: {measure}: every condition holds ({}); the measure acts once it lasts", v.held)
+            }
+            "busy" => tracing::info!(measure, conditions = %v.held, "emergency: {measure}: over its percentage, not acting: {}", v.held),
+            _ => tracing::info!(measure, conditions = %v.held, "emergency: {measure}: below its percentage again: {}", v.held),
         }
     }
 
@@ -355,6 +398,9 @@ pub async fn run(
         state.send_replace(Arc::new(emergency.report(Instant::now())));
     }
 }
+
+#[cfg(test)]
+mod episodes;
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,8 @@ use crate::config::{human_size, OptimizeConfig};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
+/// The least memory limit the plan gives a worker where the workers' memory has room for it.
+const MIN_WORKER_MEMORY: u64 = 256 * MIB;
 
 /// One computed value, where it came from, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,9 +49,13 @@ pub struct Plan {
 
 /// The plan for this profile. Auto values:
 /// - threads per worker: 2 from 4 logical cores up (the seed's intermediate and advanced
-///   tiers), else 1; workers: logical cores / threads (every core used once), at least 1;
-/// - memory limit per worker: 80 % of the effective memory / workers (the seed's rule), in
-///   whole MiB, at least 256 MiB;
+///   tiers), else 1; workers: logical cores / threads (every core used once), at least 1, and
+///   no more than fit 256 MiB each in 80 % of the workers' memory;
+/// - memory limit per worker: 80 % of the memory the workers may use (the seed's rule; that
+///   memory is the worker unit's `MemoryMax=`/`MemoryHigh=`/cgroup, the container's limit or
+///   the host's RAM: `Profile::memory.dask_workers`) / workers, in whole MiB, at least 256 MiB
+///   where that fits; never more in all than that memory (workers × limit ≤ it, pinned
+///   workers included; a pinned limit is the user's);
 /// - OLLAMA_NUM_PARALLEL: 2 with 16 GiB or more of effective memory, else 1;
 /// - OLLAMA_MAX_LOADED_MODELS: the seed's table for the tier (1, 2, 3; 1 below the minimum);
 /// - GPU layers: 0 without a GPU whose memory is known; all (999) from 24 GiB of GPU memory;
@@ -60,10 +66,32 @@ pub fn plan(p: &Profile, cfg: &OptimizeConfig) -> Plan {
     let (tier, _) = tier(p);
     let auto_threads = if cores >= 4 { 2 } else { 1 };
     let threads = pick(cfg.dask_threads_per_worker, auto_threads, format!("{auto_threads} per worker with {cores} logical cores"));
-    let auto_workers = (cores / threads.value).max(1);
-    let workers = pick(cfg.dask_workers, auto_workers, format!("{cores} logical cores / {} threads", threads.value));
-    let auto_limit = (mem / 10 * 8 / u64::from(workers.value) / MIB * MIB).max(256 * MIB);
-    let memory_limit = pick(cfg.dask_memory_limit, auto_limit, format!("80% of {} / {} workers", human_size(mem), workers.value));
+    let budget = &p.memory.dask_workers;
+    let usable = budget.bytes / 10 * 8;
+    let by_cores = (cores / threads.value).max(1);
+    let fit = u32::try_from(usable / MIN_WORKER_MEMORY).unwrap_or(u32::MAX).max(1);
+    let workers_why = if fit < by_cores {
+        format!(
+            "{cores} logical cores / {} threads, but {fit} fit {} each in 80% of {} ({})",
+            threads.value,
+            human_size(MIN_WORKER_MEMORY),
+            human_size(budget.bytes),
+            budget.source
+        )
+    } else {
+        format!("{cores} logical cores / {} threads", threads.value)
+    };
+    let workers = pick(cfg.dask_workers, by_cores.min(fit), workers_why);
+    let n = u64::from(workers.value.max(1));
+    // The workers are as many as fit 256 MiB each, so the share is below that only when the
+    // limit leaves no other way (one worker in a small unit, or pinned workers); never 0 (Dask
+    // reads 0 as "no limit").
+    let auto_limit = (usable / n / MIB * MIB).max(MIB);
+    let memory_limit = pick(
+        cfg.dask_memory_limit,
+        auto_limit,
+        format!("80% of {} ({}) / {} workers", human_size(budget.bytes), budget.source, workers.value),
+    );
     let auto_parallel = if mem >= 16 * GIB { 2 } else { 1 };
     let parallel = pick(cfg.ollama_num_parallel, auto_parallel, format!("{} of memory", human_size(mem)));
     let auto_models = recommended(tier).map_or(1, |r| r.ollama_max_loaded_models);

@@ -11,6 +11,7 @@ use crate::sys::hardware::{self, Cpu, Gpu};
 use crate::sys::nvml::{self, Nvml};
 use crate::sys::procfs::{parse_meminfo, ProcFs};
 use crate::sys::swap::{rotational_of, SwapFs};
+use crate::sys::systemd::UnitMemory;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
@@ -27,11 +28,73 @@ pub struct Profile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Memory {
     pub total_bytes: u64,
-    /// The cgroup's `memory.max` when it is set (a container, a unit with `MemoryMax=`).
+    /// The container's memory limit, when the daemon runs in a container with its own cgroup
+    /// namespace (the top of the cgroup tree it sees has a `memory.max`): everything in the
+    /// container shares it. Never the daemon's own unit's limit, which is not the cluster's.
     pub limit_bytes: Option<u64>,
     /// What the cluster can use: the smaller of the two.
     pub effective_bytes: u64,
     pub swap_total_bytes: u64,
+    /// What the Dask workers may use together (see [`dask_worker_memory`]).
+    #[serde(default)]
+    pub dask_workers: WorkerMemory,
+}
+
+/// The memory the Dask workers may use together, in bytes, and where the number comes from
+/// ("dask-worker.service MemoryMax=", "the host's RAM", …), as the plan's "why" names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerMemory {
+    pub bytes: u64,
+    pub source: String,
+}
+
+/// The memory the Dask workers may use together: the tightest of the worker unit's
+/// `MemoryMax=` and `MemoryHigh=` (systemd's properties, `None` = "infinity"), the `memory.max`
+/// on the way up from the unit's cgroup (`unit_cgroup_limit`), the container's limit (shared by
+/// everything in it) and the host's RAM (`total`). The daemon's own cgroup never counts: its
+/// `MemoryMax=` is the daemon's, not the workers' (issue 18: a daemon in a 200 MiB cgroup
+/// sized the workers of a 23.5 GiB host from 200 MiB).
+pub fn dask_worker_memory(
+    total: u64,
+    container: Option<u64>,
+    unit: Option<(&str, &UnitMemory)>,
+    unit_cgroup_limit: Option<u64>,
+) -> WorkerMemory {
+    let mut best = WorkerMemory { bytes: total, source: "the host's RAM".into() };
+    let mut consider = |bytes: Option<u64>, source: String| {
+        if let Some(b) = bytes.filter(|b| *b < best.bytes) {
+            best = WorkerMemory { bytes: b, source };
+        }
+    };
+    consider(container, "the container's memory.max".into());
+    if let Some((name, m)) = unit {
+        consider(unit_cgroup_limit, format!("memory.max of {}'s cgroup {}", name, m.control_group.as_deref().unwrap_or("")));
+        consider(m.memory_high, format!("{name} MemoryHigh="));
+        consider(m.memory_max, format!("{name} MemoryMax="));
+    }
+    best
+}
+
+/// The profile's worker memory, now that the worker unit's limits were read from systemd
+/// (`Ok(None)`: no such unit; `Err`: systemd could not be asked, said in the source).
+pub fn set_worker_unit(p: &mut Profile, root: &Path, unit: &str, read: Result<Option<UnitMemory>, String>) {
+    let container = crate::sys::hardware::container_memory_limit(root);
+    p.memory.dask_workers = match read {
+        Ok(Some(m)) => {
+            let walked = m.control_group.as_deref().and_then(|cg| crate::sys::hardware::cgroup_memory_limit_of(root, cg));
+            dask_worker_memory(p.memory.total_bytes, container, Some((unit, &m)), walked)
+        }
+        Ok(None) => {
+            let mut w = dask_worker_memory(p.memory.total_bytes, container, None, None);
+            w.source += &format!(" ({unit} is not a unit systemd knows)");
+            w
+        }
+        Err(e) => {
+            let mut w = dask_worker_memory(p.memory.total_bytes, container, None, None);
+            w.source += &format!(" ({unit}'s limits unknown: {e})");
+            w
+        }
+    };
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,12 +169,14 @@ pub fn gather(cfg: &Config, root: &Path, sources: Sources) -> Result<Profile, St
     };
     let cpu = hardware::parse_cpuinfo(&read("cpuinfo")?)?;
     let mem = parse_meminfo(&read("meminfo")?)?;
-    let limit = hardware::cgroup_memory_limit(root).filter(|l| *l < mem.total);
+    let container = hardware::container_memory_limit(root);
+    let limit = container.filter(|l| *l < mem.total);
     let memory = Memory {
         total_bytes: mem.total,
         limit_bytes: limit,
         effective_bytes: limit.unwrap_or(mem.total).min(mem.total),
         swap_total_bytes: mem.swap_total,
+        dask_workers: dask_worker_memory(mem.total, container, None, None),
     };
 
     let swap_dir = &cfg.swap.dir;
@@ -194,7 +259,13 @@ pub fn test_machine(cores: u32, mem: u64) -> Profile {
     const G: u64 = 1 << 30;
     Profile {
         cpu: Cpu { logical_cores: cores, physical_cores: cores, model: "test".into() },
-        memory: Memory { total_bytes: mem, limit_bytes: None, effective_bytes: mem, swap_total_bytes: 0 },
+        memory: Memory {
+            total_bytes: mem,
+            limit_bytes: None,
+            effective_bytes: mem,
+            swap_total_bytes: 0,
+            dask_workers: WorkerMemory { bytes: mem, source: "the host's RAM".into() },
+        },
         disks: vec![Disk {
             role: "swap_dir".into(),
             path: "/var/lib/cluster-ai/swap".into(),

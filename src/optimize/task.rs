@@ -14,11 +14,11 @@ use tokio::sync::watch;
 
 use super::apply::{self, FileOutcome};
 use super::plan::{self, Plan};
-use super::profile::{gather, Sources};
+use super::profile::{gather, set_worker_unit, Sources};
 use crate::config::{human_size, Config};
 use crate::runtime::TaskCtx;
 use crate::sampler::SnapshotReceiver;
-use crate::sys::systemd::ServiceManager;
+use crate::sys::systemd::{ServiceManager, UnitMemory};
 use crate::sys::uevent::{hardware_change, Uevent, Uevents};
 
 /// The task is idle between events; it beats this often so a wedged runtime shows.
@@ -67,7 +67,8 @@ pub async fn run(mut snapshots: SnapshotReceiver, state: watch::Sender<Option<Ar
     loop {
         if let Some(reason) = replan.take() {
             let cfg = config.borrow_and_update().clone();
-            match heartbeat.blocking(GATHER_TIMEOUT, move || plan_once(&cfg, &reason, dry_run)).await {
+            let worker_unit = heartbeat.during(worker_unit_memory(&*os.services, &cfg)).await;
+            match heartbeat.blocking(GATHER_TIMEOUT, move || plan_once(&cfg, &reason, dry_run, worker_unit)).await {
                 Ok(Ok(mut s)) => {
                     log(&s);
                     if s.apply && !s.restart_needed.is_empty() {
@@ -131,8 +132,21 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn plan_once(cfg: &Config, reason: &str, dry_run: bool) -> Result<OptimizeState, String> {
-    let profile = gather(cfg, Path::new("/"), Sources::PLAN)?;
+/// The `[optimize] dask_worker_unit`'s memory limits through systemd, to size the workers by
+/// (`None`: no worker unit configured).
+pub async fn worker_unit_memory(systemd: &dyn ServiceManager, cfg: &Config) -> Option<(String, Result<Option<UnitMemory>, String>)> {
+    let unit = cfg.optimize.dask_worker_unit.clone()?;
+    let read = systemd.memory(&unit).await.map_err(|e| e.to_string());
+    Some((unit, read))
+}
+
+type WorkerUnitMemory = Option<(String, Result<Option<UnitMemory>, String>)>;
+
+fn plan_once(cfg: &Config, reason: &str, dry_run: bool, worker_unit: WorkerUnitMemory) -> Result<OptimizeState, String> {
+    let mut profile = gather(cfg, Path::new("/"), Sources::PLAN)?;
+    if let Some((unit, read)) = worker_unit {
+        set_worker_unit(&mut profile, Path::new("/"), &unit, read);
+    }
     let plan = plan::plan(&profile, &cfg.optimize);
     let apply = cfg.optimize.apply && !dry_run;
     let files = apply::env_files(&plan, &cfg.optimize, apply);

@@ -47,7 +47,7 @@ pub fn tier(p: &Profile) -> (Tier, Vec<String>) {
         reasons.push(format!("{cores} logical core(s); the minimum is 2"));
     }
     if by_memory == Tier::BelowMinimum {
-        let limited = if p.memory.limit_bytes.is_some() { " (the cgroup's memory limit)" } else { "" };
+        let limited = if p.memory.limit_bytes.is_some() { " (the container's memory limit)" } else { "" };
         reasons.push(format!("{} of memory{limited}; the minimum is 4 GB", human_size(p.memory.effective_bytes)));
     }
     if tier != Tier::BelowMinimum && by_cores != by_memory {

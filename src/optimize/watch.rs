@@ -18,6 +18,14 @@ pub enum Step {
     Undo,
 }
 
+/// Where one sample stands: over (act, once sustained) or clear (counts toward calm); neither
+/// is the hysteresis band. Never both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Level {
+    pub over: bool,
+    pub clear: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     pub threshold: f64,
@@ -68,10 +76,19 @@ impl Watch {
     /// One sample; `None` (not measured this time) changes nothing.
     pub fn observe(&mut self, value: Option<f64>, now: Instant) -> Step {
         let Some(v) = value else { return Step::Nothing };
+        let l = self.limits;
+        self.observe_level(Some(v), Level { over: v >= l.threshold, clear: v < l.threshold - l.hysteresis }, now)
+    }
+
+    /// One sample whose conditions the caller weighed: `over` when every condition holds,
+    /// `clear` when one of them is past its hysteresis band (a measure of several conditions,
+    /// e.g. CPU busy and CPU pressure and a starved service). `value` is what `status` shows;
+    /// `None` (not measured this time) changes nothing.
+    pub fn observe_level(&mut self, value: Option<f64>, level: Level, now: Instant) -> Step {
+        let Some(v) = value else { return Step::Nothing };
         self.last = Some(v);
         let l = self.limits;
-        let over = v >= l.threshold;
-        let clear = v < l.threshold - l.hysteresis;
+        let Level { over, clear } = level;
         match self.state {
             State::Clear if over => {
                 self.state = State::Over { since: now };

@@ -60,10 +60,40 @@ pub fn cgroup_memory_limit(root: &Path) -> Option<u64> {
         let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
         controllers.split(',').any(|c| c == "memory").then(|| path.to_string())
     });
-    let (base, path, file) = match v1 {
-        Some(path) => (root.join("sys/fs/cgroup/memory"), path, "memory.limit_in_bytes"),
-        None => (root.join("sys/fs/cgroup"), text.lines().find_map(|l| l.strip_prefix("0::"))?.to_string(), "memory.max"),
-    };
+    match v1 {
+        Some(path) => walk_up(&root.join("sys/fs/cgroup/memory"), &path, "memory.limit_in_bytes"),
+        None => walk_up(&root.join("sys/fs/cgroup"), text.lines().find_map(|l| l.strip_prefix("0::"))?, "memory.max"),
+    }
+}
+
+/// The tightest memory limit from the cgroup `path` (as systemd's `ControlGroup` property or
+/// `/proc/PID/cgroup` name it, e.g. `/system.slice/dask-worker.service`) up to the root of the
+/// tree this process sees; v2's `memory.max`, else v1's `memory.limit_in_bytes`. `None`: no
+/// limit on the way, or nothing readable.
+pub fn cgroup_memory_limit_of(root: &Path, path: &str) -> Option<u64> {
+    let v2 = root.join("sys/fs/cgroup");
+    if v2.join("cgroup.controllers").exists() {
+        walk_up(&v2, path, "memory.max")
+    } else {
+        walk_up(&root.join("sys/fs/cgroup/memory"), path, "memory.limit_in_bytes")
+    }
+}
+
+/// The memory limit at the top of the cgroup tree this process sees. On a host the root cgroup
+/// has no limit (`None`); in a container with its own cgroup namespace (Docker, Podman,
+/// systemd-nspawn on cgroup v2) the top is the container's cgroup, and its limit is shared by
+/// everything in the container: the daemon, the Dask workers, Ollama.
+pub fn container_memory_limit(root: &Path) -> Option<u64> {
+    let read = |p: PathBuf| super::fs::read_text(&p, super::fs::SMALL_FILE).ok().and_then(|v| limit_value(&v));
+    read(root.join("sys/fs/cgroup/memory.max")).or_else(|| read(root.join("sys/fs/cgroup/memory/memory.limit_in_bytes")))
+}
+
+/// A limit file's value: v2 writes "max"; v1 writes a page-rounded i64::MAX for no limit.
+fn limit_value(text: &str) -> Option<u64> {
+    text.trim().parse::<u64>().ok().filter(|n| *n < 1 << 62)
+}
+
+fn walk_up(base: &Path, path: &str, file: &str) -> Option<u64> {
     let rel = Path::new(path.trim().trim_start_matches('/'));
     // The kernel writes a plain path; a "..", from a cgroup file that is not the kernel's,
     // would lead the walk up and out of the cgroup tree, to limits that are not ours.
@@ -73,17 +103,14 @@ pub fn cgroup_memory_limit(root: &Path) -> Option<u64> {
     let mut dir = base.join(rel);
     let mut limit: Option<u64> = None;
     loop {
-        if let Ok(v) = super::fs::read_text(&dir.join(file), super::fs::SMALL_FILE) {
-            // v2 writes "max"; v1 writes a page-rounded i64::MAX for no limit.
-            if let Ok(n) = v.trim().parse::<u64>().map(|n| if n >= 1 << 62 { u64::MAX } else { n }) {
-                limit = Some(limit.map_or(n, |l| l.min(n)));
-            }
+        if let Some(n) = super::fs::read_text(&dir.join(file), super::fs::SMALL_FILE).ok().and_then(|v| limit_value(&v)) {
+            limit = Some(limit.map_or(n, |l| l.min(n)));
         }
-        if dir == base || !dir.pop() || !dir.starts_with(&base) {
+        if dir == base || !dir.pop() || !dir.starts_with(base) {
             break;
         }
     }
-    limit.filter(|l| *l != u64::MAX)
+    limit
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +239,28 @@ processor\t: 3\nphysical id\t: 1\ncore id\t\t: 1\n";
         assert_eq!(cgroup_memory_limit(t.path()), None, "v1's 'unlimited'");
         std::fs::write(cg.join("memory/legacy/memory.limit_in_bytes"), "2147483648\n").unwrap();
         assert_eq!(cgroup_memory_limit(t.path()), Some(2 << 30));
+    }
+
+    #[test]
+    fn a_units_cgroup_and_the_containers_limit() {
+        let t = tempfile::tempdir().unwrap();
+        let cg = t.path().join("sys/fs/cgroup");
+        std::fs::create_dir_all(cg.join("system.slice/dask-worker.service")).unwrap();
+        std::fs::write(cg.join("cgroup.controllers"), "cpu memory\n").unwrap();
+        // A host: the root has no memory.max; the unit's own is read, then its slice's.
+        assert_eq!(container_memory_limit(t.path()), None);
+        assert_eq!(cgroup_memory_limit_of(t.path(), "/system.slice/dask-worker.service"), None);
+        std::fs::write(cg.join("system.slice/dask-worker.service/memory.max"), "209715200\n").unwrap();
+        assert_eq!(cgroup_memory_limit_of(t.path(), "/system.slice/dask-worker.service"), Some(200 << 20));
+        std::fs::write(cg.join("system.slice/memory.max"), "104857600\n").unwrap();
+        assert_eq!(cgroup_memory_limit_of(t.path(), "/system.slice/dask-worker.service"), Some(100 << 20));
+        assert_eq!(cgroup_memory_limit_of(t.path(), "/../x"), None, "never out of the tree");
+        // A container's namespace: its limit sits at the top and is everybody's.
+        std::fs::write(cg.join("memory.max"), "max\n").unwrap();
+        assert_eq!(container_memory_limit(t.path()), None);
+        std::fs::write(cg.join("memory.max"), "52428800\n").unwrap();
+        assert_eq!(container_memory_limit(t.path()), Some(50 << 20));
+        assert_eq!(cgroup_memory_limit_of(t.path(), "/system.slice/dask-worker.service"), Some(50 << 20));
     }
 
     #[test]

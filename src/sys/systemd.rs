@@ -50,6 +50,18 @@ impl From<String> for SystemdError {
     }
 }
 
+/// A unit's memory limits as systemd holds them (`systemctl show -p MemoryMax,MemoryHigh,ControlGroup`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitMemory {
+    /// `MemoryMax=` in bytes; `None`: "infinity" (systemd's `u64::MAX`).
+    pub memory_max: Option<u64>,
+    /// `MemoryHigh=` in bytes (the throttling point, below `MemoryMax=`); `None`: "infinity".
+    pub memory_high: Option<u64>,
+    /// The unit's cgroup, e.g. `/system.slice/dask-worker.service`; `None` while it has none
+    /// (not running).
+    pub control_group: Option<String>,
+}
+
 /// `(ActiveState, SubState)` as systemd names them ("active", "running").
 pub type UnitStateText = (String, String);
 
@@ -67,6 +79,8 @@ pub trait ServiceManager: Send + Sync + 'static {
     fn cpu_weight<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<u64, SystemdError>>;
     /// `systemctl set-property --runtime UNIT CPUWeight=W` ([`CPU_WEIGHT_UNSET`] unsets it).
     fn set_cpu_weight<'a>(&'a self, unit: &'a str, weight: u64) -> BoxFuture<'a, Result<(), SystemdError>>;
+    /// The unit's `MemoryMax=`, `MemoryHigh=` and cgroup; `None` when systemd has no such unit.
+    fn memory<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<Option<UnitMemory>, SystemdError>>;
 }
 
 /// One followed unit.
@@ -138,6 +152,12 @@ impl ServiceManager for SystemBus {
     fn set_cpu_weight<'a>(&'a self, unit: &'a str, weight: u64) -> BoxFuture<'a, Result<(), SystemdError>> {
         Box::pin(async move {
             let r = self.get().await?.set_cpu_weight(unit, weight).await;
+            self.checked(r).await
+        })
+    }
+    fn memory<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<Option<UnitMemory>, SystemdError>> {
+        Box::pin(async move {
+            let r = self.get().await?.memory(unit).await;
             self.checked(r).await
         })
     }
@@ -275,6 +295,31 @@ impl Systemd {
         tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| timed_out())?
     }
 
+    /// The unit's `MemoryMax`, `MemoryHigh` and `ControlGroup`; `None` for a unit systemd
+    /// does not know (`LoadState` "not-found").
+    async fn memory(&self, unit: &str) -> Result<Option<UnitMemory>, SystemdError> {
+        let call = async {
+            let path = self.manager.load_unit(unit).await.map_err(|e| describe(&e))?;
+            let props = self.properties(path).await?;
+            let name = |n: &'static str| zbus::names::InterfaceName::try_from(n).map_err(|e| SystemdError::Bus(e.to_string()));
+            let load = props.get(name("org.freedesktop.systemd1.Unit")?, "LoadState").await.map_err(|e| e.to_string())?;
+            if String::try_from(load).is_ok_and(|s| s == "not-found") {
+                return Ok(None);
+            }
+            let iface = name(unit_interface(unit)?)?;
+            let bytes = |v: zbus::zvariant::OwnedValue| u64::try_from(v).ok().filter(|n| *n != u64::MAX);
+            let max = props.get(iface.clone(), "MemoryMax").await.map_err(|e| e.to_string())?;
+            let high = props.get(iface.clone(), "MemoryHigh").await.map_err(|e| e.to_string())?;
+            let cgroup = props.get(iface, "ControlGroup").await.map_err(|e| e.to_string())?;
+            Ok(Some(UnitMemory {
+                memory_max: bytes(max),
+                memory_high: bytes(high),
+                control_group: String::try_from(cgroup).ok().filter(|c| !c.is_empty()),
+            }))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| timed_out())?
+    }
+
     /// `systemctl set-property --runtime UNIT CPUWeight=W` (`CPU_WEIGHT_UNSET` unsets it).
     async fn set_cpu_weight(&self, unit: &str, weight: u64) -> Result<(), SystemdError> {
         let properties = [("CPUWeight", Value::U64(weight))];
@@ -373,7 +418,7 @@ pub mod fake {
 
     use tokio::sync::watch;
 
-    use super::{BoxFuture, ServiceManager, SystemdError, UnitFollow, UnitStateText, CPU_WEIGHT_UNSET};
+    use super::{BoxFuture, ServiceManager, SystemdError, UnitFollow, UnitMemory, UnitStateText, CPU_WEIGHT_UNSET};
 
     struct FakeUnit {
         state: watch::Sender<UnitStateText>,
@@ -381,6 +426,7 @@ pub mod fake {
         /// What the next restarts answer (and the unit's state is left as it was).
         fail_restart: Option<SystemdError>,
         cpu_weight: u64,
+        memory: UnitMemory,
     }
 
     #[derive(Default)]
@@ -411,9 +457,10 @@ pub mod fake {
         /// A unit in the given state ("active", "running").
         pub fn add_unit(&self, name: &str, active: &str, sub: &str) {
             let (state, _) = watch::channel(text(active, sub));
-            self.lock()
-                .units
-                .insert(name.into(), FakeUnit { state, restarts_itself: false, fail_restart: None, cpu_weight: CPU_WEIGHT_UNSET });
+            self.lock().units.insert(
+                name.into(),
+                FakeUnit { state, restarts_itself: false, fail_restart: None, cpu_weight: CPU_WEIGHT_UNSET, memory: UnitMemory::default() },
+            );
         }
 
         /// The unit changes state, as systemd would announce it.
@@ -436,6 +483,13 @@ pub mod fake {
         pub fn fail_restarts(&self, name: &str, e: Option<SystemdError>) {
             if let Some(u) = self.lock().units.get_mut(name) {
                 u.fail_restart = e;
+            }
+        }
+
+        /// The unit's `MemoryMax=`, `MemoryHigh=` and cgroup, as the test sets them.
+        pub fn set_memory(&self, name: &str, memory: UnitMemory) {
+            if let Some(u) = self.lock().units.get_mut(name) {
+                u.memory = memory;
             }
         }
 
@@ -518,6 +572,12 @@ pub mod fake {
                 let u = st.units.get_mut(unit).ok_or_else(|| Self::not_found(unit))?;
                 u.cpu_weight = weight;
                 Ok(())
+            })
+        }
+        fn memory<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<Option<UnitMemory>, SystemdError>> {
+            Box::pin(async move {
+                self.reachable()?;
+                Ok(self.lock().units.get(unit).map(|u| u.memory.clone()))
             })
         }
     }

@@ -137,7 +137,7 @@ sleep 2
 step "CPU over its threshold raises a critical unit's CPU weight at run time, and puts it back"
 weight() { systemctl show -p CPUWeight --value dask-worker; }
 before_weight=$(weight)
-emergency='[emergency]\ndask_scheduler = ""\nollama = ""\ncpu_sustain = "0s"\ncalm_period = "0s"\nhysteresis = 0\ncritical_units = ["dask-worker.service"]\ncritical_cpu_weight = 777\n'
+emergency='[emergency]\ndask_scheduler = ""\nollama = ""\ncpu_sustain = "0s"\ncalm_period = "0s"\nhysteresis = 0\ncritical_units = ["dask-worker.service"]\ncritical_cpu_weight = 777\ncpu_pressure_threshold = 0\ncritical_probe_slow = "0s"\n'
 printf "sample_interval = \"1s\"\n$emergency""cpu_threshold = 1\n" > /etc/cluster-ai/config.toml
 timeout 20 sh -c 'while :; do :; done' & burner=$!
 systemctl reload cluster-ai

@@ -33,7 +33,7 @@ fn a_cgroup_limit_decides_the_tier_and_is_warned_about() {
     let cfg = Config::default();
     let r = report(p, &cfg, true, 1.0);
     assert_eq!((r.tier, r.meets_minimum, r.recommended.clone()), (Tier::BelowMinimum, false, None));
-    assert_eq!(r.reasons, ["2.0 GiB of memory (the cgroup's memory limit); the minimum is 4 GB"]);
+    assert_eq!(r.reasons, ["2.0 GiB of memory (the container's memory limit); the minimum is 4 GB"]);
     assert!(
         r.warnings[0].starts_with("a memory limit of 2.0 GiB applies (cgroup memory.max), below the 64.0 GiB of RAM"),
         "{:?}",
@@ -129,7 +129,7 @@ fn the_json_schema_keys_are_pinned() {
     );
     assert_eq!(keys(&v["hardware"]), ["cpu", "disks", "gpus", "kernel", "memory", "nvml", "services"]);
     assert_eq!(keys(&v["hardware"]["cpu"]), ["logical_cores", "model", "physical_cores"]);
-    assert_eq!(keys(&v["hardware"]["memory"]), ["effective_bytes", "limit_bytes", "swap_total_bytes", "total_bytes"]);
+    assert_eq!(keys(&v["hardware"]["memory"]), ["dask_workers", "effective_bytes", "limit_bytes", "swap_total_bytes", "total_bytes"]);
     assert_eq!(keys(&v["hardware"]["disks"][0]), ["available_bytes", "path", "role", "rotational", "total_bytes", "write_mib_per_s"]);
     assert_eq!(keys(&v["hardware"]["kernel"]), ["psi", "swap_dir_filesystem", "swap_files_supported"]);
     assert_eq!(keys(&v["score"]), ["cpu", "disk", "formula", "gpu", "memory", "total"]);

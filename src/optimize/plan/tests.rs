@@ -18,7 +18,7 @@ fn auto_values_follow_the_documented_rules() {
     assert_eq!((p.dask_workers.value, p.dask_threads_per_worker.value, p.omp_num_threads), (2, 1, 1));
     assert_eq!(p.dask_memory_limit_bytes.value, 4 * GIB / 10 * 8 / 2 / MIB * MIB);
     assert_eq!((p.ollama_num_parallel.value, p.ollama_max_loaded_models.value, p.ollama_gpu_layers.value), (1, 1, 0));
-    assert_eq!(p.dask_memory_limit_bytes.why, "80% of 4.0 GiB / 2 workers");
+    assert_eq!(p.dask_memory_limit_bytes.why, "80% of 4.0 GiB (the host's RAM) / 2 workers");
     // 16 cores, 64 GiB, a 16 GiB GPU: 8 workers of 2 threads; advanced tier; 64 layers.
     let mut big = machine(16, 64 * GIB);
     big.gpus.push(gpu(16 * GIB));
@@ -27,8 +27,10 @@ fn auto_values_follow_the_documented_rules() {
     assert_eq!((p.ollama_num_parallel.value, p.ollama_max_loaded_models.value, p.ollama_gpu_layers.value), (2, 3, 64));
     big.gpus.push(gpu(80 * GIB));
     assert_eq!(plan(&big, &cfg()).ollama_gpu_layers.value, 999, "the largest GPU decides: every layer");
-    // Tiny: never a memory limit below 256 MiB.
-    assert_eq!(plan(&machine(8, GIB), &cfg()).dask_memory_limit_bytes.value, 256 * MIB);
+    // Tiny: 256 MiB each would be 4 x 256 MiB = all of 1 GiB: 3 workers fit in its 80 %.
+    let p = plan(&machine(8, GIB), &cfg());
+    assert_eq!((p.dask_workers.value, p.dask_memory_limit_bytes.value), (3, 273 * MIB));
+    assert_eq!(p.dask_workers.why, "8 logical cores / 2 threads, but 3 fit 256.0 MiB each in 80% of 1.0 GiB (the host's RAM)");
 }
 
 #[test]
@@ -125,6 +127,111 @@ mod props {
             let file = EnvFile { name: "x.env".into(), unit, vars };
             prop_assert_eq!(&parse(&render(&file, None)), &file.vars);
             prop_assert!(diff(Some(&render(&file, None)), &file).is_empty());
+        }
+    }
+}
+
+/// Issue 18 §2: the daemon in a 200 MiB memory cgroup on a 23.5 GiB host wrote
+/// DASK_MEMORY_LIMIT=268435456 and 2 workers x 256 MiB = 512 MiB, more than the 200 MiB it
+/// read. The daemon's own cgroup is not the workers': they get the host's RAM.
+#[test]
+fn the_daemons_own_cgroup_does_not_size_the_workers() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    std::fs::create_dir_all(root.join("proc/self")).unwrap();
+    std::fs::write(root.join("proc/self/cgroup"), "0::/system.slice/cluster-ai.service\n").unwrap();
+    let total_kib = 23 * 1024 * 1024 + 512 * 1024;
+    std::fs::write(
+        root.join("proc/meminfo"),
+        format!("MemTotal: {total_kib} kB\nMemAvailable: {total_kib} kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n"),
+    )
+    .unwrap();
+    std::fs::write(root.join("proc/cpuinfo"), "processor : 0\n\nprocessor : 1\n").unwrap();
+    let cg = root.join("sys/fs/cgroup/system.slice/cluster-ai.service");
+    std::fs::create_dir_all(&cg).unwrap();
+    std::fs::write(root.join("sys/fs/cgroup/cgroup.controllers"), "cpu memory\n").unwrap();
+    std::fs::write(cg.join("memory.max"), format!("{}\n", 200 * MIB)).unwrap();
+    let config = Config::default();
+    let profile = crate::optimize::profile::gather(&config, root, crate::optimize::profile::Sources::QUICK).unwrap();
+    assert_eq!((profile.memory.limit_bytes, profile.memory.dask_workers.bytes), (None, total_kib * 1024));
+    let p = plan(&profile, &config.optimize);
+    assert_eq!(p.dask_workers.value, 2);
+    assert_eq!(p.dask_memory_limit_bytes.value, total_kib * 1024 / 10 * 8 / 2 / MIB * MIB);
+    assert_eq!(p.dask_memory_limit_bytes.why, "80% of 23.5 GiB (the host's RAM) / 2 workers");
+    // The same daemon in a container whose own limit is 200 MiB: everything shares it, so the
+    // workers get one worker's worth of it, and never more than it.
+    std::fs::write(root.join("sys/fs/cgroup/memory.max"), format!("{}\n", 200 * MIB)).unwrap();
+    let profile = crate::optimize::profile::gather(&config, root, crate::optimize::profile::Sources::QUICK).unwrap();
+    let p = plan(&profile, &config.optimize);
+    assert_eq!((p.dask_workers.value, p.dask_memory_limit_bytes.value), (1, 160 * MIB));
+    assert_eq!(p.dask_memory_limit_bytes.why, "80% of 200.0 MiB (the container's memory.max) / 1 workers");
+}
+
+/// The worker unit's own MemoryMax=/MemoryHigh= (read through systemd) or its cgroup's
+/// memory.max size the workers, the tightest winning, and the "why" names it.
+#[tokio::test]
+async fn the_worker_units_limit_sizes_the_workers() {
+    use crate::optimize::profile::set_worker_unit;
+    use crate::sys::systemd::{fake::FakeServiceManager, UnitMemory};
+    let t = tempfile::tempdir().unwrap();
+    let cg = t.path().join("sys/fs/cgroup");
+    std::fs::create_dir_all(cg.join("system.slice/dask-worker.service")).unwrap();
+    std::fs::write(cg.join("cgroup.controllers"), "memory\n").unwrap();
+    let systemd = FakeServiceManager::new();
+    systemd.add_unit("dask-worker.service", "active", "running");
+    let memory =
+        UnitMemory { memory_max: Some(200 * MIB), memory_high: None, control_group: Some("/system.slice/dask-worker.service".into()) };
+    systemd.set_memory("dask-worker.service", memory.clone());
+    let mut c = Config::default();
+    c.optimize.dask_worker_unit = Some("dask-worker.service".into());
+    let read = crate::optimize::task::worker_unit_memory(&*systemd, &c).await;
+    assert_eq!(read, Some(("dask-worker.service".to_string(), Ok(Some(memory)))));
+    let planned = |read: Result<Option<UnitMemory>, String>| {
+        let mut m = machine(4, 23 * GIB + GIB / 2);
+        set_worker_unit(&mut m, t.path(), "dask-worker.service", read);
+        let p = plan(&m, &c.optimize);
+        (p.dask_workers.value, p.dask_memory_limit_bytes.value, p.dask_memory_limit_bytes.why)
+    };
+    let (workers, limit, why) = planned(read.unwrap().1);
+    assert_eq!((workers, limit), (1, 160 * MIB));
+    assert!(u64::from(workers) * limit <= 200 * MIB);
+    assert_eq!(why, "80% of 200.0 MiB (dask-worker.service MemoryMax=) / 1 workers");
+    // MemoryHigh= lower than MemoryMax=: the throttling point decides.
+    let high = UnitMemory { memory_high: Some(GIB), memory_max: Some(2 * GIB), control_group: None };
+    assert_eq!(planned(Ok(Some(high))), (2, 409 * MIB, "80% of 1.0 GiB (dask-worker.service MemoryHigh=) / 2 workers".into()));
+    // No limit on the unit, one on its slice: the cgroup's walk finds it.
+    std::fs::write(cg.join("system.slice/memory.max"), format!("{}\n", 2 * GIB)).unwrap();
+    let free = UnitMemory { control_group: Some("/system.slice/dask-worker.service".into()), ..UnitMemory::default() };
+    let (workers, limit, why) = planned(Ok(Some(free)));
+    assert_eq!((workers, limit), (2, 819 * MIB));
+    assert!(why.contains("memory.max of dask-worker.service's cgroup /system.slice/dask-worker.service"), "{why}");
+    // systemd not reachable: the host's RAM, and the why says so.
+    let (_, _, why) = planned(Err("cannot reach systemd".into()));
+    assert!(why.contains("the host's RAM (dask-worker.service's limits unknown: cannot reach systemd)"), "{why}");
+}
+
+mod budget_props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the workers' memory, cores and pinned worker count: never more planned
+        /// than that memory, and the why names the number it used.
+        #[test]
+        fn never_more_than_the_limit(cores in 1u32..256, budget_mib in 2u64..1_048_576, pinned in prop::option::of(1u32..64)) {
+            let mut m = machine(cores, 1 << 40);
+            m.memory.dask_workers = crate::optimize::profile::WorkerMemory { bytes: budget_mib * MIB, source: "test".into() };
+            let mut c = cfg();
+            c.dask_workers = pinned;
+            let p = plan(&m, &c);
+            let total = u64::from(p.dask_workers.value) * p.dask_memory_limit_bytes.value;
+            prop_assert!(p.dask_memory_limit_bytes.value > 0);
+            prop_assert!(total <= budget_mib * MIB, "{} x {} > {budget_mib} MiB", p.dask_workers.value, p.dask_memory_limit_bytes.value);
+            let shown = human_size(budget_mib * MIB);
+            prop_assert!(p.dask_memory_limit_bytes.why.contains(&shown), "{}", p.dask_memory_limit_bytes.why);
         }
     }
 }
