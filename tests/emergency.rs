@@ -353,27 +353,21 @@ fn ollama_models_are_unloaded_by_their_ram_and_only_what_ps_shows_gone_counts() 
 /// (so the calm step brings it back), and no "retried at the next step" problem stays.
 #[test]
 fn a_dask_retire_that_answers_500_after_retiring_is_read_back_and_counted() {
-    use std::io::Write;
     use std::sync::{Arc, Mutex};
     let workers = Arc::new(Mutex::new(vec!["tcp://127.0.0.1:40001", "tcp://127.0.0.1:40002", "tcp://127.0.0.1:40003"]));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let w = workers.clone();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let Ok((line, _)) = peers::read_request(&s) else { continue };
-            let (status, body) = if line.starts_with("GET /api/v1/get_workers") {
-                let list: Vec<serde_json::Value> = w.lock().unwrap().iter().map(|a| serde_json::json!({"address": a, "name": a})).collect();
-                (200, serde_json::json!({ "workers": list }).to_string())
-            } else if line.starts_with("POST /api/v1/retire_workers") {
-                w.lock().unwrap().pop();
-                (500, "500: Internal Server Error".to_string())
-            } else {
-                (404, String::new())
-            };
-            let _ = write!(s, "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    let scheduler = peers::Stub::start(move |line, _| {
+        if line.starts_with("GET /api/v1/get_workers") {
+            let list: Vec<serde_json::Value> = w.lock().unwrap().iter().map(|a| serde_json::json!({"address": a, "name": a})).collect();
+            peers::Answer::ok(&serde_json::json!({ "workers": list }).to_string())
+        } else if line.starts_with("POST /api/v1/retire_workers") {
+            w.lock().unwrap().pop();
+            peers::Answer::Http(500, "500: Internal Server Error".into())
+        } else {
+            peers::Answer::Http(404, String::new())
         }
     });
+    let addr = scheduler.addr.clone();
     let _burn = burn();
     let d = daemon()
         .config(&format!(
