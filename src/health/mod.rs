@@ -147,6 +147,49 @@ impl HealthReport {
     }
 }
 
+impl HealthReport {
+    /// Whether `other` says the same but for the services' last probes (their results,
+    /// latencies and times): what the readers that wait for a change (the unit's STATUS=)
+    /// need not be woken for.
+    pub fn same_but_probes(&self, other: &HealthReport) -> bool {
+        self.enabled == other.enabled
+            && self.systemd == other.systemd
+            && self.services.len() == other.services.len()
+            && self.services.iter().zip(&other.services).all(|(a, b)| a.same_but_probe(b))
+    }
+}
+
+impl ServiceReport {
+    fn same_but_probe(&self, other: &ServiceReport) -> bool {
+        // Every field named, so a new one is compared (or left out) on purpose.
+        let ServiceReport {
+            name,
+            unit,
+            probe,
+            state,
+            unit_state,
+            since_unix_ms,
+            last_probe: _,
+            reason,
+            restarts,
+            backoff_seconds,
+            held_until_unix_ms,
+            workers,
+        } = self;
+        *name == other.name
+            && *unit == other.unit
+            && *probe == other.probe
+            && *state == other.state
+            && *unit_state == other.unit_state
+            && *since_unix_ms == other.since_unix_ms
+            && *reason == other.reason
+            && *restarts == other.restarts
+            && *backoff_seconds == other.backoff_seconds
+            && *held_until_unix_ms == other.held_until_unix_ms
+            && *workers == other.workers
+    }
+}
+
 impl WorkersReport {
     pub fn short(&self) -> bool {
         self.error.is_none() && self.count < self.min as usize
@@ -170,5 +213,42 @@ mod state_tests {
             assert_eq!(s.to_string(), text);
             assert_eq!(serde_json::from_value::<ServiceState>(text.into()).unwrap(), s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(state: ServiceState, latency_ms: f64) -> ServiceReport {
+        ServiceReport {
+            name: "ollama".into(),
+            unit: Some("ollama.service".into()),
+            probe: Some("http://127.0.0.1:11434/api/version".into()),
+            state,
+            unit_state: "active".into(),
+            since_unix_ms: 1,
+            last_probe: Some(ProbeResult { ok: true, detail: "200 {}".into(), latency_ms, at_unix_ms: latency_ms as u64 }),
+            reason: None,
+            restarts: 0,
+            backoff_seconds: 0.0,
+            held_until_unix_ms: None,
+            workers: None,
+        }
+    }
+
+    fn report(s: ServiceReport) -> HealthReport {
+        HealthReport { enabled: true, systemd: "connected".into(), services: vec![s] }
+    }
+
+    #[test]
+    fn a_new_probe_result_alone_is_no_news_a_new_state_is() {
+        let before = report(service(ServiceState::Healthy, 1.0));
+        assert!(before.same_but_probes(&report(service(ServiceState::Healthy, 2.0))));
+        assert!(!before.same_but_probes(&report(service(ServiceState::Unhealthy, 1.0))));
+        let mut restarted = service(ServiceState::Healthy, 1.0);
+        restarted.restarts = 1;
+        assert!(!before.same_but_probes(&report(restarted)));
+        assert!(!before.same_but_probes(&HealthReport { services: Vec::new(), ..before.clone() }));
     }
 }

@@ -3,16 +3,22 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::policy::{Machine, Policy, UnitState};
+use super::policy::{Event, Machine, Policy, UnitState};
 use super::probe::ProbeResult;
 use super::{HealthReport, ServiceReport, ServiceState, WorkersReport};
 use crate::alerts::task::AlertSender;
 use crate::config::{Probe, ServiceConfig};
 use crate::sys::systemd::ServiceManager;
+
+/// How often a service is probed while something is wrong with it (or it just restarted)...
+pub const FAST_PROBE: Duration = Duration::from_secs(1);
+/// ...for this long after the last such event; a service that stays down is then probed at
+/// its interval again, so a node with a service that is simply off stays idle.
+pub const FAST_FOR: Duration = Duration::from_secs(30);
 
 /// What the helper tasks report back; each carries the config generation it was started under.
 pub(super) enum Msg {
@@ -80,6 +86,27 @@ impl Svc {
         let fast = self.fast_until.is_some_and(|t| t > now);
         let unit_up = matches!(self.machine.unit, UnitState::Active | UnitState::Unknown);
         (fast && !self.probing && unit_up && self.installed == Some(true) && self.cfg.probe.is_some()).then_some(self.next_probe)
+    }
+
+    /// A probe's result: the policy's decisions, and when the next probe is due. A failed probe
+    /// is confirmed by the next one [`FAST_PROBE`] later rather than an `interval` later (a hang
+    /// is restarted after `interval`/2 + `fail_after` × `timeout` + (`fail_after` − 1) ×
+    /// [`FAST_PROBE`] on average), and a recovery is watched as closely; a service that fails
+    /// once and then answers is back on its `interval` as soon as `pass_after` probes passed.
+    pub(super) fn probed(&mut self, r: ProbeResult, now: Instant) -> Vec<Event> {
+        self.probing = false;
+        let events = self.machine.probe(r.ok, &r.detail, now);
+        let opened = events.iter().any(|e| matches!(e, Event::Down { .. }));
+        if (!r.ok && self.machine.fails == 1) || opened {
+            self.fast_until = Some(now + FAST_FOR);
+        }
+        // Fast while it matters: confirming a failure, waiting for a recovery to settle.
+        let m = &self.machine;
+        let unsettled = m.fails > 0 || m.incident.is_some() || m.passes < self.cfg.pass_after;
+        let fast = unsettled && self.fast_until.is_some_and(|t| now < t);
+        self.next_probe = now + if fast { FAST_PROBE } else { self.cfg.interval };
+        self.last_probe = Some(r);
+        events
     }
 
     /// What a restart restarts, for the log: "ollama.service", "container open-webui", "".
@@ -168,4 +195,99 @@ pub(super) fn report(enabled: bool, systemd: &str, svcs: &[Svc]) -> HealthReport
         })
         .collect();
     HealthReport { enabled, systemd: systemd.to_string(), services }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn result(ok: bool, at: Instant) -> ProbeResult {
+        let detail = if ok { "200 ok" } else { "no answer within 3s" };
+        ProbeResult { ok, detail: detail.into(), latency_ms: 0.0, at_unix_ms: at.elapsed().as_millis() as u64 }
+    }
+
+    /// Ollama's entry on the shipped defaults, its unit active and the service healthy (two
+    /// probes passed) at `t0`.
+    fn healthy(t0: Instant) -> Svc {
+        let h = Config::default().health;
+        let cfg = h.services.iter().find(|s| s.name == "ollama").expect("a built-in ollama").clone();
+        let mut s = Svc::new(cfg.clone(), Policy::new(&h, &cfg), t0);
+        s.machine.unit_changed(UnitState::Active, t0);
+        for _ in 0..cfg.pass_after {
+            assert!(s.probed(result(true, t0), t0).iter().all(|e| matches!(e, Event::Up { .. })));
+        }
+        assert!(s.machine.healthy_since.is_some() && s.next_probe == t0 + cfg.interval);
+        s
+    }
+
+    /// Runs the probe schedule from a healthy `t0` with the service silent from `hang` on: each
+    /// probe starts when due, passes at once before the hang and fails after `timeout` from
+    /// then. Returns when the restart was decided and the probes' start times.
+    fn until_restart(hang: Instant, t0: Instant) -> (Instant, Vec<Instant>) {
+        let mut s = healthy(t0);
+        let mut starts = Vec::new();
+        loop {
+            let start = s.next_probe;
+            starts.push(start);
+            let ok = start < hang;
+            let end = if ok { start } else { start + s.cfg.timeout };
+            let events = s.probed(result(ok, end), end);
+            if events.iter().any(|e| matches!(e, Event::Restart { .. })) {
+                return (end, starts);
+            }
+            assert!(starts.len() < 100, "no restart after 100 probes: {events:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_probe_is_confirmed_a_second_later_not_an_interval_later() {
+        let t0 = Instant::now();
+        let d = healthy(t0).cfg;
+        let hang = t0 + Duration::from_millis(2500);
+        let (restart, starts) = until_restart(hang, t0);
+        // The first probe after the hang (at the interval), then one more FAST_PROBE after the
+        // first failed, and the second failure decides the restart.
+        let first = t0 + d.interval;
+        assert_eq!(starts[starts.len() - 2..], [first, first + d.timeout + FAST_PROBE]);
+        assert_eq!(restart, first + d.timeout + FAST_PROBE + d.timeout);
+    }
+
+    /// Issue 18 §7: on the shipped defaults, a hang is restarted within 15 s (median) of when it
+    /// starts, whatever its phase within the probe interval (sampled every 100 ms across it).
+    #[test]
+    fn a_hang_is_restarted_within_15_s_median_on_the_defaults() {
+        let t0 = Instant::now();
+        let interval = healthy(t0).cfg.interval;
+        let steps = (interval.as_millis() / 100) as u32;
+        let mut took: Vec<Duration> = (0..steps)
+            .map(|k| {
+                let hang = t0 + Duration::from_millis(1) + Duration::from_millis(100) * k;
+                until_restart(hang, t0).0 - hang
+            })
+            .collect();
+        took.sort_unstable();
+        let median = took[took.len() / 2];
+        assert!(median <= Duration::from_secs(15), "median {median:?}, from {:?} to {:?}", took[0], took[took.len() - 1]);
+    }
+
+    #[test]
+    fn a_service_slow_once_is_not_restarted_and_is_back_on_its_interval() {
+        let t0 = Instant::now();
+        let mut s = healthy(t0);
+        let (interval, timeout) = (s.cfg.interval, s.cfg.timeout);
+        // One probe times out; the confirmation a second later passes, and so does the next.
+        let t1 = t0 + interval + timeout;
+        assert!(s.probed(result(false, t1), t1).is_empty(), "one failure opens nothing");
+        assert_eq!(s.next_probe, t1 + FAST_PROBE);
+        let t2 = t1 + FAST_PROBE;
+        assert!(s.probed(result(true, t2), t2).is_empty());
+        assert!(s.machine.incident.is_none() && s.machine.restarts_total == 0);
+        // Watched closely until pass_after probes passed in a row, then on its interval again.
+        assert_eq!(s.next_probe, t2 + FAST_PROBE);
+        let t3 = t2 + FAST_PROBE;
+        assert!(s.probed(result(true, t3), t3).is_empty());
+        assert_eq!(s.next_probe, t3 + interval);
+        assert_eq!(s.machine.restarts_total, 0);
+    }
 }

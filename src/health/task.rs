@@ -11,9 +11,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::act::{act, workers};
 use super::follow::{follow, follow_container};
-use super::policy::{Event, Policy, UnitState};
+use super::policy::{Policy, UnitState};
 use super::probe;
 use super::service::{report, state_of, Ctx, Msg, Svc};
+pub use super::service::{FAST_FOR, FAST_PROBE};
 use super::HealthReport;
 use crate::alerts::task::AlertSender;
 use crate::config::{Config, Probe, ServiceConfig};
@@ -22,12 +23,6 @@ use crate::sys::systemd::{unit_file_exists, ServiceManager};
 
 /// The task beats at least this often (its tick is never longer).
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
-/// How often a service is probed while something is wrong with it (or it just restarted)...
-pub const FAST_PROBE: Duration = Duration::from_secs(1);
-/// ...for this long after the last such event; a service that stays down is then probed at
-/// its interval again, so a node with a service that is simply off stays idle.
-pub const FAST_FOR: Duration = Duration::from_secs(30);
-
 pub type HealthReceiver = watch::Receiver<Arc<HealthReport>>;
 
 pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSender>, ctx: TaskCtx) -> anyhow::Result<()> {
@@ -82,8 +77,16 @@ pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSe
                 }
             }
         }
+        // Every probe's result is stored (`health` and /metrics read it when asked), but the
+        // readers that wait for a change (the STATUS= line) are woken only when more than the
+        // last probes changed: a routine passing probe wakes nothing but this task.
         let publish = |svcs: &[Svc], systemd_text: &str| {
-            state.send_replace(Arc::new(report(h.enabled, systemd_text, svcs)));
+            let new = report(h.enabled, systemd_text, svcs);
+            state.send_if_modified(|old| {
+                let news = !old.same_but_probes(&new);
+                *old = Arc::new(new);
+                news
+            });
         };
         publish(&svcs, &systemd_text);
         let ctx = Ctx { generation, systemd: &systemd, tx: &tx, alerts: &alerts, dry_run };
@@ -124,6 +127,13 @@ pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSe
                         continue;
                     }
                     handle(&mut svcs, msg, &ctx);
+                    // What else has arrived meanwhile (probes started on one tick end together)
+                    // is handled in this same wakeup, and published once.
+                    while let Ok((g, msg)) = rx.try_recv() {
+                        if g == generation {
+                            handle(&mut svcs, msg, &ctx);
+                        }
+                    }
                     probe_due(&mut svcs, generation, &tx, Duration::ZERO);
                 }
             }
@@ -198,21 +208,10 @@ fn handle(svcs: &mut [Svc], msg: Msg, ctx: &Ctx<'_>) {
         }
         Msg::Probe(i, r) => {
             let s = &mut svcs[i];
-            s.probing = false;
             if !r.ok {
                 tracing::debug!(service = %s.cfg.name, "health: {} probe failed: {}", s.cfg.name, r.detail);
             }
-            let events = s.machine.probe(r.ok, &r.detail, now);
-            let opened = events.iter().any(|e| matches!(e, Event::Down { .. }));
-            if (!r.ok && s.machine.fails == 1) || opened {
-                s.fast_until = Some(now + FAST_FOR);
-            }
-            // Fast while it matters: confirming a failure, waiting for a recovery to settle.
-            let unsettled = s.machine.fails > 0 || s.machine.incident.is_some() || s.machine.passes < s.cfg.pass_after;
-            let fast = unsettled && s.fast_until.is_some_and(|t| now < t);
-            s.next_probe = now + if fast { FAST_PROBE } else { s.cfg.interval };
-            s.last_probe = Some(r);
-            (i, events)
+            (i, s.probed(r, now))
         }
         Msg::Workers(i, w) => {
             workers(&mut svcs[i], w, ctx.alerts);
