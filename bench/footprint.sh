@@ -34,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 # The built-in defaults, but swap.dir in the tempdir (a benchmark never touches /var/lib), and
-# the health task watching four services probed over HTTP every 30 s (the built-in four are
+# the health task watching four services probed over HTTP at the default interval (the built-in four are
 # replaced by four local stand-ins that answer, so the figure is that of a healthy node; no
 # unit, so nothing is restarted). SERVICES=0 keeps the built-in list instead.
 SERVICES=${SERVICES:-4}

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs inside the booted container (bench/restart.sh). One test service, busybox httpd on
 # 127.0.0.1:8099 (no Restart= of its own), watched first by cluster-ai's health task and then by
-# monit, each on its usual 30 s cycle, never both at once. Per trial: crash (SIGKILL) or hang
+# monit, each on its defaults (cluster-ai 10 s, monit its usual 30 s cycle), never both at once. Per trial: crash (SIGKILL) or hang
 # (SIGSTOP: the process lives, HTTP never answers); timed from the signal to the unit running
 # again under a new main PID, polled every 20 ms. Prints one line per trial and the medians.
 set -euo pipefail
@@ -56,7 +56,7 @@ run_trials() {
   done
 }
 
-# cluster-ai: the health task on its defaults (interval 30 s, timeout 5 s, fail_after 2), but
+# cluster-ai: the health task on its defaults (interval 10 s, timeout 3 s, fail_after 2), but
 # for the flap guard and the backoff: the trials restart the service more than 5 times in 10
 # minutes, which on defaults holds further restarts off for 15 minutes (as it should on a real
 # node), and each trial comes within reset_after (5 min) of the last, so its restart would wait

@@ -1,7 +1,7 @@
 //! The health task. Units are followed by one small tokio task each (a D-Bus signal stream),
 //! probes and restarts run as tasks of their own and report back on a channel, so the loop
-//! never waits on a peer. Regular probes ride one timerfd tick (all services on a 30 s interval
-//! cost one wakeup per 30 s); while something is wrong the service is probed every second and
+//! never waits on a peer. Regular probes ride one timerfd tick (all services on a 10 s interval
+//! cost one wakeup per 10 s); while something is wrong the service is probed every second and
 //! the backoff's deadlines wake the loop exactly when due.
 
 use std::sync::Arc;
