@@ -42,6 +42,11 @@ fn rig() -> Rig {
     cfg.emergency.critical_units = vec![UNIT.into()];
     cfg.emergency.dask_scheduler = None;
     cfg.emergency.ollama = None;
+    // The times below are worked out for a 30 s probe interval and a 5 s timeout (how long a
+    // slow probe counts), whatever the shipped defaults are.
+    for s in cfg.health.services.iter_mut().filter(|s| s.name == "dask-scheduler") {
+        (s.interval, s.timeout) = (Duration::from_secs(30), Duration::from_secs(5));
+    }
     let systemd = FakeServiceManager::new();
     systemd.add_unit(UNIT, "active", "running");
     let os = Os { services: systemd.clone(), ..Os::fake() };
