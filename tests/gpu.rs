@@ -174,3 +174,94 @@ fn a_real_nvidia_gpu_matches_nvidia_smi() {
         json(&Command::new(common::BIN).args(["optimize", "--dry-run", "--json", "--config"]).arg(config(dir.path())).output().unwrap());
     assert!(plan["plan"]["ollama_gpu_layers"]["value"].as_u64().unwrap() > 0, "{}", plan["plan"]);
 }
+
+/// What a broken or hostile NVML answers: `check` (human and --json) and `optimize --dry-run`
+/// run to the end, print one line of text per GPU, plan no GPU layers on memory that is not
+/// one, and say what NVML answered.
+#[test]
+fn a_hostile_nvml_is_said_never_believed_or_printed_raw() {
+    let nvml = fake_nvml();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let ok = |out: &Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !stderr.contains("panicked"), "{stderr}");
+    };
+    let check = |env: &[(&str, &str)]| {
+        let out = run(nvml.path(), env, &["check", "--json"], &cfg);
+        ok(&out);
+        json(&out)
+    };
+
+    // Memory of 0 bytes, or more than any card holds: unknown, said, and no GPU layers or score.
+    for bytes in ["0", "18446744073709551615"] {
+        let env = [("FAKE_NVML_VRAM_BYTES", bytes)];
+        let v = check(&env);
+        assert_eq!(v["hardware"]["gpus"][0]["vram_bytes"], serde_json::Value::Null, "{v}");
+        let said = v["hardware"]["nvml"].as_str().unwrap();
+        assert!(said.contains(&format!("NVML answered {bytes} bytes of memory for GPU 0 ({NAME}), taken as unknown")), "{said}");
+        assert_eq!(v["score"]["gpu"].as_f64(), Some(0.0));
+        assert_eq!(v["recommended"]["ollama_gpu_layers"].as_u64(), Some(0));
+        let plan = json(&run(nvml.path(), &env, &["optimize", "--dry-run", "--json"], &cfg));
+        assert_eq!(plan["plan"]["ollama_gpu_layers"]["value"].as_u64(), Some(0), "{}", plan["plan"]);
+        assert_eq!(plan["plan"]["ollama_gpu_layers"]["why"], "no GPU with known memory: CPU only");
+        let human = run(nvml.path(), &env, &["check"], &cfg);
+        ok(&human);
+        let human = String::from_utf8(human.stdout).unwrap();
+        assert!(human.contains(&format!("gpu:       nvidia {NAME} (memory unknown, from nvml)")), "{human}");
+        assert!(human.contains(&format!("gpu:       NVML: driver 550.54.15-fake; NVML answered {bytes} bytes")), "{human}");
+    }
+
+    // Several cards of different sizes: each listed, the plan from the largest.
+    let v = check(&[("FAKE_NVML_COUNT", "3"), ("FAKE_NVML_VRAM_MIB", "8192,24576,2048")]);
+    let sizes: Vec<u64> = v["hardware"]["gpus"].as_array().unwrap().iter().filter_map(|g| g["vram_bytes"].as_u64()).collect();
+    assert_eq!(sizes, [8 * GIB, 24 * GIB, 2 * GIB], "{v}");
+    assert_eq!(v["recommended"]["ollama_gpu_layers"].as_u64(), Some(999));
+
+    // A count no machine has: the first 64 asked about (not 4 billion calls), and said.
+    let v = check(&[("FAKE_NVML_COUNT", "4294967295")]);
+    assert_eq!(v["hardware"]["gpus"].as_array().unwrap().iter().filter(|g| g["source"] == "nvml").count(), 64);
+    assert!(v["hardware"]["nvml"].as_str().unwrap().contains("NVML answered 4294967295 GPUs, of which the first 64 are listed"), "{v}");
+    let v = check(&[("FAKE_NVML_COUNT", "0")]);
+    assert_eq!(v["hardware"]["nvml"], "driver 550.54.15-fake", "{v}");
+
+    // A name that is not UTF-8 and holds an escape sequence and a line break, or that fills
+    // the whole buffer with no NUL: one line of text either way.
+    let human = run(nvml.path(), &[("FAKE_NVML_NAME_HEX", "4e56ff41c3281b5b324a0d0a42")], &["check"], &cfg);
+    ok(&human);
+    let human = String::from_utf8(human.stdout).unwrap();
+    assert!(!human.contains('\x1b') && !human.contains('\r'), "{human:?}");
+    let line = human.lines().find(|l| l.starts_with("gpu:       nvidia")).unwrap();
+    assert!(line.ends_with("(40.0 GiB, from nvml)"), "the name stays on its line: {human}");
+    assert!(line.contains("\\u{1b}[2J\\r\\nB"), "{line}");
+    let v = check(&[("FAKE_NVML_NAME_FILL", "41")]);
+    assert_eq!(v["hardware"]["gpus"][0]["name"], "A".repeat(96), "{v}");
+
+    // NVML's failures by their nvml.h names.
+    let v = check(&[("FAKE_NVML_INIT_RC", "3")]);
+    assert_eq!(v["hardware"]["nvml"], "failed: nvmlInit_v2 returned 3 (NVML_ERROR_NOT_SUPPORTED)");
+    let v = check(&[("FAKE_NVML_INIT_RC", "-7")]);
+    assert_eq!(v["hardware"]["nvml"], "failed: nvmlInit_v2 returned -7 (not a code nvml.h defines)");
+    let v = check(&[("FAKE_NVML_COUNT_RC", "15")]);
+    assert_eq!(v["hardware"]["nvml"], "driver 550.54.15-fake; NVML answered nvmlDeviceGetCount_v2 15 (NVML_ERROR_GPU_IS_LOST)");
+
+    // An entry point missing: named.
+    let lacking = tempfile::tempdir().unwrap();
+    common::build_fake_nvml_with(lacking.path(), &["-DFAKE_NVML_OMIT_nvmlDeviceGetName"]);
+    let out = run(lacking.path(), &[], &["check", "--json"], &cfg);
+    ok(&out);
+    let said = json(&out)["hardware"]["nvml"].as_str().unwrap().to_string();
+    assert!(said.starts_with("failed: libnvidia-ml.so.1 lacks nvmlDeviceGetName;"), "{said}");
+
+    // A file of that name that is no library (0 bytes, text): broken, not "absent".
+    for (what, content) in [("empty", &b""[..]), ("text", &b"not a shared object\n"[..])] {
+        let broken = tempfile::tempdir().unwrap();
+        std::fs::write(broken.path().join("libnvidia-ml.so.1"), content).unwrap();
+        let out = run(broken.path(), &[], &["check", "--json"], &cfg);
+        ok(&out);
+        let said = json(&out)["hardware"]["nvml"].as_str().unwrap().to_string();
+        assert!(said.starts_with("failed: libnvidia-ml.so.1 cannot be loaded: ") && said.contains("reinstall"), "{what}: {said}");
+        let plan = json(&run(broken.path(), &[], &["optimize", "--dry-run", "--json"], &cfg));
+        assert_eq!(plan["plan"]["ollama_gpu_layers"]["value"].as_u64(), Some(0), "{what}");
+    }
+}

@@ -73,6 +73,11 @@ pub fn render(r: &Report) -> String {
         let vram = g.vram_bytes.map_or("memory unknown".into(), human_size);
         out += &format!("gpu:       {} {} ({vram}, from {})\n", g.vendor, g.name, g.source);
     }
+    if !h.gpus.is_empty() && h.nvml.contains(crate::sys::nvml::NOTE) {
+        // What NVML answered that was not taken as given (a memory size of 0, a count past
+        // the limit): said, not only visible in --json.
+        out += &format!("gpu:       NVML: {}\n", h.nvml);
+    }
     let k = &h.kernel;
     out += &format!(
         "kernel:    PSI {}, swap files on {} {}\n",

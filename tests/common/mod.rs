@@ -411,10 +411,23 @@ pub fn require_tool(tool: &str, from: &str) {
 /// it answers one GPU (its name, memory and the device node it opens set by `FAKE_NVML_*`,
 /// see the C file).
 pub fn build_fake_nvml(dir: &Path) -> PathBuf {
+    build_fake_nvml_with(dir, &[])
+}
+
+/// [`build_fake_nvml`] with gcc flags, e.g. `-DFAKE_NVML_OMIT_nvmlDeviceGetName` to leave an
+/// entry point out.
+pub fn build_fake_nvml_with(dir: &Path, flags: &[&str]) -> PathBuf {
     require_tool("gcc", "Debian's gcc");
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake-nvml/fake-nvml.c");
     let lib = dir.join("libnvidia-ml.so.1");
-    let out = Command::new("gcc").args(["-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o"]).arg(&lib).arg(source).output().unwrap();
+    let out = Command::new("gcc")
+        .args(["-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"])
+        .args(flags)
+        .arg("-o")
+        .arg(&lib)
+        .arg(source)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "gcc failed on {source}: {}", String::from_utf8_lossy(&out.stderr));
     lib
 }
