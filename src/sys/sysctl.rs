@@ -80,8 +80,13 @@ impl Sysctl {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let previous = parse_saved(&text).map_err(|e| std::io::Error::other(format!("{}: {e}", saved.display())))?;
-        let restored = restore_plan(previous, parse_set(&text), self.read()?);
+        let previous = parse_saved(&text).map_err(|e| {
+            std::io::Error::other(format!(
+                "{}: {e}; nothing was put back: write the values to restore there (vm.swappiness=N and vm.vfs_cache_pressure=N lines), or delete it to keep the current ones",
+                saved.display()
+            ))
+        })?;
+        let restored = restore_per_key(previous, parse_set(&text), self.read()?);
         for (key, value) in &restored.put_back {
             self.set(key.trim_start_matches("vm."), *value)?;
         }
@@ -90,13 +95,14 @@ impl Sysctl {
     }
 }
 
-/// A key cluster-ai did not put back: its value `now` is not the `set` one cluster-ai wrote.
+/// A key cluster-ai did not put back: its value `now` is not the `set` one cluster-ai wrote,
+/// or the saved file has lost the record of what it wrote (`None`: edited or cut by hand).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Left {
     /// "vm.swappiness" or "vm.vfs_cache_pressure".
     pub key: &'static str,
     pub now: u32,
-    pub set: u32,
+    pub set: Option<u32>,
     pub previous: u32,
 }
 
@@ -113,11 +119,15 @@ impl Restored {
         let parts: Vec<String> = self
             .left
             .iter()
-            .map(|l| {
-                format!(
-                    "{} is {}, not the {} cluster-ai set: someone else changed it; left as it is (not put back to {})",
-                    l.key, l.now, l.set, l.previous
-                )
+            .map(|l| match l.set {
+                Some(set) => format!(
+                    "{} is {}, not the {set} cluster-ai set: someone else changed it; left as it is (not put back to {})",
+                    l.key, l.now, l.previous
+                ),
+                None => format!(
+                    "{} is {}, and the saved file no longer records what cluster-ai set (edited or cut): it may not be ours; left as it is (not put back to {})",
+                    l.key, l.now, l.previous
+                ),
             })
             .collect();
         (!parts.is_empty()).then(|| parts.join("; "))
@@ -141,15 +151,23 @@ impl std::fmt::Display for Restored {
 /// Per key: the saved `previous` value goes back while the kernel holds the value cluster-ai
 /// `set` (`None`: not recorded, an older state file: put back); otherwise it is left.
 pub fn restore_plan(previous: Tunables, set: Option<Tunables>, now: Tunables) -> Restored {
+    restore_per_key(previous, set.map(|t| [Some(t.swappiness), Some(t.vfs_cache_pressure)]), now)
+}
+
+/// [`restore_plan`] from the saved file's record, key by key: with a record (`Some`), a key
+/// whose own line is missing or garbled is left, not put back blindly; a file with no record
+/// at all (`None`, written before there was one) puts every key back.
+fn restore_per_key(previous: Tunables, record: Option<[Option<u32>; 2]>, now: Tunables) -> Restored {
     let keys = [
-        ("vm.swappiness", previous.swappiness, set.map(|t| t.swappiness), now.swappiness),
-        ("vm.vfs_cache_pressure", previous.vfs_cache_pressure, set.map(|t| t.vfs_cache_pressure), now.vfs_cache_pressure),
+        ("vm.swappiness", previous.swappiness, record.map(|r| r[0]), now.swappiness),
+        ("vm.vfs_cache_pressure", previous.vfs_cache_pressure, record.map(|r| r[1]), now.vfs_cache_pressure),
     ];
     let mut r = Restored::default();
     for (key, previous, set, now) in keys {
         match set {
-            Some(set) if set != now => r.left.push(Left { key, now, set, previous }),
-            _ => r.put_back.push((key, previous)),
+            Some(Some(set)) if set == now => r.put_back.push((key, previous)),
+            Some(set) => r.left.push(Left { key, now, set, previous }),
+            None => r.put_back.push((key, previous)),
         }
     }
     r
@@ -168,19 +186,22 @@ fn saved_text(previous: Tunables, set: Option<Tunables>) -> String {
     text
 }
 
-/// The values cluster-ai recorded as set; `None` unless both are there and valid.
-fn parse_set(text: &str) -> Option<Tunables> {
-    let set: String = text.lines().filter_map(|l| l.strip_prefix(SET_PREFIX)).map(|l| format!("{l}\n")).collect();
-    parse_saved(&set).ok()
+/// The values cluster-ai recorded as set, per key (`None` where that key's line is missing or
+/// not a number); `None` for a file with no record line at all, one written before there was
+/// a record.
+fn parse_set(text: &str) -> Option<[Option<u32>; 2]> {
+    let lines: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix(SET_PREFIX.trim_end())).map(str::trim_start).collect();
+    (!lines.is_empty()).then(|| ["vm.swappiness", "vm.vfs_cache_pressure"].map(|key| lines.iter().find_map(|l| value_of(l, key))))
+}
+
+/// `KEY=N` (spaces around `=` allowed, as in sysctl.conf) as N.
+fn value_of(line: &str, key: &str) -> Option<u32> {
+    line.trim_start().strip_prefix(key)?.trim_start().strip_prefix('=')?.trim().parse().ok()
 }
 
 /// The values in a saved file: the first valid line of each key.
 fn parse_saved(text: &str) -> Result<Tunables, String> {
-    let value = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('=')?.trim().parse::<u32>().ok())
-            .ok_or_else(|| format!("no valid {key}"))
-    };
+    let value = |key: &str| text.lines().find_map(|l| value_of(l, key)).ok_or_else(|| format!("no valid {key}"));
     Ok(Tunables { swappiness: value("vm.swappiness")?, vfs_cache_pressure: value("vm.vfs_cache_pressure")? })
 }
 
@@ -226,7 +247,7 @@ mod tests {
         std::fs::write(vm.join("swappiness"), "35\n").unwrap();
         let r = s.restore(&state).unwrap().unwrap();
         assert_eq!(r.put_back, [("vm.vfs_cache_pressure", 100)]);
-        assert_eq!(r.left, [Left { key: "vm.swappiness", now: 35, set: 10, previous: 60 }]);
+        assert_eq!(r.left, [Left { key: "vm.swappiness", now: 35, set: Some(10), previous: 60 }]);
         assert_eq!(
             r.to_string(),
             "vm.vfs_cache_pressure 100 restored; vm.swappiness is 35, not the 10 cluster-ai set: someone else changed it; left as it is (not put back to 60)"
@@ -246,6 +267,50 @@ mod tests {
         let r = Sysctl::new(t.path()).restore(t.path()).unwrap().unwrap();
         assert!(r.left.is_empty(), "{r}");
         assert_eq!(Sysctl::new(t.path()).read().unwrap(), Tunables { swappiness: 60, vfs_cache_pressure: 100 });
+    }
+
+    /// A root with the kernel at `now` and a saved file of `text`; what restore did.
+    fn restore_from(now: (u32, u32), text: &str) -> (std::io::Result<Option<Restored>>, Tunables, bool) {
+        let t = tempfile::tempdir().unwrap();
+        let vm = t.path().join("proc/sys/vm");
+        std::fs::create_dir_all(&vm).unwrap();
+        std::fs::write(vm.join("swappiness"), format!("{}\n", now.0)).unwrap();
+        std::fs::write(vm.join("vfs_cache_pressure"), format!("{}\n", now.1)).unwrap();
+        std::fs::write(t.path().join(SAVED), text).unwrap();
+        let s = Sysctl::new(t.path());
+        let r = s.restore(t.path());
+        (r, s.read().unwrap(), t.path().join(SAVED).exists())
+    }
+
+    #[test]
+    fn a_record_cut_or_edited_leaves_the_key_it_lost() {
+        // Cut after the first record line: swappiness is still ours (10) and goes back; the
+        // vfs_cache_pressure record is gone, so its 77 (someone's?) stays, and is said.
+        let cut = "vm.swappiness=60\nvm.vfs_cache_pressure=100\n# set by cluster-ai: vm.swappiness=10\n# set by cluster-ai: vm.vfs_cac";
+        let (r, now, kept) = restore_from((10, 77), cut);
+        let r = r.unwrap().unwrap();
+        assert_eq!(now, Tunables { swappiness: 60, vfs_cache_pressure: 77 }, "{r}");
+        assert_eq!(r.left, [Left { key: "vm.vfs_cache_pressure", now: 77, set: None, previous: 100 }]);
+        assert!(r.to_string().contains("vm.vfs_cache_pressure is 77, and the saved file no longer records what cluster-ai set"), "{r}");
+        assert!(!kept);
+        // A record line garbled by hand: the same.
+        let (r, now, _) = restore_from((35, 50), "vm.swappiness=60\nvm.vfs_cache_pressure=100\n# set by cluster-ai: vm.swappiness=ten\n# set by cluster-ai: vm.vfs_cache_pressure=50\n");
+        assert_eq!(now, Tunables { swappiness: 35, vfs_cache_pressure: 100 }, "{:?}", r);
+        // Written as sysctl.conf allows, spaces around '=': read, not refused.
+        let (r, now, _) = restore_from((10, 50), "vm.swappiness = 60\nvm.vfs_cache_pressure = 100\n# set by cluster-ai: vm.swappiness = 10\n# set by cluster-ai: vm.vfs_cache_pressure = 50\n");
+        assert!(r.unwrap().unwrap().left.is_empty());
+        assert_eq!(now, Tunables { swappiness: 60, vfs_cache_pressure: 100 });
+    }
+
+    #[test]
+    fn a_saved_file_that_says_nothing_puts_nothing_back_and_says_the_fix() {
+        for text in ["", "vm.swappiness=60\n", "\0\0\0garbage", "vm.swappiness=-1\nvm.vfs_cache_pressure=100\n"] {
+            let (r, now, kept) = restore_from((10, 50), text);
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("kernel-previous") && e.contains("nothing was put back") && e.contains("delete it"), "{text:?}: {e}");
+            assert_eq!(now, Tunables { swappiness: 10, vfs_cache_pressure: 50 }, "{text:?}");
+            assert!(kept, "kept for the admin to mend: {text:?}");
+        }
     }
 
     #[test]
@@ -272,7 +337,7 @@ mod tests {
                 let t = Tunables { swappiness, vfs_cache_pressure };
                 let set = set.map(|(swappiness, vfs_cache_pressure)| Tunables { swappiness, vfs_cache_pressure });
                 prop_assert_eq!(parse_saved(&saved_text(t, set)), Ok(t));
-                prop_assert_eq!(parse_set(&saved_text(t, set)), set);
+                prop_assert_eq!(parse_set(&saved_text(t, set)), set.map(|s| [Some(s.swappiness), Some(s.vfs_cache_pressure)]));
             }
 
             /// A saved file edited, cut or corrupted: values or an error naming the key, never a panic.
