@@ -158,7 +158,7 @@ pub fn alertmanager_body(a: &Alert) -> serde_json::Value {
     let ends = match a.state {
         AlertState::Firing => None,
         AlertState::Resolved => a.ends_at_unix_ms,
-        AlertState::Notice => Some(a.starts_at_unix_ms + 1000),
+        AlertState::Notice => Some(a.starts_at_unix_ms.saturating_add(1000).min(super::MAX_UNIX_MS.max(a.starts_at_unix_ms))),
     };
     if let Some(end) = ends {
         alert["endsAt"] = json!(rfc3339(end));
@@ -176,6 +176,27 @@ mod tests {
         assert!(refuses_for_good(400) && refuses_for_good(404) && refuses_for_good(413) && refuses_for_good(422));
         assert!(!refuses_for_good(408) && !refuses_for_good(429) && !refuses_for_good(500) && !refuses_for_good(503));
         assert!(!refuses_for_good(200) && !refuses_for_good(302));
+    }
+
+    /// Times at the bounds (a queue file edited by hand): no overflow, and after `bounded()` an
+    /// RFC 3339 time the receivers parse.
+    #[test]
+    fn an_alert_at_the_end_of_time_is_sent_as_the_last_rfc3339_instant() {
+        for state in [AlertState::Firing, AlertState::Resolved, AlertState::Notice] {
+            let mut a = Alert::firing(super::super::AlertKey::ServiceDown("x".into()), super::super::Severity::Critical, "down");
+            a.state = state;
+            a.starts_at_unix_ms = u64::MAX;
+            a.ends_at_unix_ms = Some(u64::MAX);
+            let raw = alertmanager_body(&a);
+            assert!(raw[0]["startsAt"].is_string(), "{raw}");
+            let a = a.bounded();
+            let body = alertmanager_body(&a);
+            assert_eq!(body[0]["startsAt"], "9999-12-31T23:59:59.999Z", "{body}");
+            if state != AlertState::Firing {
+                assert_eq!(body[0]["endsAt"].as_str().map(|t| &t[..4]), Some("9999"), "{body}");
+            }
+            assert_eq!(webhook_body(&a)["starts_at"], "9999-12-31T23:59:59.999Z");
+        }
     }
 
     #[test]

@@ -24,6 +24,12 @@ pub struct DeadLetter {
     pub answer: String,
 }
 
+impl DeadLetter {
+    fn bounded(self) -> DeadLetter {
+        DeadLetter { alert: self.alert.bounded(), answer: crate::sys::one_line(&self.answer, 300), ..self }
+    }
+}
+
 pub struct DeadLetters {
     path: Option<PathBuf>,
     items: VecDeque<DeadLetter>,
@@ -37,11 +43,13 @@ impl DeadLetters {
         let Some(p) = d.path.clone() else { return (d, None) };
         let read = crate::sys::fs::read_regular_file(&p, super::queue::MAX_BYTES as u64);
         let why = match read.map(|b| serde_json::from_slice::<VecDeque<DeadLetter>>(&b)) {
-            Ok(Ok(items)) => {
-                d.items = items;
-                while d.items.len() > KEEP {
-                    d.items.pop_front();
+            Ok(Ok(mut items)) => {
+                while items.len() > KEEP {
+                    items.pop_front();
                 }
+                // Held to the bounds of a letter the task writes: the file may have been edited,
+                // and its last answer is shown in `status` as one line.
+                d.items = items.into_iter().map(DeadLetter::bounded).collect();
                 return (d, None);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (d, None),
@@ -108,6 +116,16 @@ mod tests {
         let (again, _) = DeadLetters::load(Some(path.clone()));
         assert_eq!(again.len(), KEEP);
         assert_eq!(again.last().unwrap().alert.key, "service/149");
+        // Edited by hand: an answer of a megabyte on many lines, a key with an escape sequence.
+        let mut letter = again.last().unwrap().clone();
+        letter.answer = "x\n".repeat(500_000);
+        letter.alert.key = "service/\u{1b}[2J".into();
+        std::fs::write(&path, serde_json::to_vec(&[&letter]).unwrap()).unwrap();
+        let (edited, problem) = DeadLetters::load(Some(path.clone()));
+        assert_eq!(problem, None);
+        let shown = edited.last().unwrap();
+        assert!(shown.answer.len() < 1000 && !shown.answer.contains('\n'), "{}", shown.answer.len());
+        assert_eq!(shown.alert.key, "service/\\u{1b}[2J");
         std::fs::write(&path, b"[").unwrap();
         let (empty, problem) = DeadLetters::load(Some(path));
         assert!(empty.is_empty() && problem.unwrap().contains("set aside"));

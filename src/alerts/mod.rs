@@ -22,6 +22,10 @@ pub const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 
 pub const MAX_SUMMARY: usize = 1000;
 pub const MAX_LABELS: usize = 16;
+/// The last instant an alert's time may name: 9999-12-31T23:59:59.999Z, the last RFC 3339
+/// (four-digit year) time, which Alertmanager and webhooks parse. A later one (a queue file
+/// edited by hand) is held to it.
+pub const MAX_UNIX_MS: u64 = 253_402_300_799_999;
 const MAX_SHORT: usize = 200;
 
 /// What an alert says about its incident.
@@ -211,6 +215,8 @@ impl Alert {
         self.node = short(&self.node);
         self.summary = crate::sys::one_line(&self.summary, MAX_SUMMARY);
         self.labels = std::mem::take(&mut self.labels).into_iter().take(MAX_LABELS).map(|(k, v)| (short(&k), short(&v))).collect();
+        self.starts_at_unix_ms = self.starts_at_unix_ms.min(MAX_UNIX_MS);
+        self.ends_at_unix_ms = self.ends_at_unix_ms.map(|t| t.min(MAX_UNIX_MS));
         self
     }
 

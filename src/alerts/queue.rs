@@ -62,43 +62,90 @@ impl Queue {
     /// (not JSON, larger than [`MAX_BYTES`], not a regular file) is set aside under a name of
     /// its own (`<name>.bad`, `<name>.bad.1`, …: never deleted, never overwritten) and the
     /// queue starts empty; if it cannot be set aside, the queue is kept in memory only, so the
-    /// file is never overwritten. The text says which.
+    /// file is never overwritten. A list with some entries that are not deliveries is set
+    /// aside whole as well, and its good deliveries kept (the task writes them back at once).
+    /// The text says which.
     pub fn load(path: Option<PathBuf>, max: usize) -> (Queue, Option<String>) {
-        let mut q = Queue { path, items: VecDeque::new(), bytes: 0, max: max.max(1), next_id: 1, dropped: 0 };
+        let q = Queue { path, items: VecDeque::new(), bytes: 0, max: max.max(1), next_id: 1, dropped: 0 };
         let Some(p) = q.path.clone() else { return (q, None) };
         let shown = crate::sys::display_path(&p);
-        let read = crate::sys::fs::read_regular_file(&p, MAX_BYTES as u64).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                None
-            } else {
-                Some(format!("cannot read {shown}: {e}"))
-            }
-        });
-        let parsed = read.and_then(|bytes| {
-            serde_json::from_slice::<Vec<Delivery>>(&bytes).map_err(|e| Some(format!("{shown} is not an alert queue ({e})")))
-        });
-        match parsed {
-            Ok(items) => {
-                // A retry time from the file is believed up to the longest retry_max (a day):
-                // a clock that was wrong, or a hand-edited file, cannot park a delivery for years.
-                // Its alert is held to the bounds the alert task holds every alert to (a file
-                // edited by hand, or written by another version, is not the task's).
-                let latest = crate::sys::unix_ms().saturating_add(86_400_000);
-                for mut d in items {
+        let read = crate::sys::fs::read_regular_file(&p, MAX_BYTES as u64);
+        // The list first, each entry as the text it is (borrowed, not copied), then each entry on
+        // its own: one entry that is not a delivery (edited by hand, written by another
+        // version) sets the file aside, not the deliveries beside it.
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(e) => return q.set_aside_whole(&p, e),
+        };
+        // A retry time from the file is believed up to the longest retry_max (a day): a clock
+        // that was wrong, or a hand-edited file, cannot park a delivery for years. Its alert is
+        // held to the bounds the alert task holds every alert to (a file edited by hand, or
+        // written by another version, is not the task's). Each is pushed as it is read, so no
+        // more than the queue keeps is ever held.
+        let latest = crate::sys::unix_ms().saturating_add(86_400_000);
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let start = Salvaged { q, seen: 0, bad: 0, first_bad: None };
+        let parsed = crate::sys::json::each_element(&mut de, start, |s, raw: &serde_json::value::RawValue| {
+            s.seen += 1;
+            match serde_json::from_str::<Delivery>(raw.get()) {
+                Ok(mut d) => {
                     d.next_try_unix_ms = d.next_try_unix_ms.min(latest);
                     d.alert = d.alert.bounded();
-                    q.push(d);
+                    s.q.push(d);
                 }
-                (q, None)
-            }
-            Err(None) => (q, None),
-            Err(Some(why)) => match set_aside(&p) {
-                Ok(bad) => (q, Some(format!("{why}; set aside as {}; starting with an empty queue", crate::sys::display_path(&bad)))),
                 Err(e) => {
-                    q.path = None;
-                    (q, Some(format!("{why}; it could not be set aside ({e}), so it is left as it is and the queue is kept in memory only until it is moved")))
+                    s.bad += 1;
+                    if s.first_bad.is_none() {
+                        s.first_bad = Some(format!("the first, entry {}: {}", s.seen, crate::sys::one_line(&first_chars(&e, 1200), 300)));
+                    }
                 }
-            },
+            }
+            Ok(())
+        })
+        .and_then(|s| de.end().map(|()| s));
+        drop(bytes);
+        match parsed {
+            Ok(Salvaged { q, bad, first_bad, .. }) => {
+                let mut q = q;
+                let first = first_bad;
+                let Some(first) = first else { return (q, None) };
+                let why = format!("{shown}: {bad} entr{} not a delivery ({first})", if bad == 1 { "y is" } else { "ies are" });
+                match set_aside(&p) {
+                    Ok(aside) => {
+                        let kept = format!("the {} good one(s) kept in the queue", q.len());
+                        (q, Some(format!("{why}; the whole file set aside as {}; {kept}", crate::sys::display_path(&aside))))
+                    }
+                    Err(e) => {
+                        q.path = None;
+                        let n = q.len();
+                        (q, Some(format!("{why}; it could not be set aside ({e}), so it is left as it is and the {n} good one(s) kept in memory only until it is moved")))
+                    }
+                }
+            }
+            Err(e) => {
+                let q = Queue { path: Some(p.clone()), items: VecDeque::new(), bytes: 0, max: max.max(1), next_id: 1, dropped: 0 };
+                q.set_aside_file(&p, format!("{shown} is not an alert queue ({e})"))
+            }
+        }
+    }
+
+    /// A file that could not be read at all: none found is an empty queue, anything else is
+    /// set aside.
+    fn set_aside_whole(self, p: &Path, e: std::io::Error) -> (Queue, Option<String>) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return (self, None);
+        }
+        let why = format!("cannot read {}: {e}", crate::sys::display_path(p));
+        self.set_aside_file(p, why)
+    }
+
+    fn set_aside_file(mut self, p: &Path, why: String) -> (Queue, Option<String>) {
+        match set_aside(p) {
+            Ok(bad) => (self, Some(format!("{why}; set aside as {}; starting with an empty queue", crate::sys::display_path(&bad)))),
+            Err(e) => {
+                self.path = None;
+                (self, Some(format!("{why}; it could not be set aside ({e}), so it is left as it is and the queue is kept in memory only until it is moved")))
+            }
         }
     }
 
@@ -180,6 +227,35 @@ impl Queue {
             Some((p, bytes)) => write(&p, bytes),
         }
     }
+}
+
+/// What reading a queue file entry by entry gives: the queue of its good deliveries, the
+/// entries seen, those that were not deliveries, and the first one's error.
+struct Salvaged {
+    q: Queue,
+    seen: usize,
+    bad: usize,
+    first_bad: Option<String>,
+}
+
+/// The start of `e`'s text, never more than about `max` bytes of it held: serde's text quotes
+/// what it refused, which may be megabytes of a hand-edited file.
+fn first_chars(e: &impl std::fmt::Display, max: usize) -> String {
+    struct Capped(String, usize);
+    impl std::fmt::Write for Capped {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = self.1.saturating_sub(self.0.len());
+            let mut end = s.len().min(room);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.0.push_str(&s[..end]);
+            Ok(())
+        }
+    }
+    let mut c = Capped(String::new(), max);
+    let _ = std::fmt::Write::write_fmt(&mut c, format_args!("{e}"));
+    c.0
 }
 
 /// Writes serialized queue bytes to `path` (0600, atomically).

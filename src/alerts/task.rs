@@ -199,6 +199,9 @@ pub async fn run_via(
     let dead_path = path.as_ref().map(|p| p.with_file_name(super::dead::FILE_NAME));
     let ((queue, problem), (dead, dead_problem)) =
         tokio::task::spawn_blocking(move || (Queue::load(path, cfg.queue_max as usize), DeadLetters::load(dead_path))).await?;
+    // Good deliveries kept from a file set aside (some of its entries were not): written back
+    // at once, by the first flush.
+    let rewrite = problem.is_some() && !queue.is_empty();
     for p in [problem, dead_problem].into_iter().flatten() {
         tracing::error!("alerts: {p}");
     }
@@ -218,7 +221,7 @@ pub async fn run_via(
         busy: BTreeSet::new(),
         inbox_dropped: inbox.dropped.clone(),
         full_logged: false,
-        dirty: false,
+        dirty: rewrite,
         dead_dirty: false,
         clock: os.clock,
         courier,

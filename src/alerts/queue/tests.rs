@@ -119,3 +119,24 @@ fn a_file_that_cannot_be_set_aside_is_not_overwritten() {
     q.save().unwrap();
     assert_eq!(std::fs::read(path.join("x")).unwrap(), b"keep");
 }
+
+/// One entry that is not a delivery (a channel this version does not know, a number): the
+/// whole file is set aside as it was, and the good deliveries beside it are kept, in order (the
+/// task writes them back at its first flush: alerts::task's tests).
+#[test]
+fn one_bad_entry_sets_the_file_aside_not_the_good_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let good = |key| serde_json::to_string(&delivery(Channel::Webhook, key, 0)).unwrap();
+    let text = format!(r#"[{},{{"channel":"pager","alert":{{}}}},{},17]"#, good("service/a"), good("service/b"));
+    std::fs::write(&path, &text).unwrap();
+    let (q, problem) = Queue::load(Some(path.clone()), 10);
+    assert_eq!(keys(&q), ["service/a", "service/b"]);
+    let p = problem.unwrap();
+    assert!(p.contains("alerts-queue.json: 2 entries are not a delivery (the first, entry 2: unknown variant `pager`"), "{p}");
+    assert!(p.contains("set aside as") && p.ends_with("the 2 good one(s) kept in the queue"), "{p}");
+    assert_eq!(std::fs::read_to_string(dir.path().join(format!("{FILE_NAME}.bad"))).unwrap(), text, "set aside as it was");
+    q.save().unwrap();
+    let (again, problem) = Queue::load(Some(path), 10);
+    assert_eq!((keys(&again), problem), (vec!["service/a", "service/b"], None));
+}

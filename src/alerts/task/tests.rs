@@ -206,3 +206,52 @@ async fn alertmanager_gets_every_firing_alert_again_each_resend_period_and_not_t
     assert_eq!(resends.last().map(|r| r.1), Some(1), "a resolved alert is no longer re-sent: {resends:?}");
     t.stop().await;
 }
+
+/// A courier that reads the queue file as each delivery is tried.
+struct FileAtDelivery {
+    path: std::path::PathBuf,
+    seen: Mutex<Vec<(String, Option<String>)>>,
+}
+
+impl Courier for FileAtDelivery {
+    fn deliver(&self, _channel: Channel, _cfg: &AlertsConfig, alert: &Alert) -> Sent {
+        self.seen.lock().unwrap().push((alert.key.clone(), std::fs::read_to_string(&self.path).ok()));
+        Box::pin(std::future::ready(Ok("200 OK".into())))
+    }
+    fn resend(&self, _cfg: &AlertsConfig, _alerts: &[Alert]) -> Sent {
+        Box::pin(std::future::ready(Ok("200 OK".into())))
+    }
+}
+
+/// A queue file with an entry that is not a delivery: the task starts, the good deliveries are
+/// written back before the first is tried (the file was set aside: a kill then would lose
+/// them), and delivered in their order.
+#[tokio::test(start_paused = true)]
+async fn a_queue_file_with_a_bad_entry_keeps_and_delivers_the_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let good = |key: &str| {
+        serde_json::to_string(&Delivery::new(Channel::Webhook, Alert::firing(AlertKey::parse(key), Severity::Critical, key))).unwrap()
+    };
+    std::fs::write(&path, format!(r#"[{},{{"channel":"pager"}},{}]"#, good("service/a"), good("service/b"))).unwrap();
+    let mut config = Config::default();
+    config.alerts.node = Some("node-a".into());
+    config.alerts.webhook = Some("http://127.0.0.1:9/hook".into());
+    let (mut ctx, _config) = TaskCtx::fake("alerts", config, Os::fake());
+    ctx.state_dir = Some(dir.path().to_path_buf());
+    let cancel = ctx.cancel.clone();
+    let (_tx, inbox) = inbox();
+    let (report_tx, _report) = watch::channel(Arc::new(AlertsReport::default()));
+    let courier = Arc::new(FileAtDelivery { path: path.clone(), seen: Mutex::default() });
+    let task = tokio::spawn(run_via(inbox, report_tx, ctx, courier.clone()));
+    while courier.seen.lock().unwrap().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    let seen = courier.seen.lock().unwrap().clone();
+    assert_eq!(seen.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["service/a", "service/b"]);
+    let file = seen[0].1.clone().expect("the queue file is there when the first delivery is tried");
+    assert!(file.contains("service/a") && file.contains("service/b") && !file.contains("pager"), "{file}");
+    assert!(dir.path().join(format!("{FILE_NAME}.bad")).exists(), "the file as it was, set aside");
+}
