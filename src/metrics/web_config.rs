@@ -125,12 +125,19 @@ pub enum TlsVersion {
 pub fn parse(path: &Path, text: &str) -> Result<WebConfig, String> {
     let shown = crate::sys::display_path(path);
     let mut problems: Vec<String> = Vec::new();
-    let mut at = |key: &str, msg: String| problems.push(format!("{shown}: {key}: {msg}"));
+    // One line each, of a bounded length: a key or a value quoted back may hold a terminal's
+    // escape sequence, a line break or a megabyte.
+    let mut at = |key: &str, msg: String| problems.push(crate::sys::one_line(&format!("{shown}: {key}: {msg}"), MAX_PROBLEM));
     // An empty file is exporter-toolkit's "no TLS, no authentication".
     let raw: RawWebConfig = if text.trim().is_empty() {
         RawWebConfig::default()
     } else {
-        serde_yaml_ng::from_str(text).map_err(|e| format!("{shown}: {e}"))?
+        if let Some(line) = too_deep(text) {
+            return Err(format!(
+                "{shown}: line {line}: nested deeper than {MAX_DEPTH} levels of [ and {{; a web config is a few levels deep (see docs/metrics.md)"
+            ));
+        }
+        serde_yaml_ng::from_str(text).map_err(|e| crate::sys::one_line(&format!("{shown}: {e}"), MAX_PROBLEM))?
     };
     let unsupported = "exporter-toolkit's key, which cluster-ai does not implement; remove it (docs/metrics.md lists the keys it reads)";
     if raw.http_server_config.is_some() {
@@ -223,6 +230,43 @@ pub fn parse(path: &Path, text: &str) -> Result<WebConfig, String> {
     } else {
         Err(problems.join("\n"))
     }
+}
+
+/// One problem's line at most, in characters.
+const MAX_PROBLEM: usize = 1000;
+
+/// Flow collections (`[`, `{`) nested deeper than this are refused before the YAML parser
+/// sees them: it would refuse them too (past 128 levels), but only after building every one,
+/// seconds and a hundred MiB for a 1 MiB file of `[`, on the daemon's one thread at a reload.
+const MAX_DEPTH: usize = 64;
+
+/// The line where `[` and `{` first nest deeper than [`MAX_DEPTH`], outside quotes and
+/// comments; `None` when they never do.
+fn too_deep(text: &str) -> Option<usize> {
+    let (mut depth, mut line, mut quote, mut comment, mut prev) = (0usize, 1, None, false, ' ');
+    for c in text.chars() {
+        match (c, quote) {
+            ('\n', _) => {
+                line += 1;
+                comment = false;
+            }
+            _ if comment => {}
+            (c, Some(q)) if c == q => quote = None,
+            (_, Some(_)) => {}
+            ('\'' | '"', None) => quote = Some(c),
+            ('#', None) if prev.is_whitespace() => comment = true,
+            ('[' | '{', None) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(line);
+                }
+            }
+            (']' | '}', None) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    None
 }
 
 /// Reads and parses the file.

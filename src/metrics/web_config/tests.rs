@@ -137,3 +137,26 @@ fn basic_auth_checks_bcrypt_and_remembers_only_successes() {
     assert!(!a.check(Some(&basic("prometheus", "wrong"))));
     assert!(a.check(Some(&basic("prometheus", "s3cret:with colon"))));
 }
+
+/// Hostile files, each refused quickly with one bounded line naming the file: flow collections
+/// nested a million deep (the parser took 10 s and 150 MiB for 1 MiB of them), a key of a
+/// megabyte (quoted back whole), a user name holding an escape sequence and a line break.
+#[test]
+fn hostile_yaml_is_refused_in_one_bounded_line() {
+    let deep = format!("{}{}", "[".repeat(1 << 19), "]".repeat(1 << 19));
+    let e = err(&deep);
+    assert_eq!(e, "/etc/cluster-ai/web-config.yml: line 1: nested deeper than 64 levels of [ and {; a web config is a few levels deep (see docs/metrics.md)");
+    let deep_map = format!("tls_server_config: {}1{}", "{a: ".repeat(5000), "}".repeat(5000));
+    assert!(err(&deep_map).contains("line 1: nested deeper than 64 levels"));
+    // Brackets in quotes and comments are text, not nesting: a file within the limit parses.
+    let quoted = format!("# {}\nbasic_auth_users:\n  \"u{}\": {}\n", "[".repeat(100), "{".repeat(100), hash("x"));
+    assert_eq!(parse(p(), &quoted).unwrap().users.len(), 1);
+
+    let huge_key = format!("basic_auth_users:\n  {}: x\n", "u".repeat(1 << 20));
+    let e = err(&huge_key);
+    assert!(e.starts_with("/etc/cluster-ai/web-config.yml: basic_auth_users: ") && e.chars().count() <= 1001, "{}", e.len());
+
+    let e = err("basic_auth_users:\n  \"\\e[2Jevil\\r\\nx\": 1\n");
+    assert!(!e.contains('\x1b') && !e.contains('\r') && e.lines().count() == 1, "{e:?}");
+    assert!(e.starts_with("/etc/cluster-ai/web-config.yml: basic_auth_users.\\u{1b}[2Jevil\\r\\nx: not a bcrypt hash"), "{e}");
+}
