@@ -41,26 +41,61 @@ impl DeadLetters {
     pub fn load(path: Option<PathBuf>) -> (DeadLetters, Option<String>) {
         let mut d = DeadLetters { path, items: VecDeque::new() };
         let Some(p) = d.path.clone() else { return (d, None) };
-        let read = crate::sys::fs::read_regular_file(&p, super::queue::MAX_BYTES as u64);
-        let why = match read.map(|b| serde_json::from_slice::<VecDeque<DeadLetter>>(&b)) {
-            Ok(Ok(mut items)) => {
-                while items.len() > KEEP {
-                    items.pop_front();
-                }
-                // Held to the bounds of a letter the task writes: the file may have been edited,
-                // and its last answer is shown in `status` as one line.
-                d.items = items.into_iter().map(DeadLetter::bounded).collect();
-                return (d, None);
-            }
+        let shown = crate::sys::display_path(&p);
+        let bytes = match crate::sys::fs::read_regular_file(&p, super::queue::MAX_BYTES as u64) {
+            Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (d, None),
-            Err(e) => format!("cannot read {}: {e}", crate::sys::display_path(&p)),
-            Ok(Err(e)) => format!("{} is not a list of dead letters ({e})", crate::sys::display_path(&p)),
+            Err(e) => return d.set_aside(&p, format!("cannot read {shown}: {e}")),
         };
-        match super::queue::set_aside(&p) {
-            Ok(bad) => (d, Some(format!("{why}; set aside as {}", crate::sys::display_path(&bad)))),
+        // Entry by entry, as the queue's file: one that is not a letter sets the file aside, not
+        // the letters beside it. Each is held to the bounds of a letter the task writes: the
+        // file may have been edited, and its last answer is shown in `status` as one line.
+        let (mut seen, mut bad, mut first_bad) = (0usize, 0usize, None);
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let read = crate::sys::json::each_element(&mut de, VecDeque::new(), |items, raw: &serde_json::value::RawValue| {
+            seen += 1;
+            match serde_json::from_str::<DeadLetter>(raw.get()) {
+                Ok(letter) => {
+                    items.push_back(letter.bounded());
+                    if items.len() > KEEP {
+                        items.pop_front();
+                    }
+                }
+                Err(e) => {
+                    bad += 1;
+                    first_bad.get_or_insert_with(|| {
+                        format!("the first, entry {seen}: {}", crate::sys::one_line(&super::queue::first_chars(&e, 1200), 300))
+                    });
+                }
+            }
+            Ok(())
+        })
+        .and_then(|items| de.end().map(|()| items));
+        drop(bytes);
+        match read {
+            Ok(items) => {
+                d.items = items;
+                let Some(first) = first_bad else { return (d, None) };
+                let n = d.items.len();
+                let (d, said) = d
+                    .set_aside(&p, format!("{shown}: {bad} entr{} not a dead letter ({first})", if bad == 1 { "y is" } else { "ies are" }));
+                (d, said.map(|s| format!("{s}; the {n} good one(s) kept")))
+            }
             Err(e) => {
-                d.path = None;
-                (d, Some(format!("{why}; it could not be set aside ({e}), so it is left as it is")))
+                let why =
+                    format!("{shown} is not a list of dead letters ({})", crate::sys::one_line(&super::queue::first_chars(&e, 1200), 300));
+                d.set_aside(&p, why)
+            }
+        }
+    }
+
+    /// Moves the file at `p` aside, saying `why`; kept in memory only if it cannot be moved.
+    fn set_aside(mut self, p: &std::path::Path, why: String) -> (DeadLetters, Option<String>) {
+        match super::queue::set_aside(p) {
+            Ok(bad) => (self, Some(format!("{why}; set aside as {}", crate::sys::display_path(&bad)))),
+            Err(e) => {
+                self.path = None;
+                (self, Some(format!("{why}; it could not be set aside ({e}), so it is left as it is")))
             }
         }
     }
@@ -126,6 +161,17 @@ mod tests {
         let shown = edited.last().unwrap();
         assert!(shown.answer.len() < 1000 && !shown.answer.contains('\n'), "{}", shown.answer.len());
         assert_eq!(shown.alert.key, "service/\\u{1b}[2J");
+        // One entry that is not a letter: the file set aside as it was, the others kept.
+        let text = format!("[{},{{\"channel\":\"pager\"}}]", serde_json::to_string(&letter).unwrap());
+        std::fs::write(&path, &text).unwrap();
+        let (kept, problem) = DeadLetters::load(Some(path.clone()));
+        let problem = problem.unwrap();
+        assert_eq!(kept.len(), 1, "{problem}");
+        assert!(
+            problem.contains("1 entry is not a dead letter (the first, entry 2: ") && problem.ends_with("the 1 good one(s) kept"),
+            "{problem}"
+        );
+        assert_eq!(std::fs::read_to_string(dir.path().join(format!("{FILE_NAME}.bad"))).unwrap(), text);
         std::fs::write(&path, b"[").unwrap();
         let (empty, problem) = DeadLetters::load(Some(path));
         assert!(empty.is_empty() && problem.unwrap().contains("set aside"));

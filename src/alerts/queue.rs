@@ -240,7 +240,7 @@ struct Salvaged {
 
 /// The start of `e`'s text, never more than about `max` bytes of it held: serde's text quotes
 /// what it refused, which may be megabytes of a hand-edited file.
-fn first_chars(e: &impl std::fmt::Display, max: usize) -> String {
+pub(super) fn first_chars(e: &impl std::fmt::Display, max: usize) -> String {
     struct Capped(String, usize);
     impl std::fmt::Write for Capped {
         fn write_str(&mut self, s: &str) -> std::fmt::Result {

@@ -202,6 +202,7 @@ pub async fn run_via(
     // Good deliveries kept from a file set aside (some of its entries were not): written back
     // at once, by the first flush.
     let rewrite = problem.is_some() && !queue.is_empty();
+    let dead_rewrite = dead_problem.is_some() && !dead.is_empty();
     for p in [problem, dead_problem].into_iter().flatten() {
         tracing::error!("alerts: {p}");
     }
@@ -221,8 +222,8 @@ pub async fn run_via(
         busy: BTreeSet::new(),
         inbox_dropped: inbox.dropped.clone(),
         full_logged: false,
-        dirty: rewrite,
-        dead_dirty: false,
+        dirty: rewrite || dead_rewrite,
+        dead_dirty: dead_rewrite,
         clock: os.clock,
         courier,
     };
