@@ -31,7 +31,7 @@ impl Sysctl {
 
     fn get(&self, key: &str) -> std::io::Result<u32> {
         let p = self.path(key);
-        let text = super::fs::read_text(&p, super::fs::SMALL_FILE)?;
+        let text = super::fs::read_text(&p, super::fs::SMALL_FILE).map_err(|e| named(&p, e))?;
         text.trim().parse().map_err(|_| std::io::Error::other(format!("{}: not a number: {text:?}", p.display())))
     }
 
@@ -60,12 +60,12 @@ impl Sysctl {
                 std::io::Error::other(format!("{}: {e}; put the original values there (vm.swappiness=N lines), or delete it to keep the current ones as the originals", saved.display()))
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => now,
-            Err(e) => return Err(e),
+            Err(e) => return Err(named(&saved, e)),
         };
-        std::fs::create_dir_all(state_dir)?;
+        std::fs::create_dir_all(state_dir).map_err(|e| named(state_dir, e))?;
         let tmp = state_dir.join(format!("{SAVED}.tmp"));
-        std::fs::write(&tmp, saved_text(previous, Some(want)))?;
-        std::fs::rename(&tmp, &saved)?;
+        std::fs::write(&tmp, saved_text(previous, Some(want))).map_err(|e| named(&tmp, e))?;
+        std::fs::rename(&tmp, &saved).map_err(|e| named(&saved, e))?;
         self.write(want)?;
         Ok(now)
     }
@@ -78,7 +78,7 @@ impl Sysctl {
         let text = match super::fs::read_text(&saved, super::fs::SMALL_FILE) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) => return Err(named(&saved, e)),
         };
         let previous = parse_saved(&text).map_err(|e| {
             std::io::Error::other(format!(
@@ -90,9 +90,14 @@ impl Sysctl {
         for (key, value) in &restored.put_back {
             self.set(key.trim_start_matches("vm."), *value)?;
         }
-        std::fs::remove_file(&saved)?;
+        std::fs::remove_file(&saved).map_err(|e| named(&saved, e))?;
         Ok(Some(restored))
     }
+}
+
+/// `e` with the file it is about: the bounded reader's "it is a FIFO" names none.
+fn named(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// A key cluster-ai did not put back: its value `now` is not the `set` one cluster-ai wrote,
@@ -311,6 +316,21 @@ mod tests {
             assert_eq!(now, Tunables { swappiness: 10, vfs_cache_pressure: 50 }, "{text:?}");
             assert!(kept, "kept for the admin to mend: {text:?}");
         }
+    }
+
+    #[test]
+    fn a_saved_file_that_is_no_file_is_named() {
+        let t = tempfile::tempdir().unwrap();
+        let vm = t.path().join("proc/sys/vm");
+        std::fs::create_dir_all(&vm).unwrap();
+        std::fs::write(vm.join("swappiness"), "10\n").unwrap();
+        std::fs::write(vm.join("vfs_cache_pressure"), "50\n").unwrap();
+        std::fs::create_dir(t.path().join(SAVED)).unwrap();
+        let s = Sysctl::new(t.path());
+        for e in [s.restore(t.path()).unwrap_err(), s.apply(t.path(), Tunables { swappiness: 1, vfs_cache_pressure: 1 }).unwrap_err()] {
+            assert_eq!(e.to_string(), format!("{}: it is a directory, not a regular file", t.path().join(SAVED).display()));
+        }
+        assert_eq!(s.read().unwrap(), Tunables { swappiness: 10, vfs_cache_pressure: 50 }, "nothing set, nothing put back");
     }
 
     #[test]
