@@ -124,7 +124,7 @@ impl Queue {
             }
             Err(e) => {
                 let q = Queue { path: Some(p.clone()), items: VecDeque::new(), bytes: 0, max: max.max(1), next_id: 1, dropped: 0 };
-                q.set_aside_file(&p, format!("{shown} is not an alert queue ({e})"))
+                q.set_aside_file(&p, format!("{shown} is not an alert queue ({})", crate::sys::one_line(&first_chars(&e, 1200), 300)))
             }
         }
     }

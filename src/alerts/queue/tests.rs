@@ -140,3 +140,16 @@ fn one_bad_entry_sets_the_file_aside_not_the_good_deliveries() {
     let (again, problem) = Queue::load(Some(path), 10);
     assert_eq!((keys(&again), problem), (vec!["service/a", "service/b"], None));
 }
+
+/// A file that is one string of megabytes: refused in a line of bounded length (serde's text
+/// quotes the string whole).
+#[test]
+fn a_file_that_is_one_huge_string_is_refused_in_a_short_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    std::fs::write(&path, format!("\"{}\"", "x".repeat(4 << 20))).unwrap();
+    let (q, problem) = Queue::load(Some(path), 10);
+    let p = problem.unwrap();
+    assert!(q.is_empty() && p.contains("is not an alert queue (invalid type: string") && p.contains("set aside as"), "{}", p.len());
+    assert!(p.len() < 2000, "{} bytes", p.len());
+}
