@@ -58,9 +58,10 @@ impl Books {
 /// What the policy remembers between decisions.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PolicyState {
-    /// The previous look: when, and the headroom it saw (bytes), to measure how fast memory
-    /// is being taken.
-    pub last_look: Option<(Instant, u64)>,
+    /// The previous look: when, and MemAvailable − managed swap used (bytes), to measure how
+    /// fast memory is being taken. Adding or removing a file does not change it (a swapoff
+    /// moves pages from swap into RAM), so only growth of memory use counts.
+    pub last_look: Option<(Instant, i128)>,
     /// The growth planned for (bytes/s): [`FASTEST_GROWTH`], or faster when the last two looks
     /// measured faster. 0 until the first look (read as [`FASTEST_GROWTH`]).
     pub growth: u64,
@@ -261,14 +262,15 @@ pub fn decide(cfg: &SwapConfig, r: &Readings, b: &Books, st: &mut PolicyState) -
         st.calm_since = None;
     }
     let room = headroom(r, b);
+    let free = i128::from(r.mem_available) - i128::from(b.managed_used);
     st.growth = FASTEST_GROWTH;
     if let Some((then, before)) = st.last_look {
         let dt = r.now.saturating_duration_since(then).as_secs_f64();
-        if dt >= FASTEST_POLL.as_secs_f64() / 2.0 && before > room {
-            st.growth = st.growth.max(((before - room) as f64 / dt) as u64);
+        if dt >= FASTEST_POLL.as_secs_f64() / 2.0 && before > free {
+            st.growth = st.growth.max(((before - free) as f64 / dt).min(u64::MAX as f64) as u64);
         }
     }
-    st.last_look = Some((r.now, room));
+    st.last_look = Some((r.now, free));
     let growth = st.growth();
 
     let shortfall = effective_min(cfg).saturating_sub(b.managed_total);
