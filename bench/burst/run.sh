@@ -94,7 +94,7 @@ row() { # result ram
     rc=$(field rc "$r")
     tot=$(field swap_total_kib "$r"); used=$(field swap_used_kib "$r")
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-        "$(field tool "$r")" "$ram" "$(field mode "$r")" "$(field rate "$r")" "$(field peak "$r")" \
+        "$(field tool "$r")" "$ram" "$(field mode "$r")" "$(field rate "$r") ($(field ram_rate "$r"))" "$(field peak "$r")" \
         "$([ "$rc" = 0 ] && echo survived || echo "killed: $(field killed "$r")")" \
         "$(field t_peak "$r")" "${tot:+$((tot / 1024))}" "${used:+$((used / 1024))}" \
         "$(field files_after_calm "$r")" "$(field tool_cpu_s "$r")" "$(field first_file_ms "$r")"
@@ -125,7 +125,7 @@ fi
 
 echo "bench/burst: $(date -u +%F), $(nproc) CPUs ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), accel $accel, kernel $kver"
 echo
-echo '| tool | RAM MiB | workload | MiB/s | peak MiB | outcome (killed: process, its RSS) | s to peak | swap at peak MiB | used at peak MiB | files after calm | tool CPU s | decision to swapon ms |'
+echo '| tool | RAM MiB | workload | MiB/s (reached in RAM) | peak MiB | outcome (killed: process, its RSS) | s to peak | swap at peak MiB | used at peak MiB | files after calm | tool CPU s | decision to swapon ms |'
 echo '|---|---|---|---|---|---|---|---|---|---|---|---|'
 for g in "${grid[@]}"; do
     these=$tools
