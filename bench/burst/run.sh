@@ -84,7 +84,7 @@ run_one() { # tool mode rate peak ram
         -append "console=ttyS0 panic=-1 loglevel=4 no_timer_check burst.tool=$tool burst.mode=$mode burst.rate=$rate burst.peak=$peak burst.hold=2 burst.calm=${BURST_CALM:-20}" \
         -drive file="$disk",if=virtio,format=raw,cache=unsafe >"$log" 2>&1 || true
     rm -f "$disk"
-    grep -a '^BURST-RESULT' "$log" | tail -1 || echo "BURST-RESULT tool=$tool mode=$mode rate=$rate peak=$peak ram=$ram rc=none (no result: see $log)"
+    tr -d '\r' <"$log" | grep -a '^BURST-RESULT' | tail -1 || echo "BURST-RESULT tool=$tool mode=$mode rate=$rate peak=$peak ram=$ram rc=none (no result: see $log)"
 }
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
