@@ -39,6 +39,11 @@ command -v monit >/dev/null || need+=(monit)
 command -v promtool >/dev/null || need+=(prometheus)
 # The container health test's image: a static busybox.
 [ -x /bin/busybox ] || need+=(busybox-static)
+# The burst test and bench/burst: a qemu VM (TCG), its initramfs built with gcc and busybox,
+# its swap disk an ext4 image (Debian's kernel is fetched with apt-get download, not installed).
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 # The email test: a real SMTP server (aiosmtpd, for Debian's own python3) and openssl for its
 # certificates (the /metrics TLS test makes its certificates with openssl too).
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)

@@ -18,7 +18,12 @@ pub(super) const KEYS: &[KeyDoc] = &[
     KeyDoc::new("swap", "min_size", r#""2G""#, "Swap kept at all times (a size; rounded up to whole MiB)."),
     KeyDoc::new("swap", "max_size", r#""16G""#, "Never more managed swap than this (a size, at least min_size)."),
     KeyDoc::new("swap", "increment", r#""1G""#, "Size of each file added when memory runs high (1M or more, at most max_size)."),
-    KeyDoc::new("swap", "memory_threshold", "80", "Memory in use (1 - MemAvailable/MemTotal, percent 1-99) at which swap grows."),
+    KeyDoc::new(
+        "swap",
+        "memory_threshold",
+        "80",
+        "Memory in use (1 - MemAvailable/MemTotal, percent 1-99) past which swap keeps (100 - this) % of RAM free as RAM + free swap.",
+    ),
     KeyDoc::new("swap", "check_interval", r#""30s""#, "Longest time between memory checks far from the threshold (1s to 1h)."),
     KeyDoc::new(
         "swap",
@@ -44,7 +49,8 @@ pub struct SwapConfig {
     pub min_size: u64,
     pub max_size: u64,
     pub increment: u64,
-    /// Percent of memory in use (1 − MemAvailable/MemTotal) at which swap grows.
+    /// Percent of memory in use (1 − MemAvailable/MemTotal) past which swap grows: managed swap
+    /// keeps the headroom (MemAvailable + free managed swap) at (100 − this) % of RAM or more.
     pub memory_threshold: u8,
     pub check_interval: Duration,
     /// Free space a new swap file must leave on its filesystem.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 pub use super::files::SwapError;
-use super::files::{self, Inventory, ManagedFile};
+use super::files::{self, impossible_here, Inventory, ManagedFile};
 use super::kernel;
 use super::policy::{self, Books, Decision, Hold, PolicyState, Readings};
 use crate::config::{format_size, human_size, Config, SwapConfig};
@@ -59,37 +59,6 @@ pub struct SwapStatus {
     pub looks: u64,
 }
 
-/// Whether a failure to make a swap file says swap files cannot work in swap.dir at all (a
-/// read-only mount, a filesystem without what swap files need, a namespace that may not
-/// swapon, a btrfs that is not single-profile on one device, btrfs-progs#840), and why, with
-/// the fix. Trying again every `check_interval` would only add a kernel warning each time.
-fn impossible_here(e: &std::io::Error, fs: SwapFs) -> Option<String> {
-    use std::io::ErrorKind;
-    let text = e.to_string();
-    match e.kind() {
-        ErrorKind::ReadOnlyFilesystem => Some(format!(
-            "swap.dir is on a read-only filesystem ({text}); fix: remount it read-write or choose another swap.dir, then reload"
-        )),
-        ErrorKind::Unsupported => Some(format!(
-            "the filesystem of swap.dir cannot do what a swap file needs ({text}); fix: choose a directory on ext4 or XFS, then reload"
-        )),
-        ErrorKind::PermissionDenied => Some(format!(
-            "the kernel does not permit it here ({text}); a container or a user namespace may not swapon: run cluster-ai on the host"
-        )),
-        ErrorKind::InvalidInput if text.starts_with("swapon") => Some(match fs {
-            SwapFs::Btrfs => format!(
-                "the kernel refuses swap files on this btrfs ({text}): btrfs takes them only on one device with the single data \
-                 profile, not RAID or DUP; fix: choose a swap.dir on another filesystem (or convert the data profile: \
-                 btrfs balance start -dconvert=single), then reload"
-            ),
-            _ => format!(
-                "the kernel refuses swap files in swap.dir ({text}); fix: choose a directory on ext4, XFS, btrfs or f2fs, then reload"
-            ),
-        }),
-        _ => None,
-    }
-}
-
 pub struct Engine {
     pub cfg: SwapConfig,
     kernel_tune: bool,
@@ -113,6 +82,8 @@ pub struct Engine {
     /// The last error logged, so a condition that lasts is logged once per episode.
     last_error: Option<String>,
     looks: u64,
+    /// The books at the last look, for [`Engine::poll_interval`] between looks.
+    last_books: Books,
 }
 
 /// What one look at memory found.
@@ -144,6 +115,7 @@ impl Engine {
             last_logged: None,
             last_error: None,
             looks: 0,
+            last_books: Books::default(),
         }
     }
 
@@ -286,10 +258,17 @@ impl Engine {
         let inventory = self.inventory()?;
         let books = self.books(&inventory);
         let decision = policy::decide(&self.cfg, &readings, &books, &mut self.state);
+        self.last_books = books;
         self.note_guard(&decision);
         self.looks += 1;
         self.publish(&inventory);
         Ok(Look { readings, inventory, decision })
+    }
+
+    /// How long to wait before the next look, for memory as `r` shows it and the managed swap
+    /// of the last look ([`policy::poll_interval`]).
+    pub fn poll_interval(&self, r: &Readings) -> Duration {
+        policy::poll_interval(&self.cfg, r, &self.last_books, &self.state)
     }
 
     /// The disk guard warns once per episode, with the numbers; only when it is what keeps
@@ -416,7 +395,6 @@ impl Engine {
         match *decision {
             Decision::Expand { size, reason } => {
                 let p = self.expand(size, reason.describe(), memory_percent)?;
-                self.state.expanded(reason, Instant::now());
                 Ok(format!("added {}", display_path(&p)))
             }
             Decision::Shrink => {

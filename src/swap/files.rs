@@ -12,6 +12,37 @@ use crate::sys::procfs::ProcError;
 use crate::sys::swap::{SwapEntry, SwapFs};
 use crate::sys::swap_os::{DirFile, SwapOs};
 
+/// Whether a failure to make a swap file says swap files cannot work in swap.dir at all (a
+/// read-only mount, a filesystem without what swap files need, a namespace that may not
+/// swapon, a btrfs that is not single-profile on one device, btrfs-progs#840), and why, with
+/// the fix. Trying again every `check_interval` would only add a kernel warning each time.
+pub fn impossible_here(e: &std::io::Error, fs: SwapFs) -> Option<String> {
+    use std::io::ErrorKind;
+    let text = e.to_string();
+    match e.kind() {
+        ErrorKind::ReadOnlyFilesystem => Some(format!(
+            "swap.dir is on a read-only filesystem ({text}); fix: remount it read-write or choose another swap.dir, then reload"
+        )),
+        ErrorKind::Unsupported => Some(format!(
+            "the filesystem of swap.dir cannot do what a swap file needs ({text}); fix: choose a directory on ext4 or XFS, then reload"
+        )),
+        ErrorKind::PermissionDenied => Some(format!(
+            "the kernel does not permit it here ({text}); a container or a user namespace may not swapon: run cluster-ai on the host"
+        )),
+        ErrorKind::InvalidInput if text.starts_with("swapon") => Some(match fs {
+            SwapFs::Btrfs => format!(
+                "the kernel refuses swap files on this btrfs ({text}): btrfs takes them only on one device with the single data \
+                 profile, not RAID or DUP; fix: choose a swap.dir on another filesystem (or convert the data profile: \
+                 btrfs balance start -dconvert=single), then reload"
+            ),
+            _ => format!(
+                "the kernel refuses swap files in swap.dir ({text}); fix: choose a directory on ext4, XFS, btrfs or f2fs, then reload"
+            ),
+        }),
+        _ => None,
+    }
+}
+
 /// Why a swap step failed: the swap table could not be read, the step was refused (with the
 /// reason and the fix), or the filesystem said no.
 #[derive(Debug, thiserror::Error)]

@@ -8,19 +8,21 @@ use tokio::time::Instant;
 
 use crate::config::{human_size, SwapConfig};
 
-/// Managed swap this full (percent used) while memory is high asks for more at once.
-pub const SWAP_FILLING_PERCENT: u64 = 80;
 /// The smallest file worth making; a smaller remainder below `max_size` is left unused.
 pub const MIN_FILE: u64 = 1 << 20;
-/// Poll interval once memory is at or above the threshold (to see managed swap filling).
+/// The fastest growth of memory use the policy plans for, in bytes per second: 1 GiB/s, the top
+/// rate of issue 19's burst benchmark (one thread filling fresh pages), and more than most swap
+/// devices can write, so a faster burst outruns the disk, not the poll. When memory is seen
+/// falling faster between two looks, the measured rate is used instead.
+pub const FASTEST_GROWTH: u64 = 1 << 30;
+/// The time making and enabling a file may take under a burst (fallocate, mkswap, swapon; about
+/// 10 ms on an idle host, bench/reaction.py, with a wide margin for a loaded disk): the
+/// fastest growth over this time is the reserve, the headroom a file is added below.
+pub const LEAD_TIME: Duration = Duration::from_millis(250);
+/// Poll interval while headroom is already below the low-water mark (growing or at a limit).
 pub const PRESSURE_POLL: Duration = Duration::from_millis(100);
-/// The fastest poll, right below the threshold.
+/// The fastest poll, right above the low-water mark.
 pub const FASTEST_POLL: Duration = Duration::from_millis(20);
-/// Memory use (percent of RAM per second) a fast allocator can reach; the poll comes at half
-/// the time such an allocator needs to close the gap to the threshold.
-pub const ASSUMED_GROWTH_PERCENT_PER_S: f64 = 10.0;
-/// Farther than this below the threshold (percentage points), poll every `check_interval`.
-pub const FAR_GAP: f64 = 25.0;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Readings {
@@ -46,12 +48,23 @@ pub struct Books {
     pub disk: Option<(u64, u64)>,
 }
 
+impl Books {
+    /// Managed swap not yet used, in bytes.
+    pub fn managed_free(&self) -> u64 {
+        self.managed_total.saturating_sub(self.managed_used)
+    }
+}
+
 /// What the policy remembers between decisions.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PolicyState {
-    /// Set while memory is high, at each expansion: the next one waits for `check_interval`
-    /// unless managed swap fills up. Cleared when memory drops below the threshold.
-    pub last_expansion: Option<Instant>,
+    /// The previous look: when, and MemAvailable − managed swap used (bytes), to measure how
+    /// fast memory is being taken. Adding or removing a file does not change it (a swapoff
+    /// moves pages from swap into RAM), so only growth of memory use counts.
+    pub last_look: Option<(Instant, i128)>,
+    /// The growth planned for (bytes/s): [`FASTEST_GROWTH`], or faster when the last two looks
+    /// measured faster. 0 until the first look (read as [`FASTEST_GROWTH`]).
+    pub growth: u64,
     /// Since when memory has stayed below `shrink_threshold` (reset by each shrink).
     pub calm_since: Option<Instant>,
 }
@@ -61,10 +74,11 @@ pub struct PolicyState {
 pub enum Reason {
     /// Less than `min_size` is active.
     Baseline,
-    /// Memory use reached `memory_threshold`.
+    /// Memory use is past `memory_threshold` and the headroom (MemAvailable + free managed
+    /// swap) is below what the threshold keeps free, (100 − memory_threshold) % of RAM.
     MemoryHigh,
-    /// Memory is high and managed swap is itself filling up.
-    SwapFilling,
+    /// The headroom is below the reserve: what the fastest growth takes while a file is made.
+    Burst,
 }
 
 impl Reason {
@@ -73,7 +87,7 @@ impl Reason {
         match self {
             Reason::Baseline => "baseline",
             Reason::MemoryHigh => "memory above threshold",
-            Reason::SwapFilling => "managed swap filling",
+            Reason::Burst => "headroom below the burst reserve",
         }
     }
 }
@@ -97,8 +111,6 @@ pub enum Decision {
 pub enum Hold {
     /// Nothing to do.
     Steady,
-    /// Memory is high but the last expansion is recent and managed swap has room.
-    Cooldown { next_in_ms: u64 },
     /// `max_size` is reached (less than 1 MiB of room is left).
     AtMax { max_size: u64, managed: u64 },
     /// Removing the newest file would leave less than `min_size`.
@@ -109,6 +121,9 @@ pub enum Hold {
     Calming { shrink_in_ms: u64 },
     /// Calm long enough, but the newest file's pages would not fit in available memory.
     ShrinkWouldNotFit { used: u64, available: u64 },
+    /// Calm long enough, but without the newest file the headroom would be below what the next
+    /// rise needs (the low-water mark plus one pressure poll of the fastest growth).
+    KeepHeadroom { headroom_after: u64, needed: u64 },
 }
 
 impl Decision {
@@ -121,14 +136,13 @@ impl Decision {
                 human_size(*size),
                 match reason {
                     Reason::Baseline => "below min_size",
-                    Reason::MemoryHigh => "memory above memory_threshold",
-                    Reason::SwapFilling => "managed swap filling up while memory is high",
+                    Reason::MemoryHigh => "memory above memory_threshold and free memory + free managed swap below what it keeps",
+                    Reason::Burst => "free memory + free managed swap below what a burst takes while a file is made",
                 }
             ),
             Decision::Shrink => "remove the newest file (memory calm for calm_period)".into(),
             Decision::Hold { why } => match why {
                 Hold::Steady => "nothing to do".into(),
-                Hold::Cooldown { next_in_ms } => format!("memory high; next file in {} unless swap fills", ms(*next_in_ms)),
                 Hold::AtMax { max_size, managed } => {
                     format!("max_size {} is reached ({} managed)", human_size(*max_size), human_size(*managed))
                 }
@@ -147,18 +161,20 @@ impl Decision {
                     human_size(*used),
                     human_size(*available)
                 ),
+                Hold::KeepHeadroom { headroom_after, needed } => format!(
+                    "calm, but without the newest file free memory + free managed swap would be {}, below the {} the next rise needs",
+                    human_size(*headroom_after),
+                    human_size(*needed)
+                ),
             },
         }
     }
 }
 
 impl PolicyState {
-    /// After a file was added for `reason`: growth under pressure waits `check_interval` for
-    /// the next one (the baseline does not count).
-    pub fn expanded(&mut self, reason: Reason, now: Instant) {
-        if reason != Reason::Baseline {
-            self.last_expansion = Some(now);
-        }
+    /// The growth planned for, in bytes per second.
+    pub fn growth(&self) -> u64 {
+        self.growth.max(FASTEST_GROWTH)
     }
 
     /// After a shrink, the calm must last a whole `calm_period` again before the next one.
@@ -212,10 +228,32 @@ pub fn check_shrink(cfg: &SwapConfig, b: &Books, r: &Readings) -> Result<(), Hol
     Ok(())
 }
 
-/// The swap task's one decision per look: the baseline up to `min_size` first, then one more
-/// file while memory is at or over `memory_threshold` (at once when managed swap is filling,
-/// else at most one per `check_interval`), then, after `calm_period` below `shrink_threshold`,
-/// the newest file goes if its pages fit in memory.
+/// Free memory plus free managed swap, in bytes: what memory use can still grow into before
+/// the kernel must reclaim hard or kill (MemAvailable, /proc/meminfo; free managed swap,
+/// /proc/swaps).
+pub fn headroom(r: &Readings, b: &Books) -> u64 {
+    r.mem_available.saturating_add(b.managed_free())
+}
+
+/// The reserve: what `growth` bytes/s take during [`LEAD_TIME`], in bytes.
+pub fn reserve(growth: u64) -> u64 {
+    (growth as f64 * LEAD_TIME.as_secs_f64()) as u64
+}
+
+/// The low-water mark, in bytes: a file is added when the headroom is below it. The larger of
+/// the reserve and what `memory_threshold` keeps free ((100 − memory_threshold) % of RAM): so
+/// the threshold is where the rule starts to apply on a large machine, and on a small one the
+/// reserve applies below it.
+pub fn low_water(cfg: &SwapConfig, r: &Readings, growth: u64) -> u64 {
+    let kept = r.mem_total / 100 * (100 - u64::from(cfg.memory_threshold.min(100)));
+    kept.max(reserve(growth))
+}
+
+/// The swap task's one decision per look: the baseline up to `min_size` first; then one
+/// `increment` when the headroom (free memory + free managed swap) is below the low-water mark
+/// ([`low_water`]) — never while managed swap still has room above it; then, after
+/// `calm_period` below `shrink_threshold`, the newest file goes if its pages fit in memory and
+/// the headroom without it stays a pressure poll's growth above the low-water mark.
 pub fn decide(cfg: &SwapConfig, r: &Readings, b: &Books, st: &mut PolicyState) -> Decision {
     let used = r.used_percent();
     if used < f64::from(cfg.shrink_threshold) {
@@ -223,26 +261,30 @@ pub fn decide(cfg: &SwapConfig, r: &Readings, b: &Books, st: &mut PolicyState) -
     } else {
         st.calm_since = None;
     }
-    let high = used >= f64::from(cfg.memory_threshold);
-    if !high {
-        st.last_expansion = None;
+    let room = headroom(r, b);
+    let free = i128::from(r.mem_available) - i128::from(b.managed_used);
+    st.growth = FASTEST_GROWTH;
+    if let Some((then, before)) = st.last_look {
+        let dt = r.now.saturating_duration_since(then).as_secs_f64();
+        if dt >= FASTEST_POLL.as_secs_f64() / 2.0 && before > free {
+            st.growth = st.growth.max(((before - free) as f64 / dt).min(u64::MAX as f64) as u64);
+        }
     }
+    st.last_look = Some((r.now, free));
+    let growth = st.growth();
 
     let shortfall = effective_min(cfg).saturating_sub(b.managed_total);
     if shortfall >= MIN_FILE {
         return expand(cfg, b, shortfall, Reason::Baseline);
     }
-    if high {
-        let filling = b.managed_total > 0 && b.managed_used.saturating_mul(100) >= b.managed_total.saturating_mul(SWAP_FILLING_PERCENT);
-        let since = st.last_expansion.map(|t| r.now.saturating_duration_since(t));
-        return match since {
-            Some(since) if !filling && since < cfg.check_interval => {
-                Decision::Hold { why: Hold::Cooldown { next_in_ms: (cfg.check_interval - since).as_millis() as u64 } }
-            }
-            _ => expand(cfg, b, cfg.increment, if filling { Reason::SwapFilling } else { Reason::MemoryHigh }),
-        };
+    let low = low_water(cfg, r, growth);
+    if room < low {
+        let reason = if used >= f64::from(cfg.memory_threshold) { Reason::MemoryHigh } else { Reason::Burst };
+        return expand(cfg, b, cfg.increment, reason);
     }
     if let Some(since) = st.calm_since {
+        let needed = low.saturating_add((growth as f64 * PRESSURE_POLL.as_secs_f64()) as u64);
+        let after = b.newest.map(|(size, _)| room.saturating_sub(size));
         match check_shrink(cfg, b, r) {
             Err(Hold::Steady | Hold::AtMin { .. }) => {}
             _ if r.now.saturating_duration_since(since) < cfg.calm_period => {
@@ -250,7 +292,14 @@ pub fn decide(cfg: &SwapConfig, r: &Readings, b: &Books, st: &mut PolicyState) -
                 return Decision::Hold { why: Hold::Calming { shrink_in_ms: (cfg.calm_period - calm).as_millis() as u64 } };
             }
             Err(why) => return Decision::Hold { why },
-            Ok(()) => return Decision::Shrink,
+            Ok(()) => {
+                return match after {
+                    Some(headroom_after) if headroom_after < needed => {
+                        Decision::Hold { why: Hold::KeepHeadroom { headroom_after, needed } }
+                    }
+                    _ => Decision::Shrink,
+                }
+            }
         }
     }
     Decision::Hold { why: Hold::Steady }
@@ -263,17 +312,20 @@ fn expand(cfg: &SwapConfig, b: &Books, want: u64, reason: Reason) -> Decision {
     }
 }
 
-/// How long to wait before the next look at memory: `check_interval` far from the threshold,
-/// down to 20 ms right below it, 100 ms above it.
-pub fn poll_interval(cfg: &SwapConfig, used_percent: f64) -> Duration {
-    let gap = f64::from(cfg.memory_threshold) - used_percent;
-    if gap <= 0.0 {
+/// How long to wait before the next look at memory: half the time the planned growth
+/// (`st.growth()`, bytes/s) needs to take the headroom down to the low-water mark, within
+/// [`FASTEST_POLL`]..`check_interval`; [`PRESSURE_POLL`] once it is there (a file is being
+/// added, or a limit holds). So from idle a burst at the fastest growth is seen with at least
+/// half its time left, and a large idle machine is looked at seldom (24 GiB free: every 10 s).
+pub fn poll_interval(cfg: &SwapConfig, r: &Readings, b: &Books, st: &PolicyState) -> Duration {
+    let growth = st.growth();
+    let room = headroom(r, b);
+    let low = low_water(cfg, r, growth);
+    if room <= low {
         return PRESSURE_POLL.min(cfg.check_interval);
     }
-    if gap > FAR_GAP {
-        return cfg.check_interval;
-    }
-    Duration::from_secs_f64(gap / ASSUMED_GROWTH_PERCENT_PER_S / 2.0).clamp(FASTEST_POLL, cfg.check_interval.max(FASTEST_POLL))
+    let left = (room - low) as f64 / growth as f64;
+    Duration::from_secs_f64(left / 2.0).clamp(FASTEST_POLL, cfg.check_interval.max(FASTEST_POLL))
 }
 
 #[cfg(test)]

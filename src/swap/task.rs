@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::engine::{Engine, Mode, SwapError, SwapStatus};
-use super::policy::{self, Decision};
+use super::policy::{Decision, Readings};
 use crate::config::human_size;
 use crate::runtime::{Heartbeat, TaskCtx};
 use crate::sampler::SnapshotReceiver;
@@ -21,8 +21,12 @@ use crate::sys::psi::PsiTrigger;
 /// stays in place and in the books, and no other operation starts until it returns).
 pub const SWAPOFF_TIMEOUT: Duration = Duration::from_secs(300);
 const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
-const PSI_STALL: Duration = Duration::from_millis(100);
-const PSI_WINDOW: Duration = Duration::from_secs(2);
+/// The PSI trigger fires on the first stall: 1 ms of some-stall on memory within a 500 ms window
+/// (the kernel's shortest), or within 2 s where the kernel refuses a window that is not a
+/// multiple of 2 s (no CAP_SYS_RESOURCE). At most one event per window, so at most 2 wakeups/s
+/// even on a machine that stalls all the time; none on one that does not.
+const PSI_STALL: Duration = Duration::from_millis(1);
+const PSI_WINDOWS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
 
 /// The swap task's part of the control protocol: `{"command":"swap","action":"expand",…}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -132,7 +136,9 @@ pub async fn run(
         })
         .await
         .map_err(|e| anyhow::anyhow!("swap: starting: {e}"))?;
-    let psi = match PsiTrigger::new(&engine.pressure_file(), PSI_STALL, PSI_WINDOW) {
+    let pressure = engine.pressure_file();
+    let psi = PsiTrigger::new(&pressure, PSI_STALL, PSI_WINDOWS[0]).or_else(|_| PsiTrigger::new(&pressure, PSI_STALL, PSI_WINDOWS[1]));
+    let psi = match psi {
         Ok(t) => {
             tracing::info!(trigger = %t.description, "swap: watching memory with a PSI trigger and an adaptive poll");
             Some(t)
@@ -172,11 +178,13 @@ pub async fn run(
             }
             changed = snapshots.changed() => {
                 if changed.is_err() { stopped(&mut slot); return Ok(()); }
-                // The sampler has just read memory: look ourselves only if use came closer to
-                // the threshold than the current poll allows (the far-away case costs nothing).
-                let used = snapshots.borrow_and_update().as_ref().map(|s| s.memory_used_percent);
-                let closer = match (used, slot.as_ref()) {
-                    (Some(used), Some(e)) => policy::poll_interval(&e.cfg, used) < interval,
+                // The sampler has just read memory: look ourselves only if the headroom came
+                // closer to the low-water mark than the current poll allows.
+                let mem = snapshots.borrow_and_update().as_ref().map(|s| (s.memory_total_bytes, s.memory_available_bytes));
+                let closer = match (mem, slot.as_ref()) {
+                    (Some((mem_total, mem_available)), Some(e)) => {
+                        e.poll_interval(&Readings { now: Instant::now(), mem_total, mem_available }) < interval
+                    }
                     _ => false,
                 };
                 if !closer {
@@ -261,7 +269,7 @@ pub async fn run(
             }
         }
         if let Some(e) = slot.as_ref() {
-            let next = policy::poll_interval(&e.cfg, used);
+            let next = e.poll_interval(&look.readings);
             if next != interval {
                 interval = next;
                 ticker.set_period(interval)?;
