@@ -95,7 +95,7 @@ fn absent_or_broken(dlerror: &str) -> Nvml {
 /// cannot move the cursor or break a line of `check`'s output.
 fn text(buf: &[c_char]) -> String {
     let bytes: Vec<u8> = buf.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
-    super::one_line(&String::from_utf8_lossy(&bytes), buf.len())
+    super::one_line(&String::from_utf8_lossy(&bytes), buf.len() * 10)
 }
 
 /// NVML's memory total, if it is one: 0 or more than [`MAX_VRAM`] is unknown, and noted.
