@@ -91,9 +91,18 @@ restart = "on-failure"
 }
 
 async fn start(extra: &str, watchdog: Option<Duration>) -> Daemon {
+    start_on(extra, watchdog, Clock::Kernel).await
+}
+
+/// As [`start`], every task on `clock` (`Clock::tokio()` in a test under paused time).
+async fn start_on(extra: &str, watchdog: Option<Duration>, clock: Clock) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, config(dir.path(), extra)).unwrap();
+    // Keys of [health] itself ("health.KEY = …") go under that table, before its services.
+    let (health, rest): (Vec<&str>, Vec<&str>) = extra.lines().partition(|l| l.starts_with("health."));
+    let health: Vec<&str> = health.iter().map(|l| &l["health.".len()..]).collect();
+    let text = config(dir.path(), &(rest.join("\n") + "\n")).replacen("[health]\n", &format!("[health]\n{}\n", health.join("\n")), 1);
+    std::fs::write(&path, text).unwrap();
     let systemd = FakeServiceManager::new();
     systemd.add_unit("dask-scheduler.service", "active", "running");
     let heard = Arc::new(Heard { watchdog, ..Heard::default() });
@@ -101,7 +110,7 @@ async fn start(extra: &str, watchdog: Option<Duration>) -> Daemon {
     let deps = Deps {
         notifier: heard.clone(),
         signals,
-        os: Os { services: systemd.clone(), node: Arc::new(FakeNode::new("node-a")), clock: Clock::Kernel },
+        os: Os { services: systemd.clone(), node: Arc::new(FakeNode::new("node-a")), clock },
         swap_os: Box::new(FakeSwapOs::new()),
         procfs: ProcFs::default(),
         state_dir: dir.path().join("state"),
@@ -285,4 +294,34 @@ async fn clients_that_never_send_a_request_do_not_lock_out_one_that_does() {
     assert!(st.get("error").is_none(), "answered past {} silent clients: {st}", silent.len());
     drop(silent);
     d.stop().await;
+}
+
+/// The restart backoff and the flap guard on tokio's paused clock: a unit whose restarts
+/// systemd refuses is tried again after 1 s, 2 s, 4 s, then every backoff_max (8 s here),
+/// until its restarts pass flap_restarts within flap_window; then it is held for flap_hold and
+/// tried again. Half an hour of the daemon's time, in a tenth of a second: the whole daemon
+/// on `Clock::tokio()` (every task's ticker and timer on tokio's clock).
+#[tokio::test(start_paused = true)]
+async fn restarts_back_off_then_a_flapping_unit_is_held_on_the_paused_clock() {
+    let d = start_on(
+        "health.backoff_initial = \"1s\"\nhealth.backoff_max = \"8s\"\nhealth.flap_restarts = 5\nhealth.flap_window = \"10m\"\nhealth.flap_hold = \"15m\"\n",
+        None,
+        Clock::tokio(),
+    )
+    .await;
+    let unit = "dask-scheduler.service";
+    d.systemd.fail_restarts(unit, Some(SystemdError::JobFailed { unit: unit.into(), result: "failed".into() }));
+    d.systemd.set_state(unit, "failed", "failed");
+    tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+    let times = d.systemd.restart_times();
+    let t0 = times[0];
+    let at: Vec<u64> = times.iter().map(|t| t.duration_since(t0).as_secs()).collect();
+    // 1, 2, 4, 8 s between the first five; the sixth, due at 23 s, is the sixth within 10 min:
+    // flapping, held 15 min (900 s) from then; then tried again at backoff_max, five more in the
+    // window, held again (past the half hour).
+    assert_eq!(at, [0, 1, 3, 7, 15, 923, 931, 939, 947, 955], "restart times (s)");
+    let health = d.ask(Request::Health).await;
+    assert!(health["services"][0]["held_until_unix_ms"].is_u64(), "held by the flap guard: {health}");
+    let heard = d.stop().await;
+    assert!(heard.iter().any(|n| n == "STOPPING"));
 }

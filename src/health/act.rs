@@ -2,7 +2,7 @@
 //! started on a task of their own; and the Dask scheduler's workers, read along with its probe.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::policy::Event;
 use super::probe;

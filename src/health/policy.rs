@@ -5,7 +5,9 @@
 //! what it returns; unit tests drive it with made-up times.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::{HealthConfig, RestartPolicy, ServiceConfig};
 

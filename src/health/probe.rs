@@ -2,7 +2,9 @@
 //! and the Dask scheduler's list of workers. Each has a deadline; none blocks the runtime.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 

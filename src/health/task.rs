@@ -5,7 +5,9 @@
 //! the backoff's deadlines wake the loop exactly when due.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 

@@ -433,6 +433,8 @@ pub mod fake {
     struct State {
         units: BTreeMap<String, FakeUnit>,
         restarts: Vec<String>,
+        /// When each restart was asked for, on tokio's clock (a paused test's time).
+        restart_times: Vec<tokio::time::Instant>,
         unreachable: Option<String>,
     }
 
@@ -477,6 +479,11 @@ pub mod fake {
         /// Every restart asked for, in order.
         pub fn restarts(&self) -> Vec<String> {
             self.lock().restarts.clone()
+        }
+
+        /// When each restart was asked for (tokio's clock), in order.
+        pub fn restart_times(&self) -> Vec<tokio::time::Instant> {
+            self.lock().restart_times.clone()
         }
 
         /// Restarts of `name` fail with `e` until `None`.
@@ -543,6 +550,7 @@ pub mod fake {
                 self.reachable()?;
                 let mut st = self.lock();
                 st.restarts.push(unit.to_string());
+                st.restart_times.push(tokio::time::Instant::now());
                 let u = st.units.get(unit).ok_or_else(|| Self::not_found(unit))?;
                 if let Some(e) = &u.fail_restart {
                     return Err(e.clone());
