@@ -153,7 +153,7 @@ pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSe
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
+        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }
