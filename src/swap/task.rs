@@ -149,9 +149,15 @@ pub async fn run(
         }
     };
     engine.trigger = psi.as_ref().map_or("adaptive poll".into(), |t| format!("PSI trigger {} + adaptive poll", t.description));
+    // `interval`: how often to look, from the headroom; the ticker only runs faster than the
+    // sampler's snapshots when the look must (a snapshot wakes the task anyway, so a look at
+    // `interval` rides on it: no wakeups of its own at an idle pace, and the seed's
+    // `check_interval` stays the slowest look if the sampler stops).
     let mut interval = engine.cfg.check_interval;
+    let mut last_look = Instant::now();
     let mut slot = Some(engine);
     let mut ticker = os.clock.ticker(interval)?;
+    let mut tick_period = interval;
     heartbeat.set_period(interval);
     heartbeat.started();
     loop {
@@ -183,7 +189,8 @@ pub async fn run(
                 let mem = snapshots.borrow_and_update().as_ref().map(|s| (s.memory_total_bytes, s.memory_available_bytes));
                 let closer = match (mem, slot.as_ref()) {
                     (Some((mem_total, mem_available)), Some(e)) => {
-                        e.poll_interval(&Readings { now: Instant::now(), mem_total, mem_available }) < interval
+                        last_look.elapsed() >= interval
+                            || e.poll_interval(&Readings { now: Instant::now(), mem_total, mem_available }) < interval
                     }
                     _ => false,
                 };
@@ -243,6 +250,7 @@ pub async fn run(
         }
 
         let Some(e) = slot.as_mut() else { anyhow::bail!("swap engine lost in a timed-out operation") };
+        last_look = Instant::now();
         let look = match e.look(Instant::now()) {
             Ok(l) => l,
             Err(err) => {
@@ -272,8 +280,13 @@ pub async fn run(
             let next = e.poll_interval(&look.readings);
             if next != interval {
                 interval = next;
-                ticker.set_period(interval)?;
                 heartbeat.set_period(interval.max(Duration::from_secs(1)));
+            }
+            let sample_interval = config.borrow().sample_interval;
+            let period = if interval < sample_interval { interval } else { e.cfg.check_interval };
+            if period != tick_period {
+                tick_period = period;
+                ticker.set_period(period)?;
             }
         }
         heartbeat.beat();
