@@ -9,17 +9,24 @@ const E2E: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
 /// One container at a time: both tests boot the same root.
 static CONTAINER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// What the container gets: the binary, the shipped unit and the test's script.
+fn payload(script: &str) -> tempfile::TempDir {
+    let payload = tempfile::tempdir().unwrap();
+    let p = payload.path();
+    std::fs::copy(common::BIN, p.join("cluster-ai")).unwrap();
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/cluster-ai.service"), p.join("cluster-ai.service")).unwrap();
+    std::fs::copy(format!("{E2E}/{script}"), p.join(script)).unwrap();
+    payload
+}
+
 #[test]
 fn under_real_systemd() {
     if !common::require_root("the systemd-nspawn end-to-end test") {
         return;
     }
     let _one = CONTAINER.lock().unwrap_or_else(|e| e.into_inner());
-    let payload = tempfile::tempdir().unwrap();
+    let payload = payload("test-in-container.sh");
     let p = payload.path();
-    std::fs::copy(common::BIN, p.join("cluster-ai")).unwrap();
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/cluster-ai.service"), p.join("cluster-ai.service")).unwrap();
-    std::fs::copy(format!("{E2E}/test-in-container.sh"), p.join("test-in-container.sh")).unwrap();
     let (stdout, left) = common::run_in_container(p, "test-in-container.sh");
     assert!(stdout.contains("e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight (put back, and left when changed by someone else), journal vacuum, health restarts and stop all behaved"));
     assert!(left.is_empty(), "swap clean inside the container left {left:?}");
@@ -37,11 +44,8 @@ fn a_gpu_node_under_real_systemd() {
         return;
     }
     let _one = CONTAINER.lock().unwrap_or_else(|e| e.into_inner());
-    let payload = tempfile::tempdir().unwrap();
+    let payload = payload("gpu-in-container.sh");
     let p = payload.path();
-    std::fs::copy(common::BIN, p.join("cluster-ai")).unwrap();
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/cluster-ai.service"), p.join("cluster-ai.service")).unwrap();
-    std::fs::copy(format!("{E2E}/gpu-in-container.sh"), p.join("gpu-in-container.sh")).unwrap();
     std::fs::create_dir(p.join("nvml")).unwrap();
     common::build_fake_nvml(&p.join("nvml"));
     let (stdout, _) = common::run_in_container(p, "gpu-in-container.sh");

@@ -214,8 +214,10 @@ fn parse_saved(text: &str) -> Result<Tunables, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn apply_saves_the_originals_once_and_restore_puts_them_back() {
+    /// A kernel tree with vm.swappiness 60 and vm.vfs_cache_pressure 100 (the kernel's
+    /// defaults): the tempdir (kept alive by the caller), its vm directory, the state file's
+    /// path, and the Sysctl on it.
+    fn kernel_at_60_100() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, Sysctl) {
         let t = tempfile::tempdir().unwrap();
         let vm = t.path().join("proc/sys/vm");
         std::fs::create_dir_all(&vm).unwrap();
@@ -223,6 +225,12 @@ mod tests {
         std::fs::write(vm.join("vfs_cache_pressure"), "100\n").unwrap();
         let state = t.path().join("state");
         let s = Sysctl::new(t.path());
+        (t, vm, state, s)
+    }
+
+    #[test]
+    fn apply_saves_the_originals_once_and_restore_puts_them_back() {
+        let (_t, _vm, state, s) = kernel_at_60_100();
         assert_eq!(
             s.apply(&state, Tunables { swappiness: 10, vfs_cache_pressure: 50 }).unwrap(),
             Tunables { swappiness: 60, vfs_cache_pressure: 100 }
@@ -240,13 +248,7 @@ mod tests {
 
     #[test]
     fn a_value_someone_else_changed_is_left_and_said() {
-        let t = tempfile::tempdir().unwrap();
-        let vm = t.path().join("proc/sys/vm");
-        std::fs::create_dir_all(&vm).unwrap();
-        std::fs::write(vm.join("swappiness"), "60\n").unwrap();
-        std::fs::write(vm.join("vfs_cache_pressure"), "100\n").unwrap();
-        let state = t.path().join("state");
-        let s = Sysctl::new(t.path());
+        let (_t, vm, state, s) = kernel_at_60_100();
         s.apply(&state, Tunables { swappiness: 10, vfs_cache_pressure: 50 }).unwrap();
         // An admin (or another tool) sets swappiness after us.
         std::fs::write(vm.join("swappiness"), "35\n").unwrap();
