@@ -9,8 +9,6 @@ mod common;
 #[path = "common/peers.rs"]
 mod peers;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -127,33 +125,12 @@ fn a_stopped_dockerd_is_unhealthy_and_its_recovery_is_seen() {
 
 /// A fake Open WebUI: `GET /health` → `{"status":true}`; `mode` 1 answers 500, 2 never answers.
 fn open_webui(mode: Arc<Mutex<u8>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mode = mode.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                    line.clear();
-                }
-                let m = *mode.lock().unwrap();
-                let mut s = stream;
-                match m {
-                    0 => {
-                        let _ = s
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n{\"status\":true}");
-                    }
-                    1 => {
-                        let _ = s.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 5\r\n\r\noops!");
-                    }
-                    _ => std::thread::sleep(Duration::from_secs(30)),
-                }
-            });
-        }
-    });
-    addr
+    peers::Stub::start(move |_, _| match *mode.lock().unwrap() {
+        0 => peers::Answer::ok("{\"status\":true}"),
+        1 => peers::Answer::Http(500, "oops!".into()),
+        _ => peers::Answer::Hang,
+    })
+    .addr
 }
 
 #[test]
