@@ -6,10 +6,14 @@ use super::*;
 
 impl Emergency {
     pub(super) async fn cpu_act(&mut self, why: &str) {
-        // Critical units first, once per episode: their own weight is kept to be put back.
-        if self.saved_weights.is_empty() && !self.cfg.critical_units.is_empty() {
+        // Critical units first, each once per episode (a unit already raised, or one whose
+        // weight could not be put back yet, is not raised again): their own weight is kept to
+        // be put back. A unit named after a reload is raised though an older one is still owed.
+        if !self.cfg.critical_units.is_empty() {
             let weight = self.cfg.critical_cpu_weight;
-            for unit in self.cfg.critical_units.clone() {
+            let pending: Vec<String> =
+                self.cfg.critical_units.iter().filter(|u| !self.saved_weights.iter().any(|w| &w.unit == *u)).cloned().collect();
+            for unit in pending {
                 if !self.act {
                     self.record("cpu", "raise_cpu_weight", why, format!("set CPUWeight={weight} on {unit}"), None, false);
                     continue;
@@ -230,6 +234,32 @@ mod tests {
         }
         assert!(e.cpu_undo("cpu calm").await, "nothing left to undo");
         (fake, e.report(Instant::now()))
+    }
+
+    /// A reload names other critical units mid-episode and the old one is gone (its weight
+    /// cannot be put back): the new one is still raised at the next step, not blocked behind
+    /// the old one's debt.
+    #[tokio::test]
+    async fn a_unit_gone_after_a_reload_does_not_block_the_next_units_raise() {
+        let fake = FakeServiceManager::new();
+        fake.add_unit("old.service", "active", "running");
+        fake.add_unit("new.service", "active", "running");
+        let mut cfg = Config::default();
+        cfg.emergency.dask_scheduler = None;
+        cfg.emergency.critical_units = vec!["old.service".into()];
+        cfg.emergency.critical_cpu_weight = 777;
+        let os = Os { services: fake.clone(), ..Os::fake() };
+        let mut e = Emergency::new(&cfg, None, os, false);
+        e.cpu_act("cpu high").await;
+        assert_eq!(fake.cpu_weight_of("old.service"), Some(777));
+        e.cfg.critical_units = vec!["new.service".into()];
+        fake.remove_unit("old.service");
+        assert!(!e.cpu_undo("cpu calm").await, "old.service's weight is still owed");
+        e.cpu_act("cpu high").await;
+        assert_eq!(fake.cpu_weight_of("new.service"), Some(777), "raised though old.service is owed");
+        e.cpu_act("cpu high").await;
+        let raises = e.report(Instant::now()).counts.get("raise_cpu_weight").copied();
+        assert_eq!(raises, Some(2), "each unit once per episode");
     }
 
     #[tokio::test]

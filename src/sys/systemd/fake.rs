@@ -53,6 +53,11 @@ impl FakeServiceManager {
         );
     }
 
+    /// The unit is gone (its package removed): systemd no longer knows it.
+    pub fn remove_unit(&self, name: &str) {
+        self.lock().units.remove(name);
+    }
+
     /// The unit changes state, as systemd would announce it.
     pub fn set_state(&self, name: &str, active: &str, sub: &str) {
         if let Some(u) = self.lock().units.get(name) {
