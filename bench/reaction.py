@@ -108,6 +108,9 @@ def pct(values, p):
 
 
 def run_cluster_ai(work, threshold):
+    """One daemon per trial, each from no managed swap (min_size 0): a file a trial added has
+    room left, and the headroom rule adds no file while managed swap has room, so a second
+    trial on the same daemon would time what the rule is for, not the reaction."""
     d = os.path.join(work, "ca-swap")
     cfg = os.path.join(work, "ca.toml")
     with open(cfg, "w") as f:
@@ -116,23 +119,22 @@ def run_cluster_ai(work, threshold):
     env = dict(os.environ, RUNTIME_DIRECTORY=os.path.join(work, "run"), STATE_DIRECTORY=os.path.join(work, "state"))
     env.pop("NOTIFY_SOCKET", None)
     log = open(os.path.join(work, "ca.log"), "w")
-    p = subprocess.Popen([BIN, "run", "--config", cfg], env=env, stderr=log)
     results = []
-    try:
-        for _ in range(50):
-            if os.path.exists(os.path.join(work, "run/control.sock")):
-                break
-            time.sleep(0.1)
-        os.makedirs(d, exist_ok=True)
-        time.sleep(1.0)
-        for _ in range(TRIALS):
-            settle(threshold)
-            time.sleep(0.5)
+    for _ in range(TRIALS):
+        settle(threshold)
+        p = subprocess.Popen([BIN, "run", "--config", cfg], env=env, stderr=log)
+        try:
+            for _ in range(50):
+                if os.path.exists(os.path.join(work, "run/control.sock")):
+                    break
+                time.sleep(0.1)
+            os.makedirs(d, exist_ok=True)
+            time.sleep(1.0)
             results.append(trial(d, threshold))
-    finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout=20)
-        swapoff_all(d)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=20)
+            swapoff_all(d)
     return results
 
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 pub use alerts::{AlertsConfig, SmtpSecurity};
 pub use emergency::EmergencyConfig;
-pub use health::{HealthConfig, Probe, RestartPolicy, ServiceConfig};
+pub use health::{HealthConfig, Probe, RestartPolicy, ServiceConfig, DEFAULT_INTERVAL, DEFAULT_TIMEOUT};
 pub use layers::{drop_in_dir, drop_in_files, MAX_DROP_INS};
 pub use metrics::{MetricsConfig, METRICS_PORT};
 pub use optimize::OptimizeConfig;

@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use crate::config::{human_size, Config, EmergencyConfig};
+use crate::config::{human_size, Config, EmergencyConfig, DEFAULT_INTERVAL, DEFAULT_TIMEOUT};
 use crate::health::HealthReport;
 use crate::optimize::watch::Level;
 use crate::sampler::Snapshot;
@@ -89,7 +89,7 @@ pub fn critical_probes(h: &HealthReport, cfg: &Config, now_unix_ms: u64) -> Vec<
         .filter_map(|s| {
             let p = s.last_probe.as_ref()?;
             let svc = cfg.health.services.iter().find(|c| c.name == s.name);
-            let fresh = svc.map_or(fresh_for(Duration::from_secs(30), Duration::from_secs(5)), |c| fresh_for(c.interval, c.timeout));
+            let fresh = svc.map_or(fresh_for(DEFAULT_INTERVAL, DEFAULT_TIMEOUT), |c| fresh_for(c.interval, c.timeout));
             Some(ProbeSeen {
                 name: s.name.clone(),
                 ok: p.ok,
