@@ -68,21 +68,11 @@ struct Users(Vec<(String, String)>);
 
 impl<'de> Deserialize<'de> for Users {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Users, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Users;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a mapping of user name to bcrypt hash")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Users, A::Error> {
-                let mut out = Vec::new();
-                while let Some(entry) = map.next_entry::<String, String>()? {
-                    out.push(entry);
-                }
-                Ok(Users(out))
-            }
-        }
-        d.deserialize_map(V)
+        crate::sys::json::each_entry(d, Vec::new(), |users: &mut Vec<(String, String)>, user: String, hash: String| {
+            users.push((user, hash));
+            Ok(())
+        })
+        .map(Users)
     }
 }
 

@@ -265,15 +265,10 @@ mod tests {
 
     #[test]
     fn a_saved_file_from_before_the_record_puts_everything_back() {
-        let t = tempfile::tempdir().unwrap();
-        let vm = t.path().join("proc/sys/vm");
-        std::fs::create_dir_all(&vm).unwrap();
-        std::fs::write(vm.join("swappiness"), "35\n").unwrap();
-        std::fs::write(vm.join("vfs_cache_pressure"), "50\n").unwrap();
-        std::fs::write(t.path().join(SAVED), "vm.swappiness=60\nvm.vfs_cache_pressure=100\n").unwrap();
-        let r = Sysctl::new(t.path()).restore(t.path()).unwrap().unwrap();
+        let (r, now, _) = restore_from((35, 50), "vm.swappiness=60\nvm.vfs_cache_pressure=100\n");
+        let r = r.unwrap().unwrap();
         assert!(r.left.is_empty(), "{r}");
-        assert_eq!(Sysctl::new(t.path()).read().unwrap(), Tunables { swappiness: 60, vfs_cache_pressure: 100 });
+        assert_eq!(now, Tunables { swappiness: 60, vfs_cache_pressure: 100 });
     }
 
     /// A root with the kernel at `now` and a saved file of `text`; what restore did.
