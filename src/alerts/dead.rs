@@ -20,13 +20,15 @@ pub struct DeadLetter {
     pub channel: Channel,
     pub alert: Alert,
     pub refused_at_unix_ms: u64,
-    /// The receiver's answer, e.g. "answered 400: invalid payload".
+    /// The receiver's answer, e.g. "answered 400: invalid payload": one line of at most
+    /// [`super::MAX_ANSWER`] characters (read back so too).
+    #[serde(deserialize_with = "crate::sys::json::one_line::<_, { super::MAX_ANSWER }>")]
     pub answer: String,
 }
 
 impl DeadLetter {
     fn bounded(self) -> DeadLetter {
-        DeadLetter { alert: self.alert.bounded(), answer: crate::sys::one_line(&self.answer, 300), ..self }
+        DeadLetter { alert: self.alert.bounded(), answer: crate::sys::one_line(&self.answer, super::MAX_ANSWER), ..self }
     }
 }
 
@@ -63,9 +65,7 @@ impl DeadLetters {
                 }
                 Err(e) => {
                     bad += 1;
-                    first_bad.get_or_insert_with(|| {
-                        format!("the first, entry {seen}: {}", crate::sys::one_line(&super::queue::first_chars(&e, 1200), 300))
-                    });
+                    first_bad.get_or_insert_with(|| format!("the first, entry {seen}: {}", crate::sys::json::error_text(&e)));
                 }
             }
             Ok(())
@@ -82,8 +82,7 @@ impl DeadLetters {
                 (d, said.map(|s| format!("{s}; the {n} good one(s) kept")))
             }
             Err(e) => {
-                let why =
-                    format!("{shown} is not a list of dead letters ({})", crate::sys::one_line(&super::queue::first_chars(&e, 1200), 300));
+                let why = format!("{shown} is not a list of dead letters ({})", crate::sys::json::error_text(&e));
                 d.set_aside(&p, why)
             }
         }

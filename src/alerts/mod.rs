@@ -27,6 +27,8 @@ pub const MAX_LABELS: usize = 16;
 /// edited by hand) is held to it.
 pub const MAX_UNIX_MS: u64 = 253_402_300_799_999;
 const MAX_SHORT: usize = 200;
+/// A delivery's last error or a receiver's refusal, in characters, on one line.
+pub const MAX_ANSWER: usize = 300;
 
 /// What an alert says about its incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,13 +152,16 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     /// What the alert is about: [`AlertKey::as_key`]'s text ("service/ollama").
+    #[serde(deserialize_with = "crate::sys::json::one_line::<_, MAX_SHORT>")]
     pub key: String,
     pub state: AlertState,
     /// [`Severity::as_str`]'s text: "critical", "warning" or "info".
+    #[serde(deserialize_with = "crate::sys::json::one_line::<_, MAX_SHORT>")]
     pub severity: String,
+    #[serde(deserialize_with = "crate::sys::json::one_line::<_, MAX_SUMMARY>")]
     pub summary: String,
     /// Filled in by the alert task (`[alerts] node`, else the hostname).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::sys::json::one_line::<_, MAX_SHORT>")]
     pub node: String,
     pub starts_at_unix_ms: u64,
     #[serde(default)]
@@ -168,8 +173,9 @@ pub struct Alert {
 /// Labels as read back (from the queue file): the [`MAX_LABELS`] that [`Alert::bounded`] keeps,
 /// kept while reading, so a file of a million labels is not held whole first.
 fn first_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-    crate::sys::json::each_entry(d, BTreeMap::new(), |labels, k: String, v: String| {
-        labels.insert(k, v);
+    use crate::sys::json::OneLine;
+    crate::sys::json::each_entry(d, BTreeMap::new(), |labels, k: OneLine<MAX_SHORT>, v: OneLine<MAX_SHORT>| {
+        labels.insert(k.0, v.0);
         // bounded() keeps the first in key order: so does this.
         if labels.len() > MAX_LABELS {
             labels.pop_last();

@@ -32,6 +32,8 @@ pub struct Delivery {
     pub alert: Alert,
     pub attempts: u32,
     pub next_try_unix_ms: u64,
+    /// The last attempt's error, one line of at most [`super::MAX_ANSWER`] characters (read back so too).
+    #[serde(default, deserialize_with = "crate::sys::json::one_line_or_null::<_, { super::MAX_ANSWER }>")]
     pub last_error: Option<String>,
 }
 
@@ -96,7 +98,7 @@ impl Queue {
                 Err(e) => {
                     s.bad += 1;
                     if s.first_bad.is_none() {
-                        s.first_bad = Some(format!("the first, entry {}: {}", s.seen, crate::sys::one_line(&first_chars(&e, 1200), 300)));
+                        s.first_bad = Some(format!("the first, entry {}: {}", s.seen, crate::sys::json::error_text(&e)));
                     }
                 }
             }
@@ -124,7 +126,7 @@ impl Queue {
             }
             Err(e) => {
                 let q = Queue { path: Some(p.clone()), items: VecDeque::new(), bytes: 0, max: max.max(1), next_id: 1, dropped: 0 };
-                q.set_aside_file(&p, format!("{shown} is not an alert queue ({})", crate::sys::one_line(&first_chars(&e, 1200), 300)))
+                q.set_aside_file(&p, format!("{shown} is not an alert queue ({})", crate::sys::json::error_text(&e)))
             }
         }
     }
@@ -165,7 +167,7 @@ impl Queue {
     pub fn push(&mut self, mut d: Delivery) -> Vec<Delivery> {
         d.id = self.next_id;
         self.next_id += 1;
-        let size = serde_json::to_vec(&d).map_or(0, |v| v.len() + 1);
+        let size = json_len(&d) + 1;
         self.items.push_back((d, size));
         self.bytes += size;
         let mut shed = Vec::new();
@@ -199,7 +201,7 @@ impl Queue {
             d.attempts = d.attempts.saturating_add(1);
             let wait = RETRY_INITIAL.saturating_mul(1 << (d.attempts - 1).min(20)).min(max_wait);
             d.next_try_unix_ms = now_ms.saturating_add(wait.as_millis() as u64);
-            d.last_error = Some(crate::sys::one_line(&error, 300));
+            d.last_error = Some(crate::sys::one_line(&error, super::MAX_ANSWER));
         }
     }
 
@@ -229,6 +231,23 @@ impl Queue {
     }
 }
 
+/// The bytes of `d`'s JSON, counted as they are written rather than held (a delivery read back
+/// from a file is counted while the file is still in memory).
+fn json_len(d: &Delivery) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    serde_json::to_writer(&mut c, d).map_or(0, |()| c.0)
+}
+
 /// What reading a queue file entry by entry gives: the queue of its good deliveries, the
 /// entries seen, those that were not deliveries, and the first one's error.
 struct Salvaged {
@@ -236,26 +255,6 @@ struct Salvaged {
     seen: usize,
     bad: usize,
     first_bad: Option<String>,
-}
-
-/// The start of `e`'s text, never more than about `max` bytes of it held: serde's text quotes
-/// what it refused, which may be megabytes of a hand-edited file.
-pub(super) fn first_chars(e: &impl std::fmt::Display, max: usize) -> String {
-    struct Capped(String, usize);
-    impl std::fmt::Write for Capped {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            let room = self.1.saturating_sub(self.0.len());
-            let mut end = s.len().min(room);
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            self.0.push_str(&s[..end]);
-            Ok(())
-        }
-    }
-    let mut c = Capped(String::new(), max);
-    let _ = std::fmt::Write::write_fmt(&mut c, format_args!("{e}"));
-    c.0
 }
 
 /// Writes serialized queue bytes to `path` (0600, atomically).

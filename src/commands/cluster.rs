@@ -77,7 +77,8 @@ async fn query(ep: &Endpoint, promql: &str) -> Result<Vec<(Labels, f64)>, String
 /// for a range (matrix), the time of the newest sample whose value is 1.
 fn parse_query(promql: &str, body: &[u8]) -> Result<Vec<(Labels, f64)>, String> {
     let snippet = || crate::sys::http::snippet(body);
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not Prometheus's API ({e}): {}", snippet()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not Prometheus's API ({}): {}", crate::sys::json::error_text(&e), snippet()))?;
     if v["status"] != "success" {
         // Prometheus's words, on one line like the snippet.
         let said = |key: &str| v[key].as_str().map(|s| crate::sys::one_line(s, 300));

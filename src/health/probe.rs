@@ -75,7 +75,8 @@ async fn container(socket: &std::path::Path, name: &str, timeout: Duration) -> R
 /// Docker's inspect answer: ok when running and not unhealthy, with its status (and health)
 /// said in a few escaped words.
 fn container_state(name: &str, body: &[u8]) -> Result<String, String> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not Docker's answer: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not Docker's answer: {}", crate::sys::json::error_text(&e)))?;
     let state = &v["State"];
     let status = state["Status"].as_str().unwrap_or("unknown");
     let health = state["Health"]["Status"].as_str();
@@ -259,7 +260,8 @@ impl<'de> Deserialize<'de> for Name {
 }
 
 fn parse_identity(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
-    let id: Identity = serde_json::from_slice(body).map_err(|e| format!("/json/identity.json is not what a Dask scheduler sends: {e}"))?;
+    let id: Identity = serde_json::from_slice(body)
+        .map_err(|e| format!("/json/identity.json is not what a Dask scheduler sends: {}", crate::sys::json::error_text(&e)))?;
     Ok(id.workers.0)
 }
 

@@ -41,7 +41,8 @@ fn checked(r: Response) -> Result<Response, PeerError> {
 
 /// An answer as `T`, or garbage with the start of what was said.
 fn json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, PeerError> {
-    serde_json::from_slice(body).map_err(|e| PeerError::Garbage(format!("{e}; began {:?}", crate::sys::http::snippet(body))))
+    serde_json::from_slice(body)
+        .map_err(|e| PeerError::Garbage(format!("{}; began {:?}", crate::sys::json::error_text(&e), crate::sys::http::snippet(body))))
 }
 
 /// A JSON array read one element at a time, each checked as a `T` and dropped: how many of

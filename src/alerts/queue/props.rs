@@ -98,6 +98,9 @@ proptest! {
             for t in texts {
                 prop_assert!(!t.contains(char::is_control) && t.len() <= 10 * super::super::MAX_SUMMARY + 3, "{t:?}");
             }
+            if let Some(e) = &d.last_error {
+                prop_assert!(!e.contains(char::is_control) && e.chars().count() <= super::super::MAX_ANSWER + 1, "{e:?}");
+            }
         }
         match (&found, &problem) {
             (Found::Nothing, None) => prop_assert!(!path.exists()),
@@ -154,8 +157,9 @@ fn files_at_the_size_limit() {
 }
 
 /// The largest queue files of the shapes that cost most to read: one alert with a label per few
-/// bytes (a file edited by hand, or by another program), and the smallest deliveries one after
-/// another. Read in at most 4x the file, holding the labels kept, not the million in the file.
+/// bytes (a file edited by hand, or by another program), the smallest deliveries one after
+/// another, and one string as large as the file (escapes in it, so the parser copies it). Read
+/// in at most 4x the file, holding the labels and text kept, not the million in the file.
 #[test]
 fn the_largest_files_are_read_in_a_few_times_their_size() {
     let labels = {
@@ -171,7 +175,12 @@ fn the_largest_files_are_read_in_a_few_times_their_size() {
     };
     let least = r#"{"channel":"email","alert":{"key":"","state":"firing","severity":"","summary":"","starts_at_unix_ms":0},"attempts":0,"next_try_unix_ms":0}"#;
     let deliveries = format!("[{}]", vec![least; (MAX_BYTES - 2) / (least.len() + 1)].join(","));
-    for (text, max, kept) in [(labels, 10, 1), (deliveries, 1000, 1000)] {
+    let string = {
+        let head = r#"[{"channel":"email","attempts":0,"next_try_unix_ms":0,"alert":{"key":"k","state":"firing","severity":"info","summary":"s","starts_at_unix_ms":0},"last_error":""#;
+        let piece = "\\u001b[2J\\n\\u00e9x";
+        head.to_string() + &piece.repeat((MAX_BYTES - head.len() - 10) / piece.len()) + r#""}]"#
+    };
+    for (text, max, kept) in [(labels, 10, 1), (deliveries, 1000, 1000), (string, 10, 1)] {
         let dir = scratch_dir();
         let path = dir.path().join(FILE_NAME);
         std::fs::write(&path, &text).unwrap();
