@@ -371,7 +371,7 @@ fn service(c: &mut Checker<'_>, entry: &Entry) -> Option<ServiceConfig> {
     let (socket, _) = c.entry_field("health.service.docker_socket", f("docker_socket"), absolute_path);
     let probe_at = f("probe").map(|s| s.at.clone());
     let (probe, _) = c.entry_field("health.service.probe", f("probe"), |v| probe(v, status, body.clone(), &socket));
-    let (interval, _) = c.entry_field("health.service.interval", f("interval"), duration_between(secs(1), secs(3600)));
+    let (interval, interval_at) = c.entry_field("health.service.interval", f("interval"), duration_between(secs(1), secs(3600)));
     let (timeout, timeout_at) =
         c.entry_field("health.service.timeout", f("timeout"), duration_between(Duration::from_millis(100), secs(600)));
     let (fail_after, _) = c.entry_field("health.service.fail_after", f("fail_after"), count_between(1, 100));
@@ -395,9 +395,11 @@ fn service(c: &mut Checker<'_>, entry: &Entry) -> Option<ServiceConfig> {
         return None;
     }
     if timeout > interval {
-        c.report(
-            timeout_at,
-            "health.service.timeout",
+        // At whichever of the two was written (the later one when both were): a short interval
+        // under the default timeout is the interval's line, not the top of the file.
+        c.report_between(
+            (timeout_at, "health.service.timeout"),
+            (interval_at, "health.service.interval"),
             format!("{} is longer than its interval {}; expected timeout <= interval", format_duration(timeout), format_duration(interval)),
         );
     }
@@ -503,6 +505,9 @@ restart = "never"
         assert!(p[0].contains("\"a\" is named twice"), "{p:?}");
         let p = problems("[[health.service]]\nname = \"a\"\nprobe = \"tcp://h:1\"\ninterval = \"2s\"\ntimeout = \"5s\"\n");
         assert!(p[0].starts_with("5:11: health.service.timeout: 5s is longer than its interval 2s"), "{p:?}");
+        // The default timeout (3 s) over a short interval: the interval's line, not 1:1.
+        let p = problems("[[health.service]]\nname = \"a\"\nprobe = \"tcp://h:1\"\ninterval = \"1s\"\n");
+        assert!(p[0].starts_with("4:12: health.service.interval: health.service.timeout 3s is longer than its interval 1s"), "{p:?}");
         let p = problems("[[health.service]]\nname = \"a\"\nprobe = \"tcp://h:1\"\nmin_workers = 2\n");
         assert!(p[0].contains("min_workers: needs an http:// probe"), "{p:?}");
         let p = problems("[[health.service]]\nname = \"a\"\nprobe = \"tcp://h:1\"\nlocal_worker = true\n");
