@@ -94,9 +94,13 @@ pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSe
         let ctx = Ctx { generation, systemd: &systemd, tx: &tx, alerts: &alerts, dry_run };
         loop {
             let now = Instant::now();
+            // Whether this wakeup changed what the report shows: a wakeup that only starts
+            // probes (the tick, a due fast probe) builds and publishes nothing.
+            let mut changed = false;
             if h.enabled {
                 for (i, s) in svcs.iter_mut().enumerate() {
                     for e in s.machine.tick(now) {
+                        changed = true;
                         act(i, s, e, &ctx);
                     }
                 }
@@ -128,6 +132,7 @@ pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSe
                     if g != generation {
                         continue;
                     }
+                    changed = true;
                     handle(&mut svcs, msg, &ctx);
                     // What else has arrived meanwhile (probes started on one tick end together)
                     // is handled in this same wakeup, and published once.
@@ -144,9 +149,12 @@ pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSe
                 if st != s.state {
                     s.state = st;
                     s.since_unix_ms = crate::sys::unix_ms();
+                    changed = true;
                 }
             }
-            publish(&svcs, &systemd_text);
+            if changed {
+                publish(&svcs, &systemd_text);
+            }
         }
     }
 }
