@@ -49,7 +49,12 @@ pub(super) const SERVICE_KEYS: &[KeyDoc] = &[
     KeyDoc::new("health.service", "expect_status", "200", "The HTTP status an http probe expects (100-599)."),
     KeyDoc::new("health.service", "expect_body", r#""""#, "Text the answer of an http probe must contain; \"\" = any."),
     KeyDoc::new("health.service", "docker_socket", r#""/var/run/docker.sock""#, "Docker Engine's socket, for a container: probe."),
-    KeyDoc::new("health.service", "interval", r#""10s""#, "Time between probes (1s to 1h); after a failed one, the next comes 1 s later."),
+    KeyDoc::new(
+        "health.service",
+        "interval",
+        r#""10s""#,
+        "Time between probes (1s to 1h); after a failed one, the next starts 1 s after it started (at once after a timeout).",
+    ),
     KeyDoc::new("health.service", "timeout", r#""3s""#, "A probe's deadline (100ms to 10m, at most interval)."),
     KeyDoc::new("health.service", "fail_after", "2", "Failed probes in a row that make it unhealthy (1-100)."),
     KeyDoc::new("health.service", "pass_after", "2", "Passed probes in a row that make it healthy again (1-100)."),
@@ -165,11 +170,12 @@ impl RestartPolicy {
 /// A service's probe cycle on defaults (issue 18 §7: hang → restarted median ≤ 15 s, a
 /// service merely slow once not restarted). A hang is seen at the next probe (`interval`/2 =
 /// 5 s away on average), which fails after its 3 s `timeout`, and is confirmed by a second
-/// failed probe started one second ([`crate::health::task::FAST_PROBE`]) after the first one
-/// failed, another 3 s: restarted about 12 s after it starts (7–17 s by where the hang falls
-/// in the interval), against monit's 27–50 s on its 30 s cycle (bench/restart.sh). A service
-/// must stay silent for 3 + 1 + 3 = 7 s in a row to be restarted. Probing each service every
-/// 10 s is within the idle CPU budget with four services (bench/footprint.sh).
+/// probe started at once (one second, [`crate::health::task::FAST_PROBE`], after the first
+/// one started, which a timeout has passed), another 3 s: restarted about 11 s after it starts
+/// (6–16 s by where the hang falls in the interval), against monit's 27–50 s on its 30 s cycle
+/// (bench/restart.sh). A service must stay silent for 3 + 3 = 6 s in a row to be restarted.
+/// Probing each service every 10 s is within the idle CPU budget with four services
+/// (bench/footprint.sh).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_FAIL_AFTER: u32 = 2;

@@ -16,7 +16,9 @@ use crate::alerts::task::AlertSender;
 use crate::config::{Probe, ServiceConfig};
 use crate::sys::systemd::ServiceManager;
 
-/// How often a service is probed while something is wrong with it (or it just restarted)...
+/// How often a service is probed while something is wrong with it (or it just restarted); a
+/// probe confirming a failure starts this long after the failed one *started*, so at once
+/// after a timeout...
 pub const FAST_PROBE: Duration = Duration::from_secs(1);
 /// ...for this long after the last such event; a service that stays down is then probed at
 /// its interval again, so a node with a service that is simply off stays idle.
@@ -94,10 +96,12 @@ impl Svc {
     }
 
     /// A probe's result: the policy's decisions, and when the next probe is due. A failed probe
-    /// is confirmed by the next one [`FAST_PROBE`] later rather than an `interval` later (a hang
-    /// is restarted after `interval`/2 + `fail_after` × `timeout` + (`fail_after` − 1) ×
-    /// [`FAST_PROBE`] on average), and a recovery is watched as closely; a service that fails
-    /// once and then answers is back on its `interval` as soon as `pass_after` probes passed.
+    /// is confirmed by the next one, started [`FAST_PROBE`] after the failed one started rather
+    /// than an `interval` later: at once after a timeout (a hang is restarted `interval`/2 plus
+    /// `fail_after` times `timeout` after it starts, on average, the service silent for
+    /// `fail_after` times `timeout` in a row), a second after a refused connection (a blip of
+    /// under a second is not confirmed). A recovery is watched every [`FAST_PROBE`]; a service that fails once and
+    /// then answers is back on its `interval` as soon as `pass_after` probes passed.
     pub(super) fn probed(&mut self, r: ProbeResult, now: Instant) -> Vec<Event> {
         self.probing = false;
         let events = self.machine.probe(r.ok, &r.detail, now);
@@ -109,7 +113,13 @@ impl Svc {
         let m = &self.machine;
         let unsettled = m.fails > 0 || m.incident.is_some() || m.passes < self.cfg.pass_after;
         let fast = unsettled && self.fast_until.is_some_and(|t| now < t);
-        self.next_probe = now + if fast { FAST_PROBE } else { self.cfg.interval };
+        let took = Duration::try_from_secs_f64(r.latency_ms / 1000.0).unwrap_or_default();
+        self.next_probe = now
+            + match (fast, r.ok) {
+                (true, false) => FAST_PROBE.saturating_sub(took),
+                (true, true) => FAST_PROBE,
+                (false, _) => self.cfg.interval,
+            };
         self.last_probe = Some(r);
         events
     }
@@ -209,9 +219,11 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    /// A probe that passed at once, or failed by timing out after `DEFAULT_TIMEOUT`.
     fn result(ok: bool, at: Instant) -> ProbeResult {
         let detail = if ok { "200 ok" } else { "no answer within 3s" };
-        ProbeResult { ok, detail: detail.into(), latency_ms: 0.0, at_unix_ms: at.elapsed().as_millis() as u64 }
+        let latency_ms = if ok { 0.0 } else { crate::config::DEFAULT_TIMEOUT.as_secs_f64() * 1000.0 };
+        ProbeResult { ok, detail: detail.into(), latency_ms, at_unix_ms: at.elapsed().as_millis() as u64 }
     }
 
     /// Ollama's entry on the shipped defaults, its unit active and the service healthy (two
@@ -248,16 +260,32 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_probe_is_confirmed_a_second_later_not_an_interval_later() {
+    fn a_timed_out_probe_is_confirmed_at_once_not_an_interval_later() {
         let t0 = Instant::now();
         let d = healthy(t0).cfg;
         let hang = t0 + Duration::from_millis(2500);
         let (restart, starts) = until_restart(hang, t0);
-        // The first probe after the hang (at the interval), then one more FAST_PROBE after the
-        // first failed, and the second failure decides the restart.
+        // The first probe after the hang (at the interval), then one more as soon as the first
+        // timed out (more than FAST_PROBE after it started), and the second failure decides.
         let first = t0 + d.interval;
-        assert_eq!(starts[starts.len() - 2..], [first, first + d.timeout + FAST_PROBE]);
-        assert_eq!(restart, first + d.timeout + FAST_PROBE + d.timeout);
+        assert_eq!(starts[starts.len() - 2..], [first, first + d.timeout]);
+        assert_eq!(restart, first + d.timeout + d.timeout);
+    }
+
+    #[test]
+    fn a_refused_probe_is_confirmed_a_second_after_it_started() {
+        let t0 = Instant::now();
+        let mut s = healthy(t0);
+        let t1 = t0 + s.cfg.interval;
+        let refused = ProbeResult { ok: false, detail: "cannot connect: refused".into(), latency_ms: 0.2, at_unix_ms: 0 };
+        let end = t1 + Duration::from_micros(200);
+        assert!(s.probed(refused, end).is_empty(), "one failure opens nothing");
+        assert_eq!(s.next_probe, end + FAST_PROBE - Duration::from_micros(200));
+        // A latency that is no duration (NaN, negative) is read as none, never a panic.
+        let odd = ProbeResult { ok: false, detail: "?".into(), latency_ms: f64::NAN, at_unix_ms: 0 };
+        let t2 = s.next_probe;
+        s.probed(odd, t2);
+        assert!(s.next_probe >= t2);
     }
 
     /// Issue 18 §7: on the shipped defaults, a hang is restarted within 15 s (median) of when it
@@ -283,11 +311,11 @@ mod tests {
         let t0 = Instant::now();
         let mut s = healthy(t0);
         let (interval, timeout) = (s.cfg.interval, s.cfg.timeout);
-        // One probe times out; the confirmation a second later passes, and so does the next.
+        // One probe times out; the confirmation at once passes, and so does the next.
         let t1 = t0 + interval + timeout;
         assert!(s.probed(result(false, t1), t1).is_empty(), "one failure opens nothing");
-        assert_eq!(s.next_probe, t1 + FAST_PROBE);
-        let t2 = t1 + FAST_PROBE;
+        assert_eq!(s.next_probe, t1);
+        let t2 = t1;
         assert!(s.probed(result(true, t2), t2).is_empty());
         assert!(s.machine.incident.is_none() && s.machine.restarts_total == 0);
         // Watched closely until pass_after probes passed in a row, then on its interval again.
