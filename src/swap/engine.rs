@@ -93,7 +93,12 @@ pub struct Engine {
     /// When the look whose decision is being carried out was taken (for the log line's
     /// `decision_ms`: decision → swapon).
     pub decided: Option<StdInstant>,
+    /// After a spare could not be made: no new try before this.
+    spare_retry_at: Option<StdInstant>,
 }
+
+/// How long after a failed spare the next is tried.
+pub const SPARE_RETRY: Duration = Duration::from_secs(60);
 
 /// What one look at memory found.
 pub struct Look {
@@ -128,6 +133,7 @@ impl Engine {
             looks: 0,
             last_books: Books::default(),
             decided: None,
+            spare_retry_at: None,
         }
     }
 
@@ -274,7 +280,10 @@ impl Engine {
         let inventory = self.inventory()?;
         let books = self.books(&inventory);
         let decision = policy::decide(&self.cfg, &readings, &books, &mut self.state);
-        let spare = policy::spare_step(&self.cfg, &readings, &books, &self.state, &decision);
+        // After a failed spare, no other try before SPARE_RETRY (a look can come every 20 ms).
+        let waiting = self.spare_retry_at.is_some_and(|t| StdInstant::now() < t);
+        let spare = policy::spare_step(&self.cfg, &readings, &books, &self.state, &decision)
+            .filter(|s| !(waiting && matches!(s, SpareStep::Make { .. })));
         self.last_books = books;
         self.note_guard(&decision);
         self.looks += 1;
@@ -517,7 +526,24 @@ impl Engine {
             SwapError::Refused(format!("spare: {} on {}", Decision::Hold { why: hold }.describe(), display_path(&self.cfg.dir)))
         })?;
         let start = StdInstant::now();
-        let (path, steps) = files::create_spare(self.os.as_mut(), &self.cfg.dir, fs, size)?;
+        let (path, steps) = match files::create_spare(self.os.as_mut(), &self.cfg.dir, fs, size) {
+            Ok(made) => made,
+            Err(e) => {
+                self.spare_retry_at = Some(StdInstant::now() + SPARE_RETRY);
+                // As for a file: found out once, monitoring only.
+                if let Some(why) = impossible_here(&e, fs) {
+                    self.mode = Mode::MonitoringOnly(why.clone());
+                    return Err(SwapError::Refused(format!(
+                        "cannot manage swap: {why}; monitoring only until swap.dir changes or the daemon restarts"
+                    )));
+                }
+                return Err(SwapError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("making the spare swap file (next try in {} s): {e}", SPARE_RETRY.as_secs()),
+                )));
+            }
+        };
+        self.spare_retry_at = None;
         if let Ok(inv) = self.inventory() {
             self.publish(&inv);
         }

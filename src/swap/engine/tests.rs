@@ -367,3 +367,23 @@ fn dry_run_and_swap_spare_off_make_no_spare() {
     assert!(d.spare(SpareStep::Make { size: GIB }).is_err(), "…but a dry run changes nothing");
     assert!(fake.state().files.is_empty() && fake2.state().files.is_empty());
 }
+
+#[test]
+fn a_spare_that_cannot_be_made_is_tried_again_only_after_a_minute_and_a_read_only_dir_is_found_out_once() {
+    let (mut e, fake) = engine("min_size = \"0\"\n");
+    fake.set_memory_used(60.0);
+    fake.state().fail = Some(("allocate", std::io::ErrorKind::StorageFull));
+    let look = e.look(Instant::now()).unwrap();
+    assert!(e.spare(look.spare.unwrap()).unwrap_err().to_string().contains("next try in 60 s"));
+    assert!(fake.state().files.is_empty(), "its partial is deleted");
+    assert_eq!(e.look(Instant::now()).unwrap().spare, None, "no new try at the next look");
+    // A decision to add a file is not held back by it.
+    fake.set_memory_used(81.0);
+    assert_eq!(step(&mut e), Decision::Expand { size: GIB, reason: Reason::MemoryHigh });
+    let (mut e, fake) = engine("min_size = \"0\"\n");
+    fake.set_memory_used(60.0);
+    fake.state().fail = Some(("create", std::io::ErrorKind::ReadOnlyFilesystem));
+    let look = e.look(Instant::now()).unwrap();
+    assert!(e.spare(look.spare.unwrap()).unwrap_err().to_string().contains("read-only"));
+    assert!(matches!(e.mode, Mode::MonitoringOnly(_)));
+}
