@@ -654,7 +654,7 @@ fn a_daemon_starting_during_a_direct_operation_does_not_touch_its_files() {
 /// Issue 19's outcome, short: a 512 MiB VM (bench/burst), cluster-ai on its shipped defaults
 /// from idle, a workload filling 1 GiB of incompressible pages at 1000 MiB/s; swapspace is
 /// OOM-killed at this rate (bench/README.md). Fails if the workload is OOM-killed. (With
-/// `min_size = "0"` the same cell survived 3 of 3 runs once the spare file came in, 16-38 ms
+/// `min_size = "0"` the same cell survived 5 of 5 runs once the spare file came in, 16-41 ms
 /// from the decision to the swapon, and about half before, when the first file took 2-4 s to
 /// make there, bench/README.md; this test stays on the defaults until CI has more runs of it.)
 /// Needs qemu-system-x86, busybox-static, swapspace, gcc and e2fsprogs
