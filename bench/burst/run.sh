@@ -97,7 +97,7 @@ row() { # result ram
         "$(field tool "$r")" "$ram" "$(field mode "$r")" "$(field rate "$r") ($(field ram_rate "$r"))" "$(field peak "$r")" \
         "$([ "$rc" = 0 ] && echo survived || echo "killed: $(field killed "$r")")" \
         "$(field t_peak "$r")" "${tot:+$((tot / 1024))}" "${used:+$((used / 1024))}" \
-        "$(field files_after_calm "$r")" "$(field tool_cpu_s "$r")" "$(field first_file_ms "$r")"
+        "$(field files_after_calm "$r")$([ "$(field spare_after_calm "$r")" = 1 ] && echo ' + spare')" "$(field tool_cpu_s "$r")" "$(field first_file_ms "$r")"
 }
 
 if [ "${1:-}" = --check ]; then
@@ -108,6 +108,7 @@ if [ "${1:-}" = --check ]; then
 fi
 
 # Each grid entry: "mode rate peak ram"; each runs with every tool in $tools.
+# (cluster-ai-min0-nospare: min_size 0 with swap.spare off, the first file made at the decision.)
 tools=${BURST_TOOLS:-none static swapspace earlyoom cluster-ai cluster-ai-min0}
 grid=()
 if [ "${1:-}" = --full ]; then

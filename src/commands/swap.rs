@@ -147,6 +147,14 @@ pub fn render(s: &SwapStatus) -> String {
             f.priority
         );
     }
+    if let (Some(p), Some(size)) = (&s.spare, s.spare_bytes) {
+        out += &format!(
+            "spare:     {} {} (made, not enabled: disk only, enabled when a burst needs it)
+",
+            display_path(p),
+            human_size(size)
+        );
+    }
     if s.foreign.is_empty() {
         out += "foreign:   none\n";
     } else {

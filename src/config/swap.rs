@@ -33,6 +33,12 @@ pub(super) const KEYS: &[KeyDoc] = &[
     ),
     KeyDoc::new("swap", "shrink_threshold", "60", "Memory in use (percent, below memory_threshold) under which swap may shrink."),
     KeyDoc::new("swap", "calm_period", r#""5m""#, "How long memory stays under shrink_threshold before the newest file goes (1s to 1d)."),
+    KeyDoc::new(
+        "swap",
+        "spare",
+        "true",
+        "Keep one file of increment ready (made, not enabled; disk only) while a burst could need it, so adding it is only a swapon.",
+    ),
 ];
 
 /// `[kernel]`'s keys.
@@ -58,6 +64,8 @@ pub struct SwapConfig {
     /// Percent of memory in use below which swap may shrink, after `calm_period`.
     pub shrink_threshold: u8,
     pub calm_period: Duration,
+    /// Keep one spare file ready (made, not enabled) while a burst could need it.
+    pub spare: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +112,7 @@ impl SwapConfig {
             ("swap.disk_reserve", self.disk_reserve.to_string()),
             ("swap.shrink_threshold", self.shrink_threshold.to_string()),
             ("swap.calm_period", format_duration(self.calm_period)),
+            ("swap.spare", self.spare.to_string()),
         ]
     }
 
@@ -134,6 +143,7 @@ impl SwapConfig {
         });
         let (shrink_threshold, shrink_at) = c.field("swap.shrink_threshold", percent_between(1, 98));
         let (calm_period, _) = c.field("swap.calm_period", duration_between(secs(1), secs(24 * 3600)));
+        let (spare, _) = c.field("swap.spare", boolean);
         if shrink_threshold >= memory_threshold {
             c.report_between(
                 (shrink_at, "swap.shrink_threshold"),
@@ -157,7 +167,18 @@ impl SwapConfig {
                 format!("{} is above swap.max_size {}; expected increment <= max_size", format_size(increment), format_size(max_size)),
             );
         }
-        SwapConfig { dir, min_size, max_size, increment, memory_threshold, check_interval, disk_reserve, shrink_threshold, calm_period }
+        SwapConfig {
+            dir,
+            min_size,
+            max_size,
+            increment,
+            memory_threshold,
+            check_interval,
+            disk_reserve,
+            shrink_threshold,
+            calm_period,
+            spare,
+        }
     }
 }
 

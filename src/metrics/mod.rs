@@ -224,6 +224,7 @@ pub fn families(view: &View) -> Vec<Family> {
     o.gauge("swap_managed_files", "Swap files managed by cluster-ai.", None, sw.files as f64);
     o.gauge("swap_managed", "Size of the managed swap files.", BYTES, sw.managed_bytes as f64);
     o.gauge("swap_managed_used", "Managed swap in use.", BYTES, sw.managed_used_bytes as f64);
+    o.gauge("swap_spare", "The spare swap file (made, not enabled: disk, not swap); 0: none.", BYTES, sw.spare_bytes as f64);
     o.gauge("swap_max_size", "swap.max_size.", BYTES, sw.max_size_bytes as f64);
     o.gauge("swap_at_max", "1 while swap is at max_size and memory still wants more.", None, flag(sw.at_max));
     o.gauge("swap_disk_guard", "1 while the disk guard keeps swap from growing.", None, flag(sw.disk_guard_active));

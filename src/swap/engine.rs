@@ -11,7 +11,7 @@ use tokio::time::Instant;
 pub use super::files::SwapError;
 use super::files::{self, impossible_here, Inventory, ManagedFile};
 use super::kernel;
-use super::policy::{self, Books, Decision, Hold, PolicyState, Readings};
+use super::policy::{self, Books, Decision, Hold, PolicyState, Readings, SpareStep};
 use crate::config::{format_size, human_size, Config, SwapConfig};
 use crate::sys::display_path;
 use crate::sys::fs::DiskUsage;
@@ -42,6 +42,12 @@ pub struct SwapStatus {
     pub managed: Vec<ManagedFile>,
     pub managed_total_bytes: u64,
     pub managed_used_bytes: u64,
+    /// The spare file kept ready (made, not enabled: disk only, not swap), if there is one.
+    /// (Defaults: an answer from a daemon older than the spare has neither.)
+    #[serde(default)]
+    pub spare: Option<PathBuf>,
+    #[serde(default)]
+    pub spare_bytes: Option<u64>,
     pub min_size_bytes: u64,
     pub max_size_bytes: u64,
     pub foreign: Vec<SwapEntry>,
@@ -84,13 +90,23 @@ pub struct Engine {
     looks: u64,
     /// The books at the last look, for [`Engine::poll_interval`] between looks.
     last_books: Books,
+    /// When the look whose decision is being carried out was taken (for the log line's
+    /// `decision_ms`: decision → swapon).
+    pub decided: Option<StdInstant>,
+    /// After a spare could not be made: no new try before this.
+    spare_retry_at: Option<StdInstant>,
 }
+
+/// How long after a failed spare the next is tried.
+pub const SPARE_RETRY: Duration = Duration::from_secs(60);
 
 /// What one look at memory found.
 pub struct Look {
     pub readings: Readings,
     pub inventory: Inventory,
     pub decision: Decision,
+    /// What to do with the spare when the decision holds ([`policy::spare_step`]).
+    pub spare: Option<SpareStep>,
 }
 
 impl Engine {
@@ -116,6 +132,8 @@ impl Engine {
             last_error: None,
             looks: 0,
             last_books: Books::default(),
+            decided: None,
+            spare_retry_at: None,
         }
     }
 
@@ -184,6 +202,9 @@ impl Engine {
                 for f in &r.failed {
                     tracing::error!("crash recovery: {f}");
                 }
+                if let Some((p, size)) = &inv.spare {
+                    tracing::info!(file = %display_path(p), size, "kept the spare swap file from an earlier run as the spare (made, not enabled)");
+                }
             }
             Ok(inv) => tracing::info!(partials = inv.partials.len(), inactive = inv.inactive.len(), "dry run: crash recovery skipped"),
             Err(e) => tracing::error!("cannot read the swap table: {e}"),
@@ -249,6 +270,7 @@ impl Engine {
             managed_used: inv.managed_used(),
             newest: inv.newest().map(|n| (n.size_bytes, n.used_bytes)),
             disk: self.os.dir_usage().map(|d| (d.total_bytes, d.available_bytes)),
+            spare: inv.spare.as_ref().map(|(_, size)| *size),
         }
     }
 
@@ -258,11 +280,15 @@ impl Engine {
         let inventory = self.inventory()?;
         let books = self.books(&inventory);
         let decision = policy::decide(&self.cfg, &readings, &books, &mut self.state);
+        // After a failed spare, no other try before SPARE_RETRY (a look can come every 20 ms).
+        let waiting = self.spare_retry_at.is_some_and(|t| StdInstant::now() < t);
+        let spare = policy::spare_step(&self.cfg, &readings, &books, &self.state, &decision)
+            .filter(|s| !(waiting && matches!(s, SpareStep::Make { .. })));
         self.last_books = books;
         self.note_guard(&decision);
         self.looks += 1;
         self.publish(&inventory);
-        Ok(Look { readings, inventory, decision })
+        Ok(Look { readings, inventory, decision, spare })
     }
 
     /// How long to wait before the next look, for memory as `r` shows it and the managed swap
@@ -319,6 +345,7 @@ impl Engine {
         c.files = inv.managed.len() as u64;
         c.managed_bytes = inv.managed_total();
         c.managed_used_bytes = inv.managed_used();
+        c.spare_bytes = inv.spare.as_ref().map_or(0, |(_, size)| *size);
         c.max_size_bytes = self.cfg.max_size;
         c.disk_guard_active = self.guard_active;
         c.at_max = self.max_active;
@@ -336,6 +363,12 @@ impl Engine {
     pub fn log_left_active(&mut self) {
         if self.mode != Mode::Managing && self.mode != Mode::Paused {
             return;
+        }
+        // The spare is no swap: it goes with the daemon (a later start makes one if needed).
+        if !self.dry_run {
+            if let Err(e) = self.remove_spare("daemon stopping") {
+                tracing::warn!("removing the spare swap file at stop: {e}");
+            }
         }
         match self.inventory() {
             Ok(inv) if !inv.managed.is_empty() => tracing::info!(
@@ -408,6 +441,7 @@ impl Engine {
 
     /// Adds one file of `size` (blocking), refused past max_size or the disk guard.
     pub fn expand(&mut self, size: u64, reason: &str, memory_percent: f64) -> Result<PathBuf, SwapError> {
+        let decided = self.decided.take();
         let fs = self.managing_fs()?;
         let inv = self.inventory()?;
         if size < policy::MIN_FILE {
@@ -422,12 +456,23 @@ impl Engine {
                 human_size(managed)
             )));
         }
-        let size = policy::check_expand(&self.cfg, &self.books(&inv), size).map_err(|hold| {
-            SwapError::Refused(format!("{} on {}", Decision::Hold { why: hold }.describe(), display_path(&self.cfg.dir)))
-        })?;
+        // The spare when it is ready and of this size: a rename and a swapon, no new disk.
+        let from_spare = inv.spare.as_ref().is_some_and(|(_, s)| *s == size);
+        let size = if from_spare {
+            size
+        } else {
+            policy::check_expand(&self.cfg, &self.books(&inv), size).map_err(|hold| {
+                SwapError::Refused(format!("{} on {}", Decision::Hold { why: hold }.describe(), display_path(&self.cfg.dir)))
+            })?
+        };
         let start = StdInstant::now();
-        let path = match files::create(self.os.as_mut(), &self.cfg.dir, fs, inv.next_seq(), size, inv.next_priority()) {
-            Ok(p) => p,
+        let made = if from_spare {
+            files::enable_spare(self.os.as_mut(), &self.cfg.dir, inv.next_seq(), inv.next_priority())
+        } else {
+            files::create(self.os.as_mut(), &self.cfg.dir, fs, inv.next_seq(), size, inv.next_priority())
+        };
+        let (path, steps) = match made {
+            Ok(made) => made,
             Err(e) => {
                 // Found out once: monitoring only (shown in status), no retry at every look.
                 if let Some(why) = impossible_here(&e, fs) {
@@ -452,10 +497,78 @@ impl Engine {
             memory_percent,
             swap_percent,
             elapsed_ms = start.elapsed().as_secs_f64() * 1000.0,
+            decision_ms = decided.map(|d| d.elapsed().as_secs_f64() * 1000.0),
+            steps = %steps,
+            from_spare,
             "swap file added: {} ({reason})",
             human_size(size)
         );
         Ok(path)
+    }
+
+    /// Carries out the spare rule's step (blocking).
+    pub fn spare(&mut self, step: SpareStep) -> Result<String, SwapError> {
+        match step {
+            SpareStep::Make { size } => self.make_spare(size),
+            SpareStep::Remove { why } => self.remove_spare(why.describe()).map(|_| String::new()),
+        }
+    }
+
+    /// Makes the spare (blocking): `size` bytes, fallocated, header written, synced, not
+    /// enabled; refused past the disk guard.
+    pub fn make_spare(&mut self, size: u64) -> Result<String, SwapError> {
+        let fs = self.managing_fs()?;
+        let inv = self.inventory()?;
+        if inv.spare.is_some() {
+            return Ok(String::new());
+        }
+        let size = policy::check_expand(&self.cfg, &self.books(&inv), size).map_err(|hold| {
+            SwapError::Refused(format!("spare: {} on {}", Decision::Hold { why: hold }.describe(), display_path(&self.cfg.dir)))
+        })?;
+        let start = StdInstant::now();
+        let (path, steps) = match files::create_spare(self.os.as_mut(), &self.cfg.dir, fs, size) {
+            Ok(made) => made,
+            Err(e) => {
+                self.spare_retry_at = Some(StdInstant::now() + SPARE_RETRY);
+                // As for a file: found out once, monitoring only.
+                if let Some(why) = impossible_here(&e, fs) {
+                    self.mode = Mode::MonitoringOnly(why.clone());
+                    return Err(SwapError::Refused(format!(
+                        "cannot manage swap: {why}; monitoring only until swap.dir changes or the daemon restarts"
+                    )));
+                }
+                return Err(SwapError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("making the spare swap file (next try in {} s): {e}", SPARE_RETRY.as_secs()),
+                )));
+            }
+        };
+        self.spare_retry_at = None;
+        if let Ok(inv) = self.inventory() {
+            self.publish(&inv);
+        }
+        tracing::info!(
+            file = %display_path(&path),
+            size,
+            elapsed_ms = start.elapsed().as_secs_f64() * 1000.0,
+            steps = %steps,
+            "spare swap file ready: {} (made, not enabled: a burst could need it sooner than a file is made)",
+            human_size(size)
+        );
+        Ok(format!("made the spare {}", display_path(&path)))
+    }
+
+    /// Deletes the spare, if there is one (blocking). Returns whether there was.
+    pub fn remove_spare(&mut self, why: &str) -> Result<bool, SwapError> {
+        self.managing_fs()?;
+        let inv = self.inventory()?;
+        let Some((path, size)) = inv.spare else { return Ok(false) };
+        self.os.delete(files::name_of(&path))?;
+        if let Ok(inv) = self.inventory() {
+            self.publish(&inv);
+        }
+        tracing::info!(file = %display_path(&path), size, "spare swap file removed ({why})");
+        Ok(true)
     }
 
     /// Removes the newest managed file (blocking), if what is left keeps min_size and its
@@ -528,7 +641,7 @@ impl Engine {
             self.remove_file(f, "swap clean", r.used_percent())?;
             removed += 1;
         }
-        for p in inv.inactive.iter().chain(&inv.partials) {
+        for p in inv.inactive.iter().chain(&inv.partials).chain(inv.spare.as_ref().map(|(p, _)| p)) {
             self.os.delete(files::name_of(p))?;
             removed += 1;
         }
@@ -569,6 +682,8 @@ impl Engine {
             dir: self.cfg.dir.clone(),
             managed_total_bytes: inv.managed_total(),
             managed_used_bytes: inv.managed_used(),
+            spare_bytes: inv.spare.as_ref().map(|(_, size)| *size),
+            spare: inv.spare.map(|(p, _)| p),
             managed: inv.managed,
             min_size_bytes: self.cfg.min_size,
             max_size_bytes: self.cfg.max_size,

@@ -64,6 +64,10 @@ const PARTIAL: &str = ".partial";
 /// stays the emptiest.
 pub const FIRST_PRIORITY: u16 = 50;
 
+/// The spare: made as a managed file is (through its `.partial`), but never enabled under this
+/// name; it becomes `cluster-ai-NNNNNN.swap` when it is enabled.
+pub const SPARE: &str = "cluster-ai-spare.swap";
+
 pub fn file_name(seq: u32) -> String {
     format!("{PREFIX}{seq:06}{SUFFIX}")
 }
@@ -102,6 +106,9 @@ pub struct Inventory {
     pub partials: Vec<PathBuf>,
     /// Everything in the swap table that is not ours.
     pub foreign: Vec<SwapEntry>,
+    /// The spare (complete, not enabled), with its size.
+    #[serde(default)]
+    pub spare: Option<(PathBuf, u64)>,
 }
 
 impl Inventory {
@@ -118,6 +125,14 @@ impl Inventory {
         files.sort_by(|a, b| a.name.cmp(&b.name));
         for file in files {
             let name = &file.name;
+            if *name == SPARE {
+                inv.spare = Some((dir.join(name), file.size));
+                continue;
+            }
+            if name.strip_suffix(PARTIAL) == Some(SPARE) {
+                inv.partials.push(dir.join(name));
+                continue;
+            }
             let Some((seq, partial)) = parse_name(name) else { continue };
             let path = dir.join(name);
             if partial {
@@ -182,21 +197,57 @@ pub fn name_of(path: &Path) -> &str {
     path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
 }
 
+/// How long each step of [`create`] took, for the log line (issue 19: where the time goes
+/// between the decision and the swapon under a burst).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Steps {
+    pub create: std::time::Duration,
+    pub allocate: std::time::Duration,
+    pub format: std::time::Duration,
+    pub rename: std::time::Duration,
+    pub swapon: std::time::Duration,
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        write!(
+            f,
+            "open {:.1} ms, fallocate {:.1} ms, header+fsync {:.1} ms, rename+dir fsync {:.1} ms, swapon {:.1} ms",
+            ms(self.create),
+            ms(self.allocate),
+            ms(self.format),
+            ms(self.rename),
+            ms(self.swapon)
+        )
+    }
+}
+
 /// Creates, formats and enables one swap file: `.partial` (O_EXCL|O_NOFOLLOW, 0600) →
 /// [NOCOW on btrfs] → fallocate → header → fsync → rename → fsync dir → swapon. On an error
 /// the file is removed; a crash leaves a `.partial` or an inactive file that the next start
-/// cleans up or enables.
-pub fn create(os: &mut dyn SwapOs, dir: &Path, fs: SwapFs, seq: u32, size: u64, priority: u16) -> std::io::Result<PathBuf> {
+/// cleans up or enables. Returns the path and how long each step took.
+pub fn create(os: &mut dyn SwapOs, dir: &Path, fs: SwapFs, seq: u32, size: u64, priority: u16) -> std::io::Result<(PathBuf, Steps)> {
     let name = file_name(seq);
     let partial = format!("{name}{PARTIAL}");
+    let mut steps = Steps::default();
+    let mut t = std::time::Instant::now();
+    let mut lap = |d: &mut std::time::Duration| {
+        *d = t.elapsed();
+        t = std::time::Instant::now();
+    };
     os.create_file(&partial, fs == SwapFs::Btrfs)?;
+    lap(&mut steps.create);
     let made = (|| {
         fault::hit("swap-created")?;
         os.allocate(&partial, size)?;
+        lap(&mut steps.allocate);
         fault::hit("swap-allocated")?;
         os.format(&partial, size)?;
+        lap(&mut steps.format);
         fault::hit("swap-formatted")?;
         os.rename(&partial, &name)?;
+        lap(&mut steps.rename);
         fault::hit("swap-renamed")
     })();
     if let Err(e) = made {
@@ -208,8 +259,59 @@ pub fn create(os: &mut dyn SwapOs, dir: &Path, fs: SwapFs, seq: u32, size: u64, 
         let _ = os.delete(&name);
         return Err(e);
     }
+    lap(&mut steps.swapon);
     fault::hit("swap-enabled")?;
-    Ok(dir.join(name))
+    Ok((dir.join(name), steps))
+}
+
+/// Makes the spare as [`create`] makes a file, but stops before the swapon: `.partial` →
+/// fallocate → header → fsync → rename to [`SPARE`] → fsync dir. A crash leaves a `.partial`
+/// (deleted at the next start) or a complete spare (kept as the spare).
+pub fn create_spare(os: &mut dyn SwapOs, dir: &Path, fs: SwapFs, size: u64) -> std::io::Result<(PathBuf, Steps)> {
+    let partial = format!("{SPARE}{PARTIAL}");
+    let mut steps = Steps::default();
+    let mut t = std::time::Instant::now();
+    let mut lap = |d: &mut std::time::Duration| {
+        *d = t.elapsed();
+        t = std::time::Instant::now();
+    };
+    os.create_file(&partial, fs == SwapFs::Btrfs)?;
+    lap(&mut steps.create);
+    let made = (|| {
+        fault::hit("spare-created")?;
+        os.allocate(&partial, size)?;
+        lap(&mut steps.allocate);
+        os.format(&partial, size)?;
+        lap(&mut steps.format);
+        fault::hit("spare-formatted")?;
+        os.rename(&partial, SPARE)?;
+        lap(&mut steps.rename);
+        Ok(())
+    })();
+    if let Err(e) = made {
+        let _ = os.delete(&partial);
+        return Err(e);
+    }
+    Ok((dir.join(SPARE), steps))
+}
+
+/// Enables the spare as managed file `seq`: rename (durable) → swapon. A crash between the two
+/// leaves an inactive complete managed file, which the next start enables ([`recover`]). On a
+/// failed swapon the file is deleted.
+pub fn enable_spare(os: &mut dyn SwapOs, dir: &Path, seq: u32, priority: u16) -> std::io::Result<(PathBuf, Steps)> {
+    let name = file_name(seq);
+    let mut steps = Steps::default();
+    let t = std::time::Instant::now();
+    os.rename(SPARE, &name)?;
+    steps.rename = t.elapsed();
+    fault::hit("spare-renamed")?;
+    let t = std::time::Instant::now();
+    if let Err(e) = os.swapon(&name, priority) {
+        let _ = os.delete(&name);
+        return Err(e);
+    }
+    steps.swapon = t.elapsed();
+    Ok((dir.join(name), steps))
 }
 
 /// swapoff, then delete. A failed swapoff leaves the file in place (and in use).

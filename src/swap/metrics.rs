@@ -11,6 +11,9 @@ pub struct SwapMetrics {
     pub files: u64,
     pub managed_bytes: u64,
     pub managed_used_bytes: u64,
+    /// The spare file kept ready (made, not enabled): disk, not swap; 0 when there is none.
+    #[serde(default)]
+    pub spare_bytes: u64,
     pub max_size_bytes: u64,
     pub disk_guard_active: bool,
     pub at_max: bool,

@@ -19,6 +19,13 @@ pub const FASTEST_GROWTH: u64 = 1 << 30;
 /// 10 ms on an idle host, bench/reaction.py, with a wide margin for a loaded disk): the
 /// fastest growth over this time is the reserve, the headroom a file is added below.
 pub const LEAD_TIME: Duration = Duration::from_millis(250);
+/// How far ahead of the low-water mark a spare file is kept ready (fallocated, header written,
+/// synced, not enabled), at the planned growth: making the first file from scratch took
+/// 1.5–4 s from the decision to the swapon inside issue 19's burst VM (the burst starves the
+/// daemon's own allocations and I/O), far more than [`LEAD_TIME`]; with a spare ready the
+/// decision costs a rename and a swapon. So a machine whose headroom the fastest growth could
+/// take down to the low-water mark within this time keeps one spare.
+pub const SPARE_LEAD: Duration = Duration::from_secs(4);
 /// Poll interval while headroom is already below the low-water mark (growing or at a limit).
 pub const PRESSURE_POLL: Duration = Duration::from_millis(100);
 /// The fastest poll, right above the low-water mark.
@@ -46,6 +53,8 @@ pub struct Books {
     pub newest: Option<(u64, u64)>,
     /// Size and available bytes of the filesystem of `swap.dir`.
     pub disk: Option<(u64, u64)>,
+    /// The size of the spare file kept ready (not enabled, not managed swap), if there is one.
+    pub spare: Option<u64>,
 }
 
 impl Books {
@@ -280,6 +289,11 @@ pub fn decide(cfg: &SwapConfig, r: &Readings, b: &Books, st: &mut PolicyState) -
     let low = low_water(cfg, r, growth);
     if room < low {
         let reason = if used >= f64::from(cfg.memory_threshold) { Reason::MemoryHigh } else { Reason::Burst };
+        // The spare, when one is ready and fits under max_size: it costs no more disk (it is
+        // already made), so the disk guard does not stand in its way.
+        if let Some(size) = b.spare.filter(|s| *s >= MIN_FILE && *s <= cfg.max_size.saturating_sub(b.managed_total)) {
+            return Decision::Expand { size, reason };
+        }
         return expand(cfg, b, cfg.increment, reason);
     }
     if let Some(since) = st.calm_since {
@@ -310,6 +324,74 @@ fn expand(cfg: &SwapConfig, b: &Books, want: u64, reason: Reason) -> Decision {
         Ok(size) => Decision::Expand { size, reason },
         Err(why) => Decision::Hold { why },
     }
+}
+
+/// What to do with the spare file, after a look whose decision was to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "spare")]
+pub enum SpareStep {
+    /// Make a spare of `size` bytes (fallocate, header, sync; no swapon).
+    Make { size: u64 },
+    /// Delete the spare: `why` for the log.
+    Remove { why: SpareGone },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpareGone {
+    /// `swap.spare = false`.
+    Disabled,
+    /// It could not be enabled: it would pass `max_size`.
+    OverMax,
+    /// Memory has been calm for `calm_period` and the headroom is a whole spare above the mark
+    /// a spare is kept under.
+    Calm,
+}
+
+impl SpareGone {
+    pub fn describe(self) -> &'static str {
+        match self {
+            SpareGone::Disabled => "swap.spare is off",
+            SpareGone::OverMax => "enabling it would pass max_size",
+            SpareGone::Calm => "memory calm, headroom far above what a burst could take before a file is made",
+        }
+    }
+}
+
+/// The headroom below which a spare is kept: the low-water mark plus what the planned growth
+/// takes in [`SPARE_LEAD`].
+pub fn spare_water(cfg: &SwapConfig, r: &Readings, growth: u64) -> u64 {
+    low_water(cfg, r, growth).saturating_add((growth as f64 * SPARE_LEAD.as_secs_f64()) as u64)
+}
+
+/// The spare rule, after [`decide`] (which it does not change; `st` as `decide` left it): with
+/// `swap.spare` on and the decision a hold, one spare of `increment` (cut to what max_size and
+/// the disk guard allow) is made when the headroom is below [`spare_water`]; it goes when it
+/// could not be enabled (max_size), or after `calm_period` of calm with the headroom a whole
+/// spare above the mark (hysteresis: no make-remove churn at the mark). Nothing at a look that
+/// adds or removes a file.
+pub fn spare_step(cfg: &SwapConfig, r: &Readings, b: &Books, st: &PolicyState, d: &Decision) -> Option<SpareStep> {
+    let remove = |why| Some(SpareStep::Remove { why });
+    let Some(size) = b.spare else {
+        if !cfg.spare || !matches!(d, Decision::Hold { .. }) || headroom(r, b) >= spare_water(cfg, r, st.growth()) {
+            return None;
+        }
+        return check_expand(cfg, b, cfg.increment).ok().map(|size| SpareStep::Make { size });
+    };
+    if !cfg.spare {
+        return remove(SpareGone::Disabled);
+    }
+    if !matches!(d, Decision::Hold { .. }) {
+        return None;
+    }
+    if size > cfg.max_size.saturating_sub(b.managed_total) {
+        return remove(SpareGone::OverMax);
+    }
+    let calm = st.calm_since.is_some_and(|since| r.now.saturating_duration_since(since) >= cfg.calm_period);
+    if calm && headroom(r, b) >= spare_water(cfg, r, st.growth()).saturating_add(size) {
+        return remove(SpareGone::Calm);
+    }
+    None
 }
 
 /// How long to wait before the next look at memory: half the time the planned growth

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::engine::{Engine, Mode, SwapError, SwapStatus};
-use super::policy::{Decision, Readings};
+use super::policy::{Decision, Readings, SpareStep};
 use crate::config::human_size;
 use crate::runtime::{Heartbeat, TaskCtx};
 use crate::sampler::SnapshotReceiver;
@@ -266,7 +266,12 @@ pub async fn run(
         if e.should_act(&look.decision, &look.readings) {
             let decision = look.decision.clone();
             let what = decision.describe();
-            let r = op(&mut slot, &mut ctx, &what, SWAPOFF_TIMEOUT, move |e| e.act(&decision, used)).await;
+            let decided = look.readings.now.into_std();
+            let r = op(&mut slot, &mut ctx, &what, SWAPOFF_TIMEOUT, move |e| {
+                e.decided = Some(decided);
+                e.act(&decision, used)
+            })
+            .await;
             if let Some(e) = slot.as_mut() {
                 match r {
                     Ok(_) => e.clear_error(),
@@ -274,6 +279,15 @@ pub async fn run(
                         e.log_error(&err);
                     }
                 }
+            }
+        } else if let Some(step) = look.spare.filter(|_| e.mode == Mode::Managing && !e.dry_run) {
+            let what = match step {
+                SpareStep::Make { size } => format!("make a spare swap file of {}", human_size(size)),
+                SpareStep::Remove { .. } => "remove the spare swap file".to_string(),
+            };
+            let r = op(&mut slot, &mut ctx, &what, CREATE_TIMEOUT, move |e| e.spare(step)).await;
+            if let (Some(e), Err(err)) = (slot.as_mut(), r) {
+                e.log_error(&err);
             }
         }
         if let Some(e) = slot.as_ref() {

@@ -272,3 +272,118 @@ fn foreign_swap_counts_for_nothing_and_is_never_touched() {
     assert!(!ops.contains("zram0") && !ops.contains("mine.swap"), "{ops}");
     assert!(fake.state().files.contains_key("mine.swap"), "a file in swap.dir with another name is not ours");
 }
+
+/// One look, then what the task does: the decision, or the spare rule's step when it holds.
+fn step_with_spare(e: &mut Engine) -> (Decision, Option<SpareStep>) {
+    let look = e.look(Instant::now()).unwrap();
+    if e.should_act(&look.decision, &look.readings) {
+        e.act(&look.decision, look.readings.used_percent()).unwrap();
+    } else if let Some(s) = look.spare {
+        e.spare(s).unwrap();
+    }
+    (look.decision, look.spare)
+}
+
+#[test]
+fn a_spare_is_made_ahead_then_enabled_with_a_rename_and_a_swapon_only() {
+    let (mut e, fake) = engine("min_size = \"0\"\n");
+    // 16 GiB at 60 %: 6.4 GiB available, below the spare's mark (3.2 GiB + 4 GiB).
+    fake.set_memory_used(60.0);
+    assert_eq!(step_with_spare(&mut e), (Decision::Hold { why: Hold::Steady }, Some(SpareStep::Make { size: GIB })));
+    assert_eq!(fake.state().ops, ["create cluster-ai-spare.swap.partial"]);
+    assert!(fake.active().is_empty(), "a spare is not swap");
+    assert_eq!(fake.state().files["cluster-ai-spare.swap"].size, GIB);
+    assert_eq!(fake.state().disk.1, 49 * GIB, "its disk is taken");
+    let s = e.status(1000).unwrap();
+    assert_eq!((s.managed_total_bytes, s.spare_bytes), (0, Some(GIB)));
+    assert_eq!(s.spare, Some(PathBuf::from("/srv/swap/cluster-ai-spare.swap")));
+    assert_eq!(step_with_spare(&mut e), (Decision::Hold { why: Hold::Steady }, None), "one spare only");
+    fake.state().ops.clear();
+    fake.set_memory_used(81.0);
+    let (d, _) = step_with_spare(&mut e);
+    assert_eq!(d, Decision::Expand { size: GIB, reason: Reason::MemoryHigh });
+    assert_eq!(fake.state().ops, ["swapon cluster-ai-000001.swap 50"], "no create, no fallocate: the spare renamed");
+    assert!(!fake.state().files.contains_key("cluster-ai-spare.swap"));
+    // The next look makes the next spare (headroom is still under its mark).
+    fake.state().ops.clear();
+    assert_eq!(step_with_spare(&mut e).1, Some(SpareStep::Make { size: GIB }));
+    assert_eq!(fake.state().ops, ["create cluster-ai-spare.swap.partial"]);
+    assert_eq!(e.status(1000).unwrap().managed_total_bytes, GIB);
+}
+
+#[test]
+fn a_leftover_spare_is_kept_its_partial_deleted_and_clean_and_stop_remove_it() {
+    let fake = FakeSwapOs::new();
+    {
+        let mut s = fake.state();
+        s.files.insert("cluster-ai-spare.swap".into(), FakeFile { size: GIB, active: None });
+        s.files.insert("cluster-ai-spare.swap.partial".into(), FakeFile { size: 5, active: None });
+    }
+    let mut e = Engine::new(&config("min_size = \"0\"\n"), Box::new(fake.clone()), false);
+    e.start();
+    let names: Vec<String> = fake.state().files.keys().cloned().collect();
+    assert_eq!(names, ["cluster-ai-spare.swap"], "a complete spare is kept (never enabled at start), a partial one deleted");
+    assert!(fake.active().is_empty());
+    assert_eq!(e.inventory().unwrap().next_seq(), 1);
+    // clean removes it with the rest.
+    assert!(e.clean(false).unwrap().contains("removed 1 swap file(s)"));
+    assert!(fake.state().files.is_empty());
+    // And a stop removes it; the managed files stay active on purpose.
+    let (mut e, fake) = engine("min_size = \"1G\"\n");
+    fake.set_memory_used(65.0);
+    step_with_spare(&mut e);
+    step_with_spare(&mut e);
+    assert!(fake.state().files.contains_key("cluster-ai-spare.swap"));
+    e.log_left_active();
+    let names: Vec<String> = fake.state().files.keys().cloned().collect();
+    assert_eq!(names, ["cluster-ai-000001.swap"]);
+    assert_eq!(fake.active(), ["cluster-ai-000001.swap"]);
+}
+
+#[test]
+fn a_spare_that_fails_to_enable_is_deleted_and_the_error_said() {
+    let (mut e, fake) = engine("min_size = \"0\"\n");
+    fake.set_memory_used(60.0);
+    step_with_spare(&mut e);
+    fake.state().fail = Some(("swapon", std::io::ErrorKind::Other));
+    fake.set_memory_used(81.0);
+    let look = e.look(Instant::now()).unwrap();
+    assert!(e.act(&look.decision, 81.0).is_err());
+    assert!(fake.state().files.is_empty(), "neither the spare nor its managed name is left");
+    assert_eq!(fake.state().disk.1, 50 * GIB);
+}
+
+#[test]
+fn dry_run_and_swap_spare_off_make_no_spare() {
+    let (mut e, fake) = engine("min_size = \"0\"\nspare = false\n");
+    fake.set_memory_used(60.0);
+    assert_eq!(step_with_spare(&mut e).1, None);
+    let fake2 = FakeSwapOs::new();
+    let mut d = Engine::new(&config("min_size = \"0\"\n"), Box::new(fake2.clone()), true);
+    d.start();
+    fake2.set_memory_used(60.0);
+    let look = d.look(Instant::now()).unwrap();
+    assert_eq!(look.spare, Some(SpareStep::Make { size: GIB }), "decided…");
+    assert!(d.spare(SpareStep::Make { size: GIB }).is_err(), "…but a dry run changes nothing");
+    assert!(fake.state().files.is_empty() && fake2.state().files.is_empty());
+}
+
+#[test]
+fn a_spare_that_cannot_be_made_is_tried_again_only_after_a_minute_and_a_read_only_dir_is_found_out_once() {
+    let (mut e, fake) = engine("min_size = \"0\"\n");
+    fake.set_memory_used(60.0);
+    fake.state().fail = Some(("allocate", std::io::ErrorKind::StorageFull));
+    let look = e.look(Instant::now()).unwrap();
+    assert!(e.spare(look.spare.unwrap()).unwrap_err().to_string().contains("next try in 60 s"));
+    assert!(fake.state().files.is_empty(), "its partial is deleted");
+    assert_eq!(e.look(Instant::now()).unwrap().spare, None, "no new try at the next look");
+    // A decision to add a file is not held back by it.
+    fake.set_memory_used(81.0);
+    assert_eq!(step(&mut e), Decision::Expand { size: GIB, reason: Reason::MemoryHigh });
+    let (mut e, fake) = engine("min_size = \"0\"\n");
+    fake.set_memory_used(60.0);
+    fake.state().fail = Some(("create", std::io::ErrorKind::ReadOnlyFilesystem));
+    let look = e.look(Instant::now()).unwrap();
+    assert!(e.spare(look.spare.unwrap()).unwrap_err().to_string().contains("read-only"));
+    assert!(matches!(e.mode, Mode::MonitoringOnly(_)));
+}

@@ -14,7 +14,7 @@ fn at(t0: Instant, t: u64, pct: u64) -> Readings {
 }
 
 fn books(managed: u64, used: u64, newest: Option<(u64, u64)>) -> Books {
-    Books { managed_total: managed, managed_used: used, newest, disk: Some((100 * G, 80 * G)) }
+    Books { managed_total: managed, managed_used: used, newest, disk: Some((100 * G, 80 * G)), spare: None }
 }
 
 /// One case: state carried over from the previous row of the same table.
@@ -311,4 +311,82 @@ fn sizes_from_outside_cannot_overflow() {
     let mut four = books(4 * G, 0, Some((2 * G, u64::MAX)));
     four.managed_used = u64::MAX;
     assert!(matches!(check_shrink(&c, &four, &r), Err(Hold::ShrinkWouldNotFit { .. })));
+}
+
+#[test]
+fn a_spare_is_kept_ahead_where_a_burst_could_need_it_and_goes_on_calm_or_when_useless() {
+    // Rows: (config change, RAM total GiB... as (total MiB, available MiB), books, decision,
+    // spare step). 512 MiB: the low-water mark is the 256 MiB reserve, the spare's mark that
+    // plus 4 s of 1 GiB/s, so a small machine keeps a spare whenever it has none.
+    let mut c = cfg();
+    c.min_size = 0;
+    let spare = |b: Books, s: u64| Books { spare: Some(s), ..b };
+    let guarded = |b: Books| Books { disk: Some((100 * G, 10 * G + 512 * M)), ..b };
+    let make = |size| Some(SpareStep::Make { size });
+    let gone = |why| Some(SpareStep::Remove { why });
+    let full = books(16 * G, 16 * G, Some((G, G)));
+    let at_max = hold(Hold::AtMax { max_size: 16 * G, managed: 16 * G });
+    let t0 = Instant::now();
+    let rows: Vec<(bool, u64, u64, Books, Decision, Option<SpareStep>)> = vec![
+        // Idle, none yet: one of `increment` is made.
+        (true, 512, 400, books(0, 0, None), hold(Hold::Steady), make(G)),
+        // Ready: nothing more.
+        (true, 512, 400, spare(books(0, 0, None), G), hold(Hold::Steady), None),
+        // The decision takes the spare (its size, whatever increment says now).
+        (true, 512, 255, spare(books(0, 0, None), 2 * G), expand(2 * G, Reason::Burst), None),
+        // The disk guard does not stand in the way of a spare already made…
+        (true, 512, 255, guarded(spare(books(0, 0, None), G)), expand(G, Reason::Burst), None),
+        // …but keeps one from being made (10.5 GiB free, 10 GiB reserved: no 1 GiB file).
+        (true, 512, 400, guarded(books(0, 0, None)), hold(Hold::Steady), None),
+        // A look that adds a file makes no spare at the same time.
+        (true, 512, 255, books(0, 0, None), expand(G, Reason::Burst), None),
+        // swap.spare off: none made, and one left over goes.
+        (false, 512, 400, books(0, 0, None), hold(Hold::Steady), None),
+        (false, 512, 400, spare(books(0, 0, None), G), hold(Hold::Steady), gone(SpareGone::Disabled)),
+        // At max_size it could never be enabled: it goes, and none is made.
+        (true, 512, 100, spare(full, G), at_max.clone(), gone(SpareGone::OverMax)),
+        (true, 512, 100, full, at_max, None),
+        // 25 GiB at 10 % used: 22.5 GiB of headroom, far above the mark (5 GiB the threshold
+        // keeps + 4 GiB): no spare is made.
+        (true, 25 * 1024, 22 * 1024 + 512, books(0, 0, None), hold(Hold::Steady), None),
+        // At 66 % used (8.5 GiB) a burst could reach the mark within 4 s: one is made.
+        (true, 25 * 1024, 8 * 1024 + 512, books(0, 0, None), hold(Hold::Steady), make(G)),
+    ];
+    for (i, (on, total, avail, b, want, want_spare)) in rows.into_iter().enumerate() {
+        c.spare = on;
+        let mut st = PolicyState::default();
+        let r = small(t0, 0, total, avail);
+        let d = decide(&c, &r, &b, &mut st);
+        assert_eq!(d, want, "row {i}");
+        assert_eq!(spare_step(&c, &r, &b, &st, &d), want_spare, "row {i}");
+    }
+}
+
+#[test]
+fn the_spare_goes_only_after_calm_period_with_a_whole_spare_of_headroom_above_its_mark() {
+    // 25 GiB: the spare's mark is 5 GiB (what the 80 % threshold keeps) + 4 GiB = 9 GiB.
+    let c = cfg();
+    let t0 = Instant::now();
+    let mut st = PolicyState::default();
+    let b = |s: u64| Books { spare: Some(s), ..books(2 * G, 0, Some((G, 0))) };
+    let rows = [
+        // 59 % used: 10.25 GiB available + 2 GiB free baseline = 12.25 GiB; calm starts.
+        (0, 59, b(G), None),
+        (299, 59, b(G), None),
+        // Calm for 5 min, 12.25 ≥ 9 + 1: it goes.
+        (300, 59, b(G), Some(SpareStep::Remove { why: SpareGone::Calm })),
+        // A 4 GiB spare needs 13 GiB: kept (no make-remove churn at the mark).
+        (301, 59, b(4 * G), None),
+        // Not calm (65 % ≥ shrink_threshold 60): kept, and calm starts again after.
+        (302, 65, b(G), None),
+        (303, 59, b(G), None),
+        (600, 59, b(G), None),
+        (603, 59, b(G), Some(SpareStep::Remove { why: SpareGone::Calm })),
+    ];
+    for (i, (t, pct, books, want)) in rows.into_iter().enumerate() {
+        let r = at(t0, t, pct);
+        let d = decide(&c, &r, &books, &mut st);
+        assert_eq!(d, hold(Hold::Steady), "row {i}");
+        assert_eq!(spare_step(&c, &r, &books, &st, &d), want, "row {i}");
+    }
 }
