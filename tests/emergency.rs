@@ -29,7 +29,7 @@ fn emergency_status(d: &common::Daemon) -> serde_json::Value {
 }
 
 #[test]
-fn memory_pressure_expands_swap_and_unloads_ollama_models_largest_first() {
+fn memory_pressure_asks_swap_to_look_now_and_unloads_ollama_models_largest_first() {
     if !require_root("the memory measure test (it expands real swap)") {
         return;
     }
@@ -50,8 +50,10 @@ fn memory_pressure_expands_swap_and_unloads_ollama_models_largest_first() {
     assert_eq!(order, ["big:70b", "mid:8b", "small:1b"]);
     let gaps: Vec<Duration> = ollama.unloads.lock().unwrap().windows(2).map(|w| w[1].1 - w[0].1).collect();
     assert!(gaps.iter().all(|g| *g >= Duration::from_millis(900)), "rate limit of 1 s not kept: {gaps:?}");
-    // The swap task was told to expand now: a real 64M file in the test's directory.
-    wait_until("the emergency swap file", Duration::from_secs(20), || (!common::swaps_under(&swap_dir).is_empty()).then_some(()));
+    // The swap task was told to expand now: a look at once by the headroom rule (issue 19),
+    // which on this host (gigabytes available, far above the low-water mark) adds no file.
+    let log = d.wait_log("expand now: nothing added: nothing to do", Duration::from_secs(20));
+    assert!(common::swaps_under(&swap_dir).is_empty(), "no file while the headroom is far above the mark:\n{log}");
     let log = d.wait_log("unloaded Ollama model big:70b", Duration::from_secs(5));
     assert!(log.contains("freed 40.0 GiB"), "{log}");
     assert!(log.contains("asked the swap task to expand now"), "{log}");

@@ -42,7 +42,8 @@ pub type Reply = oneshot::Sender<Result<String, String>>;
 
 pub enum SwapCommand {
     Status(oneshot::Sender<Result<SwapStatus, String>>),
-    /// `swap expand [SIZE]`; also the optimizer's emergency "expand now" (no reply).
+    /// `swap expand [SIZE]`: a file added. With no reply, the emergency's "expand now": a look
+    /// at once, which adds a file only by the policy's headroom rule.
     Expand {
         size: Option<u64>,
         reply: Option<Reply>,
@@ -231,7 +232,12 @@ pub async fn run(
             },
         }
 
-        if let Some((size, reply)) = requested {
+        // The emergency memory measure's "expand now" (and `free-memory` through the daemon):
+        // no one waits for an answer, and it is a look at once by the policy's headroom rule
+        // (issue 19: while free memory + free managed swap is above the low-water mark,
+        // another file only costs disk), not a file whatever is free. `swap expand` always adds.
+        let look_now = matches!(requested, Some((_, None)));
+        if let Some((size, Some(reply))) = requested {
             let what = size.map_or("swap expand".to_string(), |s| format!("swap expand {}", human_size(s)));
             let r = op(&mut slot, &mut ctx, &what, CREATE_TIMEOUT, move |e| {
                 if e.mode == Mode::Paused {
@@ -242,11 +248,7 @@ pub async fn run(
                 e.expand(size, "requested", pct).map(|p| format!("added {}", crate::sys::display_path(&p)))
             })
             .await;
-            if let Some(reply) = reply {
-                let _ = reply.send(r);
-            } else if let Err(e) = r {
-                tracing::warn!("expand now: {e}");
-            }
+            let _ = reply.send(r);
         }
 
         let Some(e) = slot.as_mut() else { anyhow::bail!("swap engine lost in a timed-out operation") };
@@ -262,6 +264,9 @@ pub async fn run(
         let used = look.readings.used_percent();
         if matches!(look.decision, Decision::Hold { .. }) {
             e.clear_error();
+        }
+        if look_now && !matches!(look.decision, Decision::Expand { .. }) {
+            tracing::info!("expand now: nothing added: {}", look.decision.describe());
         }
         if e.should_act(&look.decision, &look.readings) {
             let decision = look.decision.clone();

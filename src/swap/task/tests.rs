@@ -104,3 +104,36 @@ async fn clean_pauses_and_expand_resumes() {
     t.cancel.cancel();
     t.handle.await.unwrap().unwrap();
 }
+
+/// Issue 19: the emergency's "expand now" is a look at once by the policy's headroom rule: with
+/// free memory far above the low-water mark it adds nothing; below it, a file at once.
+/// `swap expand` by hand adds one whatever the headroom.
+#[tokio::test]
+async fn expand_now_adds_a_file_only_by_the_headroom_rule() {
+    let t = start("min_size = \"0\"\nincrement = \"64M\"\nspare = false\n");
+    let emergency = |tx: SwapSender| async move { tx.send(SwapCommand::Expand { size: None, reply: None }).await.unwrap() };
+    let settled = |tx: SwapSender| async move {
+        // Until the request has been taken and its look carried out (status answers while an
+        // operation runs).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while status(&tx).await.unwrap().running.is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    // The fake's memory: plenty available.
+    emergency(t.tx.clone()).await;
+    settled(t.tx.clone()).await;
+    assert!(t.fake.active().is_empty(), "headroom far above the mark: nothing added");
+    // Available memory down to 100 MiB of 16 GiB: below the 256 MiB burst reserve.
+    {
+        let mut st = t.fake.state();
+        st.mem_available = 100 << 20;
+    }
+    emergency(t.tx.clone()).await;
+    settled(t.tx.clone()).await;
+    assert_eq!(t.fake.active().len(), 1, "below the mark: a file at once");
+    let r = answer(&t.tx, SwapRequest::Expand { size: None }).await;
+    assert!(r["message"].as_str().is_some_and(|m| m.starts_with("added")), "by hand it adds: {r}");
+    t.cancel.cancel();
+    t.handle.await.unwrap().unwrap();
+}
