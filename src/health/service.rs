@@ -100,8 +100,9 @@ impl Svc {
     /// than an `interval` later: at once after a timeout (a hang is restarted `interval`/2 plus
     /// `fail_after` times `timeout` after it starts, on average, the service silent for
     /// `fail_after` times `timeout` in a row), a second after a refused connection (a blip of
-    /// under a second is not confirmed). A recovery is watched every [`FAST_PROBE`]; a service that fails once and
-    /// then answers is back on its `interval` as soon as `pass_after` probes passed.
+    /// under a second is not confirmed). Once the incident is open, the recovery is watched
+    /// [`FAST_PROBE`] after each probe ends; a service that fails once and then answers is back
+    /// on its `interval` as soon as `pass_after` probes passed.
     pub(super) fn probed(&mut self, r: ProbeResult, now: Instant) -> Vec<Event> {
         self.probing = false;
         let events = self.machine.probe(r.ok, &r.detail, now);
@@ -113,11 +114,15 @@ impl Svc {
         let m = &self.machine;
         let unsettled = m.fails > 0 || m.incident.is_some() || m.passes < self.cfg.pass_after;
         let fast = unsettled && self.fast_until.is_some_and(|t| now < t);
+        // Confirming a failure (no incident open yet): FAST_PROBE after the failed probe
+        // started. Once the incident is open, the recovery is watched FAST_PROBE after each
+        // probe ends: a service that fails slowly is not probed back to back.
         let took = Duration::try_from_secs_f64(r.latency_ms / 1000.0).unwrap_or_default();
+        let confirming = !r.ok && m.incident.is_none();
         self.next_probe = now
-            + match (fast, r.ok) {
-                (true, false) => FAST_PROBE.saturating_sub(took),
-                (true, true) => FAST_PROBE,
+            + match (fast, confirming) {
+                (true, true) => FAST_PROBE.saturating_sub(took),
+                (true, false) => FAST_PROBE,
                 (false, _) => self.cfg.interval,
             };
         self.last_probe = Some(r);
@@ -270,6 +275,20 @@ mod tests {
         let first = t0 + d.interval;
         assert_eq!(starts[starts.len() - 2..], [first, first + d.timeout]);
         assert_eq!(restart, first + d.timeout + d.timeout);
+    }
+
+    #[test]
+    fn once_the_incident_is_open_a_slow_failing_probe_is_followed_a_second_after_it_ends() {
+        let t0 = Instant::now();
+        let mut s = healthy(t0);
+        let mut t = t0 + s.cfg.interval + s.cfg.timeout;
+        for _ in 0..s.cfg.fail_after {
+            s.probed(result(false, t), t);
+            t = s.next_probe + s.cfg.timeout;
+        }
+        assert!(s.machine.incident.is_some(), "fail_after timeouts open the incident");
+        s.probed(result(false, t), t);
+        assert_eq!(s.next_probe, t + FAST_PROBE, "not back to back while it is down");
     }
 
     #[test]
