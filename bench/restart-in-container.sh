@@ -26,8 +26,9 @@ measure() {
   # From a healthy start: running and answering.
   for _ in $(seq 600); do answers && break; sleep 0.2; done
   old=$(pid)
-  # A random phase within the monitors' 30 s cycle, so the trials sample it evenly.
-  sleep "$(( RANDOM % 30 )).$(( RANDOM % 10 ))"
+  # A random phase within the monitor's cycle (CYCLE: cluster-ai's 10 s probe interval,
+  # monit's 30 s), so the trials sample it evenly.
+  sleep "$(( RANDOM % CYCLE )).$(( RANDOM % 10 ))"
   t0=$(now)
   case "$1" in crash) kill -KILL "$old" ;; hang) kill -STOP "$old" ;; esac
   for _ in $(seq 6000); do   # 120 s at most
@@ -65,7 +66,7 @@ printf '[swap]\nmin_size = "0"\n[health]\nflap_restarts = 1000\nreset_after = "1
   > /etc/cluster-ai/config.toml
 systemctl start cluster-ai
 for _ in $(seq 100); do cluster-ai health >/dev/null 2>&1 && break; sleep 0.1; done
-run_trials cluster-ai | tee /tmp/cluster-ai.out
+CYCLE=10 run_trials cluster-ai | tee /tmp/cluster-ai.out
 systemctl stop cluster-ai
 
 # monit 5.33: the same service, `set daemon 30`, restart through systemctl.
@@ -84,7 +85,7 @@ chmod 600 /etc/monit-bench.rc
 monit -I -c /etc/monit-bench.rc >/tmp/monit.log 2>&1 &
 MONIT=$!
 sleep 2
-run_trials monit | tee /tmp/monit.out
+CYCLE=30 run_trials monit | tee /tmp/monit.out
 kill "$MONIT"; wait "$MONIT" 2>/dev/null || true
 systemctl stop web
 echo "restart benchmark done"
