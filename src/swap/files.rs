@@ -223,12 +223,17 @@ impl std::fmt::Display for Steps {
     }
 }
 
-/// Creates, formats and enables one swap file: `.partial` (O_EXCL|O_NOFOLLOW, 0600) →
-/// [NOCOW on btrfs] → fallocate → header → fsync → rename → fsync dir → swapon. On an error
-/// the file is removed; a crash leaves a `.partial` or an inactive file that the next start
-/// cleans up or enables. Returns the path and how long each step took.
-pub fn create(os: &mut dyn SwapOs, dir: &Path, fs: SwapFs, seq: u32, size: u64, priority: u16) -> std::io::Result<(PathBuf, Steps)> {
-    let name = file_name(seq);
+/// Makes `name` complete but not enabled: `.partial` (O_EXCL|O_NOFOLLOW, 0600) → [NOCOW on
+/// btrfs] → fallocate → header → fsync → rename to `name` → fsync dir, hitting the fault
+/// points `faults` (after the create, the fallocate, the header and the rename) where named.
+/// On an error both names are removed. Returns how long each step took and when the last ended.
+fn make(
+    os: &mut dyn SwapOs,
+    fs: SwapFs,
+    name: &str,
+    size: u64,
+    faults: [Option<&'static str>; 4],
+) -> std::io::Result<(Steps, std::time::Instant)> {
     let partial = format!("{name}{PARTIAL}");
     let mut steps = Steps::default();
     let mut t = std::time::Instant::now();
@@ -236,62 +241,50 @@ pub fn create(os: &mut dyn SwapOs, dir: &Path, fs: SwapFs, seq: u32, size: u64, 
         *d = t.elapsed();
         t = std::time::Instant::now();
     };
+    let hit = |i: usize| faults[i].map_or(Ok(()), fault::hit);
     os.create_file(&partial, fs == SwapFs::Btrfs)?;
     lap(&mut steps.create);
     let made = (|| {
-        fault::hit("swap-created")?;
+        hit(0)?;
         os.allocate(&partial, size)?;
         lap(&mut steps.allocate);
-        fault::hit("swap-allocated")?;
+        hit(1)?;
         os.format(&partial, size)?;
         lap(&mut steps.format);
-        fault::hit("swap-formatted")?;
-        os.rename(&partial, &name)?;
+        hit(2)?;
+        os.rename(&partial, name)?;
         lap(&mut steps.rename);
-        fault::hit("swap-renamed")
+        hit(3)
     })();
     if let Err(e) = made {
         let _ = os.delete(&partial);
-        let _ = os.delete(&name);
+        let _ = os.delete(name);
         return Err(e);
     }
+    Ok((steps, t))
+}
+
+/// Creates, formats and enables one swap file: [`make`] → swapon. On an error the file is
+/// removed; a crash leaves a `.partial` or an inactive file that the next start cleans up or
+/// enables. Returns the path and how long each step took.
+pub fn create(os: &mut dyn SwapOs, dir: &Path, fs: SwapFs, seq: u32, size: u64, priority: u16) -> std::io::Result<(PathBuf, Steps)> {
+    let name = file_name(seq);
+    let faults = [Some("swap-created"), Some("swap-allocated"), Some("swap-formatted"), Some("swap-renamed")];
+    let (mut steps, t) = make(os, fs, &name, size, faults)?;
     if let Err(e) = os.swapon(&name, priority) {
         let _ = os.delete(&name);
         return Err(e);
     }
-    lap(&mut steps.swapon);
+    steps.swapon = t.elapsed();
     fault::hit("swap-enabled")?;
     Ok((dir.join(name), steps))
 }
 
-/// Makes the spare as [`create`] makes a file, but stops before the swapon: `.partial` →
-/// fallocate → header → fsync → rename to [`SPARE`] → fsync dir. A crash leaves a `.partial`
-/// (deleted at the next start) or a complete spare (kept as the spare).
+/// Makes the spare as [`create`] makes a file, but stops before the swapon ([`make`] with
+/// [`SPARE`] as its name). A crash leaves a `.partial` (deleted at the next start) or a
+/// complete spare (kept as the spare).
 pub fn create_spare(os: &mut dyn SwapOs, dir: &Path, fs: SwapFs, size: u64) -> std::io::Result<(PathBuf, Steps)> {
-    let partial = format!("{SPARE}{PARTIAL}");
-    let mut steps = Steps::default();
-    let mut t = std::time::Instant::now();
-    let mut lap = |d: &mut std::time::Duration| {
-        *d = t.elapsed();
-        t = std::time::Instant::now();
-    };
-    os.create_file(&partial, fs == SwapFs::Btrfs)?;
-    lap(&mut steps.create);
-    let made = (|| {
-        fault::hit("spare-created")?;
-        os.allocate(&partial, size)?;
-        lap(&mut steps.allocate);
-        os.format(&partial, size)?;
-        lap(&mut steps.format);
-        fault::hit("spare-formatted")?;
-        os.rename(&partial, SPARE)?;
-        lap(&mut steps.rename);
-        Ok(())
-    })();
-    if let Err(e) = made {
-        let _ = os.delete(&partial);
-        return Err(e);
-    }
+    let (steps, _) = make(os, fs, SPARE, size, [Some("spare-created"), None, Some("spare-formatted"), None])?;
     Ok((dir.join(SPARE), steps))
 }
 
