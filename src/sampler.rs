@@ -184,7 +184,7 @@ pub async fn run(mut sampler: Sampler, snapshots: SnapshotSender, ctx: TaskCtx) 
     let TaskCtx { mut config, heartbeat, cancel, os, .. } = ctx;
     let mut interval = config.borrow_and_update().sample_interval;
     heartbeat.set_period(interval);
-    let mut ticker = os.clock.ticker(interval)?;
+    let mut ticker = os.clock.ticker(interval);
     let mut failing = false;
     let mut first = true;
     loop {
@@ -198,12 +198,11 @@ pub async fn run(mut sampler: Sampler, snapshots: SnapshotSender, ctx: TaskCtx) 
                 if new != interval {
                     interval = new;
                     heartbeat.set_period(interval);
-                    ticker = os.clock.ticker(interval)?;
+                    ticker = os.clock.ticker(interval);
                     tracing::info!(sample_interval = ?interval, "sampler uses the new interval");
                 }
             }
-            tick = ticker.tick() => {
-                tick?;
+            _ = ticker.tick() => {
                 if !first {
                     crate::fault::inject("sampler").await?;
                 }

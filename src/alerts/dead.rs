@@ -35,18 +35,26 @@ impl DeadLetter {
 pub struct DeadLetters {
     path: Option<PathBuf>,
     items: VecDeque<DeadLetter>,
+    /// As the queue's: a file not read for a reason of the moment, not written over.
+    unread: bool,
 }
 
 impl DeadLetters {
     /// The letters kept at `path` (none: in memory only); a file that cannot be read is set
-    /// aside as the queue's are, and the text says so.
+    /// aside as the queue's are, and the text says so; one that cannot be read for a reason
+    /// of the moment is left as it is, as the queue's, and read by [`DeadLetters::read_again`].
     pub fn load(path: Option<PathBuf>) -> (DeadLetters, Option<String>) {
-        let mut d = DeadLetters { path, items: VecDeque::new() };
+        let mut d = DeadLetters { path, items: VecDeque::new(), unread: false };
         let Some(p) = d.path.clone() else { return (d, None) };
         let shown = crate::sys::display_path(&p);
         let bytes = match crate::sys::fs::read_regular_file(&p, super::queue::MAX_BYTES as u64) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (d, None),
+            Err(e) if crate::sys::fs::says_nothing_of_the_file(&e) => {
+                d.unread = true;
+                let every = super::queue::READ_AGAIN.as_secs();
+                return (d, Some(format!("cannot read {shown}: {e}; it is left as it is and read again within {every} s")));
+            }
             Err(e) => return d.set_aside(&p, format!("cannot read {shown}: {e}")),
         };
         // Entry by entry, as the queue's file: one that is not a letter sets the file aside, not
@@ -99,6 +107,28 @@ impl DeadLetters {
         }
     }
 
+    /// Whether the file is still to be read.
+    pub fn unread(&self) -> bool {
+        self.unread
+    }
+
+    /// The file left unread by [`DeadLetters::load`], read now: its letters, then those set
+    /// aside meanwhile, the last [`KEEP`] kept. Unchanged, and nothing said, while it still
+    /// cannot be read. Blocking.
+    pub fn read_again(self) -> (DeadLetters, Option<String>) {
+        if !self.unread {
+            return (self, None);
+        }
+        let (mut d, said) = DeadLetters::load(self.path.clone());
+        if d.unread {
+            return (self, None);
+        }
+        for letter in self.items {
+            d.push(letter);
+        }
+        (d, said)
+    }
+
     pub fn push(&mut self, letter: DeadLetter) {
         self.items.push_back(letter);
         while self.items.len() > KEEP {
@@ -120,6 +150,9 @@ impl DeadLetters {
 
     /// The file and what to write to it (`None`: kept in memory only).
     pub fn serialized(&self) -> Option<(PathBuf, std::io::Result<Vec<u8>>)> {
+        if self.unread {
+            return None;
+        }
         let p = self.path.clone()?;
         Some((p, serde_json::to_vec(&self.items).map_err(std::io::Error::other)))
     }

@@ -57,6 +57,10 @@ pub struct Queue {
     max: usize,
     next_id: u64,
     pub dropped: u64,
+    /// The file is there but could not be read for a reason of the moment rather than of the
+    /// file (see [`crate::sys::fs::says_nothing_of_the_file`]): it is not written over, and
+    /// [`Queue::read_again`] reads it later.
+    unread: bool,
 }
 
 impl Queue {
@@ -66,9 +70,11 @@ impl Queue {
     /// queue starts empty; if it cannot be set aside, the queue is kept in memory only, so the
     /// file is never overwritten. A list with some entries that are not deliveries is set
     /// aside whole as well, and its good deliveries kept (the task writes them back at once).
-    /// The text says which.
+    /// The text says which. A file that cannot be read for a reason of the moment (every
+    /// descriptor taken, no memory, no permission) is left as it is and not written over; the
+    /// queue starts in memory and [`Queue::read_again`] reads the file later.
     pub fn load(path: Option<PathBuf>, max: usize) -> (Queue, Option<String>) {
-        let q = Queue { path, items: VecDeque::new(), bytes: 0, max: max.max(1), next_id: 1, dropped: 0 };
+        let q = Queue { path, items: VecDeque::new(), bytes: 0, max: max.max(1), next_id: 1, dropped: 0, unread: false };
         let Some(p) = q.path.clone() else { return (q, None) };
         let shown = crate::sys::display_path(&p);
         let read = crate::sys::fs::read_regular_file(&p, MAX_BYTES as u64);
@@ -125,7 +131,15 @@ impl Queue {
                 }
             }
             Err(e) => {
-                let q = Queue { path: Some(p.clone()), items: VecDeque::new(), bytes: 0, max: max.max(1), next_id: 1, dropped: 0 };
+                let q = Queue {
+                    path: Some(p.clone()),
+                    items: VecDeque::new(),
+                    bytes: 0,
+                    max: max.max(1),
+                    next_id: 1,
+                    dropped: 0,
+                    unread: false,
+                };
                 q.set_aside_file(&p, format!("{shown} is not an alert queue ({})", crate::sys::json::error_text(&e)))
             }
         }
@@ -138,7 +152,46 @@ impl Queue {
             return (self, None);
         }
         let why = format!("cannot read {}: {e}", crate::sys::display_path(p));
+        if crate::sys::fs::says_nothing_of_the_file(&e) {
+            let mut q = self;
+            q.unread = true;
+            return (
+                q,
+                Some(format!(
+                    "{why}; it is left as it is and read again within {} s; new alerts are queued meanwhile",
+                    READ_AGAIN.as_secs()
+                )),
+            );
+        }
         self.set_aside_file(p, why)
+    }
+
+    /// Whether the file is still to be read (see [`Queue::load`]).
+    pub fn unread(&self) -> bool {
+        self.unread
+    }
+
+    /// The file left unread by [`Queue::load`], read now: its deliveries first, then those
+    /// queued meanwhile (the queue's bounds hold; what they shed is counted in `dropped`). If it
+    /// still cannot be read, the queue is as it was and nothing is said. Blocking.
+    pub fn read_again(self) -> (Queue, Option<String>) {
+        if !self.unread {
+            return (self, None);
+        }
+        let (mut q, said) = Queue::load(self.path.clone(), self.max);
+        if q.unread {
+            return (self, None);
+        }
+        q.dropped += self.dropped;
+        for (d, _) in self.items {
+            q.push(d);
+        }
+        let read = format!(
+            "{}: read after all, {} deliveries in the queue",
+            crate::sys::display_path(self.path.as_deref().unwrap_or(Path::new(""))),
+            q.len()
+        );
+        (q, Some(said.map_or(read.clone(), |s| format!("{read}; {s}"))))
     }
 
     fn set_aside_file(mut self, p: &Path, why: String) -> (Queue, Option<String>) {
@@ -216,6 +269,9 @@ impl Queue {
     /// The file and what to write to it, for a writer off the runtime (`None`: kept in memory
     /// only).
     pub fn serialized(&self) -> Option<(PathBuf, std::io::Result<Vec<u8>>)> {
+        if self.unread {
+            return None;
+        }
         let p = self.path.clone()?;
         let items: Vec<&Delivery> = self.iter().collect();
         Some((p, serde_json::to_vec(&items).map_err(std::io::Error::other)))
@@ -256,6 +312,9 @@ struct Salvaged {
     bad: usize,
     first_bad: Option<String>,
 }
+
+/// How often a file left unread by a reason of the moment is read again.
+pub const READ_AGAIN: Duration = Duration::from_secs(30);
 
 /// Writes serialized queue bytes to `path` (0600, atomically).
 pub fn write(path: &Path, bytes: std::io::Result<Vec<u8>>) -> std::io::Result<()> {

@@ -229,7 +229,7 @@ pub async fn run_via(
     };
     st.forget_unconfigured();
     let mut in_flight: JoinSet<Done> = JoinSet::new();
-    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD.min(st.cfg.alertmanager_resend))?;
+    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD.min(st.cfg.alertmanager_resend));
     let mut last_resend = Instant::now();
     loop {
         // Accepted alerts are in the file before any delivery of them is tried.
@@ -289,9 +289,11 @@ pub async fn run_via(
                     st.finished(done);
                 }
             }
-            t = ticker.tick() => {
-                t?;
+            _ = ticker.tick() => {
                 heartbeat.beat();
+                if st.queue.unread() || st.dead.unread() {
+                    st.read_again().await;
+                }
                 if st.cfg.alertmanager.is_some() && last_resend.elapsed() >= st.cfg.alertmanager_resend && !dry_run
                     && st.start_resend(&mut in_flight) {
                     last_resend = Instant::now();
@@ -371,6 +373,28 @@ impl State {
             Ok(Err(e)) => tracing::error!("alerts: cannot keep the queue: {e}"),
             Err(e) => tracing::error!("alerts: cannot keep the queue: {e}"),
         }
+    }
+
+    /// Reads the queue's and the dead letters' files again where they were left unread (see
+    /// [`Queue::load`]), off the runtime; merged with what came meanwhile and written back.
+    async fn read_again(&mut self) {
+        let queue = std::mem::replace(&mut self.queue, Queue::load(None, self.cfg.queue_max as usize).0);
+        let dead = std::mem::replace(&mut self.dead, DeadLetters::load(None).0);
+        let Ok(((queue, said), (dead, dead_said))) = tokio::task::spawn_blocking(move || (queue.read_again(), dead.read_again())).await
+        else {
+            tracing::error!("alerts: reading the queue's files again failed; alerts since are kept in memory only");
+            return;
+        };
+        self.queue = queue;
+        self.dead = dead;
+        for (said, what) in [(said, &mut self.dirty), (dead_said, &mut self.dead_dirty)] {
+            if let Some(s) = said {
+                tracing::warn!("alerts: {s}");
+                *what = true;
+            }
+        }
+        self.dirty |= self.dead_dirty;
+        self.forget_unconfigured();
     }
 
     fn forget_unconfigured(&mut self) {

@@ -69,7 +69,7 @@ pub async fn run(socket: ControlSocket, state: ControlState, ctx: TaskCtx) -> an
     let TaskCtx { heartbeat, cancel, os, .. } = ctx;
     let state = std::sync::Arc::new(state);
     let mut clients = crate::runtime::slots::Slots::new(MAX_CLIENTS);
-    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD)?;
+    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD);
     // An episode of EMFILE/ENFILE: the backoff, and when the last one was seen. It ends once
     // accepting has worked for a second without one.
     let mut backoff: Option<(Duration, Instant)> = None;
@@ -77,8 +77,7 @@ pub async fn run(socket: ControlSocket, state: ControlState, ctx: TaskCtx) -> an
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            tick = ticker.tick() => {
-                tick?;
+            _ = ticker.tick() => {
                 heartbeat.beat();
             }
             accepted = socket.listener.accept() => match accepted {

@@ -271,14 +271,8 @@ pub async fn run_with(opts: Options, deps: Deps, log: LogHandle) -> Result<(), D
     tracing::info!(pid = std::process::id(), "ready");
     // Also without systemd: it is what logs a task that stopped beating.
     // On the tickers' common grid (sys/ticker.rs): the ping rides on a wakeup the sampler makes
-    // anyway. A timer that cannot be made is a failed start, as a task's would be.
-    let report_ticker = match clock.ticker(report::period(notifier.as_ref())) {
-        Ok(t) => t,
-        Err(e) => {
-            let failure = DaemonError::Startup(format!("cannot make the watchdog's timer: {e}"));
-            return stop(&notifier, &cancel, &tasks, set, &mut signals, Some(failure), &marker).await;
-        }
-    };
+    // anyway.
+    let report_ticker = clock.ticker(report::period(notifier.as_ref()));
     tokio::spawn(report::run(report_ticker, tasks.clone(), notifier.clone(), snapshot_rx, note_rx, health_rx, cancel.clone()));
     if process_wide {
         tokio::spawn(trim_after_start(cancel.clone()));

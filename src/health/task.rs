@@ -39,7 +39,7 @@ pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSe
         let helpers = cancel.child_token();
         let h = &cfg.health;
         let tick = h.services.iter().map(|s| s.interval).min().unwrap_or(HEARTBEAT_PERIOD).min(HEARTBEAT_PERIOD);
-        let mut ticker = os.clock.ticker(tick)?;
+        let mut ticker = os.clock.ticker(tick);
         let now = Instant::now();
         let mut svcs: Vec<Svc> = h.services.iter().map(|s| Svc::new(s.clone(), Policy::new(h, s), now)).collect();
         let mut systemd_text = "not needed".to_string();
@@ -118,8 +118,7 @@ pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSe
                     }
                     break;
                 }
-                t = ticker.tick() => {
-                    t?;
+                _ = ticker.tick() => {
                     heartbeat.beat();
                     if h.enabled {
                         probe_due(&mut svcs, generation, &tx, tick / 2);

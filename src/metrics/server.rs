@@ -39,7 +39,7 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, report: watch::Sende
         .ok();
     let source = Arc::new(Scrape { state, swap, procfs, boot_time });
     let mut clients = crate::runtime::slots::Slots::new(MAX_CLIENTS);
-    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD)?;
+    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD);
     // The web configuration in use: re-read on every reload; a file that no longer loads keeps
     // the last good one (as a config reload does), and none at all keeps /metrics closed.
     let web_file = config.borrow_and_update().metrics.web_config_file.clone();
@@ -98,8 +98,7 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, report: watch::Sende
                         break;
                     }
                 }
-                tick = ticker.tick() => {
-                    tick?;
+                _ = ticker.tick() => {
                     heartbeat.beat();
                 }
                 accepted = accept => match accepted {

@@ -51,7 +51,7 @@ pub type OptimizeReceiver = watch::Receiver<Option<Arc<OptimizeState>>>;
 
 pub async fn run(mut snapshots: SnapshotReceiver, state: watch::Sender<Option<Arc<OptimizeState>>>, ctx: TaskCtx) -> anyhow::Result<()> {
     let TaskCtx { mut config, heartbeat, cancel, dry_run, os, .. } = ctx;
-    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD)?;
+    let mut ticker = os.clock.ticker(HEARTBEAT_PERIOD);
     heartbeat.started();
     let mut memory_total: Option<u64> = None;
     let mut replan = Some("start".to_string());
@@ -82,8 +82,7 @@ pub async fn run(mut snapshots: SnapshotReceiver, state: watch::Sender<Option<Ar
         }
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            tick = ticker.tick() => {
-                tick?;
+            _ = ticker.tick() => {
                 heartbeat.beat();
             }
             changed = config.changed() => {

@@ -157,7 +157,7 @@ pub async fn run(
     let mut interval = engine.cfg.check_interval;
     let mut last_look = Instant::now();
     let mut slot = Some(engine);
-    let mut ticker = os.clock.ticker(interval)?;
+    let mut ticker = os.clock.ticker(interval);
     let mut tick_period = interval;
     heartbeat.set_period(interval);
     heartbeat.started();
@@ -203,7 +203,7 @@ pub async fn run(
             _ = async { match &psi { Some(t) => t.wait().await, None => std::future::pending().await } } => {
                 tracing::debug!("PSI memory stall event");
             }
-            tick = ticker.tick() => { tick?; }
+            _ = ticker.tick() => {}
             cmd = ctx.commands.recv() => match cmd {
                 None => { stopped(&mut slot); return Ok(()); },
                 Some(SwapCommand::Status(reply)) => {
@@ -305,7 +305,7 @@ pub async fn run(
             let period = if interval < sample_interval { interval } else { e.cfg.check_interval };
             if period != tick_period {
                 tick_period = period;
-                ticker.set_period(period)?;
+                ticker.set_period(period);
             }
         }
         heartbeat.beat();

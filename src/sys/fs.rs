@@ -86,6 +86,16 @@ pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Whether an error from [`read_regular_file`] is of the moment or of the process (every
+/// descriptor taken, EMFILE/ENFILE; no memory; an interrupted call; no permission; an I/O
+/// error) rather than of the file (not a regular file, too large, not the text it should be):
+/// a file that could not be read for such a reason may be fine, and must not be set aside or
+/// written over.
+pub fn says_nothing_of_the_file(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    !matches!(e.kind(), K::NotFound | K::InvalidInput | K::InvalidData | K::FileTooLarge)
+}
+
 /// A small file (a /proc or /sys value, a marker): at most this much is read.
 pub const SMALL_FILE: u64 = 64 << 10;
 /// A large kernel table (/proc/self/smaps, /proc/locks): at most this much is read.

@@ -41,6 +41,8 @@ pub struct TimerTicker {
     fd: AsyncFd<Fd>,
     /// The tick owed at once by `new`, not yet taken.
     now_due: bool,
+    /// The period armed last.
+    period: Duration,
 }
 
 /// CLOCK_MONOTONIC now.
@@ -67,7 +69,7 @@ impl TimerTicker {
     /// burst.
     pub fn new(period: Duration) -> std::io::Result<Self> {
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
-        let mut t = Self { fd: register(Fd(timer))?, now_due: true };
+        let mut t = Self { fd: register(Fd(timer))?, now_due: true, period };
         t.arm(period, period / 2)?;
         Ok(t)
     }
@@ -80,6 +82,7 @@ impl TimerTicker {
 
     fn arm(&mut self, period: Duration, min_gap: Duration) -> std::io::Result<()> {
         let period = period.max(Duration::from_millis(1));
+        self.period = period;
         let now = monotonic()?;
         let origin = *ORIGIN.get_or_init(|| now);
         let first = next_on_grid(origin, now, period, min_gap);
@@ -127,11 +130,17 @@ impl Clock {
     }
 
     /// A ticker of `period` (see [`TimerTicker::new`]: a tick at once, then one a period).
-    /// Errors: the kernel refused a timerfd (EMFILE, ENOMEM).
-    pub fn ticker(&self, period: Duration) -> std::io::Result<Ticker> {
+    /// Never fails: where the kernel refuses a timerfd (EMFILE with every descriptor taken,
+    /// ENOMEM), the ticker is tokio's timer instead (a few more wakeups, the same ticks), and
+    /// the first such fallback of the process is logged. A task must not stop, and take the
+    /// daemon with it, because descriptors ran out for a moment.
+    pub fn ticker(&self, period: Duration) -> Ticker {
         match self {
-            Clock::Kernel => Ok(Ticker::Timer(TimerTicker::new(period)?)),
-            Clock::Tokio { .. } => Ok(Ticker::Tokio(tokio_interval(tokio::time::Instant::now(), period))),
+            Clock::Kernel => match TimerTicker::new(period) {
+                Ok(t) => Ticker::Timer(t),
+                Err(e) => fallback(&e, tokio::time::Instant::now(), period),
+            },
+            Clock::Tokio { .. } => Ticker::Tokio(tokio_interval(tokio::time::Instant::now(), period)),
         }
     }
 
@@ -142,6 +151,15 @@ impl Clock {
             Clock::Tokio { unix_ms, origin } => unix_ms.saturating_add(origin.elapsed().as_millis() as u64),
         }
     }
+}
+
+/// Tokio's timer in place of a timerfd the kernel refused or that failed; said once a process.
+fn fallback(e: &std::io::Error, first: tokio::time::Instant, period: Duration) -> Ticker {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(error = %e, "timerfd unavailable; this ticker, and any other that meets the same, uses tokio's timer instead (a few more wakeups, the same ticks)");
+    }
+    Ticker::Tokio(tokio_interval(first, period))
 }
 
 fn tokio_interval(first: tokio::time::Instant, period: Duration) -> tokio::time::Interval {
@@ -157,31 +175,41 @@ pub enum Ticker {
 }
 
 impl Ticker {
-    /// A timerfd ticker ([`Clock::Kernel`]'s).
-    pub fn new(period: Duration) -> std::io::Result<Ticker> {
+    /// A timerfd ticker ([`Clock::Kernel`]'s; tokio's timer if the kernel refuses one).
+    pub fn new(period: Duration) -> Ticker {
         Clock::Kernel.ticker(period)
     }
 
     /// Waits for the next tick; returns how many periods passed since the last one (1 unless
-    /// the task was late; tokio's ticker always says 1 and skips what it missed).
-    pub async fn tick(&mut self) -> std::io::Result<u64> {
+    /// the task was late; tokio's ticker always says 1 and skips what it missed). Never fails:
+    /// a timerfd that cannot be read is replaced by tokio's timer, which ticks now.
+    pub async fn tick(&mut self) -> u64 {
         match self {
-            Ticker::Timer(t) => t.tick().await,
+            Ticker::Timer(t) => match t.tick().await {
+                Ok(n) => n,
+                Err(e) => {
+                    *self = fallback(&e, tokio::time::Instant::now(), t.period);
+                    1
+                }
+            },
             Ticker::Tokio(i) => {
                 i.tick().await;
-                Ok(1)
+                1
             }
         }
     }
 
-    /// From now on, one tick per `period`, the first at most one period from now.
-    pub fn set_period(&mut self, period: Duration) -> std::io::Result<()> {
+    /// From now on, one tick per `period`, the first at most one period from now. Never fails
+    /// (as [`Ticker::tick`]).
+    pub fn set_period(&mut self, period: Duration) {
+        let first = tokio::time::Instant::now() + period;
         match self {
-            Ticker::Timer(t) => t.set_period(period),
-            Ticker::Tokio(i) => {
-                *i = tokio_interval(tokio::time::Instant::now() + period, period);
-                Ok(())
+            Ticker::Timer(t) => {
+                if let Err(e) = t.set_period(period) {
+                    *self = fallback(&e, first, period);
+                }
             }
+            Ticker::Tokio(i) => *i = tokio_interval(first, period),
         }
     }
 }
@@ -226,20 +254,34 @@ mod tests {
         assert_eq!(next_on_grid(origin, origin, s(15), Duration::ZERO), s(1015));
     }
 
+    /// What a task gets where the kernel refused a timerfd: the same ticks (one at once, then one
+    /// a period), from tokio's timer.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_timerfd_falls_back_to_the_same_ticks_from_tokio() {
+        let refused = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let mut t = fallback(&refused, tokio::time::Instant::now(), Duration::from_secs(30));
+        assert!(matches!(t, Ticker::Tokio(_)));
+        let start = tokio::time::Instant::now();
+        assert_eq!(t.tick().await, 1);
+        assert_eq!(start.elapsed(), Duration::ZERO, "the first at once");
+        t.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(30), "then one a period");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn tokio_clock_ticks_and_its_wall_clock_move_with_paused_time() {
         let clock = Clock::tokio();
         let before = clock.unix_ms();
-        let mut t = clock.ticker(Duration::from_secs(30)).unwrap();
-        t.tick().await.unwrap();
+        let mut t = clock.ticker(Duration::from_secs(30));
+        t.tick().await;
         let start = tokio::time::Instant::now();
-        t.tick().await.unwrap();
-        t.tick().await.unwrap();
+        t.tick().await;
+        t.tick().await;
         assert_eq!(start.elapsed(), Duration::from_secs(60), "two periods of paused time");
         assert_eq!(clock.unix_ms() - before, 60_000, "the wall clock moved as much");
-        t.set_period(Duration::from_secs(5)).unwrap();
+        t.set_period(Duration::from_secs(5));
         let start = tokio::time::Instant::now();
-        t.tick().await.unwrap();
+        t.tick().await;
         assert_eq!(start.elapsed(), Duration::from_secs(5), "the new period, the first a period away");
     }
 }

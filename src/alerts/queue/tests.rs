@@ -120,6 +120,41 @@ fn a_file_that_cannot_be_set_aside_is_not_overwritten() {
     assert_eq!(std::fs::read(path.join("x")).unwrap(), b"keep");
 }
 
+/// A file not read for a reason of the moment (its directory is a file: ENOTDIR; as EMFILE
+/// when every descriptor is taken) is left as it is and never written over; once it can be read,
+/// its deliveries come first and those queued meanwhile after them, within the queue's bound.
+#[test]
+fn a_file_unreadable_for_the_moment_is_left_as_it_is_and_read_again_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::write(&state, b"a file where the directory goes").unwrap();
+    let path = state.join(FILE_NAME);
+    let (mut q, problem) = Queue::load(Some(path.clone()), 3);
+    let problem = problem.unwrap();
+    assert!(problem.contains("Not a directory") && problem.contains("left as it is and read again"), "{problem}");
+    assert!(q.unread());
+    q.push(delivery(Channel::Webhook, "meanwhile-1", 0));
+    q.push(delivery(Channel::Webhook, "meanwhile-2", 0));
+    q.save().unwrap();
+    let (q, said) = q.read_again();
+    assert_eq!((said, q.unread(), keys(&q)), (None, true, vec!["meanwhile-1", "meanwhile-2"]), "still unreadable: as it was, nothing said");
+    assert_eq!(std::fs::read(&state).unwrap(), b"a file where the directory goes", "nothing set aside or written");
+
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    let mut before = Queue::load(Some(path.clone()), 3).0;
+    before.push(delivery(Channel::Webhook, "before-1", 0));
+    before.push(delivery(Channel::Webhook, "before-2", 0));
+    before.save().unwrap();
+    let (q, said) = q.read_again();
+    assert!(!q.unread());
+    assert!(said.unwrap().ends_with("read after all, 3 deliveries in the queue"));
+    assert_eq!(keys(&q), ["before-2", "meanwhile-1", "meanwhile-2"], "the file's first; past the bound of 3 the oldest goes");
+    assert_eq!(q.dropped, 1);
+    q.save().unwrap();
+    assert_eq!(keys(&Queue::load(Some(path), 3).0), keys(&q), "written from then on");
+}
+
 /// One entry that is not a delivery (a channel this version does not know, a number): the
 /// whole file is set aside as it was, and the good deliveries beside it are kept, in order (the
 /// task writes them back at its first flush: alerts::task's tests).

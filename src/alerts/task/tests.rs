@@ -86,6 +86,11 @@ impl Running {
 /// The task on a webhook (and Alertmanager when `alertmanager`), with `set` applied to the
 /// defaults.
 fn start(script: &Arc<Script>, alertmanager: bool, set: impl FnOnce(&mut AlertsConfig)) -> Running {
+    start_in(None, script, alertmanager, set)
+}
+
+/// [`start`], keeping the queue's files in `state_dir`.
+fn start_in(state_dir: Option<&std::path::Path>, script: &Arc<Script>, alertmanager: bool, set: impl FnOnce(&mut AlertsConfig)) -> Running {
     let mut config = Config::default();
     config.alerts.node = Some("node-a".into());
     config.alerts.webhook = Some("http://127.0.0.1:9/hook".into());
@@ -93,7 +98,8 @@ fn start(script: &Arc<Script>, alertmanager: bool, set: impl FnOnce(&mut AlertsC
         config.alerts.alertmanager = Some("http://127.0.0.1:9".into());
     }
     set(&mut config.alerts);
-    let (ctx, config_tx) = TaskCtx::fake("alerts", config, Os::fake());
+    let (mut ctx, config_tx) = TaskCtx::fake("alerts", config, Os::fake());
+    ctx.state_dir = state_dir.map(Into::into);
     let cancel = ctx.cancel.clone();
     let (tx, inbox) = inbox();
     let (report_tx, report) = watch::channel(Arc::new(AlertsReport::default()));
@@ -254,4 +260,35 @@ async fn a_queue_file_with_a_bad_entry_keeps_and_delivers_the_good_ones() {
     let file = seen[0].1.clone().expect("the queue file is there when the first delivery is tried");
     assert!(file.contains("service/a") && file.contains("service/b") && !file.contains("pager"), "{file}");
     assert!(dir.path().join(format!("{FILE_NAME}.bad")).exists(), "the file as it was, set aside");
+}
+
+/// A queue file that cannot be read for a reason of the moment (here its directory is not a
+/// directory yet, ENOTDIR, as every descriptor taken is EMFILE: both say nothing of the file)
+/// is neither set aside nor written over, and the task does not stop; alerts raised meanwhile
+/// are queued, and a later tick reads the file: its delivery goes out, and the file is then
+/// written with what is still queued.
+#[tokio::test(start_paused = true)]
+async fn a_queue_file_unreadable_for_the_moment_is_left_as_it_is_and_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::write(&state, "not a directory yet").unwrap();
+    let script = Script::new();
+    script.answer("service/new", (0..20).map(|_| transient("answered 503")).collect());
+    let t = start_in(Some(&state), &script, false, |_| {});
+    t.raise(Alert::firing(AlertKey::ServiceDown("new".into()), Severity::Critical, "new is down"));
+    after(1).await;
+    assert_eq!(script.times_of("service/new"), [0], "raised while the file is unread: queued and tried");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "not a directory yet", "nothing set aside or written over");
+    assert!(!dir.path().join("state.bad").exists());
+
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    let old = Delivery::new(Channel::Webhook, Alert::firing(AlertKey::ServiceDown("old".into()), Severity::Critical, "old is down"));
+    std::fs::write(state.join(FILE_NAME), serde_json::to_vec(&[&old]).unwrap()).unwrap();
+    after(30).await;
+    assert_eq!(script.times_of("service/old"), [30], "read at the tick after the file could be read");
+    let file = std::fs::read_to_string(state.join(FILE_NAME)).unwrap();
+    assert!(file.contains("service/new") && !file.contains("service/old"), "written with what is still queued: {file}");
+    assert_eq!(t.report.borrow().queued, 1, "the failing one is still queued");
+    t.stop().await;
 }
