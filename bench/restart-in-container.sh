@@ -6,6 +6,7 @@
 # again under a new main PID, polled every 20 ms. Prints one line per trial and the medians.
 set -euo pipefail
 TRIALS=${1:-3}
+MONIT_TRIALS=$TRIALS
 now() { date +%s%N; }
 pid() { systemctl show -p MainPID --value web; }
 install -m755 /ci/cluster-ai /usr/bin/cluster-ai
@@ -85,7 +86,7 @@ chmod 600 /etc/monit-bench.rc
 monit -I -c /etc/monit-bench.rc >/tmp/monit.log 2>&1 &
 MONIT=$!
 sleep 2
-CYCLE=30 run_trials monit | tee /tmp/monit.out
+TRIALS=$MONIT_TRIALS CYCLE=30 run_trials monit | tee /tmp/monit.out
 kill "$MONIT"; wait "$MONIT" 2>/dev/null || true
 systemctl stop web
 echo "restart benchmark done"
