@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/peers.rs"]
+mod peers;
 
 use std::time::Duration;
 
@@ -345,9 +347,17 @@ fn a_reload_refuses_a_fifo_a_device_and_a_huge_file_and_stays_responsive() {
 
 #[test]
 fn out_of_file_descriptors_the_control_socket_backs_off_and_says_so_once() {
+    // A service probed every second, answering throughout: the probes the daemon cannot make
+    // while its descriptors are taken say nothing of it.
+    let web = peers::Stub::start(|_, _| peers::Answer::ok("ok"));
+    let config = format!(
+        "sample_interval = \"1s\"\n[[health.service]]\nname = \"web\"\nprobe = \"http://{}/health\"\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+        web.addr
+    );
     // Few descriptors: the daemon's own use leaves room for only a handful of clients.
-    let d = daemon().config("sample_interval = \"1s\"\n").wrapped(&["prlimit", "--nofile=40:40", "--"]).spawn();
+    let d = daemon().config(&config).wrapped(&["prlimit", "--nofile=40:40", "--"]).spawn();
     d.wait_log("ready", T);
+    peers::wait_until("web probed twice (healthy)", T, || (web.requests.lock().unwrap().len() >= 2).then_some(()));
     let mut held = Vec::new();
     for _ in 0..100 {
         match std::os::unix::net::UnixStream::connect(d.socket()) {
@@ -360,6 +370,7 @@ fn out_of_file_descriptors_the_control_socket_backs_off_and_says_so_once() {
     let cpu_before = cpu_ticks(d.pid());
     std::thread::sleep(Duration::from_secs(2));
     let cpu_used = cpu_ticks(d.pid()) - cpu_before;
+    d.wait_log("health: cannot probe web", T);
     drop(held);
     // Once the clients are gone it answers again, and says the episode is over.
     let deadline = std::time::Instant::now() + T;
@@ -373,6 +384,10 @@ fn out_of_file_descriptors_the_control_socket_backs_off_and_says_so_once() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(log.matches("out of file descriptors").count(), 1, "one warning per episode:\n{log}");
+    assert_eq!(log.matches("health: cannot probe web").count(), 1, "one warning per episode:\n{log}");
+    d.wait_log("health: probing web again", T);
+    let log = d.log_text();
+    assert!(!log.contains("web is down") && !log.contains("ERROR task "), "the service judged by probes not made, or a task lost:\n{log}");
     assert!(cpu_used < 100, "no busy loop while out of descriptors ({cpu_used} ticks of CPU in 2 s)");
 }
 

@@ -228,7 +228,7 @@ mod tests {
             state,
             unit_state: "active".into(),
             since_unix_ms: 1,
-            last_probe: Some(ProbeResult { ok: true, detail: "200 {}".into(), latency_ms, at_unix_ms: latency_ms as u64 }),
+            last_probe: Some(ProbeResult { ok: true, detail: "200 {}".into(), latency_ms, at_unix_ms: latency_ms as u64, unknown: false }),
             reason: None,
             restarts: 0,
             backoff_seconds: 0.0,

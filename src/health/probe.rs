@@ -18,6 +18,11 @@ pub struct ProbeResult {
     pub detail: String,
     pub latency_ms: f64,
     pub at_unix_ms: u64,
+    /// The probe could not be made for want of this process's own resources (every file
+    /// descriptor taken: [`http::is_own_shortage`]); `ok` is false but says nothing of the
+    /// service, which is not judged by it (Kubernetes's Unknown result: no action is taken).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
 }
 
 pub async fn run(probe: &Probe, timeout: Duration) -> ProbeResult {
@@ -25,34 +30,53 @@ pub async fn run(probe: &Probe, timeout: Duration) -> ProbeResult {
     let outcome = match probe {
         Probe::Http { url, status, body } => http_probe(url, *status, body.as_deref(), timeout).await,
         Probe::Tcp { addr } => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str())).await {
-            Err(_) => Err(format!("no connection within {}", crate::config::format_duration(timeout))),
-            Ok(Err(e)) => Err(format!("cannot connect: {e}")),
+            Err(_) => Err(format!("no connection within {}", crate::config::format_duration(timeout)).into()),
+            Ok(Err(e)) => Err(http::connect_error(e).into()),
             Ok(Ok(_)) => Ok("connected".to_string()),
         },
         Probe::Docker { socket } => match http::request(&Endpoint::Unix(socket.clone()), "GET", "/_ping", None, timeout).await {
             Ok(r) if r.status == 200 && &r.body[..] == b"OK" => Ok("OK".to_string()),
-            Ok(r) => Err(format!("{} {}", r.status, r.snippet())),
-            Err(e) => Err(e.to_string()),
+            Ok(r) => Err(format!("{} {}", r.status, r.snippet()).into()),
+            Err(e) => Err(e.into()),
         },
         Probe::Container { name, socket } => container(socket, name, timeout).await,
     };
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     let at_unix_ms = crate::sys::unix_ms();
     match outcome {
-        Ok(detail) => ProbeResult { ok: true, detail, latency_ms, at_unix_ms },
-        Err(detail) => ProbeResult { ok: false, detail, latency_ms, at_unix_ms },
+        Ok(detail) => ProbeResult { ok: true, detail, latency_ms, at_unix_ms, unknown: false },
+        Err(Failed { detail, unknown }) => ProbeResult { ok: false, detail, latency_ms, at_unix_ms, unknown },
     }
 }
 
-async fn http_probe(url: &str, status: u16, body: Option<&str>, timeout: Duration) -> Result<String, String> {
+/// A probe that did not pass: why, and whether it says nothing of the service
+/// ([`ProbeResult::unknown`]).
+struct Failed {
+    detail: String,
+    unknown: bool,
+}
+
+impl From<String> for Failed {
+    fn from(detail: String) -> Failed {
+        Failed { detail, unknown: false }
+    }
+}
+
+impl From<http::HttpError> for Failed {
+    fn from(e: http::HttpError) -> Failed {
+        Failed { unknown: matches!(e, http::HttpError::Local(_)), detail: e.to_string() }
+    }
+}
+
+async fn http_probe(url: &str, status: u16, body: Option<&str>, timeout: Duration) -> Result<String, Failed> {
     let ep = Endpoint::parse_url(url)?;
-    let r = http::request(&ep, "GET", "", None, timeout).await.map_err(|e| e.to_string())?;
+    let r = http::request(&ep, "GET", "", None, timeout).await?;
     if r.status != status {
-        return Err(format!("status {} (expected {status}): {}", r.status, r.snippet()));
+        return Err(format!("status {} (expected {status}): {}", r.status, r.snippet()).into());
     }
     if let Some(want) = body {
         if !String::from_utf8_lossy(&r.body).contains(want) {
-            return Err(format!("the answer does not contain {want:?}: {}", r.snippet()));
+            return Err(format!("the answer does not contain {want:?}: {}", r.snippet()).into());
         }
     }
     Ok(format!("{} {}", r.status, r.snippet().chars().take(40).collect::<String>()))
@@ -60,16 +84,16 @@ async fn http_probe(url: &str, status: u16, body: Option<&str>, timeout: Duratio
 
 /// A container's state from `GET /containers/NAME/json`: ok when running and not "unhealthy"
 /// by its own health check ("starting" counts as ok: its check has not decided yet).
-async fn container(socket: &std::path::Path, name: &str, timeout: Duration) -> Result<String, String> {
+async fn container(socket: &std::path::Path, name: &str, timeout: Duration) -> Result<String, Failed> {
     let ep = Endpoint::Unix(socket.to_path_buf());
-    let r = http::request(&ep, "GET", &format!("/containers/{name}/json"), None, timeout).await.map_err(|e| e.to_string())?;
+    let r = http::request(&ep, "GET", &format!("/containers/{name}/json"), None, timeout).await?;
     if r.status == 404 {
-        return Err(format!("no container named {name}"));
+        return Err(format!("no container named {name}").into());
     }
     if !r.ok() {
-        return Err(format!("{} {}", r.status, r.snippet()));
+        return Err(format!("{} {}", r.status, r.snippet()).into());
     }
-    container_state(name, &r.body)
+    Ok(container_state(name, &r.body)?)
 }
 
 /// Docker's inspect answer: ok when running and not unhealthy, with its status (and health)

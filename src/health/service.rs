@@ -61,6 +61,8 @@ pub(super) struct Svc {
     /// Probing every second until then (something went wrong, or the unit just started).
     pub(super) fast_until: Option<Instant>,
     pub(super) probing: bool,
+    /// The last probe could not be made ([`ProbeResult::unknown`]): said once, until one is.
+    pub(super) unprobed: bool,
     pub(super) workers: Option<Workers>,
     /// The probe as the report shows it (a URL's secrets cut), made once: formatting it for
     /// every report was a seventh of a probe cycle's instructions (callgrind).
@@ -103,8 +105,20 @@ impl Svc {
     /// under a second is not confirmed). Once the incident is open, the recovery is watched
     /// [`FAST_PROBE`] after each probe ends; a service that fails once and then answers is back
     /// on its `interval` as soon as `pass_after` probes passed.
+    ///
+    /// A probe that could not be made for want of the daemon's own resources
+    /// ([`ProbeResult::unknown`]: every file descriptor taken) judges nothing: the service's
+    /// state, its count of failures and its last probe stay as they were, and the next probe is
+    /// tried [`FAST_PROBE`] later (a hang is still caught soon once probes can be made again).
     pub(super) fn probed(&mut self, r: ProbeResult, now: Instant) -> Vec<Event> {
         self.probing = false;
+        if r.unknown {
+            self.next_probe = now + FAST_PROBE;
+            // Fast probing lasts at least past that probe, so the loop wakes for it.
+            let past = now + FAST_PROBE * 2;
+            self.fast_until = Some(self.fast_until.map_or(past, |t| t.max(past)));
+            return Vec::new();
+        }
         let events = self.machine.probe(r.ok, &r.detail, now);
         let opened = events.iter().any(|e| matches!(e, Event::Down { .. }));
         if (!r.ok && self.machine.fails == 1) || opened {
@@ -155,6 +169,7 @@ impl Svc {
             next_probe: now,
             fast_until: None,
             probing: false,
+            unprobed: false,
             workers,
             shown_probe,
         }
@@ -228,7 +243,7 @@ mod tests {
     fn result(ok: bool, at: Instant) -> ProbeResult {
         let detail = if ok { "200 ok" } else { "no answer within 3s" };
         let latency_ms = if ok { 0.0 } else { crate::config::DEFAULT_TIMEOUT.as_secs_f64() * 1000.0 };
-        ProbeResult { ok, detail: detail.into(), latency_ms, at_unix_ms: at.elapsed().as_millis() as u64 }
+        ProbeResult { ok, detail: detail.into(), latency_ms, at_unix_ms: at.elapsed().as_millis() as u64, unknown: false }
     }
 
     /// Ollama's entry on the shipped defaults, its unit active and the service healthy (two
@@ -296,12 +311,12 @@ mod tests {
         let t0 = Instant::now();
         let mut s = healthy(t0);
         let t1 = t0 + s.cfg.interval;
-        let refused = ProbeResult { ok: false, detail: "cannot connect: refused".into(), latency_ms: 0.2, at_unix_ms: 0 };
+        let refused = ProbeResult { ok: false, detail: "cannot connect: refused".into(), latency_ms: 0.2, at_unix_ms: 0, unknown: false };
         let end = t1 + Duration::from_micros(200);
         assert!(s.probed(refused, end).is_empty(), "one failure opens nothing");
         assert_eq!(s.next_probe, end + FAST_PROBE - Duration::from_micros(200));
         // A latency that is no duration (NaN, negative) is read as none, never a panic.
-        let odd = ProbeResult { ok: false, detail: "?".into(), latency_ms: f64::NAN, at_unix_ms: 0 };
+        let odd = ProbeResult { ok: false, detail: "?".into(), latency_ms: f64::NAN, at_unix_ms: 0, unknown: false };
         let t2 = s.next_probe;
         s.probed(odd, t2);
         assert!(s.next_probe >= t2);
@@ -343,5 +358,36 @@ mod tests {
         assert!(s.probed(result(true, t3), t3).is_empty());
         assert_eq!(s.next_probe, t3 + interval);
         assert_eq!(s.machine.restarts_total, 0);
+    }
+
+    /// Probes the daemon could not make (every file descriptor of its own taken) judge nothing:
+    /// a healthy service failing them for a minute is neither restarted nor counted as failing,
+    /// its last probe is the last real one, and they are tried every second; the first real
+    /// failure after them is the first failure.
+    #[test]
+    fn a_probe_the_daemon_could_not_make_judges_nothing() {
+        let t0 = Instant::now();
+        let mut s = healthy(t0);
+        s.installed = Some(true);
+        let last = s.last_probe.clone();
+        let shortage = |at: Instant| ProbeResult {
+            ok: false,
+            detail: "cannot open a connection: Too many open files (os error 24) (this process's own shortage, not the peer's)".into(),
+            latency_ms: 0.01,
+            at_unix_ms: at.elapsed().as_millis() as u64,
+            unknown: true,
+        };
+        let mut t = t0 + s.cfg.interval;
+        for _ in 0..60 {
+            assert!(s.probed(shortage(t), t).is_empty());
+            assert_eq!(s.next_probe, t + FAST_PROBE);
+            assert!(s.fast_probe_at(t) == Some(t + FAST_PROBE), "the loop wakes for the next try");
+            t = s.next_probe;
+        }
+        assert_eq!((s.machine.fails, s.machine.restarts_total), (0, 0));
+        assert!(s.machine.incident.is_none() && s.machine.healthy_since.is_some());
+        assert_eq!(s.last_probe, last);
+        assert!(s.probed(result(false, t), t).is_empty(), "a real failure is the first one");
+        assert_eq!(s.machine.fails, 1);
     }
 }

@@ -217,9 +217,14 @@ fn handle(svcs: &mut [Svc], msg: Msg, ctx: &Ctx<'_>) {
         }
         Msg::Probe(i, r) => {
             let s = &mut svcs[i];
-            if !r.ok {
+            if r.unknown && !s.unprobed {
+                tracing::warn!(service = %s.cfg.name, "health: cannot probe {}: {}; not counted against it, tried again every second", s.cfg.name, r.detail);
+            } else if !r.unknown && s.unprobed {
+                tracing::info!(service = %s.cfg.name, "health: probing {} again", s.cfg.name);
+            } else if !r.ok {
                 tracing::debug!(service = %s.cfg.name, "health: {} probe failed: {}", s.cfg.name, r.detail);
             }
+            s.unprobed = r.unknown;
             (i, s.probed(r, now))
         }
         Msg::Workers(i, w) => {
@@ -303,7 +308,9 @@ async fn look(i: usize, h: Arc<crate::config::HealthConfig>, s: ServiceConfig, s
     let unit_up = matches!(svc.machine.unit, UnitState::Active | UnitState::Unknown);
     if let (Some(true), Some(p), true) = (svc.installed, &s.probe, unit_up) {
         let (r, w) = probe::run_with_workers(p, s.timeout, svc.workers.is_some(), s.local_worker).await;
-        svc.machine.probe(r.ok, &r.detail, now);
+        if !r.unknown {
+            svc.machine.probe(r.ok, &r.detail, now);
+        }
         if let Some(w) = w {
             workers(&mut svc, w, &None);
         }

@@ -25,7 +25,7 @@ pub struct Lines {
 /// deadline covers the connection and the head only.
 pub async fn stream_lines(socket: &Path, path: &str, timeout: Duration) -> Result<Lines, HttpError> {
     let open = async {
-        let stream = UnixStream::connect(socket).await.map_err(|e| HttpError::Connect(e.to_string()))?;
+        let stream = UnixStream::connect(socket).await.map_err(super::connect_error)?;
         let mut req = build_request("localhost", "GET", path, None)?;
         // The stream lasts: no `connection: close`.
         req.headers_mut().remove(hyper::header::CONNECTION);

@@ -111,6 +111,10 @@ impl std::fmt::Display for Endpoint {
 pub enum HttpError {
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The connection could not even be tried for want of this process's own resources (see
+    /// [`is_own_shortage`]): it says nothing of the peer.
+    #[error("cannot open a connection: {0} (this process's own shortage, not the peer's)")]
+    Local(String),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("TLS: {0}")]
@@ -216,16 +220,33 @@ async fn exchange(
     let req = build_request(&host, method, &full_path, body)?;
     match endpoint {
         Endpoint::Tcp { authority, tls, .. } => {
-            let stream = TcpStream::connect(authority.as_str()).await.map_err(|e| HttpError::Connect(e.to_string()))?;
+            let stream = TcpStream::connect(authority.as_str()).await.map_err(connect_error)?;
             if !tls {
                 return send(stream, req).await;
             }
             send(tls::connect(stream, authority, ca_file).await?, req).await
         }
         Endpoint::Unix(path) => {
-            let stream = UnixStream::connect(path).await.map_err(|e| HttpError::Connect(e.to_string()))?;
+            let stream = UnixStream::connect(path).await.map_err(connect_error)?;
             send(stream, req).await
         }
+    }
+}
+
+/// Whether a connect error is a shortage of this process or this machine rather than an answer
+/// of the peer's: every file descriptor taken (EMFILE, ENFILE), no buffer space or memory
+/// (ENOBUFS, ENOMEM), no local port free (EADDRNOTAVAIL). A health probe that meets one has not
+/// probed the service (Kubernetes calls such a result Unknown: no action is taken).
+pub fn is_own_shortage(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL))
+}
+
+/// A connect error as an [`HttpError`]: `Local` for [`is_own_shortage`], else `Connect`.
+pub fn connect_error(e: std::io::Error) -> HttpError {
+    if is_own_shortage(&e) {
+        HttpError::Local(e.to_string())
+    } else {
+        HttpError::Connect(e.to_string())
     }
 }
 

@@ -75,6 +75,19 @@ fn protocol_error_containing(r: &Result<Response, HttpError>, what: &str) -> boo
     matches!(r, Err(HttpError::Protocol(m)) if m.contains(what))
 }
 
+/// A connection this process could not even open (its descriptors, memory or ports) is told
+/// apart from the peer's refusal: a probe that meets it has not probed the peer.
+#[test]
+fn a_shortage_of_our_own_is_not_the_peers_refusal() {
+    for own in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM, libc::EADDRNOTAVAIL] {
+        let e = connect_error(std::io::Error::from_raw_os_error(own));
+        assert!(matches!(e, HttpError::Local(_)) && e.to_string().contains("not the peer's"), "{e}");
+    }
+    for peer in [libc::ECONNREFUSED, libc::ECONNRESET, libc::EHOSTUNREACH, libc::ENOENT, libc::EACCES] {
+        assert!(matches!(connect_error(std::io::Error::from_raw_os_error(peer)), HttpError::Connect(_)));
+    }
+}
+
 #[tokio::test]
 async fn json_round_trip_and_chunked_bodies() {
     let (ep, seen) = one_shot(
