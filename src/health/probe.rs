@@ -131,7 +131,13 @@ pub async fn run_with_workers(
     if !r.ok || !(workers || local_worker) {
         return (r, None);
     }
-    let w = dask_workers(url, timeout).await;
+    let w = match dask_workers(url, timeout).await {
+        // Not asked at all (the daemon's own shortage): the probe says nothing either.
+        Err(Failed { detail, unknown: true }) => {
+            return (ProbeResult { ok: false, detail, unknown: true, ..r }, None);
+        }
+        w => w.map_err(|f| f.detail),
+    };
     if local_worker {
         let verdict = match &w {
             Ok(all) if all.iter().any(|(addr, name)| ThisNode::of(&crate::sys::node::RealNode).has(addr, name)) => None,
@@ -186,13 +192,13 @@ pub async fn restart_container(socket: &std::path::Path, name: &str) -> Result<(
 }
 
 /// The scheduler's workers, name by address, from `/json/identity.json` (always served).
-pub async fn dask_workers(url: &str, timeout: Duration) -> Result<BTreeMap<String, String>, String> {
+async fn dask_workers(url: &str, timeout: Duration) -> Result<BTreeMap<String, String>, Failed> {
     let origin = Endpoint::parse_url(url)?.origin();
-    let r = http::request(&origin, "GET", "/json/identity.json", None, timeout).await.map_err(|e| e.to_string())?;
+    let r = http::request(&origin, "GET", "/json/identity.json", None, timeout).await?;
     if !r.ok() {
-        return Err(format!("/json/identity.json: status {}: {}", r.status, r.snippet()));
+        return Err(format!("/json/identity.json: status {}: {}", r.status, r.snippet()).into());
     }
-    parse_identity(&r.body)
+    Ok(parse_identity(&r.body)?)
 }
 
 /// Workers read of one identity answer at most. A real worker's entry is hundreds of bytes
