@@ -98,9 +98,6 @@ grep -q 'start-up done' "$WORK/log" || { echo "no 'start-up done' (the trim) in 
 # Then one whole 30 s cycle (swap check, probes, heartbeats), so every periodic path has run once
 # and faulted its code back in: what follows is the idle steady state.
 sleep "${SETTLE:-30}"
-# ...once the blocking thread that made the baseline has gone (its counters would vanish
-# from the sum mid-measurement).
-for _ in $(seq 50); do [ "$(awk '$1 == "Threads:" {print $2}' /proc/$PID/status)" = 1 ] && break; sleep 0.2; done
 
 # On-CPU nanoseconds of every thread (schedstat): clock ticks (utime+stime) are 10 ms each, too
 # coarse for a figure of tenths of a second per hour.

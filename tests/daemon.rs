@@ -391,6 +391,66 @@ fn out_of_file_descriptors_the_control_socket_backs_off_and_says_so_once() {
     assert!(cpu_used < 100, "no busy loop while out of descriptors ({cpu_used} ticks of CPU in 2 s)");
 }
 
+/// A pids cgroup of the test's own, holding the daemon: it may make no thread more than it has
+/// (pids.max = pids.current), as under a unit's TasksMax= reached or a node out of tasks. The
+/// daemon is moved back to the root cgroup and the group removed when dropped.
+struct PidsLimit {
+    dir: std::path::PathBuf,
+    root: std::path::PathBuf,
+}
+
+impl PidsLimit {
+    /// The pids controller: cgroup v1's /sys/fs/cgroup/pids, or v2's root when it lists pids.
+    fn hold(pid: i32) -> PidsLimit {
+        let v2 = std::path::Path::new("/sys/fs/cgroup");
+        let root = if std::path::Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists() {
+            std::path::PathBuf::from("/sys/fs/cgroup/pids")
+        } else if std::fs::read_to_string(v2.join("cgroup.subtree_control")).is_ok_and(|c| c.split_whitespace().any(|w| w == "pids")) {
+            v2.to_path_buf()
+        } else {
+            panic!("this test needs the pids cgroup controller (cgroup v1 /sys/fs/cgroup/pids, or v2 with pids in /sys/fs/cgroup/cgroup.subtree_control)");
+        };
+        let dir = root.join(format!("cluster-ai-test-{pid}"));
+        std::fs::create_dir(&dir).unwrap();
+        let limit = PidsLimit { dir, root };
+        std::fs::write(limit.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        let now = std::fs::read_to_string(limit.dir.join("pids.current")).unwrap();
+        std::fs::write(limit.dir.join("pids.max"), now.trim()).unwrap();
+        limit
+    }
+}
+
+impl Drop for PidsLimit {
+    fn drop(&mut self) {
+        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for p in procs.lines() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), p);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Blocking work (a reload reads its config off the runtime) when the OS refuses the daemon a
+/// new thread: tokio's blocking pool panicked ("OS can't spawn worker thread", an abort in a
+/// release build) whenever it had no thread, which was a second after any blocking work.
+#[test]
+fn a_daemon_that_may_make_no_more_threads_still_reloads() {
+    if !common::require_root("the thread-limit test (it puts the daemon in a pids cgroup of its own)") {
+        return;
+    }
+    let d = daemon().config("sample_interval = \"1s\"\n").spawn();
+    d.wait_log("ready", T);
+    // Past the start-up's blocking work, and past the second tokio's pool once kept idle threads.
+    std::thread::sleep(Duration::from_secs(3));
+    let limit = PidsLimit::hold(d.pid());
+    d.write_config("sample_interval = \"2s\"\n");
+    d.signal(Signal::SIGHUP);
+    d.wait_log("config reloaded", T);
+    assert_eq!(d.status_json()["tasks"].as_array().unwrap().len(), 8, "still answering");
+    drop(limit);
+}
+
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -239,6 +239,28 @@ async fn systemd_unreachable_is_reported_and_nothing_is_restarted() {
     d.stop().await;
 }
 
+/// systemd unreachable when the health task (re)starts, then back: it is asked again at each
+/// tick, and once it answers a failed unit is restarted, without a reload. On tokio's paused
+/// clock.
+#[tokio::test(start_paused = true)]
+async fn systemd_back_after_being_unreachable_restarts_a_failed_unit_without_a_reload() {
+    let d = start_on("", None, Clock::tokio()).await;
+    d.systemd.set_unreachable(Some("no bus here"));
+    d.signal.send(Sig::Hangup).unwrap();
+    wait_for("the reload", || d.heard.count("READY") == 2).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let health = d.ask(Request::Health).await;
+    assert!(health["systemd"].as_str().unwrap_or_default().contains("no bus here"), "{health}");
+    d.systemd.set_unreachable(None);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let health = d.ask(Request::Health).await;
+    assert_eq!(health["systemd"], "connected", "asked again at a tick: {health}");
+    d.systemd.set_state("dask-scheduler.service", "failed", "failed");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(d.systemd.restarts(), ["dask-scheduler.service"]);
+    d.stop().await;
+}
+
 /// Writes `bytes` to the control socket and reads the one-line answer (or what was there when
 /// the daemon closed the connection).
 async fn raw(socket: PathBuf, bytes: Vec<u8>) -> String {

@@ -172,6 +172,8 @@ struct State {
     busy: BTreeSet<Channel>,
     inbox_dropped: Arc<AtomicU64>,
     full_logged: bool,
+    /// The last write of the queue's file failed (said once until one succeeds).
+    write_failing: bool,
     /// The queue changed since it was last written to its file (and the dead letters, with
     /// `dead_dirty` too).
     dirty: bool,
@@ -222,6 +224,7 @@ pub async fn run_via(
         busy: BTreeSet::new(),
         inbox_dropped: inbox.dropped.clone(),
         full_logged: false,
+        write_failing: false,
         dirty: rewrite || dead_rewrite,
         dead_dirty: dead_rewrite,
         clock: os.clock,
@@ -360,18 +363,34 @@ impl State {
 
     /// Writes the queue (and the dead letters, when they changed) to their files if they
     /// changed, off the runtime (an fsync on a busy disk must not hold up the swap task).
+    /// A write that fails (the disk full, no descriptor left) is tried again at the task's next
+    /// wakeup (its heartbeat at the latest), said once until one succeeds.
     async fn flush(&mut self) {
         if !std::mem::take(&mut self.dirty) {
             return;
         }
-        let dead = if std::mem::take(&mut self.dead_dirty) { self.dead.serialized() } else { None };
+        let dead_dirty = std::mem::take(&mut self.dead_dirty);
+        let dead = if dead_dirty { self.dead.serialized() } else { None };
         let files: Vec<_> = [self.queue.serialized(), dead].into_iter().flatten().collect();
         let written =
             tokio::task::spawn_blocking(move || files.into_iter().try_for_each(|(path, bytes)| super::queue::write(&path, bytes))).await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("alerts: cannot keep the queue: {e}"),
-            Err(e) => tracing::error!("alerts: cannot keep the queue: {e}"),
+        let failed = match written {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        match failed {
+            None if std::mem::take(&mut self.write_failing) => tracing::info!("alerts: the queue is kept in its file again"),
+            None => {}
+            Some(e) => {
+                self.dirty = true;
+                self.dead_dirty |= dead_dirty;
+                if !std::mem::replace(&mut self.write_failing, true) {
+                    tracing::error!(
+                        "alerts: cannot keep the queue: {e}; kept in memory and written again at the next change or within 30 s"
+                    );
+                }
+            }
         }
     }
 

@@ -11,7 +11,14 @@ use super::policy::UnitState;
 use super::service::Msg;
 use crate::sys::systemd::{unit_file_exists, ServiceManager};
 
-/// Follows one unit for as long as the config generation lives.
+/// A unit whose following ended on an error (the bus restarted, a descriptor refused) is
+/// followed again this long after, doubling while it fails, up to [`UNIT_RETRY_MAX`].
+const UNIT_RETRY: Duration = Duration::from_secs(10);
+const UNIT_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Follows one unit for as long as the config generation lives: again [`UNIT_RETRY`] after an
+/// error (each failed try says so once, as the unit's state), so a unit's state is never left
+/// unknown for good by a moment's trouble on the bus.
 pub(super) async fn follow(
     systemd: Arc<dyn ServiceManager>,
     unit: String,
@@ -20,19 +27,44 @@ pub(super) async fn follow(
     tx: mpsc::Sender<(u64, Msg)>,
     cancel: CancellationToken,
 ) {
+    let mut wait = UNIT_RETRY;
+    while let Err(followed) = follow_once(&*systemd, &unit, i, generation, &tx, &cancel).await {
+        if followed {
+            wait = UNIT_RETRY;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(UNIT_RETRY_MAX);
+    }
+}
+
+/// One following of `unit`: `Ok` when it ends for good (the generation is over, the unit is
+/// not installed), `Err` when it ended on an error (said as the unit's state): `Err(true)` once
+/// it had been followed, `Err(false)` when it could not be.
+async fn follow_once(
+    systemd: &dyn ServiceManager,
+    unit: &str,
+    i: usize,
+    generation: u64,
+    tx: &mpsc::Sender<(u64, Msg)>,
+    cancel: &CancellationToken,
+) -> Result<(), bool> {
     let send = |m: Msg| {
         let tx = tx.clone();
         async move {
             let _ = tx.send((generation, m)).await;
         }
     };
-    let mut watch = match systemd.unit(&unit).await {
+    let mut watch = match systemd.unit(unit).await {
         Ok(Some(w)) => w,
-        Ok(None) => return send(Msg::Installed(i, false)).await,
+        Ok(None) => return Ok(send(Msg::Installed(i, false)).await),
         Err(e) => {
             // Cannot tell: judge by the unit file, and say why the state is unknown.
-            send(Msg::Installed(i, unit_file_exists(&unit))).await;
-            return send(Msg::Unit(i, Err(e.to_string()))).await;
+            send(Msg::Installed(i, unit_file_exists(unit))).await;
+            send(Msg::Unit(i, Err(e.to_string()))).await;
+            return Err(false);
         }
     };
     send(Msg::Installed(i, true)).await;
@@ -41,12 +73,12 @@ pub(super) async fn follow(
     send(Msg::Unit(i, first)).await;
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => return Ok(()),
             changed = watch.changed() => {
                 let end = changed.is_err();
                 send(Msg::Unit(i, changed.map(|(a, s)| UnitState::from_systemd(&a, &s)).map_err(|e| e.to_string()))).await;
                 if end {
-                    return;
+                    return Err(true);
                 }
             }
         }

@@ -44,15 +44,16 @@ pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSe
         let mut svcs: Vec<Svc> = h.services.iter().map(|s| Svc::new(s.clone(), Policy::new(h, s), now)).collect();
         let mut systemd_text = "not needed".to_string();
         let mut systemd: Option<Arc<dyn ServiceManager>> = None;
+        let needs_systemd = h.enabled && svcs.iter().any(|s| s.cfg.unit.is_some());
         if h.enabled {
-            if svcs.iter().any(|s| s.cfg.unit.is_some()) {
+            if needs_systemd {
                 match heartbeat.during(services.connect()).await {
                     Ok(()) => {
                         systemd_text = "connected".into();
                         systemd = Some(services.clone());
                     }
                     Err(e) => {
-                        tracing::warn!("health: {e}; units are judged by their unit files and probes, and nothing can be restarted");
+                        tracing::warn!("health: {e}; units are judged by their unit files and probes, and nothing can be restarted until systemd answers (asked again every {})", crate::config::format_duration(tick));
                         systemd_text = e.to_string();
                     }
                 }
@@ -122,6 +123,15 @@ pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSe
                     heartbeat.beat();
                     if h.enabled {
                         probe_due(&mut svcs, generation, &tx, tick / 2);
+                    }
+                    // systemd unreachable when this generation began (the bus restarting, no
+                    // descriptor left): asked again at each tick, and once it answers, the
+                    // generation starts over with it (units followed, restarts possible again)
+                    // rather than waiting for a reload.
+                    if needs_systemd && systemd.is_none() && heartbeat.during(services.connect()).await.is_ok() {
+                        tracing::info!("health: systemd answers again; following the units and restarting what fails");
+                        helpers.cancel();
+                        break;
                     }
                 }
                 _ = sleep_until(wake) => {

@@ -25,14 +25,24 @@ impl FileOutcome {
 }
 
 /// Compares each env file of `plan` with the one in `env_dir` and, when `write`, replaces the
-/// ones whose content differs (keeping their mode and the lines that are not the plan's).
+/// ones whose content differs (keeping their mode and the lines that are not the plan's). A
+/// file that is there but cannot be read (no descriptor left, too large, not a regular file,
+/// an I/O error) is "failed", never written over: its lines that are not the plan's would be
+/// lost, and its unit restarted for a change that may not be one.
 pub fn env_files(plan: &Plan, cfg: &OptimizeConfig, write: bool) -> Vec<FileOutcome> {
     let env_dir = &cfg.env_dir;
     plan::env_files(plan, cfg)
         .into_iter()
         .map(|file| {
             let path = env_dir.join(&file.name);
-            let current = crate::sys::fs::read_text(&path, crate::config::MAX_CONFIG_BYTES).ok();
+            let current = match crate::sys::fs::read_text(&path, crate::config::MAX_CONFIG_BYTES) {
+                Ok(text) => Some(text),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    let outcome = format!("failed: cannot read it ({e}), so it is left as it is");
+                    return FileOutcome { path, unit: file.unit, changes: Vec::new(), outcome };
+                }
+            };
             let changes = plan::diff(current.as_deref(), &file);
             let text = plan::render(&file, current.as_deref());
             // A file made private (it may hold a secret of the user's beside the plan's numbers)
@@ -85,5 +95,23 @@ mod tests {
         let shown = serde_json::to_string(&files).unwrap();
         assert!(!shown.contains("hunter2") && !shown.contains("DB_PASSWORD"), "{shown}");
         assert!(env_files(&plan, &cfg, true).iter().all(|f| f.outcome == "unchanged"));
+    }
+
+    /// A file that is there but cannot be read is not taken for no file: it is left as it is,
+    /// and its unit is not restarted.
+    #[test]
+    fn a_file_that_cannot_be_read_is_left_as_it_is_and_restarts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default().optimize;
+        cfg.env_dir = dir.path().to_path_buf();
+        let worker = dir.path().join("dask-worker.env");
+        let big = format!("DB_PASSWORD=hunter2\n{}", "# a long comment\n".repeat(crate::config::MAX_CONFIG_BYTES as usize / 16 + 1));
+        std::fs::write(&worker, &big).unwrap();
+        let plan = plan::plan(&test_machine(4, 8 << 30), &cfg);
+        let files = env_files(&plan, &cfg, true);
+        let w = files.iter().find(|f| f.path == worker).unwrap();
+        assert!(w.failed() && w.outcome.contains("left as it is"), "{w:?}");
+        assert_eq!(std::fs::read_to_string(&worker).unwrap(), big, "not written over");
+        assert!(!restart_needed(&files).contains(&"dask-worker.service".to_string()), "{files:?}");
     }
 }

@@ -325,8 +325,12 @@ pub struct Recovery {
 }
 
 /// At start: delete partials, adopt active files, and enable each inactive complete file that
-/// still fits under `max_size` (or delete it). No pidfile: the swap table and the directory
-/// are the whole truth.
+/// still fits under `max_size` (or delete it). An inactive file the kernel refuses as a swap
+/// file (EINVAL: no or a bad header) is deleted; one refused for a reason of the moment
+/// (ENOMEM for its swap map when memory is tight, EPERM with the kernel's swap table full,
+/// ENFILE) is kept, and the refusal is in `failed`: it says nothing of the file, and a whole
+/// file is what a node short of memory needs. No pidfile: the swap table and the directory are
+/// the whole truth.
 pub fn recover(os: &mut dyn SwapOs, inv: &Inventory, sizes: &dyn Fn(&Path) -> u64, max_size: u64) -> Recovery {
     let mut r = Recovery { adopted: inv.managed.iter().map(|m| m.path.clone()).collect(), ..Default::default() };
     for p in &inv.partials {
@@ -356,6 +360,10 @@ pub fn recover(os: &mut dyn SwapOs, inv: &Inventory, sizes: &dyn Fn(&Path) -> u6
             // Active after all (EBUSY): in use, so it is never deleted.
             Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => {
                 r.adopted.push(p.clone());
+                continue;
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => {
+                r.failed.push(format!("{e}; the file is kept, and enabled at the next start or when swap is added"));
                 continue;
             }
             Err(_) => {}

@@ -6,20 +6,30 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 /// Runs `cmd` to completion with its stdout and stderr captured; a child still running after
-/// `timeout` is killed (SIGKILL) and reported as `TimedOut`.
+/// `timeout` is killed (SIGKILL) and reported as `TimedOut`. The thread that keeps the deadline
+/// may be refused by the OS (EAGAIN: no task left): the child is then killed at once and the
+/// refusal returned, never a panic.
 pub fn output_within(cmd: &mut Command, timeout: Duration) -> std::io::Result<Output> {
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
     let (done, wait) = std::sync::mpsc::channel::<()>();
     // The child is not reaped until wait_with_output returns, so its pid cannot be reused
     // while this thread may still signal it.
-    let killer = std::thread::spawn(move || {
+    let killer = std::thread::Builder::new().name("deadline".into()).spawn(move || {
         if wait.recv_timeout(timeout).is_err() {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             return true;
         }
         false
     });
+    let killer = match killer {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(e.kind(), format!("cannot keep the child's deadline: {e}")));
+        }
+    };
     let out = child.wait_with_output();
     let _ = done.send(());
     let killed = killer.join().unwrap_or(false);

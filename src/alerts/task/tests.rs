@@ -292,3 +292,29 @@ async fn a_queue_file_unreadable_for_the_moment_is_left_as_it_is_and_read_again(
     assert_eq!(t.report.borrow().queued, 1, "the failing one is still queued");
     t.stop().await;
 }
+
+/// A write of the queue's file that fails (here its directory is gone: as with the disk full or
+/// no descriptor left) is tried again at the task's next wakeup, not only at the queue's next
+/// change: an alert waiting its turn is in the file within a heartbeat once it can be written.
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_of_the_queue_is_tried_again_without_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let script = Script::new();
+    let t = start_in(Some(&state), &script, false, |a| a.per_minute = 1);
+    after(1).await;
+    std::fs::remove_dir(&state).unwrap();
+    std::fs::write(&state, "not a directory").unwrap();
+    t.raise(Alert::firing(AlertKey::ServiceDown("first".into()), Severity::Critical, "first is down"));
+    t.raise(Alert::firing(AlertKey::ServiceDown("second".into()), Severity::Critical, "second is down"));
+    after(1).await;
+    assert_eq!(script.times_of("service/first"), [1], "delivered; the second waits for the rate limit");
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    after(30).await;
+    assert!(script.times_of("service/second").is_empty(), "still waiting its turn: the queue did not change");
+    let file = std::fs::read_to_string(state.join(FILE_NAME)).expect("written again without a change");
+    assert!(file.contains("service/second") && !file.contains("service/first"), "{file}");
+    t.stop().await;
+}

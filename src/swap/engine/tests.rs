@@ -156,6 +156,21 @@ fn recovery_deletes_partials_adopts_active_and_enables_what_fits() {
     assert!(fake.state().ops.contains(&"swapon cluster-ai-000002.swap 49".into()));
 }
 
+/// A complete file the kernel refuses for a reason of the moment (no memory for its swap map)
+/// is kept; one it refuses as no swap file (EINVAL) goes.
+#[test]
+fn recovery_keeps_a_file_refused_for_a_reason_of_the_moment() {
+    for (kind, kept) in [(std::io::ErrorKind::OutOfMemory, true), (std::io::ErrorKind::InvalidInput, false)] {
+        let fake = FakeSwapOs::new();
+        fake.state().files.insert("cluster-ai-000002.swap".into(), FakeFile { size: GIB, active: None });
+        fake.state().fail = Some(("swapon", kind));
+        let mut e = Engine::new(&config("max_size = \"3G\"\nmin_size = \"0\"\nspare = false\n"), Box::new(fake.clone()), false);
+        e.start();
+        assert!(fake.active().is_empty(), "{kind:?}");
+        assert_eq!(fake.state().files.contains_key("cluster-ai-000002.swap"), kept, "{kind:?}");
+    }
+}
+
 #[test]
 fn a_failing_directory_is_named_and_logged_once_per_episode() {
     let (mut e, fake) = engine("min_size = \"64M\"\n");
