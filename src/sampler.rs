@@ -30,8 +30,14 @@ pub struct Snapshot {
     pub swap_used_bytes: u64,
     pub disk_root: Option<DiskUsage>,
     pub disk_swap_dir: Option<DiskUsage>,
-    /// Absent when the kernel has no PSI.
+    /// Absent when the kernel has no PSI, or when its files could not be read this time
+    /// (`pressure_unreadable`).
     pub pressure: Option<PressureSet>,
+    /// The kernel has PSI but its files could not be read this time (no descriptor left): the
+    /// measures that use it hold rather than act as on a kernel without PSI.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pressure_unreadable: bool,
+    /// The last reading of `/proc/loadavg` (kept while it cannot be read).
     pub load_average: [f64; 3],
 }
 
@@ -105,6 +111,10 @@ pub struct Sampler {
     pressure: [Slot; 3],
     previous_cpu: Option<CpuTimes>,
     clock_ticks: u64,
+    last_load_average: [f64; 3],
+    /// The figures that could not be read at the last sample, by name: each is said once when
+    /// it fails and once when it is back, not at every sample.
+    failing: std::collections::BTreeSet<&'static str>,
 }
 
 impl Sampler {
@@ -117,6 +127,8 @@ impl Sampler {
             pressure: [Slot::new("pressure/memory"), Slot::new("pressure/cpu"), Slot::new("pressure/io")],
             previous_cpu: None,
             clock_ticks: crate::sys::proc_self::clock_ticks_per_second(),
+            last_load_average: [0.0; 3],
+            failing: std::collections::BTreeSet::new(),
         }
     }
 
@@ -125,6 +137,7 @@ impl Sampler {
     pub fn sample(&mut self, swap_dir: &Path) -> Result<Snapshot, ProcError> {
         let procfs = &self.procfs;
         let mem: MemInfo = self.meminfo.parse(procfs, parse_meminfo)?;
+        let mut failed: Vec<(&'static str, String)> = Vec::new();
         let (cpu_busy_percent, cpu_seconds) = match self.stat.parse(procfs, parse_stat) {
             Ok(now) => {
                 let pct = self.previous_cpu.and_then(|before| now.busy_percent_since(&before));
@@ -133,30 +146,35 @@ impl Sampler {
                 (pct, Some(CpuSeconds { busy: now.busy as f64 / hz, idle: now.total.saturating_sub(now.busy) as f64 / hz }))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read CPU times");
+                failed.push(("CPU times", e.to_string()));
                 (None, None)
             }
         };
         let [m, c, i] = &mut self.pressure;
-        let pressure = match (
+        let (pressure, pressure_unreadable) = match (
             m.parse_optional(procfs, parse_pressure),
             c.parse_optional(procfs, parse_pressure),
             i.parse_optional(procfs, parse_pressure),
         ) {
-            (Ok(Some(memory)), Ok(Some(cpu)), Ok(Some(io))) => Some(PressureSet { memory, cpu, io }),
-            (Ok(None), _, _) => None,
+            (Ok(Some(memory)), Ok(Some(cpu)), Ok(Some(io))) => (Some(PressureSet { memory, cpu, io }), false),
+            (Ok(None), _, _) => (None, false),
             (m, c, i) => {
-                for e in [m.err(), c.err(), i.err()].into_iter().flatten() {
-                    tracing::warn!(error = %e, "cannot read pressure");
-                }
-                None
+                let why = [m.err(), c.err(), i.err()].into_iter().flatten().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+                failed.push(("pressure", why));
+                (None, true)
             }
         };
-        let load_average = self.loadavg.parse(procfs, parse_loadavg).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read load average");
-            [0.0; 3]
-        });
-        let disk = |p: &Path| disk_usage(p).map_err(|e| tracing::warn!(error = %e, "cannot measure disk")).ok();
+        let load_average = match self.loadavg.parse(procfs, parse_loadavg) {
+            Ok(l) => l,
+            Err(e) => {
+                failed.push(("load average (the last reading is kept)", e.to_string()));
+                self.last_load_average
+            }
+        };
+        self.last_load_average = load_average;
+        let mut disk = |p: &Path| disk_usage(p).map_err(|e| failed.push(("disk usage", e.to_string()))).ok();
+        let (disk_root, disk_swap_dir) = (disk(procfs.root()), disk(swap_dir));
+        self.say_failing(failed);
         Ok(Snapshot {
             taken_at_unix_ms: crate::sys::unix_ms(),
             cpu_busy_percent,
@@ -166,11 +184,26 @@ impl Sampler {
             memory_used_percent: mem.used_percent(),
             swap_total_bytes: mem.swap_total,
             swap_used_bytes: mem.swap_used(),
-            disk_root: disk(procfs.root()),
-            disk_swap_dir: disk(swap_dir),
+            disk_root,
+            disk_swap_dir,
             pressure,
+            pressure_unreadable,
             load_average,
         })
+    }
+
+    /// Says each figure that fails now and did not at the last sample, and each that is back.
+    fn say_failing(&mut self, failed: Vec<(&'static str, String)>) {
+        let now: std::collections::BTreeSet<&'static str> = failed.iter().map(|(what, _)| *what).collect();
+        for (what, error) in &failed {
+            if !self.failing.contains(what) {
+                tracing::warn!(error = %error, "cannot read {what}; said again when it is back");
+            }
+        }
+        for what in self.failing.difference(&now) {
+            tracing::info!("{what}: read again");
+        }
+        self.failing = now;
     }
 }
 
@@ -286,6 +319,15 @@ mod tests {
         let mut s = Sampler::new(ProcFs::new(dir.path()));
         let snap = s.sample(Path::new("/")).unwrap();
         assert_eq!((snap.cpu_busy_percent, snap.cpu_seconds, snap.pressure, snap.load_average), (None, None, None, [0.0; 3]));
+        // PSI is there but unreadable: said, so the measures hold rather than act as without PSI.
+        assert!(snap.pressure_unreadable);
+        assert_eq!(s.failing.iter().copied().collect::<Vec<_>>(), ["CPU times", "load average (the last reading is kept)", "pressure"]);
+        // Back: the load average read again; gone again: its last reading kept, not zeros.
+        std::fs::write(dir.path().join("proc/loadavg"), "0.10 0.20 0.30 1/100 42\n").unwrap();
+        assert_eq!(s.sample(Path::new("/")).unwrap().load_average, [0.1, 0.2, 0.3]);
+        assert!(!s.failing.iter().any(|f| f.starts_with("load average")));
+        std::fs::remove_file(dir.path().join("proc/loadavg")).unwrap();
+        assert_eq!(s.sample(Path::new("/")).unwrap().load_average, [0.1, 0.2, 0.3]);
         std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: x\n").unwrap();
         assert!(s.sample(Path::new("/")).is_err());
     }

@@ -137,6 +137,10 @@ pub fn cpu(s: &Snapshot, probes: &[ProbeSeen], c: &EmergencyConfig) -> Verdict {
             held.push(format!("cpu pressure {p:.0}% {} {pt:.0}%", cmp(p, pt)));
             (p >= pt, p < pt - hy)
         }
+        None if s.pressure_unreadable => {
+            held.push("cpu pressure unreadable this time: held".into());
+            (false, false)
+        }
         None => {
             held.push("cpu pressure unknown (no PSI): left out".into());
             (true, false)
@@ -183,6 +187,10 @@ pub fn memory(s: &Snapshot, c: &EmergencyConfig) -> Verdict {
         Some(p) => {
             held.push(format!("memory pressure {p:.0}% {} {pt:.0}%", cmp(p, pt)));
             (p >= pt, p < pt - hy)
+        }
+        None if s.pressure_unreadable => {
+            held.push("memory pressure unreadable this time: held".into());
+            (false, false)
         }
         None => {
             held.push("memory pressure unknown (no PSI): left out".into());
@@ -292,6 +300,14 @@ mod tests {
         // Without PSI the pressure is left out, and said so.
         let v = cpu(&snap(97.0, None, 50.0, 32 << 30, 0.0), &probes, &c);
         assert!(v.level.over && v.held.contains("cpu pressure unknown (no PSI): left out"), "{}", v.held);
+        // A kernel with PSI whose files could not be read this time (no descriptor left): held,
+        // neither acted on as if it had none nor cleared.
+        let unreadable = Snapshot { pressure_unreadable: true, ..snap(97.0, None, 50.0, 32 << 30, 0.0) };
+        let v = cpu(&unreadable, &probes, &c);
+        assert_eq!(v.level, Level { over: false, clear: false }, "{}", v.held);
+        assert!(v.held.contains("cpu pressure unreadable this time: held"), "{}", v.held);
+        let v = memory(&Snapshot { memory_used_percent: 90.0, memory_available_bytes: 6 << 30, ..unreadable }, &c);
+        assert_eq!(v.level, Level { over: false, clear: false }, "{}", v.held);
     }
 
     #[test]

@@ -66,7 +66,12 @@ impl Emergency {
             // A 5xx or no answer in time is an outcome unknown, not a failure: distributed can
             // answer 500 after retiring (distributed#8370), and retiring a worker that holds
             // data can outlast any deadline (dask-kubernetes#821). What the scheduler did is
-            // read back: the workers that are gone were retired by us.
+            // read back: the workers that are gone were retired by us. A request never sent (no
+            // connection: refused, or the daemon's own shortage) retired nothing: a worker
+            // gone meanwhile left on its own, and is not ours to bring back.
+            Err(e @ PeerError::Http(crate::sys::http::HttpError::Connect(_) | crate::sys::http::HttpError::Local(_))) => {
+                self.dask_problem(&url, e)
+            }
             Err(e @ (PeerError::Http(_) | PeerError::Status { status: 500..=599, .. })) => match peers::dask_worker_count(&scheduler).await
             {
                 Ok(now) if u32::try_from(now).unwrap_or(u32::MAX) < n => {

@@ -246,13 +246,15 @@ impl Engine {
     }
 
     /// A new config: the policy's numbers change at once. Returns whether [`Engine::start`]
-    /// must run again (a new `swap.dir` to check and recover, or management paused by
-    /// `swap clean`); it does file work, so the caller runs it off the async runtime.
+    /// must run again (a new `swap.dir` to check and recover, management paused by
+    /// `swap clean`, or monitoring only: a reload looks afresh at why, which may have been a
+    /// moment's trouble, e.g. swap.dir not opened with every descriptor taken); it does file
+    /// work, so the caller runs it off the async runtime.
     pub fn set_config(&mut self, config: &Config) -> bool {
         let dir_changed = config.swap.dir != self.cfg.dir;
         self.cfg = config.swap.clone();
         self.kernel_tune = config.kernel.tune;
-        dir_changed || self.mode == Mode::Paused
+        dir_changed || self.mode != Mode::Managing
     }
 
     pub fn inventory(&mut self) -> Result<Inventory, SwapError> {

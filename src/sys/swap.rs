@@ -242,12 +242,17 @@ impl SwapDirError {
     }
 }
 
-/// Whether the process holds CAP_SYS_ADMIN (what swapon/swapoff need).
+/// Whether the process holds CAP_SYS_ADMIN (what swapon/swapoff need). A status file that
+/// cannot be read at all (no descriptor left) tells nothing: true, and swapon says whether it
+/// may (a false "run as root" would stop swap management until a reload).
 pub fn has_cap_sys_admin(proc_root: &Path) -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
-    super::fs::read_text(&proc_root.join("proc/self/status"), super::fs::SMALL_FILE)
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
+    let Ok(status) = super::fs::read_text(&proc_root.join("proc/self/status"), super::fs::SMALL_FILE) else {
+        return true;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
         .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
         .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }

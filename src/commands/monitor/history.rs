@@ -158,6 +158,7 @@ pub mod tests {
                 swap_used_bytes: 0,
                 disk_root: None,
                 disk_swap_dir: None,
+                pressure_unreadable: false,
                 pressure: None,
                 load_average: [0.0; 3],
             }),

@@ -215,7 +215,8 @@ fn an_impossible_swap_file_is_found_out_once_and_not_tried_again() {
         }
         assert_eq!(fake.state().ops.len(), ops);
         assert!(fake.active().is_empty() && fake.state().files.is_empty(), "nothing left behind");
-        // A new swap.dir is looked at afresh.
+        // A new swap.dir is looked at afresh, and so is the same one at a reload.
+        assert!(e.set_config(&Config::parse("[swap]\ndir = \"/srv/other\"\nmin_size = \"64M\"\n").unwrap()));
         assert!(e.set_config(&Config::parse("[swap]\ndir = \"/srv/other\"\nmin_size = \"64M\"\n").unwrap()));
     }
 }
