@@ -59,7 +59,10 @@ async fn follow_once(
     };
     let mut watch = match systemd.unit(unit).await {
         Ok(Some(w)) => w,
-        Ok(None) => return Ok(send(Msg::Installed(i, false)).await),
+        Ok(None) => {
+            send(Msg::Installed(i, false)).await;
+            return Ok(());
+        }
         Err(e) => {
             // Cannot tell: judge by the unit file, and say why the state is unknown.
             send(Msg::Installed(i, unit_file_exists(unit))).await;
