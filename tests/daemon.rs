@@ -451,6 +451,19 @@ fn a_daemon_that_may_make_no_more_threads_still_reloads() {
     drop(limit);
 }
 
+/// /metrics on a port another process holds at start: said once, tried again at each heartbeat
+/// (30 s), and served once the port is free, without a reload.
+#[test]
+fn a_metrics_port_taken_at_start_is_served_once_it_is_free() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap();
+    let d = daemon().config(&format!("sample_interval = \"1s\"\n[metrics]\nlisten = \"{addr}\"\n")).spawn();
+    d.wait_log("metrics: cannot listen on", T);
+    drop(holder);
+    let log = d.wait_log(&format!("metrics: serving http://{addr}/metrics"), Duration::from_secs(45));
+    assert_eq!(log.matches("metrics: cannot listen on").count(), 1, "said once:\n{log}");
+}
+
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -45,6 +45,9 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, report: watch::Sende
     let web_file = config.borrow_and_update().metrics.web_config_file.clone();
     let (loaded, mut problem) = load_web(web_file.as_deref(), None);
     let mut web: Option<(Option<PathBuf>, Web)> = loaded;
+    // The last bind error said: a bind that fails (the port taken, no descriptor left) is
+    // tried again at each heartbeat, and said again only when its error changes.
+    let mut bind_error: Option<String> = None;
     loop {
         let listen = config.borrow_and_update().metrics.listen;
         let mut url = None;
@@ -53,6 +56,7 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, report: watch::Sende
             (Some(_), None) => None,
             (Some(addr), Some((_, w))) => match TcpListener::bind(addr).await {
                 Ok(l) => {
+                    bind_error = None;
                     let addr = l.local_addr().unwrap_or(addr);
                     let scheme = if w.tls.is_some() { "https" } else { "http" };
                     tracing::info!(listen = %addr, "metrics: serving {scheme}://{addr}/metrics");
@@ -60,10 +64,14 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, report: watch::Sende
                     Some(l)
                 }
                 Err(e) => {
-                    tracing::error!(
-                        listen = %addr,
-                        "metrics: cannot listen on {addr}: {e}; no /metrics until [metrics] listen is changed (\"\" turns it off) and the config reloaded"
-                    );
+                    if bind_error.as_deref() != Some(e.to_string().as_str()) {
+                        tracing::error!(
+                            listen = %addr,
+                            "metrics: cannot listen on {addr}: {e}; tried again every {} s (or set [metrics] listen to another address, \"\" turns it off)",
+                            HEARTBEAT_PERIOD.as_secs()
+                        );
+                    }
+                    bind_error = Some(e.to_string());
                     None
                 }
             },
@@ -100,6 +108,9 @@ pub async fn run(state: Reports, swap: SwapMetricsReceiver, report: watch::Sende
                 }
                 _ = ticker.tick() => {
                     heartbeat.beat();
+                    if listener.is_none() && bind_error.is_some() {
+                        break;
+                    }
                 }
                 accepted = accept => match accepted {
                     Ok((stream, _)) => {

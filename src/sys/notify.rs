@@ -73,25 +73,28 @@ impl SdNotifier {
     }
 
     /// Sends `msg` on the kept socket (connected now if there is none), once more on a new one
-    /// if that fails.
+    /// if that fails. The kept socket stays when no new one can be made (every descriptor
+    /// taken): the next message tries it again, so the watchdog's pings are not lost for want
+    /// of a descriptor the kept socket does not need.
     fn deliver(&self, target: &std::ffi::OsStr, msg: &[u8]) -> std::io::Result<()> {
+        let send = |sock: &std::os::unix::net::UnixDatagram| match sock.send(msg) {
+            Ok(n) if n == msg.len() => Ok(()),
+            Ok(n) => Err(std::io::Error::new(std::io::ErrorKind::WriteZero, format!("sent {n} of {} bytes", msg.len()))),
+            Err(e) => Err(e),
+        };
         let mut kept = self.socket.lock().unwrap_or_else(|p| p.into_inner());
-        let mut last = None;
-        for _ in 0..2 {
-            let sock = match kept.take() {
-                Some(s) => s,
-                None => connect(target)?,
-            };
-            match sock.send(msg) {
-                Ok(n) if n == msg.len() => {
-                    *kept = Some(sock);
-                    return Ok(());
-                }
-                Ok(n) => last = Some(std::io::Error::new(std::io::ErrorKind::WriteZero, format!("sent {n} of {} bytes", msg.len()))),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| std::io::Error::other("not sent")))
+        let failed = match kept.as_ref().map(send) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
+        let sock = match connect(target) {
+            Ok(s) => s,
+            Err(e) => return Err(failed.unwrap_or(e)),
+        };
+        send(&sock)?;
+        *kept = Some(sock);
+        Ok(())
     }
 }
 
