@@ -22,5 +22,10 @@ sed -e "s/^TRIALS=.*/TRIALS=$TRIALS/" -e "s/^MONIT_TRIALS=.*/MONIT_TRIALS=$MONIT
 chmod +x "$PAY/restart-in-container.sh"
 NS_SCRIPT=restart-in-container.sh NS_CONSOLE_LOG="$PAY/console.log" bash tests/e2e/ns-run.sh "$ROOT" "$PAY" | tee "$PAY/out"
 grep -q "restart benchmark done" "$PAY/out" || { echo "the benchmark did not finish; console:"; tail -30 "$PAY/console.log"; exit 1; }
+for who in cluster-ai monit; do
+  for kind in crash hang; do
+    grep -q "^$who $kind median [0-9]" "$PAY/out" || { echo "no $who $kind median: a side did not run"; exit 1; }
+  done
+done
 echo "restart: $TRIALS trials each for cluster-ai, $MONIT_TRIALS for monit, under systemd 252, each on its defaults (cluster-ai: 10 s probe, 3 s timeout, 2 failures; monit: 30 s cycle)"
 grep ' median ' "$PAY/out" | sed 's/^/  /'
