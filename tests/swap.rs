@@ -86,8 +86,12 @@ impl Scratch {
         v
     }
     /// No orphan: every file of ours on disk is active, every active one exists, no partials.
-    /// The spare (`swap.spare`: made ahead, never enabled under its name) is no orphan.
+    /// The spare (`swap.spare`: made ahead, never enabled under its name) is no orphan; one
+    /// being made (its `.partial`, remade a moment after a file was added) is waited for: a
+    /// partial that is still there after T is one.
     fn assert_no_orphans(&self) {
+        let spare_partial = "cluster-ai-spare.swap.partial".to_string();
+        let _ = peers::poll_until(T, || (!self.files().contains(&spare_partial)).then_some(()));
         let active: Vec<String> = self.ours().iter().map(|(p, ..)| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
         let mut active_sorted = active.clone();
         active_sorted.sort();
