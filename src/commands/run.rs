@@ -11,6 +11,9 @@ use crate::sys::paths::DEFAULT_CONFIG;
 
 /// How long an idle blocking thread is kept: for the daemon's life (a hundred years).
 const KEEP_BLOCKING_THREADS: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+/// Blocking threads at most: a long swapoff, the alert queue's file and a reload's reading at
+/// once, and one more.
+const MAX_BLOCKING_THREADS: usize = 4;
 
 pub fn main(args: RunArgs) -> ExitCode {
     let log = logging::init(LogLevel::Info);
@@ -27,8 +30,15 @@ pub fn main(args: RunArgs) -> ExitCode {
     // TasksMax, a pids limit, no memory for a stack) while the pool has none: that was every
     // moment but a second after a swap operation, and a node short of memory or tasks is when
     // the daemon must not die. With one kept, such work waits for it instead. A parked thread
-    // costs its touched stack and no wakeups (it sleeps on a condvar for KEEP_BLOCKING_THREADS).
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().thread_keep_alive(KEEP_BLOCKING_THREADS).build() {
+    // costs its touched stack and no wakeups (it sleeps on a condvar for KEEP_BLOCKING_THREADS);
+    // at most MAX_BLOCKING_THREADS are made (start-up made five at once, all then kept), and
+    // work beyond them waits its turn.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_keep_alive(KEEP_BLOCKING_THREADS)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
