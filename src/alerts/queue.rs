@@ -74,7 +74,7 @@ impl Queue {
     /// descriptor taken, no memory, no permission) is left as it is and not written over; the
     /// queue starts in memory and [`Queue::read_again`] reads the file later.
     pub fn load(path: Option<PathBuf>, max: usize) -> (Queue, Option<String>) {
-        let q = Queue { path, items: VecDeque::new(), bytes: 0, max: max.max(1), next_id: 1, dropped: 0, unread: false };
+        let q = Queue::empty(path, max);
         let Some(p) = q.path.clone() else { return (q, None) };
         let shown = crate::sys::display_path(&p);
         let read = crate::sys::fs::read_regular_file(&p, MAX_BYTES as u64);
@@ -131,18 +131,15 @@ impl Queue {
                 }
             }
             Err(e) => {
-                let q = Queue {
-                    path: Some(p.clone()),
-                    items: VecDeque::new(),
-                    bytes: 0,
-                    max: max.max(1),
-                    next_id: 1,
-                    dropped: 0,
-                    unread: false,
-                };
+                let q = Queue::empty(Some(p.clone()), max);
                 q.set_aside_file(&p, format!("{shown} is not an alert queue ({})", crate::sys::json::error_text(&e)))
             }
         }
+    }
+
+    /// No delivery yet, kept at `path`, bounded to `max` (at least one).
+    fn empty(path: Option<PathBuf>, max: usize) -> Queue {
+        Queue { path, items: VecDeque::new(), bytes: 0, max: max.max(1), next_id: 1, dropped: 0, unread: false }
     }
 
     /// A file that could not be read at all: none found is an empty queue, anything else is
