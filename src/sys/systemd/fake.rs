@@ -24,6 +24,8 @@ struct State {
     /// When each restart was asked for, on tokio's clock (a paused test's time).
     restart_times: Vec<tokio::time::Instant>,
     unreachable: Option<String>,
+    /// Calls of `connect`, answered or not.
+    connects: usize,
 }
 
 #[derive(Default)]
@@ -102,6 +104,11 @@ impl FakeServiceManager {
         self.lock().unreachable = why.map(String::from);
     }
 
+    /// How many times `connect` was called, answered or not (how often the bus was asked).
+    pub fn connects(&self) -> usize {
+        self.lock().connects
+    }
+
     fn reachable(&self) -> Result<(), SystemdError> {
         match &self.lock().unreachable {
             Some(why) => Err(SystemdError::Unreachable(why.clone())),
@@ -136,7 +143,10 @@ impl UnitFollow for FakeFollow {
 
 impl ServiceManager for FakeServiceManager {
     fn connect(&self) -> BoxFuture<'_, Result<(), SystemdError>> {
-        Box::pin(async move { self.reachable() })
+        Box::pin(async move {
+            self.lock().connects += 1;
+            self.reachable()
+        })
     }
     fn restart<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<(), SystemdError>> {
         Box::pin(async move {
