@@ -172,6 +172,159 @@ pub async fn request_trusting(
     }
 }
 
+/// A plain-TCP connection kept open between the GETs of one caller (a health probe): idle, it
+/// is out of the runtime's poll set, so a peer that closes it (uvicorn after 5 s) wakes
+/// nothing; it is looked at when next used. See [`get_kept`].
+#[derive(Debug, Default)]
+pub struct Kept {
+    idle: Option<std::net::TcpStream>,
+    /// Answers it has carried since it was opened.
+    answers: u32,
+}
+
+/// A kept connection carries at most this many answers, then a new one is opened: a probe
+/// that only ever reused one would no longer show that the peer accepts connections (why
+/// kubelet's probes close theirs). At a 10 s probe interval, a new connection a minute.
+pub const KEPT_ANSWERS: u32 = 6;
+
+impl Kept {
+    /// Whether a connection is kept now.
+    pub fn is_open(&self) -> bool {
+        self.idle.is_some()
+    }
+
+    /// Drops the kept connection: the next GET opens a new one.
+    pub fn close(&mut self) {
+        self.idle = None;
+        self.answers = 0;
+    }
+
+    /// The kept connection when it may carry another answer and is still open: the peer has
+    /// neither closed it nor sent anything unasked (a one-byte peek that would block).
+    fn take_open(&mut self, endpoint_authority: &str) -> Option<TcpStream> {
+        let s = self.idle.take()?;
+        let same_peer = s.peer_addr().ok().map(|a| a.to_string());
+        let usable = self.answers < KEPT_ANSWERS
+            && same_peer.is_some_and(|a| authority_matches(&a, endpoint_authority))
+            && matches!(s.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        if !usable {
+            self.answers = 0;
+            return None;
+        }
+        TcpStream::from_std(s).ok()
+    }
+}
+
+/// Whether a connected peer address is the one the endpoint names: the port must match (the
+/// host part was resolved from a name, so only the port is compared).
+fn authority_matches(peer: &str, authority: &str) -> bool {
+    let port = |a: &str| a.rsplit_once(':').map(|(_, p)| p.to_string());
+    port(peer).is_some() && port(peer) == port(authority)
+}
+
+/// A GET on a plain `http://` endpoint over the connection in `kept` when it is still open,
+/// else over a new one, which is left in `kept` when the answer allows (HTTP/1.1, no
+/// `connection: close`, nothing sent after it). A kept connection that fails for any reason
+/// but the deadline (the peer closed it as the request went out) is dropped and the GET made
+/// once more on a new connection, within the same deadline; a failed GET keeps nothing. Same
+/// bounds as [`request`]; `https://` and unix sockets are sent as [`request`] sends them.
+/// Saves a probe the TCP handshake and teardown, about half its CPU (bench/README.md).
+pub async fn get_kept(endpoint: &Endpoint, path: &str, timeout: Duration, kept: &mut Kept) -> Result<Response, HttpError> {
+    let Endpoint::Tcp { authority, tls: false, .. } = endpoint else {
+        kept.close();
+        return request(endpoint, "GET", path, None, timeout).await;
+    };
+    let r = tokio::time::timeout(timeout, async {
+        let (host, full_path) = request_target(endpoint, path)?;
+        let req = || build_request_keeping(&host, &full_path);
+        if let Some(stream) = kept.take_open(authority) {
+            if let Ok((answer, back)) = send_keeping(stream, req()?).await {
+                return Ok((answer, back));
+            }
+            kept.answers = 0;
+        }
+        let stream = TcpStream::connect(authority.as_str()).await.map_err(connect_error)?;
+        send_keeping(stream, req()?).await
+    })
+    .await;
+    match r {
+        Ok(Ok((answer, back))) => {
+            match back {
+                Some(s) => {
+                    kept.idle = Some(s);
+                    kept.answers += 1;
+                }
+                None => kept.close(),
+            }
+            Ok(answer)
+        }
+        Ok(Err(e)) => {
+            kept.close();
+            Err(e)
+        }
+        Err(_) => {
+            kept.close();
+            Err(HttpError::Timeout(timeout))
+        }
+    }
+}
+
+/// A GET as [`build_request`] makes it, without `connection: close`.
+fn build_request_keeping(host: &str, full_path: &str) -> Result<hyper::Request<Full<Bytes>>, HttpError> {
+    let mut req = build_request(host, "GET", full_path, None)?;
+    req.headers_mut().remove(hyper::header::CONNECTION);
+    Ok(req)
+}
+
+/// Sends the request and reads one whole answer, then takes the connection back out of hyper
+/// (out of the runtime's poll set too) when it may carry another: `None` when the peer said
+/// `connection: close`, answered in HTTP/1.0, or sent bytes past the answer.
+async fn send_keeping(stream: TcpStream, req: hyper::Request<Full<Bytes>>) -> Result<(Response, Option<std::net::TcpStream>), HttpError> {
+    let (mut sender, mut conn) = handshake(stream, MAX_RAW).await?;
+    let work = async move {
+        let answer = sender.send_request(req).await.map_err(|e| protocol(&e))?;
+        let status = answer.status().as_u16();
+        let close = answer.version() != hyper::Version::HTTP_11
+            || answer
+                .headers()
+                .get_all(hyper::header::CONNECTION)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("close")));
+        let body = read_body(answer.into_body()).await?;
+        // (The sender goes here: with no request to come, hyper's connection ends idle.)
+        Ok((Response { status, body }, !close))
+    };
+    tokio::pin!(work);
+    let mut conn_error = None;
+    let mut conn_ended = false;
+    let (answer, keep) = loop {
+        tokio::select! {
+            r = &mut work => break r.map_err(|e| conn_error.take().unwrap_or(e))?,
+            ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)), if !conn_ended => {
+                conn_ended = true;
+                conn_error = ended.err().map(|e| protocol(&e));
+            }
+        }
+    };
+    if !keep || conn_error.is_some() {
+        return Ok((answer, None));
+    }
+    // With the answer read and the sender gone, hyper's connection is idle and ends at this
+    // poll; if it does not (it still has something to do), it is not kept, and the answer
+    // is not made to wait for it.
+    if !conn_ended {
+        let now = std::future::poll_fn(|cx| std::task::Poll::Ready(conn.poll_without_shutdown(cx))).await;
+        if !matches!(now, std::task::Poll::Ready(Ok(()))) {
+            return Ok((answer, None));
+        }
+    }
+    let parts = conn.into_parts();
+    if !parts.read_buf.is_empty() {
+        return Ok((answer, None));
+    }
+    Ok((answer, parts.io.into_inner().into_inner().into_std().ok()))
+}
+
 /// The request as hyper sends it: `host`, `user-agent`, `connection: close`, and a
 /// `content-length` on every request that may carry a body (Docker wants one on an empty POST).
 fn build_request(

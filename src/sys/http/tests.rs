@@ -332,3 +332,128 @@ mod any_answer {
         }
     }
 }
+
+/// What the kept-alive test server does with the `n`th request (from 0) on a connection.
+#[derive(Clone, Copy)]
+enum OnRequest {
+    Answer(&'static [u8]),
+    /// Reads the request, then closes without a word (the peer's idle timeout as it arrives).
+    Close,
+    /// Answers, then closes without having said so (the peer's idle timeout, later).
+    AnswerThenClose(&'static [u8]),
+    Hang,
+}
+
+const KEEP: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+/// A loopback server that keeps connections open as an HTTP/1.1 peer does, doing
+/// `on(n)` with the `n`th request of each connection; counts the connections it accepted.
+async fn keep_alive_server(
+    on: impl Fn(usize) -> OnRequest + Send + Copy + 'static,
+) -> (Endpoint, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for n in 0.. {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 1024];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    buf.clear();
+                    match on(n) {
+                        OnRequest::Answer(a) => {
+                            if s.write_all(a).await.is_err() {
+                                return;
+                            }
+                        }
+                        OnRequest::Close => return,
+                        OnRequest::AnswerThenClose(a) => {
+                            let _ = s.write_all(a).await;
+                            return;
+                        }
+                        OnRequest::Hang => {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (tcp(&addr.to_string(), ""), accepted)
+}
+
+fn accepted(n: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> usize {
+    n.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn a_kept_connection_carries_the_next_gets_then_a_new_one_is_opened() {
+    let (ep, n) = keep_alive_server(|_| OnRequest::Answer(KEEP)).await;
+    let mut kept = Kept::default();
+    for i in 0..(2 * KEPT_ANSWERS + 1) {
+        let r = get_kept(&ep, "/health", Duration::from_secs(5), &mut kept).await.unwrap_or_else(|e| panic!("GET {i}: {e}"));
+        assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
+        assert!(kept.is_open(), "kept after GET {i}");
+    }
+    assert_eq!(accepted(&n), 3, "{KEPT_ANSWERS} answers a connection, then a new one");
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_peer_closed_is_replaced_without_a_failed_get() {
+    // Closed after each answer without saying so (uvicorn's 5 s keep-alive timeout between two
+    // probes 10 s apart): seen at the peek when next used, and a new connection made.
+    let (ep, n) = keep_alive_server(|_| OnRequest::AnswerThenClose(KEEP)).await;
+    let mut kept = Kept::default();
+    for i in 0..4 {
+        let r = get_kept(&ep, "", Duration::from_secs(5), &mut kept).await.unwrap_or_else(|e| panic!("GET {i}: {e}"));
+        assert_eq!(r.status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted(&n), 4);
+    // Closed as the next request arrives (the timeout and the probe at the same moment): the
+    // GET is made again on a new connection, within its deadline, and passes.
+    let (ep, n) = keep_alive_server(|i| if i == 0 { OnRequest::Answer(KEEP) } else { OnRequest::Close }).await;
+    let mut kept = Kept::default();
+    for i in 0..4 {
+        let r = get_kept(&ep, "", Duration::from_secs(5), &mut kept).await.unwrap_or_else(|e| panic!("GET {i}: {e}"));
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(accepted(&n), 4);
+}
+
+#[tokio::test]
+async fn nothing_is_kept_when_the_peer_says_close_or_sends_more_or_fails() {
+    for (answer, why) in [
+        (&b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"[..], "connection: close"),
+        (&b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok"[..], "HTTP/1.0"),
+        (&b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..], "an answer not asked for"),
+    ] {
+        let (ep, n) = keep_alive_server(move |_| OnRequest::Answer(answer)).await;
+        let mut kept = Kept::default();
+        let r = get_kept(&ep, "", Duration::from_secs(5), &mut kept).await.unwrap_or_else(|e| panic!("{why}: {e}"));
+        assert_eq!(r.status, 200, "{why}");
+        assert!(!kept.is_open(), "{why}: nothing kept");
+        get_kept(&ep, "", Duration::from_secs(5), &mut kept).await.unwrap_or_else(|e| panic!("{why}, again: {e}"));
+        assert_eq!(accepted(&n), 2, "{why}: a new connection for the next GET");
+    }
+    // A hang on a kept connection is the probe's timeout, and the connection is dropped.
+    let (ep, _) = keep_alive_server(|i| if i == 0 { OnRequest::Answer(KEEP) } else { OnRequest::Hang }).await;
+    let mut kept = Kept::default();
+    get_kept(&ep, "", Duration::from_secs(5), &mut kept).await.unwrap();
+    assert!(kept.is_open());
+    let e = get_kept(&ep, "", Duration::from_millis(300), &mut kept).await.unwrap_err();
+    assert_eq!(e, HttpError::Timeout(Duration::from_millis(300)));
+    assert!(!kept.is_open());
+}
