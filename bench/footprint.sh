@@ -37,14 +37,11 @@ trap cleanup EXIT
 # the health task watching four services probed over HTTP at the default interval (the built-in four are
 # replaced by four local stand-ins that answer, so the figure is that of a healthy node; no
 # unit, so nothing is restarted). SERVICES=0 keeps the built-in list instead.
-# Each stand-in answers as the peer it stands for does, since a head and a body sent in two
-# writes can cost the prober a second wakeup, and a connection kept open saves it the TCP
-# handshake: Docker and Ollama (Go's net/http buffers a small answer and writes it once at the
-# handler's end, and keeps the connection open with no idle timeout) and the Dask scheduler
-# (tornado's finish() writes the head and the body together; its idle timeout is an hour) in
-# one write, kept open; Open WebUI (uvicorn writes the head at http.response.start and the body
-# at http.response.body, and closes a connection idle for 5 s, its timeout_keep_alive) in two,
-# closed between two probes 10 s apart.
+# Each stand-in writes its answer as the peer it stands for does, since a head and a body sent
+# in two writes can cost the prober a second wakeup: Docker and Ollama (Go's net/http buffers a
+# small answer and writes it once at the handler's end) and the Dask scheduler (tornado's
+# finish() writes the head and the body together) in one write; Open WebUI (uvicorn writes the
+# head at http.response.start and the body at http.response.body) in two.
 SERVICES=${SERVICES:-4}
 # /metrics served (on a port of its own: two of these may run side by side); scraped only
 # after the idle window, to measure what a scrape costs.
@@ -55,18 +52,14 @@ if [ "$SERVICES" -gt 0 ]; then
   python3 -c '
 import http.server, socketserver, sys, threading
 class OneWrite(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
     def do_GET(self):
-        self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
     def log_message(self, *a): pass
 class TwoWrites(OneWrite):
-    timeout = 5
     def do_GET(self):
         self.send_response(200); self.send_header("content-length", "2"); self.end_headers(); self.wfile.write(b"ok")
-class Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
 n = int(sys.argv[1])
-servers = [Server(("127.0.0.1", 0), TwoWrites if i == 3 else OneWrite) for i in range(n)]
+servers = [socketserver.TCPServer(("127.0.0.1", 0), TwoWrites if i == 3 else OneWrite) for i in range(n)]
 with open(sys.argv[2], "w") as f:
     f.write(" ".join(str(s.server_address[1]) for s in servers))
 for s in servers[1:]:

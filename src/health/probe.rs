@@ -26,16 +26,9 @@ pub struct ProbeResult {
 }
 
 pub async fn run(probe: &Probe, timeout: Duration) -> ProbeResult {
-    run_kept(probe, timeout, &mut http::Kept::default()).await
-}
-
-/// [`run`], an `http://` probe over the connection `kept` holds from the last probe when it is
-/// still open ([`http::get_kept`]: a new one every [`http::KEPT_ANSWERS`] answers, and after
-/// any failure, so the probe that confirms a failure always connects anew).
-pub async fn run_kept(probe: &Probe, timeout: Duration, kept: &mut http::Kept) -> ProbeResult {
     let start = Instant::now();
     let outcome = match probe {
-        Probe::Http { url, status, body } => http_probe(url, *status, body.as_deref(), timeout, kept).await,
+        Probe::Http { url, status, body } => http_probe(url, *status, body.as_deref(), timeout).await,
         Probe::Tcp { addr } => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str())).await {
             Err(_) => Err(format!("no connection within {}", crate::config::format_duration(timeout)).into()),
             Ok(Err(e)) => Err(http::connect_error(e).into()),
@@ -75,16 +68,14 @@ impl From<http::HttpError> for Failed {
     }
 }
 
-async fn http_probe(url: &str, status: u16, body: Option<&str>, timeout: Duration, kept: &mut http::Kept) -> Result<String, Failed> {
+async fn http_probe(url: &str, status: u16, body: Option<&str>, timeout: Duration) -> Result<String, Failed> {
     let ep = Endpoint::parse_url(url)?;
-    let r = http::get_kept(&ep, "", timeout, kept).await?;
+    let r = http::request(&ep, "GET", "", None, timeout).await?;
     if r.status != status {
-        kept.close();
         return Err(format!("status {} (expected {status}): {}", r.status, r.snippet()).into());
     }
     if let Some(want) = body {
         if !String::from_utf8_lossy(&r.body).contains(want) {
-            kept.close();
             return Err(format!("the answer does not contain {want:?}: {}", r.snippet()).into());
         }
     }
@@ -134,9 +125,8 @@ pub async fn run_with_workers(
     timeout: Duration,
     workers: bool,
     local_worker: bool,
-    kept: &mut http::Kept,
 ) -> (ProbeResult, Option<Result<BTreeMap<String, String>, String>>) {
-    let mut r = run_kept(probe, timeout, kept).await;
+    let mut r = run(probe, timeout).await;
     let Probe::Http { url, .. } = probe else { return (r, None) };
     if !r.ok || !(workers || local_worker) {
         return (r, None);

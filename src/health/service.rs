@@ -67,9 +67,6 @@ pub(super) struct Svc {
     /// The probe as the report shows it (a URL's secrets cut), made once: formatting it for
     /// every report was a seventh of a probe cycle's instructions (callgrind).
     pub(super) shown_probe: Option<String>,
-    /// The probe's connection kept open between probes (`http::get_kept`); taken by the probe
-    /// in flight (one at a time: `probing`) and put back when it ends.
-    pub(super) kept: Arc<std::sync::Mutex<crate::sys::http::Kept>>,
 }
 
 pub(super) struct Workers {
@@ -175,7 +172,6 @@ impl Svc {
             unprobed: false,
             workers,
             shown_probe,
-            kept: Arc::default(),
         }
     }
 }

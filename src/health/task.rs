@@ -199,11 +199,9 @@ fn probe_due(svcs: &mut [Svc], generation: u64, tx: &mpsc::Sender<(u64, Msg)>, s
             continue;
         }
         s.probing = true;
-        let (tx, timeout, workers, local, slot) = (tx.clone(), s.cfg.timeout, s.workers.is_some(), s.cfg.local_worker, s.kept.clone());
+        let (tx, timeout, workers, local) = (tx.clone(), s.cfg.timeout, s.workers.is_some(), s.cfg.local_worker);
         tokio::spawn(async move {
-            let mut kept = std::mem::take(&mut *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-            let (r, w) = probe::run_with_workers(&p, timeout, workers, local, &mut kept).await;
-            *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = kept;
+            let (r, w) = probe::run_with_workers(&p, timeout, workers, local).await;
             let _ = tx.send((generation, Msg::Probe(i, r))).await;
             if let Some(w) = w {
                 let _ = tx.send((generation, Msg::Workers(i, w))).await;
@@ -333,7 +331,7 @@ async fn look(i: usize, h: Arc<crate::config::HealthConfig>, s: ServiceConfig, s
     });
     let unit_up = matches!(svc.machine.unit, UnitState::Active | UnitState::Unknown);
     if let (Some(true), Some(p), true) = (svc.installed, &s.probe, unit_up) {
-        let (r, w) = probe::run_with_workers(p, s.timeout, svc.workers.is_some(), s.local_worker, &mut Default::default()).await;
+        let (r, w) = probe::run_with_workers(p, s.timeout, svc.workers.is_some(), s.local_worker).await;
         if !r.unknown {
             svc.machine.probe(r.ok, &r.detail, now);
         }

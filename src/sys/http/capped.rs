@@ -18,11 +18,6 @@ impl<S> Capped<S> {
     pub fn new(inner: S, cap: u64) -> Capped<S> {
         Capped { inner, left: cap, cap }
     }
-
-    /// The stream back (a kept-alive connection gets a new cap for its next answer).
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
