@@ -25,9 +25,10 @@ use crate::sys::systemd::{unit_file_exists, ServiceManager};
 
 /// The task beats at least this often (its tick is never longer).
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
-/// The longest gap between two tries to reach systemd while it does not answer (the units'
-/// own followers retry at most this often too).
-pub const RECONNECT_MAX: Duration = Duration::from_secs(300);
+/// The longest gap between two tries to reach systemd while it does not answer: a unit that
+/// fails once systemd is back waits at most this long (and a tick) for its restart, and a host
+/// without a system bus pays one try a minute.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(60);
 pub type HealthReceiver = watch::Receiver<Arc<HealthReport>>;
 
 pub async fn run(state: watch::Sender<Arc<HealthReport>>, alerts: Option<AlertSender>, ctx: TaskCtx) -> anyhow::Result<()> {
