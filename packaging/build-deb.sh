@@ -3,10 +3,14 @@
 # shell completions generated from the clap definitions, the copyright file, then
 # `cargo deb --no-build`.
 # Needs cargo-deb (`cargo install cargo-deb`; .ci/run installs it).
+# `--build-only`: the compiling alone (the release binary and the gen-assets example), no
+# package: tests/run-all.sh makes it so ahead of the package test, which then only packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cargo-deb >/dev/null || { echo "build-deb.sh needs cargo-deb: cargo install cargo-deb" >&2; exit 1; }
 cargo build --release --quiet
+cargo build --release --quiet --example gen-assets
+[ "${1:-}" = --build-only ] && exit 0
+command -v cargo-deb >/dev/null || { echo "build-deb.sh needs cargo-deb: cargo install cargo-deb" >&2; exit 1; }
 rm -rf target/assets
 cargo run --release --quiet --example gen-assets -- target/assets
 # /usr/share/doc/cluster-ai/copyright in Debian's machine-readable format (DEP-5): the notice and

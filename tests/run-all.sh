@@ -76,15 +76,11 @@ spent+=("$(printf '%-34s %5d s' "installs (packages, venv, root)" $((SECONDS - i
 
 phase "build (debug tests)" cargo test --no-run
 # tests/deb.rs builds the package with packaging/build-deb.sh in a target directory of its own
-# (target/deb-build): a release binary and the gen-assets example, both with LTO. The same two
-# builds made here first leave it only the packaging to do, so the test run is the tests' time
-# (about 250 s of compiling moved out of it). The test still runs build-deb.sh, whose cargo
-# calls then find everything fresh; run alone, it builds as before.
-deb_build() {
-  CARGO_TARGET_DIR=$PWD/target/deb-build cargo build --release --quiet
-  CARGO_TARGET_DIR=$PWD/target/deb-build cargo build --release --quiet --example gen-assets
-}
-phase "build (the package's release binary)" deb_build
+# (target/deb-build): a release binary and the gen-assets example, both with LTO. Made here
+# first by the same script (`--build-only`), they leave the test only the packaging to do, so
+# the test run is the tests' time (about 250 s of compiling moved out of it); run alone, the
+# test builds as before.
+phase "build (the package's release binary)" env CARGO_TARGET_DIR="$PWD/target/deb-build" bash packaging/build-deb.sh --build-only
 phase "run: cargo test" cargo test
 
 # The failure-path tests and the hostile-peer tier once more on an optimised build (release
