@@ -26,11 +26,20 @@ measure() {
   local old t0 p
   # From a healthy start: running and answering.
   for _ in $(seq 600); do answers && break; sleep 0.2; done
+  # cluster-ai: also healthy in its own eyes, for longer than its reset_after (1 s below), so
+  # the trial is a first incident. Without this, a trial that fell within a second of the
+  # last one's recovery met that incident's backoff (a crash restarted after 2.4 s, "attempt
+  # 1") or its every-second probing (a hang restarted after 3.3 s).
+  if [ "$who" = cluster-ai ]; then
+    for _ in $(seq 600); do cluster-ai health >/dev/null 2>&1 && break; sleep 0.1; done
+    sleep 1.5
+  fi
   old=$(pid)
   # A random phase within the monitor's cycle (CYCLE: cluster-ai's 10 s probe interval,
   # monit's 30 s), so the trials sample it evenly.
   sleep "$(( RANDOM % CYCLE )).$(( RANDOM % 10 ))"
   t0=$(now)
+  echo "$t0" > /tmp/trial-start
   case "$1" in crash) kill -KILL "$old" ;; hang) kill -STOP "$old" ;; esac
   for _ in $(seq 6000); do   # 120 s at most
     p=$(pid)
@@ -52,6 +61,10 @@ run_trials() {
     for i in $(seq "$TRIALS"); do
       s=$(measure "$kind")
       echo "  $who $kind trial $i: $s s"
+      # A crash restarted later than its goal (1 s): what the daemon logged meanwhile, to say why.
+      if [ "$who" = cluster-ai ] && [ "$kind" = crash ] && awk -v s="$s" 'BEGIN {exit !(s == "timeout" || s > 1)}'; then
+        journalctl -u cluster-ai -o short-precise --no-pager --since "@$(( $(cat /tmp/trial-start) / 1000000000 - 1 ))" | sed 's/^/    /' | head -20
+      fi
       out+="$s"$'\n'
     done
     echo "$who $kind median $(printf '%s' "$out" | grep -v timeout | median) s"

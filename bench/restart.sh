@@ -4,7 +4,8 @@
 # defaults: cluster-ai's health task (probe every 10 s, timeout 3 s, 2 failures, the second
 # 1 s after the first failed; a unit that
 # fails is seen at once over D-Bus), monit `set daemon 30` with an HTTP check. Each trial is a
-# first incident (reset_after short, so no backoff carries over from the trial before). Goals:
+# first incident (reset_after short, and each trial waits until the daemon calls the service
+# healthy and then past reset_after, so no backoff carries over from the trial before). Goals:
 # a crash restarted in <= 1 s; a hang in <= 15 s (median; issue 18 §7). Root only. Prints figures only.
 # usage: bench/restart.sh [TRIALS [MONIT_TRIALS]]   (default 3 per kind and tool; monit's as
 # many unless given: its trials take about 45 s (crash) and 65 s (hang) each, cluster-ai's 10 and 20)
