@@ -63,7 +63,7 @@ run_trials() {
       echo "  $who $kind trial $i: $s s"
       # A crash restarted later than its goal (1 s): what the daemon logged meanwhile, to say why.
       if [ "$who" = cluster-ai ] && [ "$kind" = crash ] && awk -v s="$s" 'BEGIN {exit !(s == "timeout" || s > 1)}'; then
-        journalctl -u cluster-ai -o short-precise --no-pager --since "@$(( $(cat /tmp/trial-start) / 1000000000 - 1 ))" | sed 's/^/    /' | head -20
+        journalctl -u cluster-ai -o short-precise --no-pager --since "@$(( $(cat /tmp/trial-start) / 1000000000 - 1 ))" | sed 's/^/    /' | head -20 || true   # head's early close must not end the bench (pipefail)
       fi
       out+="$s"$'\n'
     done
