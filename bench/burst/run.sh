@@ -10,6 +10,7 @@
 #   bash bench/burst/run.sh --full     # RAM 512M and 2G, P 2x..8x RAM, R 25..1000, step, two-phase
 #   BURST_TOOLS="cluster-ai-min0" BURST_RATES=400 bash bench/burst/run.sh   # a subset
 #   bash bench/burst/run.sh --check TOOL MODE RATE PEAK RAM   # one run; exit 1 unless it survived
+#   BURST_GRID="step 0 2048 512;twophase 400 2048 512" bash bench/burst/run.sh   # chosen cells
 #
 # Needs (Debian): qemu-system-x86, busybox-static, swapspace, gcc, e2fsprogs; apt-get download
 # for the kernel and earlyoom (.deb unpacked with dpkg-deb -x).
@@ -111,7 +112,10 @@ fi
 # (cluster-ai-min0-nospare: min_size 0 with swap.spare off, the first file made at the decision.)
 tools=${BURST_TOOLS:-none static swapspace earlyoom cluster-ai cluster-ai-min0}
 grid=()
-if [ "${1:-}" = --full ]; then
+if [ -n "${BURST_GRID:-}" ]; then
+    # Cells chosen by hand ("mode rate peak ram", separated by ";"), each with every tool.
+    IFS=';' read -ra grid <<< "$BURST_GRID"
+elif [ "${1:-}" = --full ]; then
     for ram in 512 2048; do
         for mult in 2 4 8; do
             for rate in ${BURST_RATES:-25 100 400 1000}; do grid+=("steady $rate $((ram * mult)) $ram"); done
