@@ -114,7 +114,13 @@ tools=${BURST_TOOLS:-none static swapspace earlyoom cluster-ai cluster-ai-min0}
 grid=()
 if [ -n "${BURST_GRID:-}" ]; then
     # Cells chosen by hand ("mode rate peak ram", separated by ";"), each with every tool.
-    IFS=';' read -ra grid <<< "$BURST_GRID"
+    IFS=';' read -ra cells <<< "$BURST_GRID"
+    for c in "${cells[@]}"; do
+        set -- $c
+        [ $# = 0 ] && continue   # a trailing or doubled ";"
+        [ $# = 4 ] || { echo "bench/burst: BURST_GRID cell \"$c\" is not \"MODE RATE PEAK RAM\" (e.g. \"steady 100 2048 512\")" >&2; exit 2; }
+        grid+=("$*")
+    done
 elif [ "${1:-}" = --full ]; then
     for ram in 512 2048; do
         for mult in 2 4 8; do
