@@ -28,7 +28,7 @@ fn under_real_systemd() {
     let payload = payload("test-in-container.sh");
     let p = payload.path();
     let (stdout, left) = common::run_in_container(p, "test-in-container.sh");
-    assert!(stdout.contains("e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight (put back, and left when changed by someone else), journal vacuum, health restarts and stop all behaved"));
+    assert!(stdout.contains("e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight (put back, and left when changed by someone else), journal vacuum, health restarts, a unit installed and removed after the start and stop all behaved"));
     assert!(left.is_empty(), "swap clean inside the container left {left:?}");
 }
 

@@ -170,6 +170,58 @@ async fn ready_then_a_failed_unit_is_restarted_through_systemd_and_status_says_s
     assert!(heard.iter().any(|n| n == "STOPPING"), "{heard:?}");
 }
 
+impl Daemon {
+    /// The `health` state of the service `name` ("healthy", "not installed", …).
+    async fn state_of(&self, name: &str) -> String {
+        let health = self.ask(Request::Health).await;
+        let svc = health["services"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name)).cloned();
+        svc.and_then(|s| s["state"].as_str().map(String::from)).unwrap_or_else(|| format!("no {name} in {health}"))
+    }
+
+    /// Asks `health` every 20 ms until `name` is (`is`) or is no longer (`!is`) in `state`,
+    /// for up to 20 s.
+    async fn wait_state(&self, name: &str, state: &str, is: bool) {
+        let start = Instant::now();
+        loop {
+            let now = self.state_of(name).await;
+            if (now == state) == is {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{name}: {now} after 20 s, waiting for {}{state}",
+                if is { "" } else { "not " }
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A unit that is not there when the daemon starts is "not installed"; once a package installs
+/// it and runs `systemctl daemon-reload`, it is followed (failed: restarted), without a reload
+/// of cluster-ai; removed the same way, it is "not installed" again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_installed_or_removed_after_the_start_is_seen_at_the_next_daemon_reload() {
+    let d = start("[[health.service]]\nname = \"ollama\"\nunit = \"ollama.service\"\nprobe = \"\"\nrestart = \"on-failure\"\n", None).await;
+    d.wait_state("ollama", "not installed", true).await;
+    // The unit file is there, but systemd has not read it until the daemon-reload.
+    d.systemd.add_unit("ollama.service", "failed", "failed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(d.state_of("ollama").await, "not installed");
+    assert!(d.systemd.restarts().is_empty(), "{:?}", d.systemd.restarts());
+    d.systemd.daemon_reload();
+    wait_for("a restart of the unit installed after the start", || d.systemd.restarts() == ["ollama.service"]).await;
+    d.wait_state("ollama", "not installed", false).await;
+    // The package removed: systemd's signals for the unit just stop; the reload says it.
+    d.systemd.remove_unit("ollama.service");
+    d.systemd.daemon_reload();
+    d.wait_state("ollama", "not installed", true).await;
+    // The other service was followed throughout, and reloads do not restart it.
+    assert_eq!(d.state_of("dask-scheduler").await, "healthy");
+    assert_eq!(d.systemd.restarts(), ["ollama.service"]);
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_systemd_refuses_is_retried_with_backoff_not_in_a_loop() {
     let d = start("", None).await;

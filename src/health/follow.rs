@@ -9,16 +9,28 @@ use tokio_util::sync::CancellationToken;
 
 use super::policy::UnitState;
 use super::service::Msg;
-use crate::sys::systemd::{unit_file_exists, ServiceManager};
+use crate::sys::systemd::{unit_file_exists, ServiceManager, SystemdError};
 
 /// A unit whose following ended on an error (the bus restarted, a descriptor refused) is
 /// followed again this long after, doubling while it fails, up to [`UNIT_RETRY_MAX`].
 const UNIT_RETRY: Duration = Duration::from_secs(10);
 const UNIT_RETRY_MAX: Duration = Duration::from_secs(300);
 
+/// How one following of a unit ended.
+enum Ended {
+    /// The config generation is over.
+    ForGood,
+    /// systemd reloaded its units: look at the unit again at once.
+    Reloaded,
+    /// On an error (said as the unit's state); `followed`: it had been followed.
+    Failed { followed: bool },
+}
+
 /// Follows one unit for as long as the config generation lives: again [`UNIT_RETRY`] after an
 /// error (each failed try says so once, as the unit's state), so a unit's state is never left
-/// unknown for good by a moment's trouble on the bus.
+/// unknown for good by a moment's trouble on the bus; and again at each daemon-reload, so a
+/// unit installed after the daemon started is followed from then on (and one removed is "not
+/// installed", a `Restart=` added or removed is known).
 pub(super) async fn follow(
     systemd: Arc<dyn ServiceManager>,
     unit: String,
@@ -28,21 +40,25 @@ pub(super) async fn follow(
     cancel: CancellationToken,
 ) {
     let mut wait = UNIT_RETRY;
-    while let Err(followed) = follow_once(&*systemd, &unit, i, generation, &tx, &cancel).await {
-        if followed {
-            wait = UNIT_RETRY;
+    loop {
+        match follow_once(&*systemd, &unit, i, generation, &tx, &cancel).await {
+            Ended::ForGood => return,
+            Ended::Reloaded => wait = UNIT_RETRY,
+            Ended::Failed { followed } => {
+                if followed {
+                    wait = UNIT_RETRY;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(UNIT_RETRY_MAX);
+            }
         }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(UNIT_RETRY_MAX);
     }
 }
 
-/// One following of `unit`: `Ok` when it ends for good (the generation is over, the unit is
-/// not installed), `Err` when it ended on an error (said as the unit's state): `Err(true)` once
-/// it had been followed, `Err(false)` when it could not be.
+/// One following of `unit`, until the generation is over, systemd reloads, or an error.
 async fn follow_once(
     systemd: &dyn ServiceManager,
     unit: &str,
@@ -50,25 +66,41 @@ async fn follow_once(
     generation: u64,
     tx: &mpsc::Sender<(u64, Msg)>,
     cancel: &CancellationToken,
-) -> Result<(), bool> {
+) -> Ended {
     let send = |m: Msg| {
         let tx = tx.clone();
         async move {
             let _ = tx.send((generation, m)).await;
         }
     };
+    let cannot_tell = |e: SystemdError| async move {
+        // Judge by the unit file, and say why the state is unknown.
+        send(Msg::Installed(i, unit_file_exists(unit))).await;
+        send(Msg::Unit(i, Err(e.to_string()))).await;
+        Ended::Failed { followed: false }
+    };
+    // Asked for before the unit is looked at, so a reload between the two is not missed.
+    let mut reloads = match systemd.reloads().await {
+        Ok(r) => r,
+        Err(e) => return cannot_tell(e).await,
+    };
     let mut watch = match systemd.unit(unit).await {
         Ok(Some(w)) => w,
         Ok(None) => {
             send(Msg::Installed(i, false)).await;
-            return Ok(());
+            // A package that installs the unit runs `systemctl daemon-reload`: look again then.
+            return tokio::select! {
+                _ = cancel.cancelled() => Ended::ForGood,
+                r = reloads.next() => match r {
+                    Ok(()) => Ended::Reloaded,
+                    Err(e) => {
+                        send(Msg::Unit(i, Err(e.to_string()))).await;
+                        Ended::Failed { followed: false }
+                    }
+                },
+            };
         }
-        Err(e) => {
-            // Cannot tell: judge by the unit file, and say why the state is unknown.
-            send(Msg::Installed(i, unit_file_exists(unit))).await;
-            send(Msg::Unit(i, Err(e.to_string()))).await;
-            return Err(false);
-        }
+        Err(e) => return cannot_tell(e).await,
     };
     send(Msg::Installed(i, true)).await;
     send(Msg::RestartsItself(i, watch.restarts_itself().await)).await;
@@ -76,14 +108,22 @@ async fn follow_once(
     send(Msg::Unit(i, first)).await;
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
+            _ = cancel.cancelled() => return Ended::ForGood,
             changed = watch.changed() => {
                 let end = changed.is_err();
                 send(Msg::Unit(i, changed.map(|(a, s)| UnitState::from_systemd(&a, &s)).map_err(|e| e.to_string()))).await;
                 if end {
-                    return Err(true);
+                    return Ended::Failed { followed: true };
                 }
             }
+            // Its unit file may be gone, or say otherwise now (`Restart=`): look again.
+            r = reloads.next() => return match r {
+                Ok(()) => Ended::Reloaded,
+                Err(e) => {
+                    send(Msg::Unit(i, Err(e.to_string()))).await;
+                    Ended::Failed { followed: true }
+                }
+            },
         }
     }
 }

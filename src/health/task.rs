@@ -216,9 +216,13 @@ fn handle(svcs: &mut [Svc], msg: Msg, ctx: &Ctx<'_>) {
     let (i, events) = match msg {
         Msg::Installed(i, installed) => {
             let s = &mut svcs[i];
-            s.installed = Some(installed);
-            if !installed {
-                tracing::info!(service = %s.cfg.name, "health: {} is not installed here (no {}): not checked", s.cfg.name, s.cfg.unit.as_deref().unwrap_or("unit"));
+            // Said when it changes: it is looked at again at each daemon-reload.
+            let was = s.installed.replace(installed);
+            let unit = s.cfg.unit.as_deref().unwrap_or("unit");
+            if !installed && was != Some(false) {
+                tracing::info!(service = %s.cfg.name, "health: {} is not installed here (no {unit}): not checked", s.cfg.name);
+            } else if installed && was == Some(false) {
+                tracing::info!(service = %s.cfg.name, "health: {} is installed now ({unit}, after a daemon-reload): checked from now on", s.cfg.name);
             }
             (i, Vec::new())
         }

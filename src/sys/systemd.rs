@@ -81,6 +81,17 @@ pub trait ServiceManager: Send + Sync + 'static {
     fn set_cpu_weight<'a>(&'a self, unit: &'a str, weight: u64) -> BoxFuture<'a, Result<(), SystemdError>>;
     /// The unit's `MemoryMax=`, `MemoryHigh=` and cgroup; `None` when systemd has no such unit.
     fn memory<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<Option<UnitMemory>, SystemdError>>;
+    /// systemd's daemon-reloads from now on (`systemctl daemon-reload`, which a package that
+    /// installs or removes a unit runs in its maintainer scripts): what is known of a unit may
+    /// have changed at each.
+    fn reloads(&self) -> BoxFuture<'_, Result<Box<dyn Reloads>, SystemdError>>;
+}
+
+/// systemd's daemon-reloads, from when they were asked for.
+pub trait Reloads: Send {
+    /// Waits for the end of the next daemon-reload (the Manager's `Reloading` signal with
+    /// `false`); `Err` when the connection is gone.
+    fn next(&mut self) -> BoxFuture<'_, Result<(), SystemdError>>;
 }
 
 /// One followed unit.
@@ -161,6 +172,31 @@ impl ServiceManager for SystemBus {
             self.checked(r).await
         })
     }
+    fn reloads(&self) -> BoxFuture<'_, Result<Box<dyn Reloads>, SystemdError>> {
+        Box::pin(async move {
+            let r = self.get().await?.reloads().await;
+            Ok(Box::new(self.checked(r).await?) as Box<dyn Reloads>)
+        })
+    }
+}
+
+/// The Manager's `Reloading` signals on one connection.
+struct ReloadWatch {
+    signals: ReloadingStream,
+}
+
+impl Reloads for ReloadWatch {
+    fn next(&mut self) -> BoxFuture<'_, Result<(), SystemdError>> {
+        Box::pin(async move {
+            while let Some(signal) = self.signals.next().await {
+                // `true` as it starts, `false` once it is done: the units are read anew then.
+                if signal.args().is_ok_and(|a| !a.active) {
+                    return Ok(());
+                }
+            }
+            Err(SystemdError::Bus("the bus connection closed".into()))
+        })
+    }
 }
 
 impl UnitFollow for UnitWatch {
@@ -185,6 +221,8 @@ trait Manager {
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn set_unit_properties(&self, name: &str, runtime: bool, properties: &[(&str, Value<'_>)]) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn reloading(&self, active: bool) -> zbus::Result<()>;
     #[zbus(signal)]
     fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
 }
@@ -278,6 +316,17 @@ impl Systemd {
             let props = self.properties(path).await?;
             let changes = props.receive_properties_changed().await.map_err(|e| e.to_string())?;
             Ok(Some(UnitWatch { unit, props, changes }))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| timed_out())?
+    }
+
+    /// The Manager's `Reloading` signals from now on. Subscribes first: systemd sends its
+    /// signals on the system bus only to subscribed clients.
+    async fn reloads(&self) -> Result<ReloadWatch, SystemdError> {
+        let call = async {
+            self.subscribe().await?;
+            let signals = self.manager.receive_reloading().await.map_err(|e| e.to_string())?;
+            Ok(ReloadWatch { signals })
         };
         tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| timed_out())?
     }

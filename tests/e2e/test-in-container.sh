@@ -244,6 +244,18 @@ wait_for 5 "a restart after the hold" journal_has "health: restarting flappy.ser
 { cluster-ai health --json || true; } | grep -F '"name": "flappy"' >/dev/null || fail "health --json lacks flappy"
 rc=0; cluster-ai health > /tmp/health.out || rc=$?
 [ "$rc" = 5 ] || fail "health exits $rc, not 5 (unhealthy), while flappy is down: $(cat /tmp/health.out)"
+# Installed after the start: a package writes the unit and runs daemon-reload (its maintainer
+# script does); cluster-ai follows it from then on, without a reload of its own. Removed the
+# same way, it is "not installed" again.
+unit no-such-thing 'ExecStart=/bin/sleep infinity'
+systemctl daemon-reload
+systemctl start no-such-thing
+wait_for 10 "absent followed after the daemon-reload" journal_has "health: absent is installed now"
+wait_for 10 "absent healthy" sh -c '{ cluster-ai health || true; } | grep -E "^absent " | grep -F healthy'
+systemctl stop no-such-thing
+rm /etc/systemd/system/no-such-thing.service
+systemctl daemon-reload
+wait_for 10 "absent not installed again after its removal" sh -c '{ cluster-ai health || true; } | grep -E "^absent +not installed"'
 systemctl stop flappy crashy selfheal web
 
 step "stop: inactive, clean exit in the journal"
@@ -263,4 +275,4 @@ cluster-ai swap clean --force
 [ "$(cluster-ai swap status --json | grep -c '"seq"')" = 0 ] || fail "swap clean left managed swap"
 [ -z "$(ls /var/lib/cluster-ai/swap)" ] || fail "swap clean left files: $(ls /var/lib/cluster-ai/swap)"
 
-echo "e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight (put back, and left when changed by someone else), journal vacuum, health restarts and stop all behaved"
+echo "e2e: start, baseline swap, status, reload, broken reload, watchdog restart, bad config, optimize restarts, CPU weight (put back, and left when changed by someone else), journal vacuum, health restarts, a unit installed and removed after the start and stop all behaved"

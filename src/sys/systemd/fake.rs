@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use super::{BoxFuture, ServiceManager, SystemdError, UnitFollow, UnitMemory, UnitStateText, CPU_WEIGHT_UNSET};
+use super::{BoxFuture, Reloads, ServiceManager, SystemdError, UnitFollow, UnitMemory, UnitStateText, CPU_WEIGHT_UNSET};
 
 struct FakeUnit {
     state: watch::Sender<UnitStateText>,
@@ -26,6 +26,11 @@ struct State {
     unreachable: Option<String>,
     /// Calls of `connect`, answered or not.
     connects: usize,
+    /// Units removed: their followers are kept (systemd's signals for a unit it no longer
+    /// knows just stop; the following does not end).
+    removed: Vec<FakeUnit>,
+    /// How many daemon-reloads there have been (made at the first use).
+    reloads: Option<watch::Sender<u64>>,
 }
 
 #[derive(Default)]
@@ -55,9 +60,23 @@ impl FakeServiceManager {
         );
     }
 
-    /// The unit is gone (its package removed): systemd no longer knows it.
+    /// The unit is gone (its package removed): systemd no longer knows it. Its followers hear
+    /// nothing more, as from systemd, until they look again (at a [`Self::daemon_reload`]).
     pub fn remove_unit(&self, name: &str) {
-        self.lock().units.remove(name);
+        let mut st = self.lock();
+        if let Some(u) = st.units.remove(name) {
+            st.removed.push(u);
+        }
+    }
+
+    /// `systemctl daemon-reload` has run (as a package's maintainer script does): announced
+    /// to every [`ServiceManager::reloads`] asked for before.
+    pub fn daemon_reload(&self) {
+        Self::reload_count(&mut self.lock()).send_modify(|n| *n += 1);
+    }
+
+    fn reload_count(st: &mut State) -> &watch::Sender<u64> {
+        st.reloads.get_or_insert_with(|| watch::channel(0).0)
     }
 
     /// The unit changes state, as systemd would announce it.
@@ -118,6 +137,14 @@ impl FakeServiceManager {
 
     fn not_found(name: &str) -> SystemdError {
         SystemdError::Refused(format!("Unit {name} not found."))
+    }
+}
+
+struct FakeReloads(watch::Receiver<u64>);
+
+impl Reloads for FakeReloads {
+    fn next(&mut self) -> BoxFuture<'_, Result<(), SystemdError>> {
+        Box::pin(async move { self.0.changed().await.map_err(|_| SystemdError::Bus("the bus connection closed".into())) })
     }
 }
 
@@ -191,6 +218,12 @@ impl ServiceManager for FakeServiceManager {
         Box::pin(async move {
             self.reachable()?;
             Ok(self.lock().units.get(unit).map(|u| u.memory.clone()))
+        })
+    }
+    fn reloads(&self) -> BoxFuture<'_, Result<Box<dyn Reloads>, SystemdError>> {
+        Box::pin(async move {
+            self.reachable()?;
+            Ok(Box::new(FakeReloads(Self::reload_count(&mut self.lock()).subscribe())) as Box<dyn Reloads>)
         })
     }
 }
