@@ -144,33 +144,6 @@ impl Daemon {
         tokio::task::spawn_blocking(move || request(&path, &r)).await.unwrap().unwrap()
     }
 
-    async fn stop(self) -> Vec<String> {
-        self.signal.send(Sig::Terminate).unwrap();
-        let socket = self.socket();
-        let r = tokio::time::timeout(Duration::from_secs(20), self.run).await.expect("stops within 20 s").unwrap();
-        assert!(r.is_ok(), "a clean stop: {r:?}");
-        assert!(!socket.exists(), "the control socket is removed at stop");
-        self.heard.all()
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ready_then_a_failed_unit_is_restarted_through_systemd_and_status_says_so() {
-    let d = start("", None).await;
-    let st = d.ask(Request::Status).await;
-    assert_eq!(st["health"]["systemd"], "connected", "{st}");
-    d.systemd.set_state("dask-scheduler.service", "failed", "failed");
-    wait_for("a restart of the failed unit", || d.systemd.restarts() == ["dask-scheduler.service"]).await;
-    assert_eq!(d.systemd.state_of("dask-scheduler.service").unwrap().0, "active");
-    let health = d.ask(Request::Health).await;
-    let svc = &health["services"][0];
-    assert_eq!(svc["name"], "dask-scheduler", "{health}");
-    let heard = d.stop().await;
-    assert_eq!(heard.first().map(String::as_str), Some("READY"), "{heard:?}");
-    assert!(heard.iter().any(|n| n == "STOPPING"), "{heard:?}");
-}
-
-impl Daemon {
     /// The `health` state of the service `name` ("healthy", "not installed", …).
     async fn state_of(&self, name: &str) -> String {
         let health = self.ask(Request::Health).await;
@@ -195,6 +168,31 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    async fn stop(self) -> Vec<String> {
+        self.signal.send(Sig::Terminate).unwrap();
+        let socket = self.socket();
+        let r = tokio::time::timeout(Duration::from_secs(20), self.run).await.expect("stops within 20 s").unwrap();
+        assert!(r.is_ok(), "a clean stop: {r:?}");
+        assert!(!socket.exists(), "the control socket is removed at stop");
+        self.heard.all()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_then_a_failed_unit_is_restarted_through_systemd_and_status_says_so() {
+    let d = start("", None).await;
+    let st = d.ask(Request::Status).await;
+    assert_eq!(st["health"]["systemd"], "connected", "{st}");
+    d.systemd.set_state("dask-scheduler.service", "failed", "failed");
+    wait_for("a restart of the failed unit", || d.systemd.restarts() == ["dask-scheduler.service"]).await;
+    assert_eq!(d.systemd.state_of("dask-scheduler.service").unwrap().0, "active");
+    let health = d.ask(Request::Health).await;
+    let svc = &health["services"][0];
+    assert_eq!(svc["name"], "dask-scheduler", "{health}");
+    let heard = d.stop().await;
+    assert_eq!(heard.first().map(String::as_str), Some("READY"), "{heard:?}");
+    assert!(heard.iter().any(|n| n == "STOPPING"), "{heard:?}");
 }
 
 /// A unit that is not there when the daemon starts is "not installed"; once a package installs
