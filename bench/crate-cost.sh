@@ -30,4 +30,4 @@ END {
   for (i = 1; i <= n && i <= top; i++) printf "%-28s %9.1f %5.1f%%\n", names[i], by[names[i]] / 1024, 100 * by[names[i]] / total
   printf "%-28s %9.1f\n", "(all symbols)", total / 1024
 }'
-ls -l target/release/cluster-ai | awk '{printf "shipped binary (stripped): %.2f MiB\n", $5 / 1048576}'
+ls -l "${CARGO_TARGET_DIR:-target}"/release/cluster-ai | awk '{printf "shipped binary (stripped): %.2f MiB\n", $5 / 1048576}'

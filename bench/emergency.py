@@ -18,7 +18,8 @@ import http.server, json, math, os, shutil, signal, statistics, subprocess, sys,
 
 TRIALS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target/release/cluster-ai")
+# Cargo's target directory as cargo reads it (CARGO_TARGET_DIR; .ci/run points it at the package's build).
+BIN = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR", "target"), "release/cluster-ai")
 VENV = os.environ.get("CLUSTER_AI_DASK_VENV", os.path.join(ROOT, "target/dask-venv"))
 
 

@@ -13,8 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-60}
-# FOOTPRINT_BIN: another build to measure (e.g. an older one, side by side with this one).
-BIN=${FOOTPRINT_BIN:-target/release/cluster-ai}
+# Cargo's target directory (CARGO_TARGET_DIR, as cargo reads it; .ci/run points it at the
+# package's build). FOOTPRINT_BIN: another build to measure (e.g. an older one, side by side).
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=${FOOTPRINT_BIN:-$TARGET/release/cluster-ai}
 [ -n "${FOOTPRINT_BIN:-}" ] || cargo build --release --quiet
 # The floor measured beside the daemon (examples/sampling-floor.rs): the sampler's reads alone.
 cargo build --release --quiet --example sampling-floor
@@ -110,7 +112,7 @@ grep -q '^READY=1' "$WORK/notify.log" || { echo "no READY=1 on the notify socket
 # This machine charges different windows differently for the same work (a microVM: 0.3 and
 # 0.5 s/h for one build in two windows). So the same window also measures a floor: the
 # sampler's reads every 5 s, alone, with no runtime and no other task; a noisy window raises both.
-target/release/examples/sampling-floor "$WORK/swap" &
+"$TARGET"/release/examples/sampling-floor "$WORK/swap" &
 FLOOR=$!
 sleep 1
 t0=$(ticks); c0=$(cpu_ns); w0=$(vcsw); s0=$(date +%s.%N); n0=$(wc -l < "$WORK/notify.log"); f0=$(cpu_ns "$FLOOR")

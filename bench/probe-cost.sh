@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-30}
 N=${2:-4}
 command -v valgrind >/dev/null || { echo "no valgrind: apt install valgrind"; exit 1; }
-BIN=${PROBE_COST_BIN:-target/release/cluster-ai}
+BIN=${PROBE_COST_BIN:-${CARGO_TARGET_DIR:-target}/release/cluster-ai}
 [ -n "${PROBE_COST_BIN:-}" ] || cargo build --release --quiet
 WORK=$(mktemp -d)
 STANDINS=

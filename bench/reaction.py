@@ -17,7 +17,8 @@ RATE = 1 << 30          # bytes per second
 STEP = 1 << 20          # the crossing is timed to within one step (about 1 ms)
 FILE = 256 << 20        # the size of the file each tool adds
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target/release/cluster-ai")
+# Cargo's target directory as cargo reads it (CARGO_TARGET_DIR; .ci/run points it at the package's build).
+BIN = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR", "target"), "release/cluster-ai")
 
 
 def meminfo():

@@ -18,7 +18,7 @@ ROOT=${CLUSTER_AI_NSPAWN_ROOT:-target/nspawn-root}
 cargo build --release --quiet
 PAY=$(mktemp -d)
 trap 'rm -rf "$PAY"' EXIT
-cp target/release/cluster-ai systemd/cluster-ai.service "$PAY/"
+cp "${CARGO_TARGET_DIR:-target}"/release/cluster-ai systemd/cluster-ai.service "$PAY/"
 sed -e "s/^TRIALS=.*/TRIALS=$TRIALS/" -e "s/^MONIT_TRIALS=.*/MONIT_TRIALS=$MONIT_TRIALS/" bench/restart-in-container.sh > "$PAY/restart-in-container.sh"
 chmod +x "$PAY/restart-in-container.sh"
 NS_SCRIPT=restart-in-container.sh NS_CONSOLE_LOG="$PAY/console.log" bash tests/e2e/ns-run.sh "$ROOT" "$PAY" | tee "$PAY/out"
