@@ -1,0 +1,143 @@
+#!/bin/bash
+# Makes packaging/hot-functions.txt: the functions the idle release daemon runs, which build.rs
+# has the linker place together at the start of `.text` (see build.rs for why). Run by hand
+# after changes to the daemon's periodic paths (bench/footprint.sh shows the binary's resident
+# code grow as the list ages: a function missing from it lands elsewhere and maps its 64 KiB
+# again). Needs valgrind and root (the daemon makes its baseline swap file, in a tempdir).
+#
+# How: the release build, linked with a map (CLUSTER_AI_LINK_MAP), run as footprint.sh runs it,
+# twice side by side (four services probed over HTTP and scraped by Prometheus every 15 s; the
+# built-in service list with nothing installed), each under callgrind, its counts zeroed
+# at READY; every function callgrind saw run in the window (by address: the binary
+# is stripped) is named from the linker's map.
+# usage: packaging/hot-functions.sh [SECONDS]      (default 130: four 30 s cycles and a minute's
+#        systemd retry)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WINDOW=${1:-130}
+command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || { echo "no valgrind: apt install valgrind" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run as root (the daemon's baseline swap file)" >&2; exit 1; }
+TARGET=${CARGO_TARGET_DIR:-target}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  set +e
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  for f in "$WORK"/*/swap/*; do [ -f "$f" ] && { swapoff "$f" 2>/dev/null; rm -f "$f"; }; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+CLUSTER_AI_LINK_MAP=$WORK/cluster-ai.map cargo build --release --quiet
+BIN=$(realpath "$TARGET/release/cluster-ai")
+[ -s "$WORK/cluster-ai.map" ] || { echo "no linker map: build.rs did not ask for one (not linked by rustc's lld?)" >&2; exit 1; }
+
+# Four stand-ins that answer as footprint.sh's do.
+python3 -c '
+import http.server, socketserver, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+    def log_message(self, *a): pass
+servers = [socketserver.ThreadingTCPServer(("127.0.0.1", 0), H) for i in range(4)]
+with open(sys.argv[1], "w") as f:
+    f.write(" ".join(str(s.server_address[1]) for s in servers))
+for s in servers[1:]:
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+servers[0].serve_forever()
+' "$WORK/ports.tmp" &
+PIDS+=($!)
+for _ in $(seq 50); do [ -s "$WORK/ports.tmp" ] && break; sleep 0.1; done
+
+start() { # name, services (0 or 4)
+  local d=$WORK/$1
+  mkdir -p "$d"
+  printf '[swap]\ndir = "%s/swap"\n[metrics]\nlisten = "127.0.0.1:0"\n' "$d" > "$d/config.toml"
+  if [ "$2" -gt 0 ]; then
+    n=0
+    for port in $(cat "$WORK/ports.tmp"); do
+      n=$((n + 1))
+      printf '[[health.service]]\nname = "service-%s"\nprobe = "http://127.0.0.1:%s/health"\nexpect_body = "ok"\n' "$n" "$port" >> "$d/config.toml"
+    done
+  fi
+  python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+while True:
+    s.recv(4096)
+' "$d/notify.sock" &
+  PIDS+=($!)
+  for _ in $(seq 50); do [ -S "$d/notify.sock" ] && break; sleep 0.1; done
+  RUNTIME_DIRECTORY=$d/run STATE_DIRECTORY=$d/state NOTIFY_SOCKET=$d/notify.sock WATCHDOG_USEC=30000000 \
+    valgrind --tool=callgrind --dump-instr=yes --compress-pos=no --callgrind-out-file="$d/callgrind.out" \
+    "$BIN" run --config "$d/config.toml" 2>"$d/log" &
+  PIDS+=($!)
+  echo $! > "$d/pid"
+}
+start probed 4
+start builtin 0
+# From READY on: what runs once between READY and the trim of start-up's pages (sys/trim.rs)
+# stays mapped after it too (the first sample, plan and look).
+for d in probed builtin; do
+  for _ in $(seq 600); do grep -q ' ready pid=' "$WORK/$d/log" && break; sleep 0.1; done
+  grep -q ' ready pid=' "$WORK/$d/log" || { echo "$d: no 'ready' in the log:"; tail -20 "$WORK/$d/log"; exit 1; }
+  callgrind_control -z "$(cat "$WORK/$d/pid")" >/dev/null
+done
+MURL=$(grep -o 'metrics: serving http://[0-9.:]*/metrics' "$WORK/probed/log" | head -1 | sed 's/metrics: serving //')
+end=$((SECONDS + WINDOW))
+while [ $SECONDS -lt $end ]; do
+  [ -n "$MURL" ] && python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1]).read()' "$MURL"
+  sleep 15
+done
+
+# Each daemon's code run in the window: every instruction's address (--dump-instr, uncompressed:
+# functions entered by a jump, as tail calls are, have no name of their own in callgrind's output
+# for a stripped binary), which callgrind gives relative to the object it lies in: for this
+# binary, the linker's address.
+for d in probed builtin; do
+  callgrind_control -d "$(cat "$WORK/$d/pid")" >/dev/null
+done
+sleep 2
+
+python3 - "$BIN" "$WORK/cluster-ai.map" "$WORK/hot-functions.txt" "$WORK"/*/callgrind.out* <<'PY'
+import bisect, re, sys
+binary, linker_map, out, dumps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+seen = set()
+for dump in dumps:
+    names, current = {}, None
+    for line in open(dump):
+        if line.startswith("ob="):  # "ob=(3) /path" defines (3), "ob=(3)" refers to it
+            m = re.match(r"ob=\((\d+)\) ?(.*)", line.rstrip("\n"))
+            if m.group(2):
+                names[m.group(1)] = m.group(2)
+            current = names.get(m.group(1))
+        elif line.startswith("0x") and current == binary:
+            seen.add(int(line.split()[0], 16))
+sections = []  # (start, end, symbol)
+for line in open(linker_map):
+    f = line.split(None, 4)
+    if len(f) != 5 or ":(.text." not in f[4]:
+        continue
+    name = f[4].rstrip().rsplit(":(.text.", 1)[1].rstrip(")")
+    for prefix in ("unlikely.", "hot.", "startup.", "exit."):
+        name = name.removeprefix(prefix)
+    sections.append((int(f[0], 16), int(f[0], 16) + int(f[2], 16), name))
+sections.sort()
+starts = [s[0] for s in sections]
+hot = set()
+for a in seen:
+    i = bisect.bisect_right(starts, a) - 1
+    if i >= 0 and a < sections[i][1]:
+        hot.add(sections[i][2])
+with open(out, "w") as f:
+    f.write("".join(h + "\n" for h in sorted(hot)))
+print(f"{len(seen)} instructions of {binary} run, {len(sections)} .text sections in the map, {len(hot)} functions", file=sys.stderr)
+PY
+found=$(wc -l < "$WORK/hot-functions.txt")
+[ "$found" -gt 50 ] || { echo "only $found functions named: the map or callgrind's output is not as expected" >&2; exit 1; }
+{
+  echo "# The functions the idle daemon runs, placed together by the linker (build.rs)."
+  echo "# Made by packaging/hot-functions.sh on $(date -u +%F) from $(git rev-parse --short HEAD): $found functions seen in ${WINDOW} s."
+  cat "$WORK/hot-functions.txt"
+} > packaging/hot-functions.txt
+echo "packaging/hot-functions.txt: $found functions"
