@@ -161,4 +161,27 @@ echo "  notify         $((n1 - n0)) datagrams in the window, $wd of them WATCHDO
 grep -q 'sd_notify failed' "$WORK/log" && { echo "  sd_notify failed while measuring:"; grep 'sd_notify failed' "$WORK/log" | head -3; }
 true
 ls -l "$BIN" | awk '{printf "  binary size    %6.2f MiB\n", $5 / 1048576}'
+# How many of packaging/hot-functions.txt's names this build has (build.rs places them together;
+# they carry hashes of the toolchain and crate graph): from the link map build.rs writes.
+if [ -z "${FOOTPRINT_BIN:-}" ]; then
+  MAP=$(ls -t "$TARGET"/release/build/cluster-ai-*/out/cluster-ai.map 2>/dev/null | head -1 || true)
+  if [ -n "$MAP" ]; then
+    python3 -c '
+import sys
+names = [l.strip() for l in open(sys.argv[1]) if l.strip() and not l.startswith("#")]
+have = set()
+for line in open(sys.argv[2]):
+    i = line.find(":(.text.")
+    if i >= 0:
+        n = line[i + 8:].rstrip().rstrip(")")
+        for p in ("unlikely.", "hot."):
+            n = n.removeprefix(p)
+        have.add(n)
+found = sum(n in have for n in names)
+print(f"  layout         {found} of the {len(names)} functions of packaging/hot-functions.txt are in this build" + ("" if found >= 0.9 * len(names) else " (packaging/hot-functions.sh makes the list again)"))
+' packaging/hot-functions.txt "$MAP"
+  else
+    echo "  layout         no link map under $TARGET/release/build: linked without packaging/hot-functions.txt (see build.rs)"
+  fi
+fi
 grep -o 'swap file added: [^(]* ([a-z]*)' "$WORK/log" | sed 's/^/  during start-up: /' || true

@@ -31,14 +31,17 @@ CLUSTER_AI_LINK_MAP=$WORK/cluster-ai.map cargo build --release --quiet
 BIN=$(realpath "$TARGET/release/cluster-ai")
 [ -s "$WORK/cluster-ai.map" ] || { echo "no linker map: build.rs did not ask for one (not linked by rustc's lld?)" >&2; exit 1; }
 
-# Four stand-ins that answer as footprint.sh's do.
+# Four stand-ins that answer as footprint.sh's do (the fourth as uvicorn, in two writes).
 python3 -c '
 import http.server, socketserver, sys, threading
-class H(http.server.BaseHTTPRequestHandler):
+class OneWrite(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
     def log_message(self, *a): pass
-servers = [socketserver.ThreadingTCPServer(("127.0.0.1", 0), H) for i in range(4)]
+class TwoWrites(OneWrite):
+    def do_GET(self):
+        self.send_response(200); self.send_header("content-length", "2"); self.end_headers(); self.wfile.write(b"ok")
+servers = [socketserver.ThreadingTCPServer(("127.0.0.1", 0), TwoWrites if i == 3 else OneWrite) for i in range(4)]
 with open(sys.argv[1], "w") as f:
     f.write(" ".join(str(s.server_address[1]) for s in servers))
 for s in servers[1:]:
@@ -69,7 +72,7 @@ while True:
   PIDS+=($!)
   for _ in $(seq 50); do [ -S "$d/notify.sock" ] && break; sleep 0.1; done
   RUNTIME_DIRECTORY=$d/run STATE_DIRECTORY=$d/state NOTIFY_SOCKET=$d/notify.sock WATCHDOG_USEC=30000000 \
-    valgrind --tool=callgrind --dump-instr=yes --compress-pos=no --callgrind-out-file="$d/callgrind.out" \
+    valgrind --tool=callgrind --vgdb-prefix="$WORK/vgdb" --dump-instr=yes --compress-pos=no --callgrind-out-file="$d/callgrind.out" \
     "$BIN" run --config "$d/config.toml" 2>"$d/log" &
   PIDS+=($!)
   echo $! > "$d/pid"
@@ -81,12 +84,14 @@ start builtin 0
 for d in probed builtin; do
   for _ in $(seq 600); do grep -q ' ready pid=' "$WORK/$d/log" && break; sleep 0.1; done
   grep -q ' ready pid=' "$WORK/$d/log" || { echo "$d: no 'ready' in the log:"; tail -20 "$WORK/$d/log"; exit 1; }
-  callgrind_control -z "$(cat "$WORK/$d/pid")" >/dev/null
+  callgrind_control --vgdb-prefix="$WORK/vgdb" -z "$(cat "$WORK/$d/pid")" | grep -q OK ||
+    { echo "$d: callgrind did not zero its counts" >&2; exit 1; }
 done
-MURL=$(grep -o 'metrics: serving http://[0-9.:]*/metrics' "$WORK/probed/log" | head -1 | sed 's/metrics: serving //')
+MURL=$(grep -o 'metrics: serving http://[0-9.:]*/metrics' "$WORK/probed/log" | head -1 | sed 's/metrics: serving //' || true)
+[ -n "$MURL" ] || { echo "probed: no 'metrics: serving' in the log" >&2; exit 1; }
 end=$((SECONDS + WINDOW))
 while [ $SECONDS -lt $end ]; do
-  [ -n "$MURL" ] && python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1]).read()' "$MURL"
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1]).read()' "$MURL"
   sleep 15
 done
 
@@ -95,24 +100,33 @@ done
 # for a stripped binary), which callgrind gives relative to the object it lies in: for this
 # binary, the linker's address.
 for d in probed builtin; do
-  callgrind_control -d "$(cat "$WORK/$d/pid")" >/dev/null
+  callgrind_control --vgdb-prefix="$WORK/vgdb" -d "$(cat "$WORK/$d/pid")" | grep -q OK ||
+    { echo "$d: callgrind did not dump its counts" >&2; exit 1; }
 done
 sleep 2
 
-python3 - "$BIN" "$WORK/cluster-ai.map" "$WORK/hot-functions.txt" "$WORK"/*/callgrind.out* <<'PY'
+python3 - "$BIN" "$WORK/cluster-ai.map" "$WORK/hot-functions.txt" "$WORK"/probed/callgrind.out.* -- "$WORK"/builtin/callgrind.out.* <<'PY'
 import bisect, re, sys
-binary, linker_map, out, dumps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+binary, linker_map, out = sys.argv[1:4]
+daemons = " ".join(sys.argv[4:]).split(" -- ")
 seen = set()
-for dump in dumps:
-    names, current = {}, None
-    for line in open(dump):
-        if line.startswith("ob="):  # "ob=(3) /path" defines (3), "ob=(3)" refers to it
-            m = re.match(r"ob=\((\d+)\) ?(.*)", line.rstrip("\n"))
-            if m.group(2):
-                names[m.group(1)] = m.group(2)
-            current = names.get(m.group(1))
-        elif line.startswith("0x") and current == binary:
-            seen.add(int(line.split()[0], 16))
+for files in daemons:
+    before = len(seen)
+    for dump in files.split():
+        # "ob=(3) /path" or "cob=(3) /path" names object 3 (one table for both), "ob=(3)" and
+        # "cob=(3)" refer to it; ob= says whose code the position lines that follow are.
+        names, current = {}, None
+        for line in open(dump):
+            m = re.match(r"(c?)ob=\((\d+)\) ?(.*)", line.rstrip("\n"))
+            if m:
+                if m.group(3):
+                    names[m.group(2)] = m.group(3)
+                if not m.group(1):
+                    current = names.get(m.group(2))
+            elif line.startswith("0x") and current == binary:
+                seen.add(int(line.split()[0], 16))
+    if len(seen) == before:
+        sys.exit(f"no instruction of {binary} in {files}: callgrind's output is not as expected")
 sections = []  # (start, end, symbol)
 for line in open(linker_map):
     f = line.split(None, 4)
@@ -137,7 +151,11 @@ found=$(wc -l < "$WORK/hot-functions.txt")
 [ "$found" -gt 50 ] || { echo "only $found functions named: the map or callgrind's output is not as expected" >&2; exit 1; }
 {
   echo "# The functions the idle daemon runs, placed together by the linker (build.rs)."
-  echo "# Made by packaging/hot-functions.sh on $(date -u +%F) from $(git rev-parse --short HEAD): $found functions seen in ${WINDOW} s."
+  echo "# Made by packaging/hot-functions.sh on $(date -u +%F) from $(git describe --always --dirty): $found functions seen in ${WINDOW} s."
+  echo "# The names carry hashes of the toolchain and the crate graph: make the list again after a"
+  echo "# toolchain update, a change of Cargo.lock or of the package's version (build.rs warns of"
+  echo "# another rustc; bench/footprint.sh says how many of these names a build has)."
+  echo "# rustc: $(rustc --version)"
   cat "$WORK/hot-functions.txt"
 } > packaging/hot-functions.txt
 echo "packaging/hot-functions.txt: $found functions"
