@@ -149,9 +149,10 @@ print(f"{len(seen)} instructions of {binary} run, {len(sections)} .text sections
 PY
 found=$(wc -l < "$WORK/hot-functions.txt")
 [ "$found" -gt 50 ] || { echo "only $found functions named: the map or callgrind's output is not as expected" >&2; exit 1; }
+made_from=$(git describe --always --dirty)   # before the list itself is rewritten
 {
   echo "# The functions the idle daemon runs, placed together by the linker (build.rs)."
-  echo "# Made by packaging/hot-functions.sh on $(date -u +%F) from $(git describe --always --dirty): $found functions seen in ${WINDOW} s."
+  echo "# Made by packaging/hot-functions.sh on $(date -u +%F) from $made_from: $found functions seen in ${WINDOW} s."
   echo "# The names carry hashes of the toolchain and the crate graph: make the list again after a"
   echo "# toolchain update, a change of Cargo.lock or of the package's version (build.rs warns of"
   echo "# another rustc; bench/footprint.sh says how many of these names a build has)."
