@@ -39,11 +39,7 @@ trap cleanup EXIT
 # the health task watching four services probed over HTTP at the default interval (the built-in four are
 # replaced by four local stand-ins that answer, so the figure is that of a healthy node; no
 # unit, so nothing is restarted). SERVICES=0 keeps the built-in list instead.
-# Each stand-in writes its answer as the peer it stands for does, since a head and a body sent
-# in two writes can cost the prober a second wakeup: Docker and Ollama (Go's net/http buffers a
-# small answer and writes it once at the handler's end) and the Dask scheduler (tornado's
-# finish() writes the head and the body together) in one write; Open WebUI (uvicorn writes the
-# head at http.response.start and the body at http.response.body) in two.
+# Each stand-in writes its answer as the peer it stands for does (bench/standins.py).
 SERVICES=${SERVICES:-4}
 # /metrics served (on a port of its own: two of these may run side by side); scraped only
 # after the idle window, to measure what a scrape costs.
@@ -51,23 +47,7 @@ SERVICES=${SERVICES:-4}
 # a setting costs.
 printf '%s\n[swap]\ndir = "%s/swap"\n[metrics]\nlisten = "127.0.0.1:0"\n' "${FOOTPRINT_CONFIG:-}" "$WORK" > "$WORK/config.toml"
 if [ "$SERVICES" -gt 0 ]; then
-  python3 -c '
-import http.server, socketserver, sys, threading
-class OneWrite(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-    def log_message(self, *a): pass
-class TwoWrites(OneWrite):
-    def do_GET(self):
-        self.send_response(200); self.send_header("content-length", "2"); self.end_headers(); self.wfile.write(b"ok")
-n = int(sys.argv[1])
-servers = [socketserver.TCPServer(("127.0.0.1", 0), TwoWrites if i == 3 else OneWrite) for i in range(n)]
-with open(sys.argv[2], "w") as f:
-    f.write(" ".join(str(s.server_address[1]) for s in servers))
-for s in servers[1:]:
-    threading.Thread(target=s.serve_forever, daemon=True).start()
-servers[0].serve_forever()
-' "$SERVICES" "$WORK/ports.tmp" &
+  python3 bench/standins.py "$SERVICES" "$WORK/ports.tmp" &
   STANDINS=$!
   for _ in $(seq 50); do [ -s "$WORK/ports.tmp" ] && break; sleep 0.1; done
   n=0

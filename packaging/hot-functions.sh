@@ -31,23 +31,8 @@ CLUSTER_AI_LINK_MAP=$WORK/cluster-ai.map cargo build --release --quiet
 BIN=$(realpath "$TARGET/release/cluster-ai")
 [ -s "$WORK/cluster-ai.map" ] || { echo "no linker map: build.rs did not ask for one (not linked by rustc's lld?)" >&2; exit 1; }
 
-# Four stand-ins that answer as footprint.sh's do (the fourth as uvicorn, in two writes).
-python3 -c '
-import http.server, socketserver, sys, threading
-class OneWrite(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-    def log_message(self, *a): pass
-class TwoWrites(OneWrite):
-    def do_GET(self):
-        self.send_response(200); self.send_header("content-length", "2"); self.end_headers(); self.wfile.write(b"ok")
-servers = [socketserver.ThreadingTCPServer(("127.0.0.1", 0), TwoWrites if i == 3 else OneWrite) for i in range(4)]
-with open(sys.argv[1], "w") as f:
-    f.write(" ".join(str(s.server_address[1]) for s in servers))
-for s in servers[1:]:
-    threading.Thread(target=s.serve_forever, daemon=True).start()
-servers[0].serve_forever()
-' "$WORK/ports.tmp" &
+# Four stand-ins that answer as footprint.sh's do (bench/standins.py).
+python3 bench/standins.py 4 "$WORK/ports.tmp" &
 PIDS+=($!)
 for _ in $(seq 50); do [ -s "$WORK/ports.tmp" ] && break; sleep 0.1; done
 
