@@ -146,20 +146,7 @@ ls -l "$BIN" | awk '{printf "  binary size    %6.2f MiB\n", $5 / 1048576}'
 if [ -z "${FOOTPRINT_BIN:-}" ]; then
   MAP=$(ls -t "$TARGET"/release/build/cluster-ai-*/out/cluster-ai.map 2>/dev/null | head -1 || true)
   if [ -n "$MAP" ]; then
-    python3 -c '
-import sys
-names = [l.strip() for l in open(sys.argv[1]) if l.strip() and not l.startswith("#")]
-have = set()
-for line in open(sys.argv[2]):
-    i = line.find(":(.text.")
-    if i >= 0:
-        n = line[i + 8:].rstrip().rstrip(")")
-        for p in ("unlikely.", "hot."):
-            n = n.removeprefix(p)
-        have.add(n)
-found = sum(n in have for n in names)
-print(f"  layout         {found} of the {len(names)} functions of packaging/hot-functions.txt are in this build" + ("" if found >= 0.9 * len(names) else " (packaging/hot-functions.sh makes the list again)"))
-' packaging/hot-functions.txt "$MAP"
+    python3 packaging/hot_functions.py coverage packaging/hot-functions.txt "$MAP"
   else
     echo "  layout         no link map under $TARGET/release/build: linked without packaging/hot-functions.txt (see build.rs)"
   fi

@@ -8,8 +8,8 @@
 # How: the release build, linked with a map (CLUSTER_AI_LINK_MAP), run as footprint.sh runs it,
 # twice side by side (four services probed over HTTP and scraped by Prometheus every 15 s; the
 # built-in service list with nothing installed), each under callgrind, its counts zeroed
-# at READY; every function callgrind saw run in the window (by address: the binary
-# is stripped) is named from the linker's map.
+# at READY; every instruction run in the window is named by the function section of the
+# linker's map it lies in (packaging/hot_functions.py).
 # usage: packaging/hot-functions.sh [SECONDS]      (default 130: four 30 s cycles and a minute's
 #        systemd retry)
 set -euo pipefail
@@ -90,48 +90,8 @@ for d in probed builtin; do
 done
 sleep 2
 
-python3 - "$BIN" "$WORK/cluster-ai.map" "$WORK/hot-functions.txt" "$WORK"/probed/callgrind.out.* -- "$WORK"/builtin/callgrind.out.* <<'PY'
-import bisect, re, sys
-binary, linker_map, out = sys.argv[1:4]
-daemons = " ".join(sys.argv[4:]).split(" -- ")
-seen = set()
-for files in daemons:
-    before = len(seen)
-    for dump in files.split():
-        # "ob=(3) /path" or "cob=(3) /path" names object 3 (one table for both), "ob=(3)" and
-        # "cob=(3)" refer to it; ob= says whose code the position lines that follow are.
-        names, current = {}, None
-        for line in open(dump):
-            m = re.match(r"(c?)ob=\((\d+)\) ?(.*)", line.rstrip("\n"))
-            if m:
-                if m.group(3):
-                    names[m.group(2)] = m.group(3)
-                if not m.group(1):
-                    current = names.get(m.group(2))
-            elif line.startswith("0x") and current == binary:
-                seen.add(int(line.split()[0], 16))
-    if len(seen) == before:
-        sys.exit(f"no instruction of {binary} in {files}: callgrind's output is not as expected")
-sections = []  # (start, end, symbol)
-for line in open(linker_map):
-    f = line.split(None, 4)
-    if len(f) != 5 or ":(.text." not in f[4]:
-        continue
-    name = f[4].rstrip().rsplit(":(.text.", 1)[1].rstrip(")")
-    for prefix in ("unlikely.", "hot.", "startup.", "exit."):
-        name = name.removeprefix(prefix)
-    sections.append((int(f[0], 16), int(f[0], 16) + int(f[2], 16), name))
-sections.sort()
-starts = [s[0] for s in sections]
-hot = set()
-for a in seen:
-    i = bisect.bisect_right(starts, a) - 1
-    if i >= 0 and a < sections[i][1]:
-        hot.add(sections[i][2])
-with open(out, "w") as f:
-    f.write("".join(h + "\n" for h in sorted(hot)))
-print(f"{len(seen)} instructions of {binary} run, {len(sections)} .text sections in the map, {len(hot)} functions", file=sys.stderr)
-PY
+python3 packaging/hot_functions.py name "$BIN" "$WORK/cluster-ai.map" "$WORK/hot-functions.txt" \
+  "$WORK"/probed/callgrind.out.* -- "$WORK"/builtin/callgrind.out.*
 found=$(wc -l < "$WORK/hot-functions.txt")
 [ "$found" -gt 50 ] || { echo "only $found functions named: the map or callgrind's output is not as expected" >&2; exit 1; }
 made_from=$(git describe --always --dirty)   # before the list itself is rewritten
